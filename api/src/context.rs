@@ -1,0 +1,79 @@
+//! The auth layer: gives every `/v2` request its request id and [`RequestContext`].
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use glint_core::config::AuthMode;
+use glint_core::context::RequestContext;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+const REQUEST_ID: &str = "x-openstack-request-id";
+const MAX_REQUEST_ID_LENGTH: usize = 64;
+
+/// Middleware: assigns the request id (the caller's `X-Openstack-Request-Id` if sent),
+/// builds the caller's context, and echoes the id on the response.
+pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let request_id = match request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
+        Some(given) if given.len() > MAX_REQUEST_ID_LENGTH => {
+            return ApiError::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!("Request ID length exceeds the maximum of {MAX_REQUEST_ID_LENGTH} characters."),
+            )
+            .into_response();
+        }
+        Some(given) if given.starts_with("req-") => given.to_owned(),
+        Some(given) if !given.is_empty() => format!("req-{given}"),
+        _ => format!("req-{}", uuid::Uuid::new_v4()),
+    };
+    let context = match state.config.auth.mode {
+        AuthMode::Noauth => trusted_headers(request.headers(), request_id.clone()),
+    };
+    request.extensions_mut().insert(context);
+    let mut response = next.run(request).await;
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+/// No-auth mode: identity headers are trusted as a proxy would set them; a request without
+/// a project is Glance's unauthenticated admin.
+fn trusted_headers(headers: &HeaderMap, request_id: String) -> RequestContext {
+    let header = |name: &str| {
+        headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
+    };
+    let Some(project) = header("x-project-id").or_else(|| header("x-tenant-id")) else {
+        return RequestContext::anonymous_admin(request_id);
+    };
+    let roles = header("x-roles").unwrap_or_default();
+    RequestContext::new(Some(project), header("x-user-id"), roles.split(',').map(str::to_owned), request_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(*k, HeaderValue::from_static(v));
+        }
+        map
+    }
+
+    #[test]
+    fn no_identity_headers_is_an_anonymous_admin() {
+        let ctx = trusted_headers(&headers(&[]), "req-1".into());
+        assert!(ctx.is_admin && ctx.project_id.is_none());
+    }
+
+    #[test]
+    fn tenant_id_is_the_legacy_project_header() {
+        let ctx = trusted_headers(&headers(&[("x-tenant-id", "p1"), ("x-roles", "Member, reader")]), "req-1".into());
+        assert_eq!(ctx.project_id.as_deref(), Some("p1"));
+        assert!(ctx.has_role("member") && !ctx.is_admin);
+    }
+}

@@ -1,0 +1,56 @@
+//! Glint's HTTP API: the Glance v2 wire contract on axum.
+
+mod actions;
+mod context;
+mod error;
+mod extract;
+mod images;
+mod list;
+mod router;
+mod schemas;
+mod tags;
+mod versions;
+mod view;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::ServiceExt;
+use axum::extract::Request;
+use glint_core::config::Config;
+use glint_core::image::schema::Validator;
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+use tower::Layer;
+use tower::util::MapRequestLayer;
+
+/// What every handler shares: the database pool, the configuration, the schema validator.
+#[derive(Clone)]
+pub struct AppState {
+    /// Metadata database pool.
+    pub db: DatabaseConnection,
+    /// The process configuration.
+    pub config: Arc<Config>,
+    /// The image schema, compiled once.
+    pub validator: Arc<Validator>,
+}
+
+impl AppState {
+    /// State for `config` over the pool `db`.
+    pub fn new(config: Config, db: DatabaseConnection) -> Self {
+        let validator = Arc::new(Validator::new(&config.images));
+        Self { db, config: Arc::new(config), validator }
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = MapRequestLayer::new(versions::rewrite_version_prefix).layer(router::router(state));
+    axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,311 @@
+//! `GET /v2/images` query parameters: filters, sorting and pagination, with Glance's errors.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use glint_core::config::ImagesConfig;
+use glint_core::db::entity::image::Column;
+use glint_core::db::images::{Cmp, Field, Filter, ListQuery, MemberStatus, SortKey, VisibilityFilter};
+use glint_core::image::Visibility;
+use sea_orm::{Order, Value};
+
+use crate::error::ApiError;
+
+/// Parameters that are not filters.
+const CONTROL: &[&str] = &["limit", "marker", "sort_key", "sort_dir", "sort", "visibility", "member_status", "tag", "os_hidden"];
+
+/// Parses the decoded query pairs of an image list request.
+pub fn parse(pairs: &[(String, String)], cfg: &ImagesConfig) -> Result<ListQuery, ApiError> {
+    let all = |name: &'static str| pairs.iter().filter(move |(k, _)| k == name).map(|(_, v)| v.as_str());
+    let last = |name: &'static str| all(name).last();
+
+    let limit = match last("limit") {
+        None => cfg.limit_param_default,
+        Some(text) => {
+            let n: i64 = text.trim().parse().map_err(|_| ApiError::bad_request("limit param must be an integer"))?;
+            if n < 0 {
+                return Err(ApiError::bad_request("limit param must be positive"));
+            }
+            (n as u64).min(cfg.api_limit_max)
+        }
+    };
+    let visibility = match last("visibility") {
+        None => None,
+        Some("all") => Some(VisibilityFilter::All),
+        Some(v) => Some(VisibilityFilter::Only(
+            v.parse::<Visibility>().map_err(|_| ApiError::bad_request(format!("Invalid visibility value: {v}")))?,
+        )),
+    };
+    let member_status = match last("member_status") {
+        None | Some("accepted") => MemberStatus::Only("accepted"),
+        Some("pending") => MemberStatus::Only("pending"),
+        Some("rejected") => MemberStatus::Only("rejected"),
+        Some("all") => MemberStatus::All,
+        Some(v) => return Err(ApiError::bad_request(format!("Invalid status value: {v}"))),
+    };
+    let os_hidden = match last("os_hidden").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(v) => return Err(ApiError::bad_request(format!("Invalid value '{v}' for 'os_hidden' filter. Valid values are 'true' or 'false'."))),
+    };
+
+    let mut filters = Vec::new();
+    for (key, value) in pairs.iter().filter(|(k, _)| !CONTROL.contains(&k.as_str())) {
+        filters.push(filter(key, value)?);
+    }
+    Ok(ListQuery {
+        filters,
+        tags: all("tag").map(str::to_owned).collect(),
+        visibility,
+        member_status,
+        os_hidden,
+        sort: sort(pairs)?,
+        limit,
+        marker: last("marker").map(str::to_owned),
+    })
+}
+
+fn filter(key: &str, value: &str) -> Result<Filter, ApiError> {
+    let column = |c: Column| Field::Column(c);
+    Ok(match key {
+        "changes-since" => return Err(ApiError::bad_request("The 'changes-since' filter is no longer available on v2.")),
+        "name" | "id" | "status" | "container_format" | "disk_format" => {
+            let col = match key {
+                "name" => Column::Name,
+                "id" => Column::Id,
+                "status" => Column::Status,
+                "container_format" => Column::ContainerFormat,
+                _ => Column::DiskFormat,
+            };
+            Filter::In(column(col), operator_values(value)?.into_iter().map(Value::from).collect())
+        }
+        "size_min" | "size_max" | "virtual_size_min" | "virtual_size_max" => {
+            let n = integer(key, value)?;
+            let col = if key.starts_with("virtual") { Column::VirtualSize } else { Column::Size };
+            let cmp = if key.ends_with("_min") { Cmp::Gte } else { Cmp::Lte };
+            Filter::Cmp(column(col), cmp, n.into())
+        }
+        "min_ram" | "min_disk" | "size" | "virtual_size" => {
+            let col = match key {
+                "min_ram" => Column::MinRam,
+                "min_disk" => Column::MinDisk,
+                "size" => Column::Size,
+                _ => Column::VirtualSize,
+            };
+            Filter::Cmp(column(col), Cmp::Eq, integer(key, value)?.into())
+        }
+        "protected" => match value {
+            "true" | "false" => Filter::Cmp(column(Column::Protected), Cmp::Eq, (value == "true").into()),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid value '{value}' for 'protected' filter. Valid values are 'true' or 'false'."
+                )));
+            }
+        },
+        "created_at" | "updated_at" => {
+            let (cmp, at) = time_filter(value)?;
+            let col = if key == "created_at" { Column::CreatedAt } else { Column::UpdatedAt };
+            Filter::Cmp(column(col), cmp, at.into())
+        }
+        "owner" | "checksum" | "os_hash_algo" | "os_hash_value" => {
+            let col = match key {
+                "owner" => Column::Owner,
+                "checksum" => Column::Checksum,
+                "os_hash_algo" => Column::OsHashAlgo,
+                _ => Column::OsHashValue,
+            };
+            Filter::Cmp(column(col), Cmp::Eq, value.into())
+        }
+        property => Filter::Cmp(Field::Property(property.to_owned()), Cmp::Eq, value.into()),
+    })
+}
+
+fn integer(key: &str, value: &str) -> Result<i64, ApiError> {
+    value.trim().parse().map_err(|_| ApiError::bad_request(format!("Invalid value for {key}: must be an integer")))
+}
+
+/// `eq:v`, `in:a,"b, c"` or a bare value; any other prefix before `:` is an unknown operator.
+fn operator_values(value: &str) -> Result<Vec<String>, ApiError> {
+    let Some((op, rest)) = value.split_once(':') else { return Ok(vec![value.to_owned()]) };
+    match op {
+        "eq" => Ok(vec![rest.to_owned()]),
+        "in" => split_in_list(rest),
+        _ => Err(ApiError::bad_request(format!("Unable to filter on a unknown operator '{op}'."))),
+    }
+}
+
+fn split_in_list(list: &str) -> Result<Vec<String>, ApiError> {
+    let mut values = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    let mut chars = list.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted => {
+                quoted = false;
+                if !matches!(chars.peek(), None | Some(',')) {
+                    return Err(ApiError::bad_request("Invalid in-list: a closing quote must end the value"));
+                }
+            }
+            '"' if current.is_empty() => quoted = true,
+            ',' if !quoted => values.push(std::mem::take(&mut current)),
+            c => current.push(c),
+        }
+    }
+    if quoted {
+        return Err(ApiError::bad_request("Invalid in-list: unterminated quote"));
+    }
+    values.push(current);
+    Ok(values)
+}
+
+fn time_filter(value: &str) -> Result<(Cmp, NaiveDateTime), ApiError> {
+    let ops = [("gte", Cmp::Gte), ("gt", Cmp::Gt), ("lte", Cmp::Lte), ("lt", Cmp::Lt), ("neq", Cmp::Ne), ("eq", Cmp::Eq)];
+    let (cmp, time) = match value.split_once(':') {
+        Some((op, rest)) if op.chars().all(|c| c.is_ascii_alphabetic()) => {
+            let cmp = ops
+                .iter()
+                .find(|(name, _)| *name == op)
+                .map(|(_, cmp)| *cmp)
+                .ok_or_else(|| ApiError::bad_request(format!("Invalid operator '{op}' for time filter")))?;
+            (cmp, rest)
+        }
+        _ => (Cmp::Eq, value),
+    };
+    let at = parse_time(time).ok_or_else(|| ApiError::bad_request(format!("Invalid time format: {time}")))?;
+    Ok((cmp, at))
+}
+
+/// ISO 8601: with an offset (converted to UTC), without one (UTC), or a bare date.
+fn parse_time(text: &str) -> Option<NaiveDateTime> {
+    let text = text.trim();
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Some(at.with_timezone(&Utc).naive_utc());
+    }
+    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M"] {
+        if let Ok(at) = NaiveDateTime::parse_from_str(text, format) {
+            return Some(at);
+        }
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0))
+}
+
+fn direction(text: &str) -> Result<Order, ApiError> {
+    match text {
+        "asc" => Ok(Order::Asc),
+        "desc" => Ok(Order::Desc),
+        other => Err(ApiError::bad_request(format!("Invalid sort direction: {other}"))),
+    }
+}
+
+fn sort(pairs: &[(String, String)]) -> Result<Vec<(SortKey, Order)>, ApiError> {
+    let keys: Vec<&str> = pairs.iter().filter(|(k, _)| k == "sort_key").map(|(_, v)| v.as_str()).collect();
+    let dirs: Vec<&str> = pairs.iter().filter(|(k, _)| k == "sort_dir").map(|(_, v)| v.as_str()).collect();
+    let new_style: Vec<&str> = pairs.iter().filter(|(k, _)| k == "sort").map(|(_, v)| v.as_str()).collect();
+    if !new_style.is_empty() {
+        if !keys.is_empty() || !dirs.is_empty() {
+            return Err(ApiError::bad_request("The 'sort' argument is not supported with 'sort_key' or 'sort_dir'."));
+        }
+        let mut sort = Vec::new();
+        for item in new_style.iter().flat_map(|s| s.split(',')) {
+            let (key, dir) = item.trim().split_once(':').unwrap_or((item.trim(), "desc"));
+            sort.push((SortKey::parse(key.trim())?, direction(dir.trim())?));
+        }
+        return Ok(sort);
+    }
+    let dirs = dirs.into_iter().map(direction).collect::<Result<Vec<_>, _>>()?;
+    let keys = if keys.is_empty() { vec!["created_at"] } else { keys };
+    if dirs.len() > 1 && dirs.len() != keys.len() {
+        return Err(ApiError::bad_request("Number of sort dirs does not match the number of sort keys"));
+    }
+    keys.iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let dir = match dirs.len() {
+                0 => Order::Desc,
+                1 => dirs[0].clone(),
+                _ => dirs[i].clone(),
+            };
+            Ok((SortKey::parse(key)?, dir))
+        })
+        .collect()
+}
+
+/// The `first` and `next` links: the request's parameters minus `marker`, repeated ones kept.
+pub fn links(pairs: &[(String, String)], next_marker: Option<&str>) -> (String, Option<String>) {
+    let encode = |extra: Option<(&str, &str)>| {
+        let mut serializer = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in pairs.iter().filter(|(k, _)| k != "marker") {
+            serializer.append_pair(k, v);
+        }
+        if let Some((k, v)) = extra {
+            serializer.append_pair(k, v);
+        }
+        serializer.finish()
+    };
+    let query = encode(None);
+    let first = if query.is_empty() { "/v2/images".to_owned() } else { format!("/v2/images?{query}") };
+    let next = next_marker.map(|m| format!("/v2/images?{}", encode(Some(("marker", m)))));
+    (first, next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(query: &str) -> Vec<(String, String)> {
+        form_urlencoded::parse(query.as_bytes()).into_owned().collect()
+    }
+
+    #[test]
+    fn in_list_honours_quotes() {
+        assert_eq!(
+            split_in_list("\"glass, darkly\",share me").ok(),
+            Some(vec!["glass, darkly".to_owned(), "share me".to_owned()])
+        );
+    }
+
+    #[test]
+    fn unknown_operator_is_refused() {
+        assert!(operator_values("foo:bar").is_err());
+        assert_eq!(operator_values("eq:foo:bar").ok(), Some(vec!["foo:bar".to_owned()]));
+    }
+
+    #[test]
+    fn limit_is_clamped_and_checked() {
+        let cfg = ImagesConfig::default();
+        assert_eq!(parse(&pairs("limit=5000"), &cfg).ok().map(|q| q.limit), Some(1000));
+        assert!(parse(&pairs("limit=-1"), &cfg).is_err());
+        assert!(parse(&pairs("limit=x"), &cfg).is_err());
+        assert_eq!(parse(&pairs(""), &cfg).ok().map(|q| q.limit), Some(25));
+    }
+
+    #[test]
+    fn sort_forms_cannot_be_mixed() {
+        assert!(sort(&pairs("sort=name:asc&sort_key=name")).is_err());
+        assert_eq!(sort(&pairs("sort=name:asc,size")).ok(), Some(vec![(SortKey::Name, Order::Asc), (SortKey::Size, Order::Desc)]));
+    }
+
+    #[test]
+    fn one_sort_dir_applies_to_every_key() {
+        assert_eq!(
+            sort(&pairs("sort_key=name&sort_key=size&sort_dir=asc")).ok(),
+            Some(vec![(SortKey::Name, Order::Asc), (SortKey::Size, Order::Asc)])
+        );
+        assert!(sort(&pairs("sort_key=name&sort_dir=asc&sort_dir=desc&sort_dir=asc")).is_err());
+    }
+
+    #[test]
+    fn time_filters_parse_operators_and_offsets() {
+        let (cmp, at) = time_filter("gte:2024-05-05T19:15:10+02:00").expect("parses");
+        assert_eq!(cmp, Cmp::Gte);
+        assert_eq!(at.to_string(), "2024-05-05 17:15:10");
+        assert!(time_filter("foo:2024-05-05T17:15:10Z").is_err());
+        assert!(time_filter("gt:yesterday").is_err());
+    }
+
+    #[test]
+    fn links_drop_the_marker_and_keep_repeats() {
+        let (first, next) = links(&pairs("tag=a&tag=b&marker=m&limit=2"), Some("n"));
+        assert_eq!(first, "/v2/images?tag=a&tag=b&limit=2");
+        assert_eq!(next.as_deref(), Some("/v2/images?tag=a&tag=b&limit=2&marker=n"));
+    }
+}

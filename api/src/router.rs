@@ -1,0 +1,51 @@
+//! The route table: every path Glint answers, and what happens to the rest.
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post, put};
+
+use crate::error::{self, ApiError};
+use crate::{AppState, actions, context, images, schemas, tags, versions};
+
+/// A resource's methods; any other method is a 405 listing `allowed` in `Allow`.
+fn resource(methods: MethodRouter<AppState>, allowed: &'static str) -> MethodRouter<AppState> {
+    methods.fallback(move |method: Method| async move { ApiError::method_not_allowed(&method, allowed) })
+}
+
+/// Builds the router for `state`: versions and health outside auth, `/v2` behind it.
+pub fn router(state: AppState) -> Router {
+    let v2 = Router::new()
+        .route("/v2/images", resource(get(images::list).post(images::create), "GET, POST"))
+        .route(
+            "/v2/images/{id}",
+            resource(get(images::show).patch(images::update).delete(images::delete), "GET, PATCH, DELETE"),
+        )
+        .route("/v2/images/{id}/tags/{tag}", resource(put(tags::add).delete(tags::remove), "PUT, DELETE"))
+        .route("/v2/images/{id}/actions/deactivate", resource(post(actions::deactivate), "POST"))
+        .route("/v2/images/{id}/actions/reactivate", resource(post(actions::reactivate), "POST"))
+        .route("/v2/schemas/image", resource(get(schemas::image), "GET"))
+        .route("/v2/schemas/images", resource(get(schemas::images), "GET"))
+        .layer(middleware::from_fn_with_state(state.clone(), context::authenticate));
+    Router::new()
+        .route("/", get(versions::multiple_choices))
+        .route("/versions", get(versions::versions))
+        .route("/versions/{*rest}", get(versions::versions))
+        .route("/healthcheck", get(versions::healthcheck))
+        .merge(v2)
+        .fallback(fallback)
+        .layer(middleware::from_fn(error::render_errors))
+        .with_state(state)
+}
+
+/// Unknown paths under `/v2` are 404; anything else at the top gets the version document.
+async fn fallback(State(state): State<AppState>, headers: HeaderMap, request: Request) -> Response {
+    let path = request.uri().path();
+    if path == "/v2" || path.starts_with("/v2/") {
+        ApiError::new(StatusCode::NOT_FOUND, "The resource could not be found.").into_response()
+    } else {
+        versions::multiple_choices(State(state), headers).await
+    }
+}

@@ -1,0 +1,94 @@
+//! The version document (`/`, `/versions`, unknown versions), `/v2.N` prefixes and /healthcheck.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::AppState;
+
+/// Advertised API versions, in upstream's order, for one store and no image cache.
+const VERSIONS: &[(&str, &str)] = &[
+    ("v2.15", "SUPPORTED"),
+    ("v2.9", "SUPPORTED"),
+    ("v2.17", "CURRENT"),
+    ("v2.7", "SUPPORTED"),
+    ("v2.6", "SUPPORTED"),
+    ("v2.5", "SUPPORTED"),
+    ("v2.4", "SUPPORTED"),
+    ("v2.3", "SUPPORTED"),
+    ("v2.2", "SUPPORTED"),
+    ("v2.1", "SUPPORTED"),
+    ("v2.0", "SUPPORTED"),
+];
+
+/// The service's base URL: `public_endpoint`, else what the request (or its proxy) says.
+pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(endpoint) = &state.config.server.public_endpoint {
+        return endpoint.trim_end_matches('/').to_owned();
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let scheme = header("x-forwarded-proto").unwrap_or_else(|| "http".into());
+    let host = header("x-forwarded-host")
+        .or_else(|| header(header::HOST.as_str()))
+        .unwrap_or_else(|| state.config.server.bind.to_string());
+    format!("{scheme}://{host}")
+}
+
+fn document(state: &AppState, headers: &HeaderMap) -> serde_json::Value {
+    let href = format!("{}/v2/", base_url(state, headers));
+    let versions: Vec<_> = VERSIONS
+        .iter()
+        .map(|(id, status)| json!({"id": id, "status": status, "links": [{"rel": "self", "href": href}]}))
+        .collect();
+    json!({ "versions": versions })
+}
+
+/// `GET /versions`: 200 with the version document.
+pub async fn versions(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    (StatusCode::OK, axum::Json(document(&state, &headers))).into_response()
+}
+
+/// `GET /` and any unversioned or unknown-version path: 300 with the version document.
+pub async fn multiple_choices(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    (StatusCode::MULTIPLE_CHOICES, axum::Json(document(&state, &headers))).into_response()
+}
+
+/// Rewrites `/v2.N/...` to `/v2/...` for every advertised minor version, before routing.
+/// Unadvertised minors are left alone and end at the 300 document.
+pub fn rewrite_version_prefix(mut request: Request) -> Request {
+    let path = request.uri().path();
+    let Some(rest) = path.strip_prefix("/v2.") else { return request };
+    let (minor, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    if !VERSIONS.iter().any(|(id, _)| id.strip_prefix("v2.") == Some(minor)) {
+        return request;
+    }
+    let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+    if let Ok(uri) = format!("/v2/{tail}{query}").parse() {
+        *request.uri_mut() = uri;
+    }
+    request
+}
+
+/// `GET|HEAD /healthcheck`: no auth; 503 while the operator's disable file exists.
+pub async fn healthcheck(State(state): State<AppState>, method: Method, headers: HeaderMap) -> Response {
+    let disabled = state.config.server.healthcheck_disable_file.as_ref().is_some_and(|p| p.exists());
+    let (status, reason) = if disabled {
+        (StatusCode::SERVICE_UNAVAILABLE, "DISABLED BY FILE")
+    } else {
+        (StatusCode::OK, "OK")
+    };
+    if method == Method::HEAD {
+        let status = if disabled { status } else { StatusCode::NO_CONTENT };
+        return status.into_response();
+    }
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    if wants_json {
+        (status, axum::Json(json!({"detailed": false, "reasons": [reason]}))).into_response()
+    } else {
+        (status, [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], reason).into_response()
+    }
+}

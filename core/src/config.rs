@@ -1,0 +1,197 @@
+//! One typed configuration: defaults, then a TOML file, then `GLINT__SECTION__KEY` variables.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The whole configuration of a Glint process. Every field documents itself in etc/glint.toml.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The HTTP listener and how the service names itself.
+    pub server: ServerConfig,
+    /// Where metadata lives.
+    pub database: DatabaseConfig,
+    /// How callers are identified.
+    pub auth: AuthConfig,
+    /// Image API limits, quotas and allowed formats.
+    pub images: ImagesConfig,
+}
+
+/// `[server]`: the HTTP listener.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    pub bind: SocketAddr,
+    /// Base URL clients reach the service at (used in the version document and Location
+    /// headers); when unset, taken from the request (honouring X-Forwarded-Proto/-Host).
+    pub public_endpoint: Option<String>,
+    /// When this file exists, /healthcheck answers 503 "DISABLED BY FILE" (for draining).
+    pub healthcheck_disable_file: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 9292)),
+            public_endpoint: None,
+            healthcheck_disable_file: None,
+        }
+    }
+}
+
+/// `[database]`: the metadata database.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH?mode=rwc`, `postgres://user@host/db` or `mysql://user@host/db`.
+    pub url: String,
+    /// Upper bound of the connection pool.
+    pub max_connections: u32,
+    /// Apply pending migrations when `serve`, `api` or `worker` starts.
+    pub migrate_on_start: bool,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: "sqlite://data/glint.db?mode=rwc".into(), max_connections: 16, migrate_on_start: true }
+    }
+}
+
+/// `[auth]`: how requests are authenticated.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `noauth`: trust X-Project-Id/X-User-Id/X-Roles headers; without them every request is
+    /// an anonymous admin, as in Glance's unauthenticated mode.
+    pub mode: AuthMode,
+    /// Allow `noauth` on a non-loopback address. Anyone who can reach the port is admin then.
+    pub allow_noauth_on_non_loopback: bool,
+}
+
+/// The authentication strategies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Trusted identity headers, for the embedded default and behind a trusted proxy.
+    #[default]
+    Noauth,
+}
+
+/// `[images]`: limits and formats of the images API (Glance's option names).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImagesConfig {
+    /// Page size when a list request gives no `limit`.
+    pub limit_param_default: u64,
+    /// Largest page; bigger `limit`s are clamped to it.
+    pub api_limit_max: u64,
+    /// Most extra properties per image (keys starting `os_glance` excluded); negative = no limit.
+    pub image_property_quota: i64,
+    /// Most tags per image; negative = no limit.
+    pub image_tag_quota: i64,
+    /// Accepted `disk_format` values.
+    pub disk_formats: Vec<String>,
+    /// Accepted `container_format` values.
+    pub container_formats: Vec<String>,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect();
+        Self {
+            limit_param_default: 25,
+            api_limit_max: 1000,
+            image_property_quota: 128,
+            image_tag_quota: 128,
+            disk_formats: strings(&["ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop"]),
+            container_formats: strings(&["ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compressed"]),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` if given, then `GLINT__SECTION__KEY` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(Error::Config(format!("config file {} does not exist", path.display())));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("GLINT__").split("__"));
+        let config: Config = figment.extract().map_err(|e| Error::Config(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.images.api_limit_max == 0 {
+            return Err(Error::Config("images.api_limit_max must be at least 1".into()));
+        }
+        if self.auth.mode == AuthMode::Noauth
+            && !self.server.bind.ip().is_loopback()
+            && !self.auth.allow_noauth_on_non_loopback
+        {
+            return Err(Error::Config(format!(
+                "auth.mode = \"noauth\" makes every caller an admin; refusing to listen on {} \
+                 (set auth.allow_noauth_on_non_loopback = true to do it anyway)",
+                self.server.bind
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc/glint.toml")
+    }
+
+    #[test]
+    fn sample_config_equals_the_defaults() {
+        let text = std::fs::read_to_string(sample()).expect("etc/glint.toml");
+        let parsed: Config = Figment::from(Toml::string(&text)).extract().expect("sample parses");
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_that_names_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("glint.toml");
+        std::fs::write(&path, "[server]\nbindd = \"127.0.0.1:1\"\n").expect("write");
+        let err = Config::load(Some(&path)).expect_err("unknown key must fail");
+        assert!(err.to_string().contains("bindd"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("glint.toml", "[database]\nurl = \"sqlite://file.db\"\nmax_connections = 3\n")?;
+            jail.set_env("GLINT__DATABASE__URL", "postgres://127.0.0.1/test");
+            let config = Config::load(Some(Path::new("glint.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.database.url, "postgres://127.0.0.1/test");
+            assert_eq!(config.database.max_connections, 3);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn noauth_refuses_a_public_address() {
+        let mut config = Config::default();
+        config.server.bind = "0.0.0.0:9292".parse().expect("addr");
+        assert!(config.validate().is_err());
+        config.auth.allow_noauth_on_non_loopback = true;
+        assert!(config.validate().is_ok());
+    }
+}

@@ -1,0 +1,73 @@
+//! The request context: who is calling (project, user, roles) and the request id.
+
+/// The caller of one request, built by the auth layer (no-auth headers today, Keystone later).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestContext {
+    /// The caller's project; owner of the images it creates. `None` in anonymous no-auth mode.
+    pub project_id: Option<String>,
+    /// The calling user.
+    pub user_id: Option<String>,
+    /// Lower-cased role names, implied roles included (admin ⇒ member ⇒ reader).
+    pub roles: Vec<String>,
+    /// Cloud-wide administrator (role `admin`, or no-auth without identity headers).
+    pub is_admin: bool,
+    /// `req-<uuid>`: echoed in `x-openstack-request-id` and stored on tasks.
+    pub request_id: String,
+}
+
+impl RequestContext {
+    /// Builds a context from the roles a token or trusted header carried, expanding the
+    /// implied roles of Keystone's bootstrap (admin ⇒ member ⇒ reader).
+    pub fn new(
+        project_id: Option<String>,
+        user_id: Option<String>,
+        roles: impl IntoIterator<Item = String>,
+        request_id: String,
+    ) -> Self {
+        let mut roles: Vec<String> = roles
+            .into_iter()
+            .map(|r| r.trim().to_lowercase())
+            .filter(|r| !r.is_empty())
+            .collect();
+        let implied: &[(&str, &str)] = &[("admin", "member"), ("member", "reader")];
+        for (role, implies) in implied {
+            if roles.iter().any(|r| r == role) && !roles.iter().any(|r| r == implies) {
+                roles.push((*implies).to_owned());
+            }
+        }
+        let is_admin = roles.iter().any(|r| r == "admin");
+        Self { project_id, user_id, roles, is_admin, request_id }
+    }
+
+    /// The context Glance's unauthenticated mode gives every request: admin, no project.
+    pub fn anonymous_admin(request_id: String) -> Self {
+        Self { project_id: None, user_id: None, roles: vec![], is_admin: true, request_id }
+    }
+
+    /// Whether the caller holds `role` (after expansion of implied roles).
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// Whether the caller's project is `owner` (never true for owner-less images).
+    pub fn owns(&self, owner: Option<&str>) -> bool {
+        matches!((self.project_id.as_deref(), owner), (Some(p), Some(o)) if p == o)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_implies_member_and_reader() {
+        let ctx = RequestContext::new(Some("p".into()), None, vec![" Admin ".into()], "req-1".into());
+        assert!(ctx.is_admin && ctx.has_role("member") && ctx.has_role("reader"));
+    }
+
+    #[test]
+    fn reader_implies_nothing_more() {
+        let ctx = RequestContext::new(Some("p".into()), None, vec!["reader".into()], "req-1".into());
+        assert!(!ctx.is_admin && !ctx.has_role("member"));
+    }
+}

@@ -1,0 +1,6 @@
+//! SeaORM entities: the storage shape of Glance's tables, nothing more.
+
+pub mod image;
+pub mod image_member;
+pub mod image_property;
+pub mod image_tag;

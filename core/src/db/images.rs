@@ -1,0 +1,578 @@
+//! Image repository: the only code that reads and writes images, their properties and tags.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use sea_orm::sea_query::{Expr, ExprTrait, Query, SelectStatement};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
+    Order, QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionTrait,
+};
+
+use super::entity::{image, image_member, image_property, image_tag};
+use super::now;
+use crate::context::RequestContext;
+use crate::image::{Image, Status, Visibility};
+use crate::{Error, Result, policy};
+
+/// Stores a new image with its properties and tags; a duplicate id is a 409.
+pub async fn insert(db: &DatabaseConnection, image: &Image) -> Result<()> {
+    let txn = db.begin().await?;
+    let row = image::ActiveModel {
+        id: Set(image.id.clone()),
+        name: Set(image.name.clone()),
+        disk_format: Set(image.disk_format.clone()),
+        container_format: Set(image.container_format.clone()),
+        size: Set(image.size),
+        virtual_size: Set(image.virtual_size),
+        status: Set(image.status.as_str().to_owned()),
+        visibility: Set(image.visibility.as_str().to_owned()),
+        checksum: Set(image.checksum.clone()),
+        os_hash_algo: Set(image.os_hash_algo.clone()),
+        os_hash_value: Set(image.os_hash_value.clone()),
+        min_disk: Set(image.min_disk),
+        min_ram: Set(image.min_ram),
+        owner: Set(image.owner.clone()),
+        protected: Set(image.protected),
+        os_hidden: Set(image.os_hidden),
+        created_at: Set(image.created_at),
+        updated_at: Set(image.updated_at),
+        deleted_at: Set(None),
+        deleted: Set(false),
+    };
+    if let Err(err) = image::Entity::insert(row).exec_without_returning(&txn).await {
+        return Err(match err.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(_)) => {
+                Error::Conflict(format!("Image with identifier {} already exists!", image.id))
+            }
+            _ => err.into(),
+        });
+    }
+    insert_properties(&txn, &image.id, image.properties.iter()).await?;
+    insert_tags(&txn, &image.id, image.tags.iter()).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+async fn insert_properties<'a>(
+    txn: &impl ConnectionTrait,
+    image_id: &str,
+    properties: impl Iterator<Item = (&'a String, &'a Option<String>)>,
+) -> Result<()> {
+    let rows: Vec<_> = properties
+        .map(|(name, value)| image_property::ActiveModel {
+            image_id: Set(image_id.to_owned()),
+            name: Set(name.clone()),
+            value: Set(value.clone()),
+            ..Default::default()
+        })
+        .collect();
+    if !rows.is_empty() {
+        image_property::Entity::insert_many(rows).exec_without_returning(txn).await?;
+    }
+    Ok(())
+}
+
+async fn insert_tags<'a>(
+    txn: &impl ConnectionTrait,
+    image_id: &str,
+    tags: impl Iterator<Item = &'a String>,
+) -> Result<()> {
+    let rows: Vec<_> = tags
+        .map(|tag| image_tag::ActiveModel {
+            image_id: Set(image_id.to_owned()),
+            value: Set(tag.clone()),
+            ..Default::default()
+        })
+        .collect();
+    if !rows.is_empty() {
+        image_tag::Entity::insert_many(rows).exec_without_returning(txn).await?;
+    }
+    Ok(())
+}
+
+/// The live (non-deleted) image `id`, whoever owns it.
+pub async fn get(db: &impl ConnectionTrait, id: &str) -> Result<Option<Image>> {
+    let row = image::Entity::find_by_id(id.to_owned())
+        .filter(image::Column::Deleted.eq(false))
+        .one(db)
+        .await?;
+    match row {
+        Some(row) => Ok(assemble(db, vec![row]).await?.pop()),
+        None => Ok(None),
+    }
+}
+
+/// The image `id` as the caller sees it: 404 when missing, deleted or invisible to the caller.
+pub async fn find_visible(db: &DatabaseConnection, ctx: &RequestContext, id: &str) -> Result<Image> {
+    let not_found = || Error::NotFound(format!("No image found with ID {id}"));
+    let image = get(db, id).await?.ok_or_else(not_found)?;
+    let member = match (&ctx.project_id, image.visibility) {
+        (Some(project), Visibility::Shared) if !ctx.is_admin => is_member(db, id, project).await?,
+        _ => false,
+    };
+    if policy::can_see(ctx, &image, member) { Ok(image) } else { Err(not_found()) }
+}
+
+/// Whether `project` holds a live membership (any status) of image `image_id`.
+pub async fn is_member(db: &impl ConnectionTrait, image_id: &str, project: &str) -> Result<bool> {
+    let found = image_member::Entity::find()
+        .filter(image_member::Column::ImageId.eq(image_id))
+        .filter(image_member::Column::Member.eq(project))
+        .filter(image_member::Column::Deleted.eq(false))
+        .one(db)
+        .await?;
+    Ok(found.is_some())
+}
+
+/// Persists the metadata changes from `before` to `after` in one transaction and returns the
+/// saved image. Status is compare-and-set: a concurrent status change makes this a 409.
+pub async fn update(db: &DatabaseConnection, before: &Image, after: &Image) -> Result<Image> {
+    let txn = db.begin().await?;
+    let updated_at = now();
+    let result = image::Entity::update_many()
+        .col_expr(image::Column::Name, Expr::value(after.name.clone()))
+        .col_expr(image::Column::Visibility, Expr::value(after.visibility.as_str()))
+        .col_expr(image::Column::Protected, Expr::value(after.protected))
+        .col_expr(image::Column::OsHidden, Expr::value(after.os_hidden))
+        .col_expr(image::Column::MinRam, Expr::value(after.min_ram))
+        .col_expr(image::Column::MinDisk, Expr::value(after.min_disk))
+        .col_expr(image::Column::DiskFormat, Expr::value(after.disk_format.clone()))
+        .col_expr(image::Column::ContainerFormat, Expr::value(after.container_format.clone()))
+        .col_expr(image::Column::Owner, Expr::value(after.owner.clone()))
+        .col_expr(image::Column::UpdatedAt, Expr::value(updated_at))
+        .filter(image::Column::Id.eq(&before.id))
+        .filter(image::Column::Deleted.eq(false))
+        .filter(image::Column::Status.eq(before.status.as_str()))
+        .exec(&txn)
+        .await?;
+    if result.rows_affected == 0 {
+        return Err(lost_race(&txn, &before.id).await);
+    }
+
+    let changed: Vec<&String> = before
+        .properties
+        .keys()
+        .filter(|k| after.properties.get(*k) != before.properties.get(*k))
+        .chain(after.properties.keys().filter(|k| !before.properties.contains_key(*k)))
+        .collect();
+    if !changed.is_empty() {
+        image_property::Entity::delete_many()
+            .filter(image_property::Column::ImageId.eq(&before.id))
+            .filter(image_property::Column::Name.is_in(changed.iter().map(|k| k.as_str())))
+            .exec(&txn)
+            .await?;
+        insert_properties(&txn, &before.id, after.properties.iter().filter(|(k, _)| changed.contains(k))).await?;
+    }
+    let removed_tags: Vec<&String> = before.tags.difference(&after.tags).collect();
+    if !removed_tags.is_empty() {
+        image_tag::Entity::delete_many()
+            .filter(image_tag::Column::ImageId.eq(&before.id))
+            .filter(image_tag::Column::Value.is_in(removed_tags.iter().map(|t| t.as_str())))
+            .exec(&txn)
+            .await?;
+    }
+    insert_tags(&txn, &before.id, after.tags.difference(&before.tags)).await?;
+    txn.commit().await?;
+
+    let mut saved = after.clone();
+    saved.status = before.status;
+    saved.updated_at = updated_at;
+    Ok(saved)
+}
+
+/// Moves image `id` from status `from` to `to` if nobody moved it first (409 otherwise).
+pub async fn set_status(db: &DatabaseConnection, id: &str, from: Status, to: Status) -> Result<()> {
+    let result = image::Entity::update_many()
+        .col_expr(image::Column::Status, Expr::value(to.as_str()))
+        .col_expr(image::Column::UpdatedAt, Expr::value(now()))
+        .filter(image::Column::Id.eq(id))
+        .filter(image::Column::Deleted.eq(false))
+        .filter(image::Column::Status.eq(from.as_str()))
+        .exec(db)
+        .await?;
+    if result.rows_affected == 0 {
+        return Err(lost_race(db, id).await);
+    }
+    Ok(())
+}
+
+/// Soft-deletes image `id` (status `deleted`); afterwards it is a 404 for everyone.
+pub async fn delete(db: &DatabaseConnection, id: &str) -> Result<()> {
+    let at = now();
+    let result = image::Entity::update_many()
+        .col_expr(image::Column::Status, Expr::value(Status::Deleted.as_str()))
+        .col_expr(image::Column::Deleted, Expr::value(true))
+        .col_expr(image::Column::DeletedAt, Expr::value(at))
+        .col_expr(image::Column::UpdatedAt, Expr::value(at))
+        .filter(image::Column::Id.eq(id))
+        .filter(image::Column::Deleted.eq(false))
+        .filter(image::Column::Protected.eq(false))
+        .exec(db)
+        .await?;
+    if result.rows_affected == 0 {
+        return Err(match get(db, id).await? {
+            Some(image) if image.protected => {
+                Error::Forbidden(format!("Image {id} is protected and cannot be deleted."))
+            }
+            _ => Error::NotFound(format!("No image found with ID {id}")),
+        });
+    }
+    Ok(())
+}
+
+async fn lost_race(db: &impl ConnectionTrait, id: &str) -> Error {
+    match get(db, id).await {
+        Ok(Some(image)) => Error::Conflict(format!(
+            "Image {id} changed status to {} while the request was processed",
+            image.status
+        )),
+        Ok(None) => Error::NotFound(format!("No image found with ID {id}")),
+        Err(err) => err,
+    }
+}
+
+async fn assemble(db: &impl ConnectionTrait, rows: Vec<image::Model>) -> Result<Vec<Image>> {
+    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let mut properties: HashMap<String, BTreeMap<String, Option<String>>> = HashMap::new();
+    let mut tags: HashMap<String, BTreeSet<String>> = HashMap::new();
+    if !ids.is_empty() {
+        for p in image_property::Entity::find()
+            .filter(image_property::Column::ImageId.is_in(ids.clone()))
+            .all(db)
+            .await?
+        {
+            properties.entry(p.image_id).or_default().insert(p.name, p.value);
+        }
+        for t in image_tag::Entity::find().filter(image_tag::Column::ImageId.is_in(ids)).all(db).await? {
+            tags.entry(t.image_id).or_default().insert(t.value);
+        }
+    }
+    rows.into_iter()
+        .map(|row| {
+            let corrupt = |what: &str, value: &str| {
+                Error::Database(DbErr::Custom(format!("image {}: stored {what} '{value}' is unknown", row.id)))
+            };
+            Ok(Image {
+                status: row.status.parse().map_err(|_| corrupt("status", &row.status))?,
+                visibility: row.visibility.parse().map_err(|_| corrupt("visibility", &row.visibility))?,
+                properties: properties.remove(&row.id).unwrap_or_default(),
+                tags: tags.remove(&row.id).unwrap_or_default(),
+                id: row.id,
+                name: row.name,
+                disk_format: row.disk_format,
+                container_format: row.container_format,
+                size: row.size,
+                virtual_size: row.virtual_size,
+                checksum: row.checksum,
+                os_hash_algo: row.os_hash_algo,
+                os_hash_value: row.os_hash_value,
+                min_disk: row.min_disk,
+                min_ram: row.min_ram,
+                owner: row.owner,
+                protected: row.protected,
+                os_hidden: row.os_hidden,
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+            })
+        })
+        .collect()
+}
+
+/// What a list filter compares: an `images` column or an extra property.
+#[derive(Clone, Debug)]
+pub enum Field {
+    /// A column of `images`.
+    Column(image::Column),
+    /// An extra property, by name.
+    Property(String),
+}
+
+/// Comparison operators of list filters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cmp {
+    /// `=`
+    Eq,
+    /// `<>`
+    Ne,
+    /// `>`
+    Gt,
+    /// `>=`
+    Gte,
+    /// `<`
+    Lt,
+    /// `<=`
+    Lte,
+}
+
+/// One condition of `GET /v2/images`.
+#[derive(Clone, Debug)]
+pub enum Filter {
+    /// The field equals one of the values.
+    In(Field, Vec<sea_orm::Value>),
+    /// The field compares with the value.
+    Cmp(Field, Cmp, sea_orm::Value),
+}
+
+/// The `visibility` list parameter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VisibilityFilter {
+    /// Only this visibility.
+    Only(Visibility),
+    /// Everything the caller may see, community included.
+    All,
+}
+
+/// The `member_status` list parameter: which memberships make a shared image listed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberStatus {
+    /// Only memberships in this status (`accepted` by default).
+    Only(&'static str),
+    /// Any status.
+    All,
+}
+
+/// Sortable keys of the image list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum SortKey {
+    Name,
+    Status,
+    ContainerFormat,
+    DiskFormat,
+    Size,
+    Id,
+    CreatedAt,
+    UpdatedAt,
+}
+
+impl SortKey {
+    /// Parses a sort key name; unknown names are a 400.
+    pub fn parse(name: &str) -> Result<SortKey> {
+        Ok(match name {
+            "name" => SortKey::Name,
+            "status" => SortKey::Status,
+            "container_format" => SortKey::ContainerFormat,
+            "disk_format" => SortKey::DiskFormat,
+            "size" => SortKey::Size,
+            "id" => SortKey::Id,
+            "created_at" => SortKey::CreatedAt,
+            "updated_at" => SortKey::UpdatedAt,
+            other => return Err(Error::BadRequest(format!("Invalid sort key: {other}. It is not supported."))),
+        })
+    }
+
+    /// NULLs sort as '' or 0, as Glance's query does.
+    fn expr(self) -> Expr {
+        let coalesce = |column: image::Column, default: sea_orm::Value| {
+            Expr::col((image::Entity, column)).if_null(default)
+        };
+        match self {
+            SortKey::Name => coalesce(image::Column::Name, "".into()),
+            SortKey::ContainerFormat => coalesce(image::Column::ContainerFormat, "".into()),
+            SortKey::DiskFormat => coalesce(image::Column::DiskFormat, "".into()),
+            SortKey::Size => coalesce(image::Column::Size, 0i64.into()),
+            SortKey::Status => Expr::col((image::Entity, image::Column::Status)),
+            SortKey::Id => Expr::col((image::Entity, image::Column::Id)),
+            SortKey::CreatedAt => Expr::col((image::Entity, image::Column::CreatedAt)),
+            SortKey::UpdatedAt => Expr::col((image::Entity, image::Column::UpdatedAt)),
+        }
+    }
+
+    fn value_of(self, image: &Image) -> sea_orm::Value {
+        let text = |v: &Option<String>| sea_orm::Value::from(v.clone().unwrap_or_default());
+        match self {
+            SortKey::Name => text(&image.name),
+            SortKey::ContainerFormat => text(&image.container_format),
+            SortKey::DiskFormat => text(&image.disk_format),
+            SortKey::Size => image.size.unwrap_or(0).into(),
+            SortKey::Status => image.status.as_str().into(),
+            SortKey::Id => image.id.clone().into(),
+            SortKey::CreatedAt => image.created_at.into(),
+            SortKey::UpdatedAt => image.updated_at.into(),
+        }
+    }
+}
+
+/// A parsed `GET /v2/images` request.
+#[derive(Clone, Debug)]
+pub struct ListQuery {
+    /// Column and property conditions, all of which must hold.
+    pub filters: Vec<Filter>,
+    /// Tags the image must all carry.
+    pub tags: Vec<String>,
+    /// `None` = the default visibility rule.
+    pub visibility: Option<VisibilityFilter>,
+    /// Which memberships count for shared images.
+    pub member_status: MemberStatus,
+    /// `true` lists only hidden images, `false` only visible ones.
+    pub os_hidden: bool,
+    /// Sort keys with directions; `created_at` and `id` are appended as tie-breakers.
+    pub sort: Vec<(SortKey, Order)>,
+    /// Page size (already clamped).
+    pub limit: u64,
+    /// Id of the last image of the previous page.
+    pub marker: Option<String>,
+}
+
+/// One page of images the caller may see, in the requested order.
+pub async fn list(db: &DatabaseConnection, ctx: &RequestContext, query: &ListQuery) -> Result<Vec<Image>> {
+    if query.limit == 0 {
+        return Ok(Vec::new());
+    }
+    let mut sort = query.sort.clone();
+    let tie_order = match sort.as_slice() {
+        [] => Order::Desc,
+        [(_, first), rest @ ..] if rest.iter().all(|(_, o)| o == first) => first.clone(),
+        _ => Order::Desc,
+    };
+    for key in [SortKey::CreatedAt, SortKey::Id] {
+        if !sort.iter().any(|(k, _)| *k == key) {
+            sort.push((key, tie_order.clone()));
+        }
+    }
+
+    let mut select = image::Entity::find()
+        .filter(image::Column::Deleted.eq(false))
+        .filter(image::Column::Status.ne(Status::Killed.as_str()))
+        .filter(image::Column::OsHidden.eq(query.os_hidden))
+        .filter(visibility_condition(ctx, query.visibility, query.member_status));
+    for filter in &query.filters {
+        select = select.filter(filter_condition(filter));
+    }
+    for tag in &query.tags {
+        select = select.filter(Expr::exists(
+            child_rows(image_tag::Entity, image_tag::Column::ImageId)
+                .and_where(Expr::col((image_tag::Entity, image_tag::Column::Value)).eq(tag.as_str()))
+                .to_owned(),
+        ));
+    }
+    if let Some(marker) = &query.marker {
+        let marker_image = get(db, marker)
+            .await?
+            .ok_or_else(|| Error::BadRequest(format!("Invalid marker. Image {marker} could not be found.")))?;
+        let member = match &ctx.project_id {
+            Some(project) => is_member(db, marker, project).await?,
+            None => false,
+        };
+        if !policy::can_see(ctx, &marker_image, member) {
+            return Err(Error::Forbidden(format!("Invalid marker. Image {marker} is not visible to you.")));
+        }
+        select = select.filter(after_marker(&sort, &marker_image));
+    }
+    for (key, order) in &sort {
+        select = select.order_by(key.expr(), order.clone());
+    }
+    let rows = select.limit(query.limit).all(db).await?;
+    assemble(db, rows).await
+}
+
+/// Rows strictly after the marker in the full sort order: the lexicographic "greater than"
+/// over the sort keys, written as an OR of prefixes-equal-then-one-beyond.
+fn after_marker(sort: &[(SortKey, Order)], marker: &Image) -> Condition {
+    let mut any = Condition::any();
+    for i in 0..sort.len() {
+        let mut all = Condition::all();
+        for (key, _) in &sort[..i] {
+            all = all.add(key.expr().eq(key.value_of(marker)));
+        }
+        let (key, order) = &sort[i];
+        let beyond = match order {
+            Order::Asc => key.expr().gt(key.value_of(marker)),
+            _ => key.expr().lt(key.value_of(marker)),
+        };
+        any = any.add(all.add(beyond));
+    }
+    any
+}
+
+/// `SELECT 1 FROM <child> WHERE <child>.<fk> = images.id`, to be narrowed and wrapped in EXISTS.
+fn child_rows<E: EntityTrait, C: ColumnTrait>(entity: E, fk: C) -> SelectStatement {
+    Query::select()
+        .expr(Expr::val(1))
+        .from(entity)
+        .and_where(Expr::col((entity, fk)).equals((image::Entity, image::Column::Id)))
+        .to_owned()
+}
+
+fn membership(project: &str, status: MemberStatus) -> Expr {
+    let mut rows = child_rows(image_member::Entity, image_member::Column::ImageId);
+    rows.and_where(Expr::col((image_member::Entity, image_member::Column::Member)).eq(project))
+        .and_where(Expr::col((image_member::Entity, image_member::Column::Deleted)).eq(false));
+    if let MemberStatus::Only(status) = status {
+        rows.and_where(Expr::col((image_member::Entity, image_member::Column::Status)).eq(status));
+    }
+    Expr::exists(rows)
+}
+
+fn visibility_condition(ctx: &RequestContext, filter: Option<VisibilityFilter>, members: MemberStatus) -> Condition {
+    let vis = |v: Visibility| image::Column::Visibility.eq(v.as_str());
+    let owned = match &ctx.project_id {
+        Some(project) => image::Column::Owner.eq(project.as_str()),
+        None => Expr::val(false).into(),
+    };
+    if ctx.is_admin {
+        return match filter {
+            None => Condition::any().add(vis(Visibility::Community).not()).add(owned),
+            Some(VisibilityFilter::All) => Condition::all(),
+            Some(VisibilityFilter::Only(v)) => Condition::all().add(vis(v)),
+        };
+    }
+    let shared_with_me = match &ctx.project_id {
+        Some(project) => Condition::all().add(vis(Visibility::Shared)).add(membership(project, members)),
+        None => Condition::all().add(Expr::val(false)),
+    };
+    let ownerless = image::Column::Owner.is_null();
+    match filter {
+        None => Condition::any()
+            .add(Condition::all().add(ownerless).add(vis(Visibility::Community).not()))
+            .add(vis(Visibility::Public))
+            .add(owned)
+            .add(shared_with_me),
+        Some(VisibilityFilter::All) => Condition::any()
+            .add(ownerless)
+            .add(vis(Visibility::Public))
+            .add(vis(Visibility::Community))
+            .add(owned)
+            .add(shared_with_me),
+        Some(VisibilityFilter::Only(v @ (Visibility::Public | Visibility::Community))) => Condition::all().add(vis(v)),
+        Some(VisibilityFilter::Only(Visibility::Private)) => Condition::all()
+            .add(vis(Visibility::Private))
+            .add(Condition::any().add(owned).add(ownerless)),
+        Some(VisibilityFilter::Only(Visibility::Shared)) => Condition::any()
+            .add(Condition::all().add(vis(Visibility::Shared)).add(Condition::any().add(owned).add(ownerless)))
+            .add(shared_with_me),
+    }
+}
+
+fn compare(lhs: Expr, cmp: Cmp, value: sea_orm::Value) -> Expr {
+    match cmp {
+        Cmp::Eq => lhs.eq(value),
+        Cmp::Ne => lhs.ne(value),
+        Cmp::Gt => lhs.gt(value),
+        Cmp::Gte => lhs.gte(value),
+        Cmp::Lt => lhs.lt(value),
+        Cmp::Lte => lhs.lte(value),
+    }
+}
+
+fn filter_condition(filter: &Filter) -> Expr {
+    let (field, condition): (&Field, Box<dyn Fn(Expr) -> Expr>) = match filter {
+        Filter::In(field, values) => {
+            let values = values.clone();
+            (field, Box::new(move |lhs: Expr| lhs.is_in(values.clone())))
+        }
+        Filter::Cmp(field, cmp, value) => {
+            let (cmp, value) = (*cmp, value.clone());
+            (field, Box::new(move |lhs: Expr| compare(lhs, cmp, value.clone())))
+        }
+    };
+    match field {
+        Field::Column(column) => condition(Expr::col((image::Entity, *column))),
+        Field::Property(name) => Expr::exists(
+            child_rows(image_property::Entity, image_property::Column::ImageId)
+                .and_where(Expr::col((image_property::Entity, image_property::Column::Name)).eq(name.as_str()))
+                .and_where(condition(Expr::col((image_property::Entity, image_property::Column::Value))))
+                .to_owned(),
+        ),
+    }
+}

@@ -1,0 +1,39 @@
+//! The one error type of the core crate; the API maps each variant to a Glance status code.
+
+/// What went wrong, in words a person can act on; the variant decides the HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed or breaks a schema rule (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The caller may see the resource but not do this to it (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such resource, or one the caller may not see (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The resource is in a state that forbids the operation, or a duplicate (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// A quota or size limit would be exceeded (413).
+    #[error("{0}")]
+    OverLimit(String),
+    /// The configuration is invalid; names the offending key.
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// The database failed; the detail is logged, never shown to clients (500).
+    #[error("database error: {0}")]
+    Database(#[from] sea_orm::DbErr),
+}
+
+/// Result with the core [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<sea_orm::TransactionError<Error>> for Error {
+    fn from(err: sea_orm::TransactionError<Error>) -> Self {
+        match err {
+            sea_orm::TransactionError::Connection(db) => Error::Database(db),
+            sea_orm::TransactionError::Transaction(inner) => inner,
+        }
+    }
+}

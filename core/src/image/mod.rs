@@ -1,0 +1,213 @@
+//! The image: its fields, statuses and the one state machine that says what may happen to it.
+
+mod create;
+mod patch;
+pub mod schema;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::NaiveDateTime;
+
+use crate::{Error, Result};
+
+pub use create::new_image;
+pub use patch::{Dialect, Op, PatchOp, PatchPath, apply_patch};
+
+/// An image as the domain sees it: the row, its extra properties and its tags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Image {
+    pub id: String,
+    pub name: Option<String>,
+    pub disk_format: Option<String>,
+    pub container_format: Option<String>,
+    pub size: Option<i64>,
+    pub virtual_size: Option<i64>,
+    pub status: Status,
+    pub visibility: Visibility,
+    pub checksum: Option<String>,
+    pub os_hash_algo: Option<String>,
+    pub os_hash_value: Option<String>,
+    pub min_disk: i32,
+    pub min_ram: i32,
+    pub owner: Option<String>,
+    pub protected: bool,
+    pub os_hidden: bool,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    /// Extra properties; `None` only for keys the schema declares nullable.
+    pub properties: BTreeMap<String, Option<String>>,
+    pub tags: BTreeSet<String>,
+}
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The wire and storage spelling.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(Error::BadRequest(format!("Invalid {} value: {other}", stringify!($name).to_lowercase()))),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// Image status (Glance's nine).
+    Status {
+        /// Record exists, no data yet.
+        Queued => "queued",
+        /// Data is being uploaded through `PUT /file`.
+        Saving => "saving",
+        /// Data is being staged for a glance-direct import.
+        Uploading => "uploading",
+        /// An import task is running.
+        Importing => "importing",
+        /// Data is available.
+        Active => "active",
+        /// Legacy failed upload; never produced by v2.
+        Killed => "killed",
+        /// Deleted, data removal pending.
+        PendingDelete => "pending_delete",
+        /// Deleted.
+        Deleted => "deleted",
+        /// Data download refused to non-admins.
+        Deactivated => "deactivated",
+    }
+}
+
+string_enum! {
+    /// Who can see an image.
+    Visibility {
+        /// Everyone, listed by default.
+        Public => "public",
+        /// Owner only.
+        Private => "private",
+        /// Owner and member projects.
+        Shared => "shared",
+        /// Everyone by id; listed by default only for the owner.
+        Community => "community",
+    }
+}
+
+/// Status-changing operations on an image, asked of [`Status::next`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `POST .../actions/deactivate`.
+    Deactivate,
+    /// `POST .../actions/reactivate`.
+    Reactivate,
+    /// `DELETE /v2/images/{id}`.
+    Delete,
+}
+
+impl Status {
+    /// Statuses Glance's state machine allows to follow `self` (contract §3.1).
+    pub fn allowed_next(self) -> &'static [Status] {
+        use Status::*;
+        match self {
+            Queued => &[Saving, Uploading, Importing, Active, Deleted],
+            Saving => &[Active, Killed, Deleted, Queued],
+            Uploading => &[Importing, Queued, Deleted],
+            Importing => &[Active, Deleted, Queued],
+            Active => &[PendingDelete, Deleted, Deactivated],
+            Killed => &[Deleted],
+            PendingDelete => &[Deleted, Active],
+            Deleted => &[],
+            Deactivated => &[Active, Deleted],
+        }
+    }
+
+    /// The status `action` leads to from `self`, or the error the API answers with.
+    /// Returning `self` means the action is an accepted no-op.
+    pub fn next(self, action: Action) -> Result<Status> {
+        let target = match action {
+            Action::Deactivate => match self {
+                Status::Active | Status::Deactivated => Status::Deactivated,
+                other => {
+                    return Err(Error::Forbidden(format!("Not allowed to deactivate image in status '{other}'")));
+                }
+            },
+            Action::Reactivate => match self {
+                Status::Active | Status::Deactivated => Status::Active,
+                other => {
+                    return Err(Error::Forbidden(format!("Not allowed to reactivate image in status '{other}'")));
+                }
+            },
+            Action::Delete => Status::Deleted,
+        };
+        if target == self || self.allowed_next().contains(&target) {
+            Ok(target)
+        } else {
+            Err(Error::Conflict(format!("Image status transition from {self} to {target} is not allowed")))
+        }
+    }
+
+    /// `disk_format` and `container_format` may only change while the data is not yet there.
+    pub fn formats_mutable(self) -> bool {
+        matches!(self, Status::Queued | Status::Importing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deactivate_from_active_and_again_is_a_no_op() {
+        assert_eq!(Status::Active.next(Action::Deactivate).ok(), Some(Status::Deactivated));
+        assert_eq!(Status::Deactivated.next(Action::Deactivate).ok(), Some(Status::Deactivated));
+    }
+
+    #[test]
+    fn deactivate_from_other_statuses_is_forbidden() {
+        for status in [Status::Queued, Status::Saving, Status::Uploading, Status::Importing, Status::Killed] {
+            assert!(matches!(status.next(Action::Deactivate), Err(Error::Forbidden(_))), "{status}");
+            assert!(matches!(status.next(Action::Reactivate), Err(Error::Forbidden(_))), "{status}");
+        }
+    }
+
+    #[test]
+    fn reactivate_from_deactivated_and_active() {
+        assert_eq!(Status::Deactivated.next(Action::Reactivate).ok(), Some(Status::Active));
+        assert_eq!(Status::Active.next(Action::Reactivate).ok(), Some(Status::Active));
+    }
+
+    #[test]
+    fn delete_is_allowed_from_every_live_status() {
+        for status in Status::ALL.iter().filter(|s| !matches!(s, Status::Deleted | Status::PendingDelete)) {
+            assert_eq!(status.next(Action::Delete).ok(), Some(Status::Deleted), "{status}");
+        }
+    }
+
+    #[test]
+    fn statuses_round_trip_through_their_spelling() {
+        for status in Status::ALL {
+            assert_eq!(status.as_str().parse::<Status>().ok(), Some(*status));
+        }
+    }
+}

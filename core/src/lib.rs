@@ -1,0 +1,11 @@
+//! Glint's domain and infrastructure, shared by the API and the workers.
+#![recursion_limit = "256"]
+
+pub mod config;
+pub mod context;
+pub mod db;
+pub mod error;
+pub mod image;
+pub mod policy;
+
+pub use error::{Error, Result};

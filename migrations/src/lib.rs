@@ -1,0 +1,19 @@
+//! Database migrations: Glance's tables, identical on SQLite, PostgreSQL and MySQL/MariaDB.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m0001_images;
+mod m0002_tasks;
+
+/// The ordered list of Glint's migrations.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m0001_images::Migration),
+            Box::new(m0002_tasks::Migration),
+        ]
+    }
+}

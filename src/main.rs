@@ -1,0 +1,109 @@
+//! The `glint` command: parse arguments, load the configuration, hand over to the crates.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use glint_core::config::Config;
+
+/// Glint: an OpenStack Image (Glance v2) compatible image service.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// TOML configuration file (see etc/glint.toml); GLINT__SECTION__KEY variables override it.
+    #[arg(long, global = true, env = "GLINT_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// API and workers in one process (the default): SQLite under ./data, no-auth on 127.0.0.1:9292.
+    Serve,
+    /// The API alone, for deployments that run workers separately.
+    Api,
+    /// A task worker (needs a shared database and a broker).
+    Worker,
+    /// Apply pending database migrations and exit.
+    Migrate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("glint: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("glint: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli.command.unwrap_or(Command::Serve), config));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("glint: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    let db = glint_core::db::connect(&config.database).await?;
+    match command {
+        Command::Migrate => {
+            glint_core::db::migrate(&db).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Serve | Command::Api => {
+            if config.database.migrate_on_start {
+                glint_core::db::migrate(&db).await?;
+            }
+            let listener = tokio::net::TcpListener::bind(config.server.bind).await?;
+            tracing::info!(address = %listener.local_addr()?, "glint API listening");
+            glint_api::serve(glint_api::AppState::new(config, db), listener, shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Worker => {
+            if config.database.migrate_on_start {
+                glint_core::db::migrate(&db).await?;
+            }
+            glint_worker::run(&config, db, shutdown_signal()).await?;
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM, so both an operator and a service manager stop us cleanly.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
