@@ -166,8 +166,10 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
+    // Responses that already carry a body of their own (health check) are left alone.
     let explanation = match response.extensions_mut().remove::<ErrorBody>() {
         Some(ErrorBody(text)) => text,
+        None if response.headers().contains_key(header::CONTENT_TYPE) => return response,
         None => default_explanation(status),
     };
     let (content_type, body) = render(status, &explanation, negotiate(accept.as_deref()));

@@ -1,1 +1,16 @@
+//! Integration tests over real HTTP, organised by URL; each runs on SQLite, PostgreSQL and MariaDB.
 
+mod support;
+
+mod cli;
+mod errors;
+mod images_create;
+mod images_delete;
+mod images_list;
+mod images_patch;
+mod images_show;
+mod image_actions;
+mod image_tags;
+mod migrations;
+mod schemas;
+mod versions;

@@ -1,0 +1,271 @@
+//! Test support: a `TestApp` per test on its own database, and helpers to speak to it.
+
+pub mod server;
+pub mod venv;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use glint_core::config::Config;
+use reqwest::{Method, RequestBuilder, Response};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use serde_json::Value;
+
+/// The databases the suite runs against.
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+    Mariadb,
+}
+
+impl Backend {
+    fn admin_url(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => "postgres://postgres@127.0.0.1:5432/test",
+            Backend::Mariadb => "mysql://root@127.0.0.1:3306/test",
+        }
+    }
+}
+
+/// A database made for one test, dropped when the test ends.
+struct TestDatabase {
+    backend: Backend,
+    name: String,
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    async fn create(backend: Backend) -> Option<TestDatabase> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "glint_t_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            uuid::Uuid::new_v4().simple().to_string().get(..8).unwrap_or("x")
+        );
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("glint.db").display());
+                Some(TestDatabase { backend, name, url, _dir: Some(dir) })
+            }
+            Backend::Postgres | Backend::Mariadb => {
+                let admin = match Database::connect(backend.admin_url()).await {
+                    Ok(admin) => admin,
+                    Err(err) => {
+                        let why = format!("{backend:?} at {} unreachable: {err}", backend.admin_url());
+                        if std::env::var("CI").as_deref() == Ok("true") {
+                            panic!("{why} (CI=true: server databases are required)");
+                        }
+                        eprintln!("skipped: {why}");
+                        return None;
+                    }
+                };
+                admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create database");
+                admin.close().await.ok();
+                let base = backend.admin_url().rsplit_once('/').map(|(b, _)| b).unwrap_or_default();
+                Some(TestDatabase { backend, url: format!("{base}/{name}"), name, _dir: None })
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (backend, name) = (self.backend, self.name.clone());
+        let statement = match backend {
+            Backend::Sqlite => return,
+            Backend::Postgres => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            Backend::Mariadb => format!("DROP DATABASE IF EXISTS {name}"),
+        };
+        // Drop runs inside the test's runtime: do the async cleanup on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                let admin = Database::connect(backend.admin_url()).await.ok()?;
+                admin.execute_unprepared(&statement).await.ok()?;
+                admin.close().await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// What a test's server owns: stopping it and dropping its database when the test ends.
+struct Running {
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    _database: TestDatabase,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The API served in-process on a loopback port, over a fresh, migrated database.
+#[derive(Clone)]
+pub struct TestApp {
+    pub base: String,
+    pub db: DatabaseConnection,
+    client: reqwest::Client,
+    headers: Vec<(String, String)>,
+    _running: Arc<Running>,
+}
+
+impl TestApp {
+    /// Starts the API on `backend`; `None` (after saying "skipped") when its server is down
+    /// outside CI.
+    pub async fn spawn(backend: Backend) -> Option<TestApp> {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Like [`TestApp::spawn`], with a chance to adjust the configuration first.
+    pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Option<TestApp> {
+        let database = TestDatabase::create(backend).await?;
+        let mut config = Config::default();
+        config.database.url = database.url.clone();
+        config.database.max_connections = 4;
+        adjust(&mut config);
+        let db = glint_core::db::connect(&config.database).await.expect("connect");
+        glint_core::db::migrate(&db).await.expect("migrate");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let state = glint_api::AppState::new(config, db.clone());
+        tokio::spawn(glint_api::serve(state, listener, async {
+            let _ = rx.await;
+        }));
+        Some(TestApp {
+            base,
+            db,
+            client: reqwest::Client::new(),
+            headers: Vec::new(),
+            _running: Arc::new(Running { shutdown: Some(tx), _database: database }),
+        })
+    }
+
+    /// A view of the same server that sends the identity headers of `project` with `roles`.
+    pub fn as_project(&self, project: &str, roles: &str) -> TestApp {
+        TestApp {
+            headers: vec![("X-Project-Id".into(), project.into()), ("X-Roles".into(), roles.into())],
+            ..self.clone()
+        }
+    }
+
+    /// A request to `path` (relative to the service root) with this view's identity, asking
+    /// for JSON error bodies as Tempest does.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.raw(method, path).header("Accept", "application/json")
+    }
+
+    /// A request with this view's identity and no `Accept` header.
+    pub fn raw(&self, method: Method, path: &str) -> RequestBuilder {
+        let mut builder = self.client.request(method, format!("{}{path}", self.base));
+        for (name, value) in &self.headers {
+            builder = builder.header(name, value);
+        }
+        builder
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.request(Method::GET, path).send().await.expect("request")
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self.get(path).await;
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.expect("json")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.request(Method::POST, path).json(body).send().await.expect("request")
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.request(Method::DELETE, path).send().await.expect("request")
+    }
+
+    /// PATCH in the v2.1 dialect (glanceclient, openstacksdk).
+    pub async fn patch(&self, id: &str, ops: &Value) -> Response {
+        self.patch_as(id, "application/openstack-images-v2.1-json-patch", ops).await
+    }
+
+    pub async fn patch_as(&self, id: &str, content_type: &str, ops: &Value) -> Response {
+        self.request(Method::PATCH, &format!("/v2/images/{id}"))
+            .header("Content-Type", content_type)
+            .body(ops.to_string())
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Creates an image and returns its JSON (asserting 201).
+    pub async fn create_image(&self, body: Value) -> Value {
+        let response = self.post_json("/v2/images", &body).await;
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        assert_eq!(status, 201, "create failed: {text}");
+        serde_json::from_str(&text).expect("json")
+    }
+
+    /// The ids of a list response, in order.
+    pub async fn list_ids(&self, query: &str) -> Vec<String> {
+        let body = self.get_json(&format!("/v2/images{query}")).await;
+        ids(&body)
+    }
+}
+
+/// The `id`s of `body["images"]`.
+pub fn ids(body: &Value) -> Vec<String> {
+    body["images"]
+        .as_array()
+        .expect("images array")
+        .iter()
+        .map(|i| i["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+/// Asserts `response` has `status` and Glance's flat JSON error body, and returns its message.
+pub async fn expect_error(response: Response, status: u16) -> String {
+    assert_eq!(response.status(), status, "unexpected status for {}", response.url());
+    let body = response.text().await.expect("body");
+    let value: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    if value.is_object() {
+        assert!(value["code"].as_str().is_some_and(|c| c.starts_with(&status.to_string())), "{body}");
+        return value["message"].as_str().unwrap_or_default().to_owned();
+    }
+    body
+}
+
+/// Generates one `#[tokio::test]` per backend for each `async fn name(app: TestApp)`.
+macro_rules! on_every_database {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                use $crate::support::{Backend, TestApp};
+
+                async fn run(backend: Backend) {
+                    if let Some(app) = TestApp::spawn(backend).await {
+                        super::$name(app).await;
+                    }
+                }
+
+                #[tokio::test]
+                async fn sqlite() { run(Backend::Sqlite).await }
+
+                #[tokio::test]
+                async fn postgres() { run(Backend::Postgres).await }
+
+                #[tokio::test]
+                async fn mariadb() { run(Backend::Mariadb).await }
+            }
+        )+
+    };
+}
+pub(crate) use on_every_database;
