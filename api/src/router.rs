@@ -1,11 +1,9 @@
 //! The route table: every path Glint answers, and what happens to the rest.
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::middleware;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post, put};
+use axum::routing::{MethodRouter, any, get, post, put};
 
 use crate::error::{self, ApiError};
 use crate::{AppState, actions, context, images, schemas, tags, versions};
@@ -28,6 +26,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/images/{id}/actions/reactivate", resource(post(actions::reactivate), "POST"))
         .route("/v2/schemas/image", resource(get(schemas::image), "GET"))
         .route("/v2/schemas/images", resource(get(schemas::images), "GET"))
+        .route("/v2", any(not_found))
+        .route("/v2/{*rest}", any(not_found))
         .layer(middleware::from_fn_with_state(state.clone(), context::authenticate));
     Router::new()
         .route("/", get(versions::multiple_choices))
@@ -35,17 +35,12 @@ pub fn router(state: AppState) -> Router {
         .route("/versions/{*rest}", get(versions::versions))
         .route("/healthcheck", get(versions::healthcheck))
         .merge(v2)
-        .fallback(fallback)
+        .fallback(versions::multiple_choices)
         .layer(middleware::from_fn(error::render_errors))
         .with_state(state)
 }
 
-/// Unknown paths under `/v2` are 404; anything else at the top gets the version document.
-async fn fallback(State(state): State<AppState>, headers: HeaderMap, request: Request) -> Response {
-    let path = request.uri().path();
-    if path == "/v2" || path.starts_with("/v2/") {
-        ApiError::new(StatusCode::NOT_FOUND, "The resource could not be found.").into_response()
-    } else {
-        versions::multiple_choices(State(state), headers).await
-    }
+/// Unknown paths under `/v2` (behind auth, so they carry a request id like every v2 answer).
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "The resource could not be found.")
 }

@@ -51,7 +51,9 @@ async fn error_for_json_accept_is_flat_json() {
 async fn unknown_path_under_v2_is_404() {
     let app = app().await;
     for path in ["/v2/nothing", "/v2/images/x/nothing", "/v2/schemas/unknown"] {
-        assert_eq!(app.request(Method::GET, path).send().await.unwrap().status(), 404, "{path}");
+        let response = app.request(Method::GET, path).send().await.unwrap();
+        assert_eq!(response.status(), 404, "{path}");
+        assert!(response.headers().contains_key("x-openstack-request-id"), "{path}");
     }
 }
 
