@@ -61,6 +61,9 @@ fn main() -> ExitCode {
     }
 }
 
+/// How often data of deleted images that a store failed to remove is retried.
+const SCRUB_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     let db = glint_core::db::connect(&config.database).await?;
     match command {
@@ -73,9 +76,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             if config.database.migrate_on_start {
                 glint_core::db::migrate(&db).await?;
             }
+            let stores = glint_core::store::Stores::from_config(&config.storage)?;
+            tokio::spawn(glint_core::data::scrub(db.clone(), stores.clone(), SCRUB_INTERVAL));
             let listener = tokio::net::TcpListener::bind(config.server.bind).await?;
             tracing::info!(address = %listener.local_addr()?, "glint API listening");
-            glint_api::serve(glint_api::AppState::new(config, db), listener, shutdown_signal()).await?;
+            glint_api::serve(glint_api::AppState::new(config, db, stores), listener, shutdown_signal()).await?;
             Ok(())
         }
         Command::Worker => {

@@ -39,6 +39,14 @@ impl ApiError {
         self
     }
 
+    /// Adds a response header computed at run time (`Content-Range`).
+    pub fn with_dynamic_header(mut self, name: HeaderName, value: String) -> Self {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            self.headers.push((name, value));
+        }
+        self
+    }
+
     /// 405 for `method` on a resource that accepts `allow` (e.g. "GET, PATCH, DELETE").
     pub fn method_not_allowed(method: &Method, allow: &'static str) -> Self {
         Self::new(StatusCode::METHOD_NOT_ALLOWED, format!("The method {method} is not allowed for this resource."))
@@ -54,7 +62,10 @@ impl From<Error> for ApiError {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::OverLimit(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::Config(_) | Error::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::Gone(_) => StatusCode::GONE,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) | Error::Config(_) | Error::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {
             let mut chain = err.to_string();

@@ -158,5 +158,10 @@ pub async fn delete(
     }
     image.status.next(Action::Delete)?;
     repo::delete(&state.db, &id).await?;
+    // The image is gone for clients already; bytes a store fails to drop now are retried by
+    // the scrubber, so this cannot fail the request.
+    if let Err(err) = glint_core::data::purge(&state.db, &state.stores, Some(&id)).await {
+        tracing::warn!(image = %id, error = %err, "removing image data failed; the scrubber will retry");
+    }
     Ok(StatusCode::NO_CONTENT)
 }

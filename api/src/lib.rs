@@ -4,6 +4,7 @@ mod actions;
 mod context;
 mod error;
 mod extract;
+mod image_data;
 mod images;
 mod list;
 mod router;
@@ -19,6 +20,7 @@ use axum::ServiceExt;
 use axum::extract::Request;
 use glint_core::config::Config;
 use glint_core::image::schema::Validator;
+use glint_core::store::Stores;
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 use tower::Layer;
@@ -33,13 +35,15 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The image schema, compiled once.
     pub validator: Arc<Validator>,
+    /// The image data stores.
+    pub stores: Stores,
 }
 
 impl AppState {
-    /// State for `config` over the pool `db`.
-    pub fn new(config: Config, db: DatabaseConnection) -> Self {
+    /// State for `config` over the pool `db`, writing data to `stores`.
+    pub fn new(config: Config, db: DatabaseConnection, stores: Stores) -> Self {
         let validator = Arc::new(Validator::new(&config.images));
-        Self { db, config: Arc::new(config), validator }
+        Self { db, config: Arc::new(config), validator, stores }
     }
 }
 

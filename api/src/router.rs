@@ -6,7 +6,7 @@ use axum::middleware;
 use axum::routing::{MethodRouter, any, get, post, put};
 
 use crate::error::{self, ApiError};
-use crate::{AppState, actions, context, images, schemas, tags, versions};
+use crate::{AppState, actions, context, image_data, images, schemas, tags, versions};
 
 /// A resource's methods; any other method is a 405 listing `allowed` in `Allow`.
 fn resource(methods: MethodRouter<AppState>, allowed: &'static str) -> MethodRouter<AppState> {
@@ -21,6 +21,7 @@ pub fn router(state: AppState) -> Router {
             "/v2/images/{id}",
             resource(get(images::show).patch(images::update).delete(images::delete), "GET, PATCH, DELETE"),
         )
+        .route("/v2/images/{id}/file", resource(get(image_data::download).put(image_data::upload), "GET, PUT"))
         .route("/v2/images/{id}/tags/{tag}", resource(put(tags::add).delete(tags::remove), "PUT, DELETE"))
         .route("/v2/images/{id}/actions/deactivate", resource(post(actions::deactivate), "POST"))
         .route("/v2/images/{id}/actions/reactivate", resource(post(actions::reactivate), "POST"))

@@ -1,5 +1,6 @@
 //! One typed configuration: defaults, then a TOML file, then `GLINT__SECTION__KEY` variables.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Image API limits, quotas and allowed formats.
     pub images: ImagesConfig,
+    /// Where image data is kept.
+    pub storage: StorageConfig,
 }
 
 /// `[server]`: the HTTP listener.
@@ -100,6 +103,8 @@ pub struct ImagesConfig {
     pub disk_formats: Vec<String>,
     /// Accepted `container_format` values.
     pub container_formats: Vec<String>,
+    /// Largest image in bytes (uploads beyond it are refused with 413).
+    pub image_size_cap: u64,
 }
 
 impl Default for ImagesConfig {
@@ -112,6 +117,49 @@ impl Default for ImagesConfig {
             image_tag_quota: 128,
             disk_formats: strings(&["ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop"]),
             container_formats: strings(&["ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compressed"]),
+            image_size_cap: 1 << 40,
+        }
+    }
+}
+
+/// `[storage]`: the image data stores (Glance's `enabled_backends`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Id of the store uploads go to when the request names none.
+    pub default: String,
+    /// Stores by id. Empty means one filesystem store `local` at `data/images`.
+    pub backends: BTreeMap<String, BackendConfig>,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { default: "local".into(), backends: BTreeMap::new() }
+    }
+}
+
+/// One store backend, chosen by `type`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum BackendConfig {
+    /// A directory (local, or shared storage mounted on every node).
+    Filesystem {
+        /// Directory holding one file per image, named by image id.
+        path: PathBuf,
+        /// Shown in /v2/info/stores.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+    },
+}
+
+impl StorageConfig {
+    /// The configured stores, or the implicit `local` filesystem store when none is.
+    pub fn effective_backends(&self) -> BTreeMap<String, BackendConfig> {
+        if self.backends.is_empty() {
+            let local = BackendConfig::Filesystem { path: "data/images".into(), description: None };
+            BTreeMap::from([(self.default.clone(), local)])
+        } else {
+            self.backends.clone()
         }
     }
 }
@@ -135,6 +183,12 @@ impl Config {
     fn validate(&self) -> Result<()> {
         if self.images.api_limit_max == 0 {
             return Err(Error::Config("images.api_limit_max must be at least 1".into()));
+        }
+        if !self.storage.effective_backends().contains_key(&self.storage.default) {
+            return Err(Error::Config(format!(
+                "storage.default = \"{}\" names no store in storage.backends",
+                self.storage.default
+            )));
         }
         if self.auth.mode == AuthMode::Noauth
             && !self.server.bind.ip().is_loopback()

@@ -18,6 +18,18 @@ pub enum Error {
     /// A quota or size limit would be exceeded (413).
     #[error("{0}")]
     OverLimit(String),
+    /// The data is not what it claims to be, or fails the safety checks (415).
+    #[error("{0}")]
+    UnsupportedMedia(String),
+    /// The resource went away while the request was processed (410).
+    #[error("{0}")]
+    Gone(String),
+    /// A backend (store) is unreachable or refuses us (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Something failed that the client cannot fix; the detail is logged (500).
+    #[error("{0}")]
+    Internal(String),
     /// The configuration is invalid; names the offending key.
     #[error("configuration error: {0}")]
     Config(String),
@@ -28,6 +40,19 @@ pub enum Error {
 
 /// Result with the core [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<crate::store::StoreError> for Error {
+    fn from(err: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        match err {
+            StoreError::TooLarge(_) | StoreError::Full => Error::OverLimit(err.to_string()),
+            StoreError::Denied(_) => Error::Unavailable(err.to_string()),
+            StoreError::NotFound(_) => Error::NotFound(err.to_string()),
+            StoreError::Source(_) => Error::BadRequest(err.to_string()),
+            StoreError::Io(_) => Error::Internal(err.to_string()),
+        }
+    }
+}
 
 impl From<sea_orm::TransactionError<Error>> for Error {
     fn from(err: sea_orm::TransactionError<Error>) -> Self {

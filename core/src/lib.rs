@@ -3,9 +3,11 @@
 
 pub mod config;
 pub mod context;
+pub mod data;
 pub mod db;
 pub mod error;
 pub mod image;
 pub mod policy;
+pub mod store;
 
 pub use error::{Error, Result};

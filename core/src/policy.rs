@@ -55,6 +55,16 @@ pub fn check_modify(ctx: &RequestContext, image: &Image, action: &str) -> Result
     }
 }
 
+/// `download_image`: the caller must hold `member`, not just `reader` (visibility was
+/// already checked when the image was found).
+pub fn check_download(ctx: &RequestContext) -> Result<()> {
+    if ctx.is_admin || ctx.has_role("member") {
+        Ok(())
+    } else {
+        Err(Error::Forbidden("You are not authorized to complete download_image action.".into()))
+    }
+}
+
 /// `publicize_image` / `communitize_image`: who may set a visibility.
 pub fn check_visibility(ctx: &RequestContext, owner: Option<&str>, visibility: Visibility) -> Result<()> {
     let allowed = match visibility {

@@ -4,6 +4,7 @@ mod support;
 
 mod cli;
 mod errors;
+mod image_data;
 mod images_create;
 mod images_delete;
 mod images_list;

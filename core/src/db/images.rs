@@ -196,9 +196,11 @@ pub async fn set_status(db: &DatabaseConnection, id: &str, from: Status, to: Sta
     Ok(())
 }
 
-/// Soft-deletes image `id` (status `deleted`); afterwards it is a 404 for everyone.
+/// Soft-deletes image `id` (status `deleted`) and marks its data for removal in the same
+/// transaction; afterwards it is a 404 for everyone, whether or not the bytes are gone yet.
 pub async fn delete(db: &DatabaseConnection, id: &str) -> Result<()> {
     let at = now();
+    let txn = db.begin().await?;
     let result = image::Entity::update_many()
         .col_expr(image::Column::Status, Expr::value(Status::Deleted.as_str()))
         .col_expr(image::Column::Deleted, Expr::value(true))
@@ -207,16 +209,66 @@ pub async fn delete(db: &DatabaseConnection, id: &str) -> Result<()> {
         .filter(image::Column::Id.eq(id))
         .filter(image::Column::Deleted.eq(false))
         .filter(image::Column::Protected.eq(false))
-        .exec(db)
+        .exec(&txn)
         .await?;
     if result.rows_affected == 0 {
-        return Err(match get(db, id).await? {
+        return Err(match get(&txn, id).await? {
             Some(image) if image.protected => {
                 Error::Forbidden(format!("Image {id} is protected and cannot be deleted."))
             }
             _ => Error::NotFound(format!("No image found with ID {id}")),
         });
     }
+    super::locations::mark_for_deletion(&txn, id).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Records a finished upload in one transaction: the image becomes `active` with its size,
+/// hashes and virtual size, and gains the location. A 410 if the image was deleted (or moved
+/// on) meanwhile; the caller then removes the stored bytes.
+pub async fn finish_upload(
+    db: &DatabaseConnection,
+    id: &str,
+    data: &crate::data::Ingested,
+    virtual_size: Option<i64>,
+    store_id: &str,
+) -> Result<()> {
+    let txn = db.begin().await?;
+    let size = i64::try_from(data.size).map_err(|_| Error::OverLimit("image too large".into()))?;
+    let result = image::Entity::update_many()
+        .col_expr(image::Column::Status, Expr::value(Status::Active.as_str()))
+        .col_expr(image::Column::Size, Expr::value(size))
+        .col_expr(image::Column::VirtualSize, Expr::value(virtual_size))
+        .col_expr(image::Column::Checksum, Expr::value(data.checksum.clone()))
+        .col_expr(image::Column::OsHashAlgo, Expr::value(crate::data::HASH_ALGO))
+        .col_expr(image::Column::OsHashValue, Expr::value(data.os_hash_value.clone()))
+        .col_expr(image::Column::UpdatedAt, Expr::value(now()))
+        .filter(image::Column::Id.eq(id))
+        .filter(image::Column::Deleted.eq(false))
+        .filter(image::Column::Status.eq(Status::Saving.as_str()))
+        .exec(&txn)
+        .await?;
+    if result.rows_affected == 0 {
+        return Err(Error::Gone(format!("Image {id} could not be found after upload. The image may have been deleted during the upload.")));
+    }
+    super::locations::insert(&txn, id, &data.location, store_id).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Puts an image whose upload failed back to `queued`, as Glance does, clearing its sizes.
+pub async fn abort_upload(db: &DatabaseConnection, id: &str) -> Result<()> {
+    image::Entity::update_many()
+        .col_expr(image::Column::Status, Expr::value(Status::Queued.as_str()))
+        .col_expr(image::Column::Size, Expr::value(Option::<i64>::None))
+        .col_expr(image::Column::VirtualSize, Expr::value(Option::<i64>::None))
+        .col_expr(image::Column::UpdatedAt, Expr::value(now()))
+        .filter(image::Column::Id.eq(id))
+        .filter(image::Column::Deleted.eq(false))
+        .filter(image::Column::Status.eq(Status::Saving.as_str()))
+        .exec(db)
+        .await?;
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 
 pub mod entity;
 pub mod images;
+pub mod locations;
 
 use std::time::Duration;
 

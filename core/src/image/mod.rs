@@ -42,6 +42,22 @@ pub struct Image {
     pub tags: BTreeSet<String>,
 }
 
+impl Image {
+    /// Data may only arrive once both formats are known (400 otherwise, in Glance's words).
+    pub fn check_formats_for_data(&self) -> Result<()> {
+        let missing: Vec<&str> = [("disk_format", &self.disk_format), ("container_format", &self.container_format)]
+            .into_iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k)
+            .collect();
+        match missing.as_slice() {
+            [] => Ok(()),
+            [one] => Err(Error::BadRequest(format!("Property {one} must be set prior to saving data."))),
+            _ => Err(Error::BadRequest(format!("Properties {} must be set prior to saving data.", missing.join(", ")))),
+        }
+    }
+}
+
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
@@ -123,6 +139,8 @@ pub enum Action {
     Reactivate,
     /// `DELETE /v2/images/{id}`.
     Delete,
+    /// `PUT /v2/images/{id}/file`: data arrives through the API.
+    Upload,
 }
 
 impl Status {
@@ -159,6 +177,10 @@ impl Status {
                 }
             },
             Action::Delete => Status::Deleted,
+            Action::Upload => match self {
+                Status::Queued => Status::Saving,
+                other => return Err(Error::Conflict(format!("Image status transition from {other} to saving is not allowed"))),
+            },
         };
         if target == self || self.allowed_next().contains(&target) {
             Ok(target)
@@ -201,6 +223,14 @@ mod tests {
     fn delete_is_allowed_from_every_live_status() {
         for status in Status::ALL.iter().filter(|s| !matches!(s, Status::Deleted | Status::PendingDelete)) {
             assert_eq!(status.next(Action::Delete).ok(), Some(Status::Deleted), "{status}");
+        }
+    }
+
+    #[test]
+    fn upload_only_from_queued() {
+        assert_eq!(Status::Queued.next(Action::Upload).ok(), Some(Status::Saving));
+        for status in Status::ALL.iter().filter(|s| **s != Status::Queued) {
+            assert!(matches!(status.next(Action::Upload), Err(Error::Conflict(_))), "{status}");
         }
     }
 

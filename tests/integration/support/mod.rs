@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use glint_core::config::Config;
+use glint_core::store::{FilesystemStore, Store, Stores};
 use reqwest::{Method, RequestBuilder, Response};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use serde_json::Value;
@@ -98,6 +99,7 @@ impl Drop for TestDatabase {
 struct Running {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     _database: TestDatabase,
+    _store: tempfile::TempDir,
 }
 
 impl Drop for Running {
@@ -113,6 +115,8 @@ impl Drop for Running {
 pub struct TestApp {
     pub base: String,
     pub db: DatabaseConnection,
+    /// The directory of the filesystem store `local`.
+    pub store_path: std::path::PathBuf,
     client: reqwest::Client,
     headers: Vec<(String, String)>,
     _running: Arc<Running>,
@@ -127,7 +131,17 @@ impl TestApp {
 
     /// Like [`TestApp::spawn`], with a chance to adjust the configuration first.
     pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Option<TestApp> {
+        Self::spawn_full(backend, adjust, |store| store).await
+    }
+
+    /// Like [`TestApp::spawn_with`], and `wrap` may replace the `local` store (fault tests).
+    pub async fn spawn_full(
+        backend: Backend,
+        adjust: impl FnOnce(&mut Config),
+        wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+    ) -> Option<TestApp> {
         let database = TestDatabase::create(backend).await?;
+        let store = tempfile::tempdir().expect("store dir");
         let mut config = Config::default();
         config.database.url = database.url.clone();
         config.database.max_connections = 4;
@@ -137,16 +151,19 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let state = glint_api::AppState::new(config, db.clone());
+        let local = Arc::new(FilesystemStore::open(store.path()).expect("store")) as Arc<dyn Store>;
+        let stores = Stores::new("local", std::collections::BTreeMap::from([("local".to_owned(), wrap(local))]));
+        let state = glint_api::AppState::new(config, db.clone(), stores);
         tokio::spawn(glint_api::serve(state, listener, async {
             let _ = rx.await;
         }));
         Some(TestApp {
             base,
             db,
+            store_path: store.path().canonicalize().expect("store path"),
             client: reqwest::Client::new(),
             headers: Vec::new(),
-            _running: Arc::new(Running { shutdown: Some(tx), _database: database }),
+            _running: Arc::new(Running { shutdown: Some(tx), _database: database, _store: store }),
         })
     }
 
@@ -221,6 +238,16 @@ impl TestApp {
     }
 }
 
+/// Names of the files in the test's store directory (partial files included).
+pub fn store_listing(app: &TestApp) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(&app.store_path)
+        .expect("store dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// The `id`s of `body["images"]`.
 pub fn ids(body: &Value) -> Vec<String> {
     body["images"]
@@ -243,8 +270,31 @@ pub async fn expect_error(response: Response, status: u16) -> String {
     body
 }
 
-/// Generates one `#[tokio::test]` per backend for each `async fn name(app: TestApp)`.
+/// Generates one `#[tokio::test]` per backend for each `async fn name(app: TestApp)`;
+/// `config = f;` first applies `fn f(&mut Config)` to every app.
 macro_rules! on_every_database {
+    (config = $config:ident; $($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                use $crate::support::{Backend, TestApp};
+
+                async fn run(backend: Backend) {
+                    if let Some(app) = TestApp::spawn_with(backend, super::$config).await {
+                        super::$name(app).await;
+                    }
+                }
+
+                #[tokio::test]
+                async fn sqlite() { run(Backend::Sqlite).await }
+
+                #[tokio::test]
+                async fn postgres() { run(Backend::Postgres).await }
+
+                #[tokio::test]
+                async fn mariadb() { run(Backend::Mariadb).await }
+            }
+        )+
+    };
     ($($name:ident),+ $(,)?) => {
         $(
             mod $name {

@@ -1,6 +1,7 @@
 //! SeaORM entities: the storage shape of Glance's tables, nothing more.
 
 pub mod image;
+pub mod image_location;
 pub mod image_member;
 pub mod image_property;
 pub mod image_tag;

@@ -1,0 +1,213 @@
+//! `PUT|GET /v2/images/{id}/file`: image data in and out, streamed.
+
+use std::io;
+use std::ops::Range;
+
+use axum::body::Body;
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::TryStreamExt;
+use glint_core::context::RequestContext;
+use glint_core::data::{self, Upload};
+use glint_core::db::{images as repo, locations};
+use glint_core::image::Status;
+use glint_core::policy;
+use glint_core::store::ByteStream;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::NoBody;
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Data requests must say `application/octet-stream` (parameters ignored), else 415.
+fn require_octet_stream(headers: &HeaderMap) -> Result<(), ApiError> {
+    let content_type = header_str(headers, header::CONTENT_TYPE.as_str()).unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    if media.eq_ignore_ascii_case("application/octet-stream") {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("The request media type {content_type} is not supported by this server."),
+        ))
+    }
+}
+
+/// The announced size: `x-openstack-image-size`, else `Content-Length`; 0 means unknown.
+fn expected_size(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let announced = match header_str(headers, "x-openstack-image-size") {
+        Some(text) => Some(
+            text.trim()
+                .parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("x-openstack-image-size must be an integer, got '{text}'")))?,
+        ),
+        None => header_str(headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.trim().parse::<u64>().ok()),
+    };
+    Ok(announced.filter(|n| *n > 0))
+}
+
+/// `PUT /v2/images/{id}/file`: 204 once the image is `active`.
+pub async fn upload(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    require_octet_stream(&headers)?;
+    let expected_size = expected_size(&headers)?;
+    let image = repo::find_visible(&state.db, &ctx, &id).await?;
+    policy::check_modify(&ctx, &image, "upload_image")?;
+    let store = header_str(&headers, "x-image-meta-store").map(str::to_owned);
+    let stream: ByteStream = Box::pin(body.into_data_stream().map_err(io::Error::other));
+    // The upload runs in its own task: if the client disconnects and this handler is dropped,
+    // the upload still sees the body fail and puts the image back to `queued`.
+    let task = tokio::spawn(async move {
+        let how = Upload { store: store.as_deref(), expected_size, cap: state.config.images.image_size_cap };
+        data::upload(&state.db, &state.stores, &image, stream, how).await
+    });
+    task.await.map_err(|e| ApiError::from(glint_core::Error::Internal(format!("upload task failed: {e}"))))??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v2/images/{id}/file`: 200 with the data, 206 for a range, 204 when there is none.
+pub async fn download(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    _: NoBody,
+) -> Result<Response, ApiError> {
+    let image = repo::find_visible(&state.db, &ctx, &id).await?;
+    if image.status == Status::Deactivated && !ctx.is_admin {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "The requested image has been deactivated. Image data download is forbidden.",
+        ));
+    }
+    policy::check_download(&ctx)?;
+    let found = locations::active(&state.db, &id).await?;
+    let (Some(size), false) = (image.size, found.is_empty()) else {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    };
+    let size = u64::try_from(size).unwrap_or(0);
+    let range = requested_range(&headers, size)?;
+    let mut last_error = None;
+    for location in &found {
+        let Some(store) = location.store.as_deref().and_then(|s| state.stores.get(s)) else { continue };
+        match store.get(&location.url, range.clone()).await {
+            Ok(stream) => return Ok(data_response(stream, size, range, image.checksum.as_deref())),
+            Err(err) => {
+                tracing::warn!(image = %id, location = %location.url, error = %err, "reading image data failed");
+                last_error = Some(err);
+            }
+        }
+    }
+    Err(ApiError::from(glint_core::Error::Unavailable(match last_error {
+        Some(err) => format!("Image data is not readable: {err}"),
+        None => "Image data is in no configured store".to_owned(),
+    })))
+}
+
+fn data_response(stream: ByteStream, size: u64, range: Option<Range<u64>>, checksum: Option<&str>) -> Response {
+    let (status, length) = match &range {
+        Some(r) => (StatusCode::PARTIAL_CONTENT, r.end - r.start),
+        None => (StatusCode::OK, size),
+    };
+    let mut response = (status, Body::from_stream(stream)).into_response();
+    let out = response.headers_mut();
+    out.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    if let Some(md5) = checksum.and_then(|c| HeaderValue::from_str(c).ok()) {
+        out.insert("content-md5", md5);
+    }
+    if let Some(r) = range {
+        if let Ok(value) = HeaderValue::from_str(&format!("bytes {}-{}/{size}", r.start, r.end - 1)) {
+            out.insert(header::CONTENT_RANGE, value);
+        }
+    }
+    response
+}
+
+/// The byte range asked for by `Range: bytes=...` (or a legacy `Content-Range` request
+/// header), as a half-open range within `size`.
+fn requested_range(headers: &HeaderMap, size: u64) -> Result<Option<Range<u64>>, ApiError> {
+    let unsatisfiable = || {
+        ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "The requested range is not satisfiable.")
+            .with_dynamic_header(header::CONTENT_RANGE, format!("bytes */{size}"))
+    };
+    if let Some(spec) = header_str(headers, header::RANGE.as_str()) {
+        let spec = spec.trim().strip_prefix("bytes=").ok_or_else(unsatisfiable)?;
+        if spec.contains(',') {
+            return Err(ApiError::bad_request("Multiple ranges are not supported."));
+        }
+        let (first, last) = spec.split_once('-').ok_or_else(unsatisfiable)?;
+        let parse = |s: &str| s.trim().parse::<u64>().map_err(|_| unsatisfiable());
+        let range = match (first.trim(), last.trim()) {
+            ("", suffix) => {
+                let n = parse(suffix)?;
+                if n == 0 {
+                    return Err(unsatisfiable());
+                }
+                size.saturating_sub(n)..size
+            }
+            (start, "") => parse(start)?..size,
+            (start, end) => {
+                let (start, end) = (parse(start)?, parse(end)?);
+                if end < start {
+                    return Err(unsatisfiable());
+                }
+                start..end.saturating_add(1).min(size)
+            }
+        };
+        if range.start >= size {
+            return Err(unsatisfiable());
+        }
+        return Ok(Some(range));
+    }
+    if let Some(legacy) = header_str(headers, header::CONTENT_RANGE.as_str()) {
+        let spec = legacy.trim().strip_prefix("bytes ").ok_or_else(unsatisfiable)?;
+        let (span, _) = spec.split_once('/').unwrap_or((spec, "*"));
+        let (start, end) = span.split_once('-').ok_or_else(unsatisfiable)?;
+        let start: u64 = start.trim().parse().map_err(|_| unsatisfiable())?;
+        let end: u64 = end.trim().parse().map_err(|_| unsatisfiable())?;
+        if start >= size || end < start {
+            return Err(unsatisfiable());
+        }
+        return Ok(Some(start..end.saturating_add(1).min(size)));
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(value: &str, size: u64) -> Result<Option<Range<u64>>, u16> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RANGE, HeaderValue::from_str(value).expect("header"));
+        requested_range(&headers, size).map_err(|e| e.into_response().status().as_u16())
+    }
+
+    #[test]
+    fn ranges_follow_rfc_7233() {
+        assert_eq!(range("bytes=0-9", 100), Ok(Some(0..10)));
+        assert_eq!(range("bytes=90-", 100), Ok(Some(90..100)));
+        assert_eq!(range("bytes=-10", 100), Ok(Some(90..100)));
+        assert_eq!(range("bytes=-1000", 100), Ok(Some(0..100)));
+        assert_eq!(range("bytes=50-1000", 100), Ok(Some(50..100)));
+    }
+
+    #[test]
+    fn bad_ranges_are_416_and_several_are_400() {
+        assert_eq!(range("bytes=100-", 100), Err(416));
+        assert_eq!(range("bytes=9-3", 100), Err(416));
+        assert_eq!(range("bytes=x-3", 100), Err(416));
+        assert_eq!(range("items=0-3", 100), Err(416));
+        assert_eq!(range("bytes=0-1,5-6", 100), Err(400));
+    }
+}

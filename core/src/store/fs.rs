@@ -1,0 +1,251 @@
+//! The filesystem store: one file per image, named by image id, written crash-safely.
+//!
+//! A put writes `.<id>.<random>.part` in the same directory, fsyncs it, renames it to `<id>`
+//! and fsyncs the directory, so a crash at any point leaves either no file or a whole one.
+//! File I/O runs on a blocking thread fed through a bounded channel: tokio's `fs::File` would
+//! hop to the blocking pool once per chunk, which costs more than the write itself.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::{ByteStream, Store, StoreError};
+
+const READ_CHUNK: usize = 256 * 1024;
+const CHANNEL_DEPTH: usize = 8;
+
+/// Image files in one directory.
+pub struct FilesystemStore {
+    dir: PathBuf,
+}
+
+impl FilesystemStore {
+    /// Uses `dir` (created if missing) for image files.
+    pub fn open(dir: &Path) -> io::Result<FilesystemStore> {
+        std::fs::create_dir_all(dir)?;
+        Ok(FilesystemStore { dir: dir.canonicalize()? })
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("file://{}", self.dir.join(name).display())
+    }
+
+    /// The file behind `location`, only if it names a file directly inside our directory.
+    fn path_of(&self, location: &str) -> Result<PathBuf, StoreError> {
+        let path = location
+            .strip_prefix("file://")
+            .map(PathBuf::from)
+            .filter(|p| p.parent() == Some(self.dir.as_path()))
+            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(valid_name));
+        path.ok_or_else(|| StoreError::NotFound(location.to_owned()))
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('.') && !name.contains('/') && !name.contains('\0')
+}
+
+fn classify(err: io::Error) -> StoreError {
+    match err.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => StoreError::Full,
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => StoreError::Denied(err.to_string()),
+        _ => StoreError::Io(err),
+    }
+}
+
+/// Removes the partial file unless the write was committed.
+struct PartFile(Option<PathBuf>);
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Writes chunks until the `None` end marker, then commits. A channel closed without the
+/// marker means the put was abandoned: the partial file is removed, never renamed.
+fn write_file(dir: &Path, name: &str, mut chunks: mpsc::Receiver<Option<Bytes>>) -> Result<(), StoreError> {
+    let part = dir.join(format!(".{name}.{}.part", uuid::Uuid::new_v4().simple()));
+    let mut guard = PartFile(Some(part.clone()));
+    let mut file = File::create(&part).map_err(classify)?;
+    loop {
+        match chunks.blocking_recv() {
+            Some(Some(chunk)) => file.write_all(&chunk).map_err(classify)?,
+            Some(None) => break,
+            None => return Err(StoreError::Source(io::Error::other("upload abandoned"))),
+        }
+    }
+    file.sync_all().map_err(classify)?;
+    drop(file);
+    std::fs::rename(&part, dir.join(name)).map_err(classify)?;
+    guard.0 = None;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(classify)
+}
+
+#[async_trait::async_trait]
+impl Store for FilesystemStore {
+    async fn put(&self, image_id: &str, mut data: ByteStream, cap: u64) -> Result<String, StoreError> {
+        if !valid_name(image_id) {
+            return Err(StoreError::Io(io::Error::new(io::ErrorKind::InvalidInput, "invalid image id")));
+        }
+        let (tx, rx) = mpsc::channel::<Option<Bytes>>(CHANNEL_DEPTH);
+        let (dir, name) = (self.dir.clone(), image_id.to_owned());
+        let writer = tokio::task::spawn_blocking(move || write_file(&dir, &name, rx));
+        let mut written = 0u64;
+        let fed: Result<(), StoreError> = async {
+            while let Some(chunk) = data.next().await {
+                let chunk = chunk.map_err(StoreError::Source)?;
+                written += chunk.len() as u64;
+                if written > cap {
+                    return Err(StoreError::TooLarge(cap));
+                }
+                if tx.send(Some(chunk)).await.is_err() {
+                    // The writer stopped early; its own error says why.
+                    return Ok(());
+                }
+            }
+            let _ = tx.send(None).await;
+            Ok(())
+        }
+        .await;
+        drop(tx);
+        if let Err(err) = fed {
+            let _ = writer.await;
+            return Err(err);
+        }
+        writer.await.map_err(|e| StoreError::Io(io::Error::other(e)))??;
+        Ok(self.url(image_id))
+    }
+
+    async fn get(&self, location: &str, range: Option<Range<u64>>) -> Result<ByteStream, StoreError> {
+        let path = self.path_of(location)?;
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::NotFound(location.to_owned())),
+            Err(e) => return Err(classify(e)),
+        };
+        let len = file.metadata().map_err(classify)?.len();
+        let Range { start, end } = range.unwrap_or(0..len);
+        file.seek(SeekFrom::Start(start)).map_err(classify)?;
+        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
+        tokio::task::spawn_blocking(move || {
+            let mut left = end.saturating_sub(start);
+            while left > 0 {
+                let mut buf = BytesMut::zeroed(READ_CHUNK.min(left as usize));
+                match file.read(&mut buf) {
+                    Ok(0) => {
+                        let _ = tx.blocking_send(Err(io::Error::new(io::ErrorKind::UnexpectedEof, "image file is shorter than recorded")));
+                        return;
+                    }
+                    Ok(n) => {
+                        buf.truncate(n);
+                        left -= n as u64;
+                        if tx.blocking_send(Ok(buf.freeze())).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })))
+    }
+
+    async fn delete(&self, location: &str) -> Result<(), StoreError> {
+        let path = self.path_of(location)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        let probe = self.dir.join(format!(".health.{}", uuid::Uuid::new_v4().simple()));
+        tokio::fs::write(&probe, b"ok").await.map_err(classify)?;
+        tokio::fs::remove_file(&probe).await.map_err(classify)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(parts: Vec<io::Result<Bytes>>) -> ByteStream {
+        Box::pin(futures_util::stream::iter(parts))
+    }
+
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn put_then_get_returns_the_bytes_and_ranges() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FilesystemStore::open(dir.path()).expect("open");
+        let data = chunks(vec![Ok(Bytes::from_static(b"hello ")), Ok(Bytes::from_static(b"world"))]);
+        let location = store.put("img", data, 100).await.expect("put");
+        assert!(location.starts_with("file:///") && location.ends_with("/img"));
+        let read = |range| async { store.get(&location, range).await.expect("get").map(|c| c.expect("chunk").to_vec()).concat().await };
+        assert_eq!(&read(None).await[..], b"hello world");
+        assert_eq!(&read(Some(6..11)).await[..], b"world");
+        assert_eq!(listing(dir.path()), ["img"]);
+    }
+
+    #[tokio::test]
+    async fn put_over_the_cap_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FilesystemStore::open(dir.path()).expect("open");
+        let data = chunks(vec![Ok(Bytes::from_static(b"12345")), Ok(Bytes::from_static(b"678"))]);
+        assert!(matches!(store.put("img", data, 6).await, Err(StoreError::TooLarge(6))));
+        assert!(listing(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn put_of_a_failing_stream_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FilesystemStore::open(dir.path()).expect("open");
+        let data = chunks(vec![Ok(Bytes::from_static(b"12345")), Err(io::Error::other("client went away"))]);
+        assert!(matches!(store.put("img", data, 100).await, Err(StoreError::Source(_))));
+        assert!(listing(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn locations_outside_the_directory_are_not_found() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FilesystemStore::open(dir.path()).expect("open");
+        for location in ["file:///etc/passwd", "file:///tmp/../etc/passwd", "http://x/img"] {
+            assert!(matches!(store.get(location, None).await, Err(StoreError::NotFound(_))), "{location}");
+            assert!(matches!(store.delete(location).await, Err(StoreError::NotFound(_))), "{location}");
+        }
+        let escape = format!("file://{}/../escape", store.dir.display());
+        assert!(store.get(&escape, None).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn delete_is_idempotent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FilesystemStore::open(dir.path()).expect("open");
+        let location = store.put("img", chunks(vec![Ok(Bytes::from_static(b"x"))]), 10).await.expect("put");
+        store.delete(&location).await.expect("delete");
+        store.delete(&location).await.expect("delete again");
+        assert!(listing(dir.path()).is_empty());
+        store.health().await.expect("healthy");
+    }
+}

@@ -1,0 +1,99 @@
+//! Image data stores: streaming put with a size cap, ranged get, delete, health check.
+//!
+//! A store only moves bytes; hashing, inspection and status changes happen around it
+//! (see [`crate::data`]). Stores are chosen at boot and kept by id in [`Stores`].
+
+mod fs;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::Stream;
+
+use crate::config::{BackendConfig, StorageConfig};
+use crate::{Error, Result};
+
+pub use fs::FilesystemStore;
+
+/// Image bytes in flight: chunks in order, ending early with an error if the source fails.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data went past the size cap; nothing was kept.
+    #[error("image data exceeds the maximum size of {0} bytes")]
+    TooLarge(u64),
+    /// The backend has no room left; nothing was kept.
+    #[error("the store is full")]
+    Full,
+    /// The backend refused access (permissions, credentials).
+    #[error("the store refused access: {0}")]
+    Denied(String),
+    /// The location does not exist in this store.
+    #[error("no data at {0}")]
+    NotFound(String),
+    /// The incoming stream failed (client went away, body error); nothing was kept.
+    #[error("reading the image data failed: {0}")]
+    Source(io::Error),
+    /// The backend failed.
+    #[error("store I/O failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A place image data can live.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    /// Writes `data` as image `image_id`, refusing more than `cap` bytes, and returns the
+    /// location URL. On any error nothing is left behind and no earlier data is touched.
+    async fn put(&self, image_id: &str, data: ByteStream, cap: u64) -> Result<String, StoreError>;
+    /// Streams the bytes at `location`, or the half-open byte `range` of them.
+    async fn get(&self, location: &str, range: Option<Range<u64>>) -> Result<ByteStream, StoreError>;
+    /// Removes the data at `location`; data already gone counts as removed.
+    async fn delete(&self, location: &str) -> Result<(), StoreError>;
+    /// Checks that the store can be written to.
+    async fn health(&self) -> Result<(), StoreError>;
+}
+
+/// The configured stores by id, with the default one.
+#[derive(Clone)]
+pub struct Stores {
+    default: String,
+    by_id: BTreeMap<String, Arc<dyn Store>>,
+}
+
+impl Stores {
+    /// Opens every store of `cfg` (creating filesystem directories as needed).
+    pub fn from_config(cfg: &StorageConfig) -> Result<Stores> {
+        let mut by_id: BTreeMap<String, Arc<dyn Store>> = BTreeMap::new();
+        for (id, backend) in cfg.effective_backends() {
+            let store: Arc<dyn Store> = match backend {
+                BackendConfig::Filesystem { path, .. } => Arc::new(
+                    FilesystemStore::open(&path)
+                        .map_err(|e| Error::Config(format!("store {id}: cannot use {}: {e}", path.display())))?,
+                ),
+            };
+            by_id.insert(id, store);
+        }
+        Ok(Stores::new(&cfg.default, by_id))
+    }
+
+    /// Stores from already-opened backends; `default` must be one of them.
+    pub fn new(default: &str, by_id: BTreeMap<String, Arc<dyn Store>>) -> Stores {
+        Stores { default: default.to_owned(), by_id }
+    }
+
+    /// The id of the default store.
+    pub fn default_id(&self) -> &str {
+        &self.default
+    }
+
+    /// The store `id`, if configured.
+    pub fn get(&self, id: &str) -> Option<&Arc<dyn Store>> {
+        self.by_id.get(id)
+    }
+}
