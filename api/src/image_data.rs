@@ -62,7 +62,10 @@ pub async fn upload(
     let expected_size = expected_size(&headers)?;
     let image = repo::find_visible(&state.db, &ctx, &id).await?;
     policy::check_modify(&ctx, &image, "upload_image")?;
-    let store = header_str(&headers, "x-image-meta-store").map(str::to_owned);
+    // Only multistore mode lets the client pick a store, as in Glance.
+    let store = header_str(&headers, "x-image-meta-store")
+        .filter(|_| state.stores.multistore())
+        .map(str::to_owned);
     let stream: ByteStream = Box::pin(body.into_data_stream().map_err(io::Error::other));
     // The upload runs in its own task: if the client disconnects and this handler is dropped,
     // the upload still sees the body fail and puts the image back to `queued`.

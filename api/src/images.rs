@@ -28,9 +28,15 @@ pub async fn create(
     let image = image::new_image(body, &ctx, &state.config.images, &state.validator)?;
     repo::insert(&state.db, &image).await?;
     let location = format!("{}/v2/images/{}", versions::base_url(&state, &headers), image.id);
-    let mut response = (StatusCode::CREATED, Json(view::image(&image))).into_response();
+    let mut response = (StatusCode::CREATED, Json(view::image(&image, state.stores.multistore()))).into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
+    }
+    if state.stores.multistore() {
+        let ids: Vec<&str> = state.stores.infos().map(|(id, _)| id).collect();
+        if let Ok(value) = HeaderValue::from_str(&ids.join(",")) {
+            response.headers_mut().insert("openstack-image-store-ids", value);
+        }
     }
     Ok(response)
 }
@@ -49,7 +55,7 @@ pub async fn list(
     let full_page = !images.is_empty() && images.len() as u64 == parsed.limit;
     let (first, next) = list::links(&pairs, full_page.then(|| images.last().map(|i| i.id.as_str())).flatten());
     let mut body = json!({
-        "images": images.iter().map(view::image).collect::<Vec<_>>(),
+        "images": images.iter().map(|i| view::image(i, state.stores.multistore())).collect::<Vec<_>>(),
         "first": first,
         "schema": "/v2/schemas/images",
     });
@@ -67,7 +73,7 @@ pub async fn show(
     _: NoBody,
 ) -> Result<Json<Value>, ApiError> {
     let image = repo::find_visible(&state.db, &ctx, &id).await?;
-    Ok(Json(view::image(&image)))
+    Ok(Json(view::image(&image, state.stores.multistore())))
 }
 
 const ACCEPT_PATCH: &str = "application/openstack-images-v2.0-json-patch, application/openstack-images-v2.1-json-patch";
@@ -96,12 +102,12 @@ pub async fn update(
     let ops = parse_patch(body, dialect)?;
     let before = repo::find_visible(&state.db, &ctx, &id).await?;
     if ops.is_empty() {
-        return Ok(Json(view::image(&before)));
+        return Ok(Json(view::image(&before, state.stores.multistore())));
     }
     let mut after = before.clone();
     image::apply_patch(&mut after, ops, dialect, &ctx, &state.config.images, &state.validator)?;
     let saved = repo::update(&state.db, &before, &after).await?;
-    Ok(Json(view::image(&saved)))
+    Ok(Json(view::image(&saved, state.stores.multistore())))
 }
 
 fn parse_patch(body: Value, dialect: Dialect) -> Result<Vec<PatchOp>, ApiError> {

@@ -6,6 +6,7 @@ mod error;
 mod extract;
 mod image_data;
 mod images;
+mod info;
 mod list;
 mod router;
 mod schemas;
@@ -53,7 +54,8 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = MapRequestLayer::new(versions::rewrite_version_prefix).layer(router::router(state));
+    let rewrite = versions::rewrite_version_prefix(state.stores.multistore());
+    let app = MapRequestLayer::new(rewrite).layer(router::router(state));
     axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
         .with_graceful_shutdown(shutdown)
         .await

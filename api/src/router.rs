@@ -6,7 +6,7 @@ use axum::middleware;
 use axum::routing::{MethodRouter, any, get, post, put};
 
 use crate::error::{self, ApiError};
-use crate::{AppState, actions, context, image_data, images, schemas, tags, versions};
+use crate::{AppState, actions, context, image_data, images, info, schemas, tags, versions};
 
 /// A resource's methods; any other method is a 405 listing `allowed` in `Allow`.
 fn resource(methods: MethodRouter<AppState>, allowed: &'static str) -> MethodRouter<AppState> {
@@ -25,6 +25,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/images/{id}/tags/{tag}", resource(put(tags::add).delete(tags::remove), "PUT, DELETE"))
         .route("/v2/images/{id}/actions/deactivate", resource(post(actions::deactivate), "POST"))
         .route("/v2/images/{id}/actions/reactivate", resource(post(actions::reactivate), "POST"))
+        .route("/v2/info/stores", resource(get(info::list), "GET"))
+        .route("/v2/info/stores/detail", resource(get(info::detail), "GET"))
         .route("/v2/schemas/image", resource(get(schemas::image), "GET"))
         .route("/v2/schemas/images", resource(get(schemas::images), "GET"))
         .route("/v2", any(not_found))

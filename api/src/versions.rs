@@ -35,9 +35,27 @@ pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     format!("{scheme}://{host}")
 }
 
+/// Versions multistore mode adds (2.9 then moves into this block, as upstream lists it).
+const MULTISTORE_VERSIONS: &[(&str, &str)] = &[
+    ("v2.13", "SUPPORTED"),
+    ("v2.12", "SUPPORTED"),
+    ("v2.11", "SUPPORTED"),
+    ("v2.10", "SUPPORTED"),
+    ("v2.9", "SUPPORTED"),
+    ("v2.8", "SUPPORTED"),
+];
+
+fn advertised(multistore: bool) -> Vec<(&'static str, &'static str)> {
+    let mut versions: Vec<_> = VERSIONS.iter().copied().filter(|(id, _)| !(multistore && *id == "v2.9")).collect();
+    if multistore {
+        versions.extend_from_slice(MULTISTORE_VERSIONS);
+    }
+    versions
+}
+
 fn document(state: &AppState, headers: &HeaderMap) -> serde_json::Value {
     let href = format!("{}/v2/", base_url(state, headers));
-    let versions: Vec<_> = VERSIONS
+    let versions: Vec<_> = advertised(state.stores.multistore())
         .iter()
         .map(|(id, status)| json!({"id": id, "status": status, "links": [{"rel": "self", "href": href}]}))
         .collect();
@@ -56,11 +74,16 @@ pub async fn multiple_choices(State(state): State<AppState>, headers: HeaderMap)
 
 /// Rewrites `/v2.N/...` to `/v2/...` for every advertised minor version, before routing.
 /// Unadvertised minors are left alone and end at the 300 document.
-pub fn rewrite_version_prefix(mut request: Request) -> Request {
+pub fn rewrite_version_prefix(multistore: bool) -> impl Fn(Request) -> Request + Clone {
+    let minors: Vec<&'static str> = advertised(multistore).iter().filter_map(|(id, _)| id.strip_prefix("v2.")).collect();
+    move |request| rewrite(request, &minors)
+}
+
+fn rewrite(mut request: Request, minors: &[&str]) -> Request {
     let path = request.uri().path();
     let Some(rest) = path.strip_prefix("/v2.") else { return request };
     let (minor, tail) = rest.split_once('/').unwrap_or((rest, ""));
-    if !VERSIONS.iter().any(|(id, _)| id.strip_prefix("v2.") == Some(minor)) {
+    if !minors.contains(&minor) {
         return request;
     }
     let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();

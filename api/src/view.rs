@@ -9,8 +9,9 @@ pub fn timestamp(at: NaiveDateTime) -> String {
     at.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-/// The image JSON of `GET /v2/images/{id}` and every other image response.
-pub fn image(image: &Image) -> Value {
+/// The image JSON of `GET /v2/images/{id}` and every other image response. In multistore
+/// mode it names the stores holding the data (`stores`, sorted ids, comma-joined).
+pub fn image(image: &Image, multistore: bool) -> Value {
     let mut out = Map::new();
     let mut put = |k: &str, v: Value| {
         out.insert(k.to_owned(), v);
@@ -37,6 +38,9 @@ pub fn image(image: &Image) -> Value {
     put("self", json!(format!("/v2/images/{}", image.id)));
     put("file", json!(format!("/v2/images/{}/file", image.id)));
     put("schema", json!("/v2/schemas/image"));
+    if multistore && !image.stores.is_empty() {
+        put("stores", json!(image.stores.iter().map(String::as_str).collect::<Vec<_>>().join(",")));
+    }
     for (key, value) in &image.properties {
         let value = match value {
             Some(v) => json!(v),

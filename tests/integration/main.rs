@@ -14,4 +14,5 @@ mod image_actions;
 mod image_tags;
 mod migrations;
 mod schemas;
+mod stores;
 mod versions;

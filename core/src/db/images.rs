@@ -287,6 +287,7 @@ async fn assemble(db: &impl ConnectionTrait, rows: Vec<image::Model>) -> Result<
     let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
     let mut properties: HashMap<String, BTreeMap<String, Option<String>>> = HashMap::new();
     let mut tags: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let mut stores: HashMap<String, BTreeSet<String>> = HashMap::new();
     if !ids.is_empty() {
         for p in image_property::Entity::find()
             .filter(image_property::Column::ImageId.is_in(ids.clone()))
@@ -295,8 +296,13 @@ async fn assemble(db: &impl ConnectionTrait, rows: Vec<image::Model>) -> Result<
         {
             properties.entry(p.image_id).or_default().insert(p.name, p.value);
         }
-        for t in image_tag::Entity::find().filter(image_tag::Column::ImageId.is_in(ids)).all(db).await? {
+        for t in image_tag::Entity::find().filter(image_tag::Column::ImageId.is_in(ids.clone())).all(db).await? {
             tags.entry(t.image_id).or_default().insert(t.value);
+        }
+        for location in super::locations::active_of_images(db, &ids).await? {
+            if let Some(store) = location.store {
+                stores.entry(location.image_id).or_default().insert(store);
+            }
         }
     }
     rows.into_iter()
@@ -309,6 +315,7 @@ async fn assemble(db: &impl ConnectionTrait, rows: Vec<image::Model>) -> Result<
                 visibility: row.visibility.parse().map_err(|_| corrupt("visibility", &row.visibility))?,
                 properties: properties.remove(&row.id).unwrap_or_default(),
                 tags: tags.remove(&row.id).unwrap_or_default(),
+                stores: stores.remove(&row.id).unwrap_or_default(),
                 id: row.id,
                 name: row.name,
                 disk_format: row.disk_format,

@@ -65,6 +65,17 @@ pub async fn active(db: &impl ConnectionTrait, image_id: &str) -> Result<Vec<Loc
     Ok(rows.into_iter().map(Location::from).collect())
 }
 
+/// The live copies of several images' data (to show which stores hold each image).
+pub async fn active_of_images(db: &impl ConnectionTrait, image_ids: &[String]) -> Result<Vec<Location>> {
+    let rows = image_location::Entity::find()
+        .filter(image_location::Column::ImageId.is_in(image_ids.iter().map(String::as_str)))
+        .filter(image_location::Column::Status.eq(ACTIVE))
+        .filter(image_location::Column::Deleted.eq(false))
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().map(Location::from).collect())
+}
+
 /// Marks every live copy of `image_id` for removal (the image is being deleted).
 pub async fn mark_for_deletion(db: &impl ConnectionTrait, image_id: &str) -> Result<()> {
     image_location::Entity::update_many()

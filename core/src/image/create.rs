@@ -59,6 +59,7 @@ pub fn new_image(
         updated_at: now,
         properties: BTreeMap::new(),
         tags: BTreeSet::new(),
+        stores: BTreeSet::new(),
     };
     for (key, value) in body {
         set_field(&mut image, &key, value)?;

@@ -40,6 +40,8 @@ pub struct Image {
     /// Extra properties; `None` only for keys the schema declares nullable.
     pub properties: BTreeMap<String, Option<String>>,
     pub tags: BTreeSet<String>,
+    /// Ids of the stores holding the image's data.
+    pub stores: BTreeSet<String>,
 }
 
 impl Image {

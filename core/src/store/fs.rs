@@ -16,7 +16,8 @@ use tokio::sync::mpsc;
 
 use super::{ByteStream, Store, StoreError};
 
-const READ_CHUNK: usize = 256 * 1024;
+/// Bytes per read when streaming a download.
+pub(super) const READ_CHUNK: usize = 256 * 1024;
 const CHANNEL_DEPTH: usize = 8;
 
 /// Image files in one directory.
@@ -29,6 +30,11 @@ impl FilesystemStore {
     pub fn open(dir: &Path) -> io::Result<FilesystemStore> {
         std::fs::create_dir_all(dir)?;
         Ok(FilesystemStore { dir: dir.canonicalize()? })
+    }
+
+    /// The directory image files live in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     fn url(&self, name: &str) -> String {

@@ -64,27 +64,60 @@ pub trait Store: Send + Sync {
 pub struct Stores {
     default: String,
     by_id: BTreeMap<String, Arc<dyn Store>>,
+    descriptions: BTreeMap<String, StoreInfo>,
+    multistore: bool,
+}
+
+/// What /v2/info/stores tells about one store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreInfo {
+    /// Glance's store type name (`file`, `s3`).
+    pub kind: &'static str,
+    /// The operator's description, if any.
+    pub description: Option<String>,
+    /// Backend details for /v2/info/stores/detail.
+    pub properties: serde_json::Value,
 }
 
 impl Stores {
     /// Opens every store of `cfg` (creating filesystem directories as needed).
     pub fn from_config(cfg: &StorageConfig) -> Result<Stores> {
-        let mut by_id: BTreeMap<String, Arc<dyn Store>> = BTreeMap::new();
+        let mut stores = Stores::new(&cfg.default, BTreeMap::new());
         for (id, backend) in cfg.effective_backends() {
-            let store: Arc<dyn Store> = match backend {
-                BackendConfig::Filesystem { path, .. } => Arc::new(
-                    FilesystemStore::open(&path)
-                        .map_err(|e| Error::Config(format!("store {id}: cannot use {}: {e}", path.display())))?,
-                ),
+            let (store, info): (Arc<dyn Store>, StoreInfo) = match backend {
+                BackendConfig::Filesystem { path, description } => {
+                    let store = FilesystemStore::open(&path)
+                        .map_err(|e| Error::Config(format!("store {id}: cannot use {}: {e}", path.display())))?;
+                    let properties = serde_json::json!({
+                        "data_dir": store.dir().display().to_string(),
+                        "chunk_size": fs::READ_CHUNK,
+                        "thin_provisioning": false,
+                    });
+                    (Arc::new(store), StoreInfo { kind: "file", description, properties })
+                }
             };
-            by_id.insert(id, store);
+            stores.by_id.insert(id.clone(), store);
+            stores.descriptions.insert(id, info);
         }
-        Ok(Stores::new(&cfg.default, by_id))
+        // Glance is in multistore mode as soon as `enabled_backends` is set, even to one store.
+        stores.multistore = !cfg.backends.is_empty();
+        Ok(stores)
     }
 
-    /// Stores from already-opened backends; `default` must be one of them.
+    /// Stores from already-opened backends, in single-store mode; `default` must be one of them.
     pub fn new(default: &str, by_id: BTreeMap<String, Arc<dyn Store>>) -> Stores {
-        Stores { default: default.to_owned(), by_id }
+        Stores { default: default.to_owned(), by_id, descriptions: BTreeMap::new(), multistore: false }
+    }
+
+    /// Whether stores were configured explicitly (Glance's multistore mode: store ids are
+    /// shown on images and selectable on upload, /v2/info/stores exists).
+    pub fn multistore(&self) -> bool {
+        self.multistore
+    }
+
+    /// Every store id with what /v2/info/stores shows of it.
+    pub fn infos(&self) -> impl Iterator<Item = (&str, Option<&StoreInfo>)> {
+        self.by_id.keys().map(|id| (id.as_str(), self.descriptions.get(id)))
     }
 
     /// The id of the default store.

@@ -151,8 +151,13 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let local = Arc::new(FilesystemStore::open(store.path()).expect("store")) as Arc<dyn Store>;
-        let stores = Stores::new("local", std::collections::BTreeMap::from([("local".to_owned(), wrap(local))]));
+        // Tests that configure stores get Glance's multistore mode, the others one local store.
+        let stores = if config.storage.backends.is_empty() {
+            let local = Arc::new(FilesystemStore::open(store.path()).expect("store")) as Arc<dyn Store>;
+            Stores::new("local", std::collections::BTreeMap::from([("local".to_owned(), wrap(local))]))
+        } else {
+            Stores::from_config(&config.storage).expect("stores")
+        };
         let state = glint_api::AppState::new(config, db.clone(), stores);
         tokio::spawn(glint_api::serve(state, listener, async {
             let _ = rx.await;

@@ -1,0 +1,55 @@
+//! `/v2/info/stores` and `/v2/info/stores/detail`: which stores exist (multistore mode only).
+
+use axum::Json;
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use glint_core::context::RequestContext;
+use serde_json::{Map, Value, json};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::NoBody;
+
+fn stores(state: &AppState, detail: bool) -> Result<Json<Value>, ApiError> {
+    if !state.stores.multistore() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "Multi backend is not supported at this site."));
+    }
+    let list: Vec<Value> = state
+        .stores
+        .infos()
+        .map(|(id, info)| {
+            let mut store = Map::new();
+            store.insert("id".into(), json!(id));
+            if let Some(description) = info.and_then(|i| i.description.as_ref()) {
+                store.insert("description".into(), json!(description));
+            }
+            if id == state.stores.default_id() {
+                store.insert("default".into(), json!("true"));
+            }
+            if detail {
+                store.insert("type".into(), json!(info.map_or("file", |i| i.kind)));
+                store.insert("weight".into(), json!(0));
+                store.insert("properties".into(), info.map_or(json!({}), |i| i.properties.clone()));
+            }
+            Value::Object(store)
+        })
+        .collect();
+    Ok(Json(json!({ "stores": list })))
+}
+
+/// `GET /v2/info/stores`: 404 unless several stores are configured.
+pub async fn list(State(state): State<AppState>, _: NoBody) -> Result<Json<Value>, ApiError> {
+    stores(&state, false)
+}
+
+/// `GET /v2/info/stores/detail`: the same with types and properties, for admins (and services).
+pub async fn detail(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    _: NoBody,
+) -> Result<Json<Value>, ApiError> {
+    if !(ctx.is_admin || ctx.has_role("service")) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "You are not authorized to complete stores_info_detail action."));
+    }
+    stores(&state, true)
+}
