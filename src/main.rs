@@ -1,6 +1,6 @@
 //! The `glint` command: parse arguments, load the configuration, hand over to the crates.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -27,10 +27,22 @@ enum Command {
     Worker,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Inspect a disk image: format, virtual size, safety verdict (exit 1 if unsafe, 2 if unreadable).
+    Inspect {
+        /// The image file.
+        file: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Operators inspect files anywhere: no configuration, database or runtime needed.
+    if let Some(Command::Inspect { file, json }) = &cli.command {
+        return inspect(file, *json);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -89,6 +101,30 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             }
             glint_worker::run(&config, db, shutdown_signal()).await?;
             Ok(())
+        }
+        Command::Inspect { .. } => {
+            unreachable!("inspect is handled in main, before the configuration loads")
+        }
+    }
+}
+
+fn inspect(file: &Path, json: bool) -> ExitCode {
+    match glint_formats::inspect_file(file) {
+        Ok(report) => {
+            if json {
+                println!("{:#}", report.to_json());
+            } else {
+                print!("{report}");
+            }
+            if report.is_safe() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(err) => {
+            eprintln!("glint: {err}");
+            ExitCode::from(2)
         }
     }
 }

@@ -1,0 +1,59 @@
+//! The one error type of the formats crate: every refusal names what was found.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::format::Format;
+
+/// Why image data was refused or could not be inspected.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    /// The image file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The file that failed.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The stream carries the signatures of several formats at once (one header hidden in
+    /// another), so no single format can be trusted.
+    #[error("Multiple formats detected: {}", join(formats))]
+    MultipleFormats {
+        /// Every format whose signature matched.
+        formats: Vec<Format>,
+    },
+    /// The declared `disk_format` is not what the bytes are (contract §7.2 rule 4).
+    #[error("Image disk_format {declared} does not match stream data {detected}")]
+    Mismatch {
+        /// The `disk_format` the client declared.
+        declared: String,
+        /// The format the bytes turned out to be.
+        detected: Format,
+    },
+    /// The image is of a known format but fails one or more safety checks.
+    #[error("Image failed safety checks: {format}: {}", describe(failures))]
+    Unsafe {
+        /// The detected format whose checks failed.
+        format: Format,
+        /// Failed check name → what was found.
+        failures: BTreeMap<String, String>,
+    },
+}
+
+fn join(formats: &[Format]) -> String {
+    formats
+        .iter()
+        .map(|format| format.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn describe(failures: &BTreeMap<String, String>) -> String {
+    failures
+        .iter()
+        .map(|(check, reason)| format!("{check}: {reason}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
