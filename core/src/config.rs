@@ -150,6 +150,56 @@ pub enum BackendConfig {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         description: Option<String>,
     },
+    /// A bucket of Amazon S3 or an S3-compatible service (Ceph RGW, MinIO, SeaweedFS).
+    S3(S3Config),
+}
+
+/// `type = "s3"`: one object per image, `<prefix>/<image id>`, in one bucket.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// The bucket; it must exist, Glint does not create it.
+    pub bucket: String,
+    /// URL of an S3-compatible service (`https://rgw.example.org`); unset means Amazon S3
+    /// in `region`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Region the requests are signed for.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Access key id of the credentials.
+    pub access_key_id: String,
+    /// Secret access key of the credentials (never logged, never in location URLs).
+    pub secret_access_key: String,
+    /// Key prefix the image objects are put under (`glance` gives `glance/<image id>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Allow an `http://` endpoint (unencrypted: only for a service on the same host or network).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Shown in /v2/info/stores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+/// Written by hand so that the secret key stays out of logs and error messages.
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field("prefix", &self.prefix)
+            .field("allow_http", &self.allow_http)
+            .field("description", &self.description)
+            .finish()
+    }
 }
 
 impl StorageConfig {
@@ -238,6 +288,19 @@ mod tests {
             assert_eq!(config.database.max_connections, 3);
             Ok(())
         });
+    }
+
+    #[test]
+    fn s3_backend_parses_with_defaults_and_hides_its_secret() {
+        let text = "[storage]\ndefault = \"s3\"\n[storage.backends.s3]\ntype = \"s3\"\nbucket = \"images\"\n\
+                    access_key_id = \"AKID\"\nsecret_access_key = \"s3cr3t\"\n";
+        let parsed: Config = Figment::from(Toml::string(text)).extract().expect("parses");
+        let Some(BackendConfig::S3(s3)) = parsed.storage.backends.get("s3") else { panic!("{parsed:?}") };
+        assert_eq!((s3.region.as_str(), s3.endpoint.as_deref(), s3.prefix.as_deref(), s3.allow_http), ("us-east-1", None, None, false));
+        assert!(!format!("{parsed:?}").contains("s3cr3t"));
+        let typo = text.replace("bucket =", "buckett =");
+        let err = Figment::from(Toml::string(&typo)).extract::<Config>().expect_err("unknown key");
+        assert!(err.to_string().contains("buckett"), "{err}");
     }
 
     #[test]

@@ -55,6 +55,20 @@ impl Observer for (Sha512, u64) {
     }
 }
 
+impl Observer for glint_formats::Inspector {
+    fn observe(&mut self, chunk: &[u8]) {
+        self.feed(chunk);
+    }
+}
+
+impl<O: Observer> Observer for Option<O> {
+    fn observe(&mut self, chunk: &[u8]) {
+        if let Some(inner) = self {
+            inner.observe(chunk);
+        }
+    }
+}
+
 impl<O: Observer> Observer for (Md5, O) {
     fn observe(&mut self, chunk: &[u8]) {
         self.0.update(chunk);
@@ -126,7 +140,9 @@ pub struct Upload<'a> {
 }
 
 /// `PUT /v2/images/{id}/file`: `queued -> saving -> active`, streaming `body` into a store.
-/// On any failure the image is back in `queued` and no bytes are left in the store.
+/// Data of `bare` images is inspected on the way (contract §7.2): content that is not the
+/// declared `disk_format`, or fails the safety checks, is a 415. On any failure the image is
+/// back in `queued` and no bytes are left in the store.
 pub async fn upload(db: &DatabaseConnection, stores: &Stores, image: &Image, body: ByteStream, how: Upload<'_>) -> Result<()> {
     let store_id = how.store.unwrap_or(stores.default_id());
     let store = stores.get(store_id).ok_or_else(|| Error::BadRequest(format!("Store {store_id} is not available")))?;
@@ -137,13 +153,18 @@ pub async fn upload(db: &DatabaseConnection, stores: &Stores, image: &Image, bod
     }
     images::set_status(db, &image.id, Status::Queued, Status::Saving).await?;
     let outcome = async {
-        let (ingested, ()) = ingest(store.as_ref(), &image.id, body, how.cap, ()).await?;
+        // Other containers (ovf, ova, docker, ...) wrap the disk: there is nothing to inspect.
+        let inspector = (image.container_format.as_deref() == Some("bare")).then(glint_formats::Inspector::new);
+        let (ingested, inspector) = ingest(store.as_ref(), &image.id, body, how.cap, inspector).await?;
         let committed = match how.expected_size {
             Some(expected) if expected != ingested.size => Err(Error::BadRequest(format!(
                 "Size mismatch: expected {expected} bytes, got {} bytes",
                 ingested.size
             ))),
-            _ => images::finish_upload(db, &image.id, &ingested, None, store_id).await,
+            _ => match verdict(image, inspector) {
+                Ok(virtual_size) => images::finish_upload(db, &image.id, &ingested, virtual_size, store_id).await,
+                Err(err) => Err(err),
+            },
         };
         if committed.is_err() {
             if let Err(err) = store.delete(&ingested.location).await {
@@ -160,6 +181,21 @@ pub async fn upload(db: &DatabaseConnection, stores: &Stores, image: &Image, bod
         }
     }
     outcome
+}
+
+/// The `virtual_size` to record for inspected data, or the 415 that refuses it.
+fn verdict(image: &Image, inspector: Option<glint_formats::Inspector>) -> Result<Option<i64>> {
+    let (Some(inspector), Some(disk_format)) = (inspector, image.disk_format.as_deref()) else {
+        return Ok(None);
+    };
+    let report = inspector.finish();
+    match glint_formats::check_declared(disk_format, &report) {
+        Ok(virtual_size) => Ok(virtual_size.and_then(|v| i64::try_from(v).ok())),
+        Err(err) => {
+            tracing::warn!(image = %image.id, report = %report.to_json(), "upload refused by format inspection");
+            Err(Error::UnsupportedMedia(err.to_string()))
+        }
+    }
 }
 
 /// Removes the bytes of deleted images: those of `image_id`, or a batch of any. Copies whose

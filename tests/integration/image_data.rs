@@ -33,6 +33,11 @@ on_every_database!(
     download_of_deactivated_image_is_403_except_for_admins,
     download_by_reader_is_403,
     delete_removes_the_bytes_from_the_store,
+    upload_of_qcow2_records_its_virtual_size,
+    upload_of_raw_data_declared_qcow2_is_415_and_leaves_nothing,
+    upload_of_qcow2_with_a_backing_file_is_415_whatever_is_declared,
+    upload_of_qcow2_declared_raw_is_kept_as_raw,
+    upload_in_a_non_bare_container_is_not_inspected,
 );
 
 on_every_database!(config = small_cap; upload_over_the_cap_is_413_with_and_without_content_length);
@@ -405,4 +410,79 @@ async fn store_failure_mid_write_is_500_and_leaves_nothing() {
     for backend in [Backend::Sqlite, Backend::Postgres, Backend::Mariadb] {
         failing_store_leaves_image_queued_and_store_empty(backend, false, 500).await;
     }
+}
+
+/// Makes an image with qemu-img (the format oracle) and returns its bytes.
+fn qemu_image(args: &[&str]) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("image");
+    let mut command = std::process::Command::new("qemu-img");
+    command.current_dir(dir.path()).arg("create").args(args).arg(&path);
+    if args.contains(&"-b") {
+        std::process::Command::new("qemu-img")
+            .current_dir(dir.path())
+            .args(["create", "-f", "qcow2", "base.qcow2", "1M"])
+            .status()
+            .expect("qemu-img base");
+    }
+    let size = if args.contains(&"vmdk") { "4M" } else { "10M" };
+    assert!(command.arg(size).status().expect("qemu-img").success());
+    std::fs::read(path).expect("read image")
+}
+
+async fn image_of(app: &TestApp, disk_format: &str, container_format: &str) -> String {
+    let image = app.create_image(json!({"disk_format": disk_format, "container_format": container_format})).await;
+    image["id"].as_str().expect("id").to_owned()
+}
+
+async fn upload_of_qcow2_records_its_virtual_size(app: TestApp) {
+    let data = qemu_image(&["-f", "qcow2"]);
+    let id = image_of(&app, "qcow2", "bare").await;
+    assert_eq!(put(&app, &id, data.clone()).await.status(), 204);
+    let image = show(&app, &id).await;
+    assert_eq!(image["virtual_size"], 10 * 1024 * 1024);
+    assert_eq!(image["size"], data.len());
+    let raw = image_of(&app, "raw", "bare").await;
+    assert_eq!(put(&app, &raw, payload(5000)).await.status(), 204);
+    assert_eq!(show(&app, &raw).await["virtual_size"], 5000);
+}
+
+async fn upload_of_raw_data_declared_qcow2_is_415_and_leaves_nothing(app: TestApp) {
+    let id = image_of(&app, "qcow2", "bare").await;
+    let message = expect_error(put(&app, &id, payload(100_000)).await, 415).await;
+    assert!(message.contains("Image disk_format qcow2 does not match stream data raw"), "{message}");
+    let image = show(&app, &id).await;
+    assert_eq!(image["status"], "queued");
+    assert!(image["size"].is_null() && image["checksum"].is_null());
+    assert!(store_listing(&app).is_empty());
+    let vmdk = image_of(&app, "vmdk", "bare").await;
+    expect_error(put(&app, &vmdk, qemu_image(&["-f", "qcow2"])).await, 415).await;
+}
+
+async fn upload_of_qcow2_with_a_backing_file_is_415_whatever_is_declared(app: TestApp) {
+    let data = qemu_image(&["-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2"]);
+    for declared in ["qcow2", "raw"] {
+        let id = image_of(&app, declared, "bare").await;
+        let message = expect_error(put(&app, &id, data.clone()).await, 415).await;
+        assert!(message.contains("backing"), "{declared}: {message}");
+        assert_eq!(show(&app, &id).await["status"], "queued");
+    }
+    assert!(store_listing(&app).is_empty());
+}
+
+async fn upload_of_qcow2_declared_raw_is_kept_as_raw(app: TestApp) {
+    let data = qemu_image(&["-f", "qcow2"]);
+    let id = image_of(&app, "raw", "bare").await;
+    assert_eq!(put(&app, &id, data.clone()).await.status(), 204);
+    let image = show(&app, &id).await;
+    assert_eq!(image["disk_format"], "raw");
+    assert_eq!(image["virtual_size"], data.len(), "a raw image's virtual size is its byte count");
+}
+
+async fn upload_in_a_non_bare_container_is_not_inspected(app: TestApp) {
+    let id = image_of(&app, "qcow2", "ovf").await;
+    assert_eq!(put(&app, &id, payload(1000)).await.status(), 204);
+    let image = show(&app, &id).await;
+    assert_eq!(image["status"], "active");
+    assert!(image["virtual_size"].is_null());
 }

@@ -52,7 +52,8 @@ impl FilesystemStore {
     }
 }
 
-fn valid_name(name: &str) -> bool {
+/// Whether `name` can name an image's data (also in the S3 store, which shares the rule).
+pub(super) fn valid_name(name: &str) -> bool {
     !name.is_empty() && !name.starts_with('.') && !name.contains('/') && !name.contains('\0')
 }
 
