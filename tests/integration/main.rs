@@ -13,6 +13,7 @@ mod images_show;
 mod image_actions;
 mod image_tags;
 mod migrations;
+mod nova_snapshot;
 mod schemas;
 mod stores;
 mod versions;
