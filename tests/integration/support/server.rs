@@ -19,7 +19,6 @@ pub struct Server {
     child: Child,
     addr: SocketAddr,
     log: PathBuf,
-    db: PathBuf,
     // Declared last so the directory outlives the process that writes into it.
     dir: tempfile::TempDir,
 }
@@ -67,7 +66,7 @@ impl Server {
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .env("NO_COLOR", "1");
         let child = command.spawn().expect("spawn the glint binary");
-        let mut server = Server { child, addr, log, db, dir };
+        let mut server = Server { child, addr, log, dir };
         server.wait_until_healthy()?;
         Ok(server)
     }
@@ -104,12 +103,6 @@ impl Server {
     /// The directory the server runs in.
     pub fn dir(&self) -> &Path {
         self.dir.path()
-    }
-
-    /// A sea-orm URL of the server's SQLite database, for tests that must arrange state the
-    /// API cannot produce yet.
-    pub fn database_url(&self) -> String {
-        format!("sqlite://{}?mode=rw", self.db.display())
     }
 
     /// Everything the server printed so far (its log), for failure messages.
