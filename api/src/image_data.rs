@@ -128,11 +128,10 @@ fn data_response(stream: ByteStream, size: u64, range: Option<Range<u64>>, check
     if let Some(md5) = checksum.and_then(|c| HeaderValue::from_str(c).ok()) {
         out.insert("content-md5", md5);
     }
-    if let Some(r) = range {
-        if let Ok(value) = HeaderValue::from_str(&format!("bytes {}-{}/{size}", r.start, r.end - 1)) {
+    if let Some(r) = range
+        && let Ok(value) = HeaderValue::from_str(&format!("bytes {}-{}/{size}", r.start, r.end - 1)) {
             out.insert(header::CONTENT_RANGE, value);
         }
-    }
     response
 }
 

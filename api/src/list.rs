@@ -15,7 +15,7 @@ const CONTROL: &[&str] = &["limit", "marker", "sort_key", "sort_dir", "sort", "v
 /// Parses the decoded query pairs of an image list request.
 pub fn parse(pairs: &[(String, String)], cfg: &ImagesConfig) -> Result<ListQuery, ApiError> {
     let all = |name: &'static str| pairs.iter().filter(move |(k, _)| k == name).map(|(_, v)| v.as_str());
-    let last = |name: &'static str| all(name).last();
+    let last = |name: &'static str| all(name).next_back();
 
     let limit = match last("limit") {
         None => cfg.limit_param_default,

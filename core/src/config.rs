@@ -279,6 +279,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail dictates the closure's error type
     fn environment_overrides_file() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("glint.toml", "[database]\nurl = \"sqlite://file.db\"\nmax_connections = 3\n")?;

@@ -166,11 +166,10 @@ pub async fn upload(db: &DatabaseConnection, stores: &Stores, image: &Image, bod
                 Err(err) => Err(err),
             },
         };
-        if committed.is_err() {
-            if let Err(err) = store.delete(&ingested.location).await {
+        if committed.is_err()
+            && let Err(err) = store.delete(&ingested.location).await {
                 tracing::error!(image = %image.id, location = %ingested.location, error = %err, "could not remove the data of a failed upload");
             }
-        }
         committed
     }
     .await;

@@ -567,7 +567,7 @@ fn visibility_condition(ctx: &RequestContext, filter: Option<VisibilityFilter>, 
     let vis = |v: Visibility| image::Column::Visibility.eq(v.as_str());
     let owned = match &ctx.project_id {
         Some(project) => image::Column::Owner.eq(project.as_str()),
-        None => Expr::val(false).into(),
+        None => Expr::val(false),
     };
     if ctx.is_admin {
         return match filter {

@@ -215,22 +215,19 @@ fn check_rule(rule: &Value, value: &Value) -> std::result::Result<(), String> {
             return Err(format!("{value} is not of type {types}"));
         }
     }
-    if let Some(Value::Array(allowed)) = rule.get("enum") {
-        if !allowed.contains(value) {
+    if let Some(Value::Array(allowed)) = rule.get("enum")
+        && !allowed.contains(value) {
             return Err(format!("{value} is not one of {}", Value::Array(allowed.clone())));
         }
-    }
     if let Value::String(s) = value {
-        if let Some(max) = rule.get("maxLength").and_then(Value::as_u64) {
-            if s.chars().count() as u64 > max {
+        if let Some(max) = rule.get("maxLength").and_then(Value::as_u64)
+            && s.chars().count() as u64 > max {
                 return Err(format!("{value} is too long"));
             }
-        }
-        if let Some(min) = rule.get("minLength").and_then(Value::as_u64) {
-            if (s.chars().count() as u64) < min {
+        if let Some(min) = rule.get("minLength").and_then(Value::as_u64)
+            && (s.chars().count() as u64) < min {
                 return Err(format!("{value} is too short"));
             }
-        }
         if rule.get("pattern").and_then(Value::as_str) == Some(UUID_PATTERN) && !is_uuid(s) {
             return Err(format!("{value} does not match '{UUID_PATTERN}'"));
         }
