@@ -21,6 +21,13 @@ use crate::{Error, Result};
 
 const CHANNEL_DEPTH: usize = 16;
 
+/// How often a running upload proves it is alive.
+const UPLOAD_HEARTBEAT: Duration = Duration::from_secs(30);
+
+/// An upload silent for this long belongs to a dead process: its image goes back to `queued`
+/// and its partial bytes are removed. Several heartbeats, so a slow database is no false alarm.
+pub const UPLOAD_STALE_AFTER: Duration = Duration::from_secs(300);
+
 /// Sees every byte of an upload, in order, on the md5 thread (format inspection plugs in here).
 pub trait Observer: Send + 'static {
     /// Called with each chunk in order.
@@ -155,7 +162,18 @@ pub async fn upload(db: &DatabaseConnection, stores: &Stores, image: &Image, bod
     let outcome = async {
         // Other containers (ovf, ova, docker, ...) wrap the disk: there is nothing to inspect.
         let inspector = (image.container_format.as_deref() == Some("bare")).then(glint_formats::Inspector::new);
-        let (ingested, inspector) = ingest(store.as_ref(), &image.id, body, how.cap, inspector).await?;
+        let heartbeat = async {
+            loop {
+                tokio::time::sleep(UPLOAD_HEARTBEAT).await;
+                if let Err(err) = images::touch_upload(db, &image.id).await {
+                    tracing::warn!(image = %image.id, error = %err, "upload heartbeat failed");
+                }
+            }
+        };
+        let (ingested, inspector) = tokio::select! {
+            ingested = ingest(store.as_ref(), &image.id, body, how.cap, inspector) => ingested?,
+            () = heartbeat => unreachable!("the heartbeat never ends"),
+        };
         let committed = match how.expected_size {
             Some(expected) if expected != ingested.size => Err(Error::BadRequest(format!(
                 "Size mismatch: expected {expected} bytes, got {} bytes",
@@ -217,12 +235,33 @@ pub async fn purge(db: &DatabaseConnection, stores: &Stores, image_id: Option<&s
     Ok(removed)
 }
 
-/// Retries removals that failed, every `every`, for as long as the process runs.
+/// Cleans up after uploads whose process died: their images go back to `queued`, and
+/// partial bytes idle for `idle` are removed from every store.
+pub async fn recover_abandoned_uploads(db: &DatabaseConnection, stores: &Stores, idle: Duration) -> Result<()> {
+    let reset = images::reset_stale_uploads(db, idle).await?;
+    if reset > 0 {
+        tracing::warn!(images = reset, "uploads abandoned by a dead process: images back to queued");
+    }
+    for (id, store) in stores.all() {
+        match store.remove_abandoned(idle).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(store = id, removed, "removed partial data of abandoned uploads"),
+            Err(err) => tracing::warn!(store = id, error = %err, "could not sweep abandoned uploads"),
+        }
+    }
+    Ok(())
+}
+
+/// Every `every`, for as long as the process runs: retries removals that failed, and
+/// recovers uploads abandoned by dead processes.
 pub async fn scrub(db: DatabaseConnection, stores: Stores, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
         if let Err(err) = purge(&db, &stores, None).await {
             tracing::warn!(error = %err, "scrubber pass failed");
+        }
+        if let Err(err) = recover_abandoned_uploads(&db, &stores, UPLOAD_STALE_AFTER).await {
+            tracing::warn!(error = %err, "recovering abandoned uploads failed");
         }
     }
 }

@@ -486,3 +486,32 @@ async fn upload_in_a_non_bare_container_is_not_inspected(app: TestApp) {
     assert_eq!(image["status"], "active");
     assert!(image["virtual_size"].is_null());
 }
+
+on_every_database!(upload_abandoned_by_a_dead_process_is_recovered);
+
+async fn upload_abandoned_by_a_dead_process_is_recovered(app: TestApp) {
+    let abandoned = queued_image(&app).await;
+    let live = queued_image(&app).await;
+    // A process died mid-upload an hour ago; another upload is in progress right now.
+    set_columns(&app, &abandoned, "status = 'saving', size = 5, updated_at = '2020-01-01 00:00:00'").await;
+    set_columns(&app, &live, "status = 'saving'").await;
+    let part = app.store_path.join(format!(".{abandoned}.0123.part"));
+    std::fs::write(&part, b"half").expect("part file");
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options().write(true).open(&part).and_then(|f| f.set_modified(hour_ago)).expect("age");
+
+    let stores = glint_core::store::Stores::new(
+        "local",
+        std::collections::BTreeMap::from([(
+            "local".to_owned(),
+            Arc::new(glint_core::store::FilesystemStore::open(&app.store_path).expect("store")) as Arc<dyn Store>,
+        )]),
+    );
+    glint_core::data::recover_abandoned_uploads(&app.db, &stores, glint_core::data::UPLOAD_STALE_AFTER).await.expect("recover");
+    let image = show(&app, &abandoned).await;
+    assert_eq!(image["status"], "queued");
+    assert!(image["size"].is_null());
+    assert_eq!(show(&app, &live).await["status"], "saving");
+    assert!(store_listing(&app).is_empty());
+    assert_eq!(put(&app, &abandoned, payload(10)).await.status(), 204);
+}

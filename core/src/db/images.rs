@@ -257,6 +257,35 @@ pub async fn finish_upload(
     Ok(())
 }
 
+/// Heartbeat of a running upload: a `saving` image whose `updated_at` stops moving was
+/// abandoned by a process that died (see [`reset_stale_uploads`]).
+pub async fn touch_upload(db: &DatabaseConnection, id: &str) -> Result<()> {
+    image::Entity::update_many()
+        .col_expr(image::Column::UpdatedAt, Expr::value(now()))
+        .filter(image::Column::Id.eq(id))
+        .filter(image::Column::Status.eq(Status::Saving.as_str()))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Puts back to `queued` every `saving` image whose upload has shown no sign of life for
+/// `idle`; returns how many.
+pub async fn reset_stale_uploads(db: &DatabaseConnection, idle: std::time::Duration) -> Result<u64> {
+    let idle = chrono::Duration::from_std(idle).map_err(|e| Error::Internal(e.to_string()))?;
+    let result = image::Entity::update_many()
+        .col_expr(image::Column::Status, Expr::value(Status::Queued.as_str()))
+        .col_expr(image::Column::Size, Expr::value(Option::<i64>::None))
+        .col_expr(image::Column::VirtualSize, Expr::value(Option::<i64>::None))
+        .col_expr(image::Column::UpdatedAt, Expr::value(now()))
+        .filter(image::Column::Status.eq(Status::Saving.as_str()))
+        .filter(image::Column::Deleted.eq(false))
+        .filter(image::Column::UpdatedAt.lt(now() - idle))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected)
+}
+
 /// Puts an image whose upload failed back to `queued`, as Glance does, clearing its sizes.
 pub async fn abort_upload(db: &DatabaseConnection, id: &str) -> Result<()> {
     image::Entity::update_many()

@@ -183,6 +183,31 @@ impl Store for FilesystemStore {
         tokio::fs::write(&probe, b"ok").await.map_err(classify)?;
         tokio::fs::remove_file(&probe).await.map_err(classify)
     }
+
+    /// Partial files not written to for `idle` belong to a put whose process died: a live
+    /// put, on this node or another sharing the directory, keeps its file's mtime fresh.
+    async fn remove_abandoned(&self, idle: std::time::Duration) -> Result<usize, StoreError> {
+        let dir = self.dir.clone();
+        let removed = tokio::task::spawn_blocking(move || -> io::Result<usize> {
+            let mut removed = 0;
+            for entry in std::fs::read_dir(&dir)? {
+                let entry = entry?;
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if !(name.starts_with('.') && name.ends_with(".part")) {
+                    continue;
+                }
+                let idle_for = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
+                if idle_for >= idle && std::fs::remove_file(entry.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })
+        .await
+        .map_err(|e| StoreError::Io(io::Error::other(e)))?;
+        removed.map_err(classify)
+    }
 }
 
 #[cfg(test)]
@@ -243,6 +268,22 @@ mod tests {
         }
         let escape = format!("file://{}/../escape", store.dir.display());
         assert!(store.get(&escape, None).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn abandoned_partial_files_are_removed_once_idle() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FilesystemStore::open(dir.path()).expect("open");
+        let old = dir.path().join(".img.abc.part");
+        let fresh = dir.path().join(".img2.def.part");
+        std::fs::write(&old, b"x").expect("write");
+        std::fs::write(&fresh, b"x").expect("write");
+        std::fs::write(dir.path().join("img3"), b"x").expect("write");
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        File::options().write(true).open(&old).and_then(|f| f.set_modified(hour_ago)).expect("age");
+        let removed = store.remove_abandoned(std::time::Duration::from_secs(600)).await.expect("sweep");
+        assert_eq!(removed, 1);
+        assert_eq!(listing(dir.path()), [".img2.def.part", "img3"]);
     }
 
     #[tokio::test]

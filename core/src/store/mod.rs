@@ -59,6 +59,13 @@ pub trait Store: Send + Sync {
     async fn delete(&self, location: &str) -> Result<(), StoreError>;
     /// Checks that the store can be written to.
     async fn health(&self) -> Result<(), StoreError>;
+    /// Removes what writes abandoned by a crashed process left behind, once it has been idle
+    /// for `idle`; returns how many leftovers went. The default suits backends that never
+    /// expose partial writes and clean up on their own (S3: the bucket's lifecycle rule for
+    /// incomplete multipart uploads).
+    async fn remove_abandoned(&self, _idle: std::time::Duration) -> Result<usize, StoreError> {
+        Ok(0)
+    }
 }
 
 /// The configured stores by id, with the default one.
@@ -125,6 +132,11 @@ impl Stores {
     /// shown on images and selectable on upload, /v2/info/stores exists).
     pub fn multistore(&self) -> bool {
         self.multistore
+    }
+
+    /// Every store, by id.
+    pub fn all(&self) -> impl Iterator<Item = (&str, &Arc<dyn Store>)> {
+        self.by_id.iter().map(|(id, store)| (id.as_str(), store))
     }
 
     /// Every store id with what /v2/info/stores shows of it.
