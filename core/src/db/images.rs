@@ -318,17 +318,19 @@ async fn assemble(db: &impl ConnectionTrait, rows: Vec<image::Model>) -> Result<
     let mut tags: HashMap<String, BTreeSet<String>> = HashMap::new();
     let mut stores: HashMap<String, BTreeSet<String>> = HashMap::new();
     if !ids.is_empty() {
-        for p in image_property::Entity::find()
-            .filter(image_property::Column::ImageId.is_in(ids.clone()))
-            .all(db)
-            .await?
-        {
+        // Independent queries: on a pool they run side by side, saving two round trips.
+        let (property_rows, tag_rows, location_rows) = futures_util::try_join!(
+            async { Ok::<_, Error>(image_property::Entity::find().filter(image_property::Column::ImageId.is_in(ids.clone())).all(db).await?) },
+            async { Ok::<_, Error>(image_tag::Entity::find().filter(image_tag::Column::ImageId.is_in(ids.clone())).all(db).await?) },
+            super::locations::active_of_images(db, &ids),
+        )?;
+        for p in property_rows {
             properties.entry(p.image_id).or_default().insert(p.name, p.value);
         }
-        for t in image_tag::Entity::find().filter(image_tag::Column::ImageId.is_in(ids.clone())).all(db).await? {
+        for t in tag_rows {
             tags.entry(t.image_id).or_default().insert(t.value);
         }
-        for location in super::locations::active_of_images(db, &ids).await? {
+        for location in location_rows {
             if let Some(store) = location.store {
                 stores.entry(location.image_id).or_default().insert(store);
             }
