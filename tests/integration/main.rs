@@ -1,4 +1,5 @@
 //! Integration tests over real HTTP, organised by URL; each runs on SQLite, PostgreSQL and MariaDB.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
@@ -14,6 +15,7 @@ mod image_actions;
 mod image_tags;
 mod migrations;
 mod nova_snapshot;
+mod s3_store;
 mod schemas;
 mod stores;
 mod versions;

@@ -28,7 +28,7 @@ pub(super) const PART_SIZE: usize = 8 * 1024 * 1024;
 /// upload holds at most `(PARTS_IN_FLIGHT + 1) * PART_SIZE` bytes.
 pub(super) const PARTS_IN_FLIGHT: usize = 4;
 const CHANNEL_DEPTH: usize = 8;
-/// Key looked up by the health check; a leading dot keeps it apart from every image id.
+/// Prefix listed by the health check; a leading dot keeps it apart from every image id.
 const HEALTH_PROBE: &str = ".glint-health-probe";
 
 /// Image objects in one bucket, under one key prefix.
@@ -200,11 +200,13 @@ impl Store for S3Store {
     }
 
     async fn health(&self) -> Result<(), StoreError> {
-        // One HEAD: it fails on a wrong endpoint, bucket or credentials, and a 404 means
-        // the service answered us.
-        match self.client.head(&self.prefix.clone().join(HEALTH_PROBE)).await {
-            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(classify(e)),
+        // A listing under a prefix no image has is one small request that fails on a wrong
+        // endpoint, credentials or bucket; a HEAD could not tell a missing bucket from a
+        // missing key (both are a bodiless 404).
+        let probe = self.prefix.clone().join(HEALTH_PROBE);
+        match self.client.list(Some(&probe)).next().await {
+            None | Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(classify(e)),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Test support: a `TestApp` per test on its own database, and helpers to speak to it.
 
+pub mod s3;
 pub mod server;
 pub mod venv;
 
