@@ -11,6 +11,7 @@ mod list;
 mod router;
 mod schemas;
 mod tags;
+mod tasks;
 mod versions;
 mod view;
 

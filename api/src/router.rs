@@ -6,7 +6,7 @@ use axum::middleware;
 use axum::routing::{MethodRouter, any, get, post, put};
 
 use crate::error::{self, ApiError};
-use crate::{AppState, actions, context, image_data, images, info, schemas, tags, versions};
+use crate::{AppState, actions, context, image_data, images, info, schemas, tags, tasks, versions};
 
 /// A resource's methods; any other method is a 405 listing `allowed` in `Allow`.
 fn resource(methods: MethodRouter<AppState>, allowed: &'static str) -> MethodRouter<AppState> {
@@ -25,6 +25,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/images/{id}/tags/{tag}", resource(put(tags::add).delete(tags::remove), "PUT, DELETE"))
         .route("/v2/images/{id}/actions/deactivate", resource(post(actions::deactivate), "POST"))
         .route("/v2/images/{id}/actions/reactivate", resource(post(actions::reactivate), "POST"))
+        .route("/v2/images/{id}/tasks", resource(get(tasks::for_image), "GET"))
+        .route("/v2/tasks", resource(get(tasks::list), "GET"))
+        .route("/v2/tasks/{id}", resource(get(tasks::show), "GET"))
+        .route("/v2/schemas/task", resource(get(schemas::task), "GET"))
+        .route("/v2/schemas/tasks", resource(get(schemas::tasks), "GET"))
         .route("/v2/info/stores", resource(get(info::list), "GET"))
         .route("/v2/info/stores/detail", resource(get(info::detail), "GET"))
         .route("/v2/schemas/image", resource(get(schemas::image), "GET"))

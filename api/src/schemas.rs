@@ -18,3 +18,13 @@ pub async fn image(State(state): State<AppState>, _: NoBody) -> Result<Json<Valu
 pub async fn images(State(state): State<AppState>, _: NoBody) -> Result<Json<Value>, ApiError> {
     Ok(Json(schema::images_schema(&state.config.images)))
 }
+
+/// `GET /v2/schemas/task`.
+pub async fn task(_: NoBody) -> Json<Value> {
+    Json(glint_core::task::task_schema())
+}
+
+/// `GET /v2/schemas/tasks`.
+pub async fn tasks(_: NoBody) -> Json<Value> {
+    Json(glint_core::task::tasks_schema())
+}

@@ -1,6 +1,9 @@
 //! Glint's domain and infrastructure, shared by the API and the workers.
 #![recursion_limit = "256"]
 
+#[macro_use]
+mod macros;
+
 pub mod config;
 pub mod context;
 pub mod data;
@@ -9,5 +12,6 @@ pub mod error;
 pub mod image;
 pub mod policy;
 pub mod store;
+pub mod task;
 
 pub use error::{Error, Result};

@@ -18,4 +18,5 @@ mod nova_snapshot;
 mod s3_store;
 mod schemas;
 mod stores;
+mod tasks;
 mod versions;

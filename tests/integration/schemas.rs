@@ -56,3 +56,16 @@ async fn schema_with_a_body_is_400() {
     let response = app().await.request(Method::GET, "/v2/schemas/image").body("{}").send().await.unwrap();
     expect_error(response, 400).await;
 }
+
+#[tokio::test]
+async fn task_schemas_describe_the_task_resource() {
+    let app = app().await;
+    let task = app.get_json("/v2/schemas/task").await;
+    assert_eq!(task["name"], "task");
+    assert_eq!(task["properties"]["status"]["enum"], json!(["pending", "processing", "success", "failure"]));
+    assert_eq!(task["properties"]["type"]["enum"], json!(["import", "api_image_import", "location_import"]));
+    assert_eq!(task["properties"]["input"]["type"], json!(["null", "object"]));
+    let tasks = app.get_json("/v2/schemas/tasks").await;
+    let item = &tasks["properties"]["tasks"]["items"]["properties"];
+    assert!(item.get("input").is_none() && item.get("message").is_none() && item.get("status").is_some());
+}

@@ -3,6 +3,7 @@
 pub mod entity;
 pub mod images;
 pub mod locations;
+pub mod tasks;
 
 use std::time::Duration;
 

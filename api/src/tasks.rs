@@ -1,0 +1,176 @@
+//! `/v2/tasks`, `/v2/tasks/{id}` and `/v2/images/{id}/tasks`: reading tasks.
+
+use axum::Json;
+use axum::extract::{Extension, Path, RawQuery, State};
+use axum::http::StatusCode;
+use chrono::NaiveDateTime;
+use glint_core::context::RequestContext;
+use glint_core::db::tasks::{self as repo, TaskQuery, TaskSortKey};
+use glint_core::db::images;
+use glint_core::image::schema::is_uuid;
+use glint_core::task::{Task, TaskStatus, TaskType};
+use sea_orm::Order;
+use serde_json::{Map, Value, json};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::NoBody;
+use crate::view::timestamp;
+
+/// `tasks_api_access`: the legacy tasks API is for admins by default.
+fn check_tasks_api(ctx: &RequestContext) -> Result<(), ApiError> {
+    if ctx.is_admin {
+        Ok(())
+    } else {
+        Err(ApiError::new(StatusCode::FORBIDDEN, "You are not authorized to complete tasks_api_access action."))
+    }
+}
+
+/// The list entry of a task: no input, result or message.
+fn stub(task: &Task) -> Value {
+    let mut out = Map::new();
+    out.insert("id".into(), json!(task.id));
+    out.insert("type".into(), json!(task.task_type.as_str()));
+    out.insert("status".into(), json!(task.status.as_str()));
+    out.insert("owner".into(), json!(task.owner));
+    out.insert("created_at".into(), json!(timestamp(task.created_at)));
+    out.insert("updated_at".into(), json!(timestamp(task.updated_at)));
+    if let Some(expires_at) = task.expires_at {
+        out.insert("expires_at".into(), json!(timestamp(expires_at)));
+    }
+    out.insert("self".into(), json!(format!("/v2/tasks/{}", task.id)));
+    out.insert("schema".into(), json!("/v2/schemas/task"));
+    Value::Object(out)
+}
+
+/// The full task of `GET /v2/tasks/{id}`.
+fn full(task: &Task) -> Value {
+    let mut out = match stub(task) {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    out.insert("input".into(), task.input.clone().unwrap_or(Value::Null));
+    out.insert("result".into(), task.result.clone().unwrap_or(Value::Null));
+    out.insert("message".into(), json!(task.message));
+    for (key, value) in [("image_id", &task.image_id), ("request_id", &task.request_id), ("user_id", &task.user_id)] {
+        if let Some(value) = value {
+            out.insert(key.into(), json!(value));
+        }
+    }
+    Value::Object(out)
+}
+
+/// `GET /v2/images/{id}/tasks` shows raw database datetimes (microseconds, no zone) and the
+/// deletion columns: its keys are exactly upstream's.
+fn image_task(task: &Task) -> Value {
+    let raw = |at: NaiveDateTime| at.format("%Y-%m-%dT%H:%M:%S%.6f").to_string();
+    json!({
+        "id": task.id,
+        "type": task.task_type.as_str(),
+        "status": task.status.as_str(),
+        "owner": task.owner,
+        "image_id": task.image_id,
+        "request_id": task.request_id,
+        "user_id": task.user_id,
+        "created_at": raw(task.created_at),
+        "updated_at": raw(task.updated_at),
+        "expires_at": task.expires_at.map(raw),
+        "deleted_at": null,
+        "deleted": false,
+        "input": task.input,
+        "result": task.result,
+        "message": task.message,
+    })
+}
+
+fn parse_query(pairs: &[(String, String)], state: &AppState) -> Result<TaskQuery, ApiError> {
+    let last = |name: &str| pairs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let limit = match last("limit") {
+        None => state.config.images.limit_param_default,
+        Some(text) => {
+            let n: i64 = text.trim().parse().map_err(|_| ApiError::bad_request("limit param must be an integer"))?;
+            if n < 0 {
+                return Err(ApiError::bad_request("limit param must be positive"));
+            }
+            (n as u64).min(state.config.images.api_limit_max)
+        }
+    };
+    let marker = match last("marker") {
+        Some(marker) if !is_uuid(marker) => return Err(ApiError::bad_request(format!("Invalid marker format: {marker}"))),
+        other => other.map(str::to_owned),
+    };
+    let sort_key = TaskSortKey::parse(last("sort_key").unwrap_or("created_at"))?;
+    let sort_dir = match last("sort_dir").unwrap_or("desc") {
+        "asc" => Order::Asc,
+        "desc" => Order::Desc,
+        other => return Err(ApiError::bad_request(format!("Invalid sort direction: {other}"))),
+    };
+    let status = last("status")
+        .map(|s| s.parse::<TaskStatus>().map_err(|_| ApiError::bad_request(format!("Invalid status value: {s}"))))
+        .transpose()?;
+    let task_type = match last("type") {
+        None => None,
+        Some("import") => Some(TaskType::Import),
+        Some(other) => return Err(ApiError::bad_request(format!("Invalid type value: {other}"))),
+    };
+    Ok(TaskQuery {
+        status,
+        task_type,
+        owner: last("owner").map(str::to_owned),
+        image_id: last("image_id").map(str::to_owned),
+        sort: (sort_key, sort_dir),
+        limit,
+        marker,
+    })
+}
+
+/// `GET /v2/tasks`: a page of task stubs with `first`/`next` links.
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    check_tasks_api(&ctx)?;
+    let pairs: Vec<(String, String)> =
+        form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
+    let parsed = parse_query(&pairs, &state)?;
+    let tasks = repo::list(&state.db, &ctx, &parsed).await?;
+    let mut body = json!({
+        "tasks": tasks.iter().map(stub).collect::<Vec<_>>(),
+        "first": "/v2/tasks",
+        "schema": "/v2/schemas/tasks",
+    });
+    if !tasks.is_empty() && tasks.len() as u64 == parsed.limit {
+        let mut next = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in pairs.iter().filter(|(k, _)| k != "marker") {
+            next.append_pair(k, v);
+        }
+        if let Some(last) = tasks.last() {
+            next.append_pair("marker", &last.id);
+        }
+        body["next"] = json!(format!("/v2/tasks?{}", next.finish()));
+    }
+    Ok(Json(body))
+}
+
+/// `GET /v2/tasks/{id}`.
+pub async fn show(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    check_tasks_api(&ctx)?;
+    Ok(Json(full(&repo::find_visible(&state.db, &ctx, &id).await?)))
+}
+
+/// `GET /v2/images/{id}/tasks`: the image's tasks the caller may see (image invisible: 404).
+pub async fn for_image(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(id): Path<String>,
+    _: NoBody,
+) -> Result<Json<Value>, ApiError> {
+    images::find_visible(&state.db, &ctx, &id).await?;
+    let tasks = repo::for_image(&state.db, &ctx, &id).await?;
+    Ok(Json(json!({ "tasks": tasks.iter().map(image_task).collect::<Vec<_>>() })))
+}

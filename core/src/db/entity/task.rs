@@ -1,0 +1,30 @@
+//! The `tasks` row.
+
+use sea_orm::entity::prelude::*;
+
+/// One task; its input, result and message are in `task_info`.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "tasks")]
+#[allow(missing_docs)]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    #[sea_orm(column_name = "type")]
+    pub task_type: String,
+    pub status: String,
+    pub owner: String,
+    pub expires_at: Option<DateTime>,
+    pub image_id: Option<String>,
+    pub request_id: Option<String>,
+    pub user_id: Option<String>,
+    pub created_at: DateTime,
+    pub updated_at: DateTime,
+    pub deleted_at: Option<DateTime>,
+    pub deleted: bool,
+}
+
+/// No relations are declared.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,242 @@
+//! Task repository: the `tasks` and `task_info` rows, and their lazy expiry.
+
+use std::collections::HashMap;
+
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, Order, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+
+use super::entity::{task, task_info};
+use super::now;
+use crate::context::RequestContext;
+use crate::task::{Task, TaskStatus, TaskType};
+use crate::{Error, Result};
+
+/// Records a new task with its info; part of the caller's transaction when there is one.
+pub async fn insert(db: &impl ConnectionTrait, task: &Task) -> Result<()> {
+    let row = task::ActiveModel {
+        id: Set(task.id.clone()),
+        task_type: Set(task.task_type.as_str().to_owned()),
+        status: Set(task.status.as_str().to_owned()),
+        owner: Set(task.owner.clone()),
+        expires_at: Set(task.expires_at),
+        image_id: Set(task.image_id.clone()),
+        request_id: Set(task.request_id.clone()),
+        user_id: Set(task.user_id.clone()),
+        created_at: Set(task.created_at),
+        updated_at: Set(task.updated_at),
+        deleted_at: Set(None),
+        deleted: Set(false),
+    };
+    task::Entity::insert(row).exec_without_returning(db).await?;
+    let info = task_info::ActiveModel {
+        task_id: Set(task.id.clone()),
+        input: Set(task.input.clone()),
+        result: Set(task.result.clone()),
+        message: Set(task.message.clone()),
+    };
+    task_info::Entity::insert(info).exec_without_returning(db).await?;
+    Ok(())
+}
+
+/// Soft-deletes tasks past their `expires_at`: they vanish from every listing. Done lazily,
+/// before reads, as Glance does.
+pub async fn purge_expired(db: &impl ConnectionTrait) -> Result<u64> {
+    let at = now();
+    let result = task::Entity::update_many()
+        .col_expr(task::Column::Deleted, Expr::value(true))
+        .col_expr(task::Column::DeletedAt, Expr::value(at))
+        .filter(task::Column::Deleted.eq(false))
+        .filter(task::Column::ExpiresAt.lt(at))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected)
+}
+
+/// The live task `id` if the caller may see it (admins all, others their project's): 404
+/// otherwise.
+pub async fn find_visible(db: &impl ConnectionTrait, ctx: &RequestContext, id: &str) -> Result<Task> {
+    purge_expired(db).await?;
+    let not_found = || Error::NotFound(format!("Task with the given id {id} not found"));
+    let row = task::Entity::find_by_id(id.to_owned())
+        .filter(task::Column::Deleted.eq(false))
+        .filter(visible_to(ctx))
+        .one(db)
+        .await?
+        .ok_or_else(not_found)?;
+    assemble(db, vec![row]).await?.pop().ok_or_else(not_found)
+}
+
+/// Every live task of image `image_id` the caller may see, oldest first.
+pub async fn for_image(db: &impl ConnectionTrait, ctx: &RequestContext, image_id: &str) -> Result<Vec<Task>> {
+    purge_expired(db).await?;
+    let rows = task::Entity::find()
+        .filter(task::Column::Deleted.eq(false))
+        .filter(task::Column::ImageId.eq(image_id))
+        .filter(visible_to(ctx))
+        .order_by_asc(task::Column::CreatedAt)
+        .order_by_asc(task::Column::Id)
+        .all(db)
+        .await?;
+    assemble(db, rows).await
+}
+
+fn visible_to(ctx: &RequestContext) -> Condition {
+    match (&ctx.project_id, ctx.is_admin) {
+        (_, true) => Condition::all(),
+        (Some(project), false) => Condition::all().add(task::Column::Owner.eq(project.as_str())),
+        (None, false) => Condition::all().add(Expr::val(false)),
+    }
+}
+
+/// Sortable columns of the task list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum TaskSortKey {
+    Id,
+    Type,
+    Status,
+    Owner,
+    ExpiresAt,
+    CreatedAt,
+    UpdatedAt,
+}
+
+impl TaskSortKey {
+    /// Parses a sort key; unknown keys are a 400.
+    pub fn parse(name: &str) -> Result<TaskSortKey> {
+        Ok(match name {
+            "id" => TaskSortKey::Id,
+            "type" => TaskSortKey::Type,
+            "status" => TaskSortKey::Status,
+            "owner" => TaskSortKey::Owner,
+            "expires_at" => TaskSortKey::ExpiresAt,
+            "created_at" => TaskSortKey::CreatedAt,
+            "updated_at" => TaskSortKey::UpdatedAt,
+            other => return Err(Error::BadRequest(format!("Invalid sort key: {other}"))),
+        })
+    }
+
+    fn column(self) -> task::Column {
+        match self {
+            TaskSortKey::Id => task::Column::Id,
+            TaskSortKey::Type => task::Column::TaskType,
+            TaskSortKey::Status => task::Column::Status,
+            TaskSortKey::Owner => task::Column::Owner,
+            TaskSortKey::ExpiresAt => task::Column::ExpiresAt,
+            TaskSortKey::CreatedAt => task::Column::CreatedAt,
+            TaskSortKey::UpdatedAt => task::Column::UpdatedAt,
+        }
+    }
+}
+
+/// A parsed `GET /v2/tasks`.
+#[derive(Clone, Debug)]
+pub struct TaskQuery {
+    /// Only tasks in this status.
+    pub status: Option<TaskStatus>,
+    /// Only tasks of this type.
+    pub task_type: Option<TaskType>,
+    /// Only tasks of this owner.
+    pub owner: Option<String>,
+    /// Only tasks of this image.
+    pub image_id: Option<String>,
+    /// Order (`created_at desc` by default); `id` breaks ties.
+    pub sort: (TaskSortKey, Order),
+    /// Page size (already clamped).
+    pub limit: u64,
+    /// The last task of the previous page.
+    pub marker: Option<String>,
+}
+
+/// One page of the tasks the caller may see.
+pub async fn list(db: &impl ConnectionTrait, ctx: &RequestContext, query: &TaskQuery) -> Result<Vec<Task>> {
+    purge_expired(db).await?;
+    if query.limit == 0 {
+        return Ok(Vec::new());
+    }
+    let mut select = task::Entity::find().filter(task::Column::Deleted.eq(false)).filter(visible_to(ctx));
+    if let Some(status) = query.status {
+        select = select.filter(task::Column::Status.eq(status.as_str()));
+    }
+    if let Some(task_type) = query.task_type {
+        select = select.filter(task::Column::TaskType.eq(task_type.as_str()));
+    }
+    if let Some(owner) = &query.owner {
+        select = select.filter(task::Column::Owner.eq(owner.as_str()));
+    }
+    if let Some(image_id) = &query.image_id {
+        select = select.filter(task::Column::ImageId.eq(image_id.as_str()));
+    }
+    let (key, order) = query.sort.clone();
+    if let Some(marker) = &query.marker {
+        let marker_row = task::Entity::find_by_id(marker.clone())
+            .filter(task::Column::Deleted.eq(false))
+            .filter(visible_to(ctx))
+            .one(db)
+            .await?
+            .ok_or_else(|| Error::BadRequest(format!("Invalid marker. Task {marker} could not be found.")))?;
+        let value = sort_value(key, &marker_row);
+        let column = Expr::col((task::Entity, key.column()));
+        let id = Expr::col((task::Entity, task::Column::Id));
+        let (beyond, id_beyond) = match order {
+            Order::Asc => (column.clone().gt(value.clone()), id.gt(marker_row.id.clone())),
+            _ => (column.clone().lt(value.clone()), id.lt(marker_row.id.clone())),
+        };
+        select = select.filter(Condition::any().add(beyond).add(Condition::all().add(column.eq(value)).add(id_beyond)));
+    }
+    let rows = select
+        .order_by(key.column(), order.clone())
+        .order_by(task::Column::Id, order)
+        .limit(query.limit)
+        .all(db)
+        .await?;
+    assemble(db, rows).await
+}
+
+fn sort_value(key: TaskSortKey, row: &task::Model) -> sea_orm::Value {
+    match key {
+        TaskSortKey::Id => row.id.clone().into(),
+        TaskSortKey::Type => row.task_type.clone().into(),
+        TaskSortKey::Status => row.status.clone().into(),
+        TaskSortKey::Owner => row.owner.clone().into(),
+        TaskSortKey::ExpiresAt => row.expires_at.into(),
+        TaskSortKey::CreatedAt => row.created_at.into(),
+        TaskSortKey::UpdatedAt => row.updated_at.into(),
+    }
+}
+
+async fn assemble(db: &impl ConnectionTrait, rows: Vec<task::Model>) -> Result<Vec<Task>> {
+    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let mut infos: HashMap<String, task_info::Model> = HashMap::new();
+    if !ids.is_empty() {
+        for info in task_info::Entity::find().filter(task_info::Column::TaskId.is_in(ids)).all(db).await? {
+            infos.insert(info.task_id.clone(), info);
+        }
+    }
+    rows.into_iter()
+        .map(|row| {
+            let corrupt = |what: &str, value: &str| {
+                Error::Database(DbErr::Custom(format!("task {}: stored {what} '{value}' is unknown", row.id)))
+            };
+            let info = infos.remove(&row.id);
+            Ok(Task {
+                task_type: row.task_type.parse().map_err(|_| corrupt("type", &row.task_type))?,
+                status: row.status.parse().map_err(|_| corrupt("status", &row.status))?,
+                input: info.as_ref().and_then(|i| i.input.clone()),
+                result: info.as_ref().and_then(|i| i.result.clone()),
+                message: info.map(|i| i.message).unwrap_or_default(),
+                id: row.id,
+                owner: row.owner,
+                expires_at: row.expires_at,
+                image_id: row.image_id,
+                request_id: row.request_id,
+                user_id: row.user_id,
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+            })
+        })
+        .collect()
+}

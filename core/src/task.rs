@@ -1,0 +1,136 @@
+//! The task: an asynchronous job (an import) recorded as a row, and its one state machine.
+
+use chrono::NaiveDateTime;
+use serde_json::Value;
+
+use crate::{Error, Result};
+
+string_enum! {
+    /// Where a task is in its life.
+    TaskStatus {
+        /// Recorded, waiting for a worker.
+        Pending => "pending",
+        /// A worker holds it.
+        Processing => "processing",
+        /// Finished well; final.
+        Success => "success",
+        /// Finished badly; final. The message says why.
+        Failure => "failure",
+    }
+}
+
+string_enum! {
+    /// The kinds of task the API knows.
+    TaskType {
+        /// Legacy `POST /v2/tasks` import from a URL.
+        Import => "import",
+        /// Interoperable image import (`POST /v2/images/{id}/import`).
+        ApiImageImport => "api_image_import",
+        /// `POST /v2/images/{id}/locations`.
+        LocationImport => "location_import",
+    }
+}
+
+impl TaskStatus {
+    /// Whether `self -> next` is allowed: pending -> processing -> success | failure, and
+    /// pending -> failure; success and failure are final.
+    pub fn can_become(self, next: TaskStatus) -> bool {
+        use TaskStatus::*;
+        matches!((self, next), (Pending, Processing) | (Pending, Failure) | (Processing, Success) | (Processing, Failure))
+    }
+
+    /// Moves to `next`, or says why not (409).
+    pub fn next(self, next: TaskStatus) -> Result<TaskStatus> {
+        if self.can_become(next) {
+            Ok(next)
+        } else {
+            Err(Error::Conflict(format!("Task status transition from {self} to {next} is not allowed")))
+        }
+    }
+
+    /// Success and failure are final; such tasks expire after the time to live.
+    pub fn is_final(self) -> bool {
+        matches!(self, TaskStatus::Success | TaskStatus::Failure)
+    }
+}
+
+/// A task as the domain sees it: the `tasks` row with its `task_info`.
+#[derive(Clone, Debug, PartialEq)]
+#[allow(missing_docs)]
+pub struct Task {
+    pub id: String,
+    pub task_type: TaskType,
+    pub status: TaskStatus,
+    pub owner: String,
+    pub expires_at: Option<NaiveDateTime>,
+    pub image_id: Option<String>,
+    pub request_id: Option<String>,
+    pub user_id: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub input: Option<Value>,
+    pub result: Option<Value>,
+    /// Progress while running, the reason on failure; `""` when there is nothing to say.
+    pub message: String,
+}
+
+/// `GET /v2/schemas/task`.
+pub fn task_schema() -> Value {
+    let uuid = "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$";
+    serde_json::json!({
+        "name": "task",
+        "properties": {
+            "id": {"type": "string", "description": "An identifier for the task", "pattern": uuid},
+            "type": {"type": "string", "description": "The type of task represented by this content",
+                     "enum": TaskType::ALL.iter().map(|t| t.as_str()).collect::<Vec<_>>()},
+            "status": {"type": "string", "description": "The current status of this task",
+                       "enum": TaskStatus::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>()},
+            "input": {"type": ["null", "object"], "description": "The parameters required by task, JSON blob"},
+            "result": {"type": ["null", "object"], "description": "The result of current task, JSON blob"},
+            "owner": {"type": "string", "description": "An identifier for the owner of this task"},
+            "message": {"type": "string", "description": "Human-readable informative message only included when appropriate (usually on failure)"},
+            "image_id": {"type": "string", "description": "Image associated with the task"},
+            "request_id": {"type": "string", "description": "Human-readable informative request-id"},
+            "user_id": {"type": "string", "description": "User associated with the task"},
+            "expires_at": {"type": ["null", "string"], "description": "Datetime when this resource would be subject to removal"},
+            "created_at": {"type": "string", "description": "Datetime when this resource was created"},
+            "updated_at": {"type": "string", "description": "Datetime when this resource was updated"},
+            "self": {"readOnly": true, "type": "string"},
+            "schema": {"readOnly": true, "type": "string"}
+        }
+    })
+}
+
+/// `GET /v2/schemas/tasks`: list items are tasks without input, result and message.
+pub fn tasks_schema() -> Value {
+    let mut item = task_schema();
+    if let Some(properties) = item.get_mut("properties").and_then(Value::as_object_mut) {
+        for key in ["input", "result", "message"] {
+            properties.remove(key);
+        }
+    }
+    serde_json::json!({
+        "name": "tasks",
+        "properties": {"tasks": {"type": "array", "items": item}, "schema": {"type": "string"}},
+        "links": [{"rel": "describedby", "href": "{schema}"}]
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tasks_move_forward_only() {
+        use TaskStatus::*;
+        assert!(Pending.can_become(Processing) && Pending.can_become(Failure));
+        assert!(Processing.can_become(Success) && Processing.can_become(Failure));
+        for from in [Success, Failure] {
+            for to in TaskStatus::ALL {
+                assert!(!from.can_become(*to), "{from} -> {to}");
+            }
+        }
+        assert!(!Pending.can_become(Success));
+        assert!(matches!(Processing.next(Pending), Err(Error::Conflict(_))));
+    }
+}
