@@ -4,6 +4,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m0001_images;
 mod m0002_tasks;
+mod m0003_task_claims;
 
 /// The ordered list of Glint's migrations.
 pub struct Migrator;
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m0001_images::Migration),
             Box::new(m0002_tasks::Migration),
+            Box::new(m0003_task_claims::Migration),
         ]
     }
 }

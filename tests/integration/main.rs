@@ -18,5 +18,6 @@ mod nova_snapshot;
 mod s3_store;
 mod schemas;
 mod stores;
+mod task_claims;
 mod tasks;
 mod versions;

@@ -29,6 +29,10 @@ pub async fn insert(db: &impl ConnectionTrait, task: &Task) -> Result<()> {
         updated_at: Set(task.updated_at),
         deleted_at: Set(None),
         deleted: Set(false),
+        claimed_by: Set(None),
+        lease_expires_at: Set(None),
+        published_at: Set(None),
+        attempts: Set(0),
     };
     task::Entity::insert(row).exec_without_returning(db).await?;
     let info = task_info::ActiveModel {
@@ -39,6 +43,123 @@ pub async fn insert(db: &impl ConnectionTrait, task: &Task) -> Result<()> {
     };
     task_info::Entity::insert(info).exec_without_returning(db).await?;
     Ok(())
+}
+
+fn duration(d: std::time::Duration) -> Result<chrono::Duration> {
+    chrono::Duration::from_std(d).map_err(|e| Error::Internal(format!("duration out of range: {e}")))
+}
+
+/// Claims pending task `id` for `worker` until `lease` from now (pending -> processing, by a
+/// conditional update). `None` when someone else holds it or it is already finished: the
+/// caller drops the duplicate wake-up.
+pub async fn claim(db: &impl ConnectionTrait, id: &str, worker: &str, lease: std::time::Duration) -> Result<Option<Task>> {
+    let at = now();
+    let result = task::Entity::update_many()
+        .col_expr(task::Column::Status, Expr::value(TaskStatus::Processing.as_str()))
+        .col_expr(task::Column::ClaimedBy, Expr::value(worker))
+        .col_expr(task::Column::LeaseExpiresAt, Expr::value(at + duration(lease)?))
+        .col_expr(task::Column::Attempts, Expr::col(task::Column::Attempts).add(1))
+        .col_expr(task::Column::UpdatedAt, Expr::value(at))
+        .filter(task::Column::Id.eq(id))
+        .filter(task::Column::Status.eq(TaskStatus::Pending.as_str()))
+        .filter(task::Column::Deleted.eq(false))
+        .exec(db)
+        .await?;
+    if result.rows_affected == 0 {
+        return Ok(None);
+    }
+    let row = task::Entity::find_by_id(id.to_owned()).one(db).await?;
+    Ok(assemble(db, row.into_iter().collect()).await?.pop())
+}
+
+/// Extends `worker`'s claim on `id`; `false` when the claim was lost (lease expired and the
+/// task was released or taken): the worker must stop.
+pub async fn renew_lease(db: &impl ConnectionTrait, id: &str, worker: &str, lease: std::time::Duration) -> Result<bool> {
+    let result = task::Entity::update_many()
+        .col_expr(task::Column::LeaseExpiresAt, Expr::value(now() + duration(lease)?))
+        .filter(task::Column::Id.eq(id))
+        .filter(task::Column::Status.eq(TaskStatus::Processing.as_str()))
+        .filter(task::Column::ClaimedBy.eq(worker))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// Ends `worker`'s task `id` as `status` (success or failure) with its result and message;
+/// it expires `ttl` later. `false` when the worker no longer held the claim (nothing written).
+pub async fn finish(
+    db: &impl ConnectionTrait,
+    id: &str,
+    worker: &str,
+    status: TaskStatus,
+    result: Option<serde_json::Value>,
+    message: &str,
+    ttl: std::time::Duration,
+) -> Result<bool> {
+    TaskStatus::Processing.next(status)?;
+    let at = now();
+    let updated = task::Entity::update_many()
+        .col_expr(task::Column::Status, Expr::value(status.as_str()))
+        .col_expr(task::Column::ExpiresAt, Expr::value(at + duration(ttl)?))
+        .col_expr(task::Column::LeaseExpiresAt, Expr::value(Option::<chrono::NaiveDateTime>::None))
+        .col_expr(task::Column::UpdatedAt, Expr::value(at))
+        .filter(task::Column::Id.eq(id))
+        .filter(task::Column::Status.eq(TaskStatus::Processing.as_str()))
+        .filter(task::Column::ClaimedBy.eq(worker))
+        .exec(db)
+        .await?;
+    if updated.rows_affected == 0 {
+        return Ok(false);
+    }
+    task_info::Entity::update_many()
+        .col_expr(task_info::Column::Result, Expr::value(result))
+        .col_expr(task_info::Column::Message, Expr::value(message))
+        .filter(task_info::Column::TaskId.eq(id))
+        .exec(db)
+        .await?;
+    Ok(true)
+}
+
+/// Pending tasks whose wake-up was never confirmed, or not for `republish_after`: the outbox
+/// relay publishes them (again).
+pub async fn unpublished(db: &impl ConnectionTrait, republish_after: std::time::Duration, limit: u64) -> Result<Vec<String>> {
+    let cutoff = now() - duration(republish_after)?;
+    let rows = task::Entity::find()
+        .filter(task::Column::Status.eq(TaskStatus::Pending.as_str()))
+        .filter(task::Column::Deleted.eq(false))
+        .filter(Condition::any().add(task::Column::PublishedAt.is_null()).add(task::Column::PublishedAt.lte(cutoff)))
+        .order_by_asc(task::Column::CreatedAt)
+        .limit(limit)
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().map(|r| r.id).collect())
+}
+
+/// Records that task `id`'s wake-up was confirmed by the broker.
+pub async fn mark_published(db: &impl ConnectionTrait, id: &str) -> Result<()> {
+    task::Entity::update_many()
+        .col_expr(task::Column::PublishedAt, Expr::value(now()))
+        .filter(task::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Puts back to `pending` every `processing` task whose worker stopped renewing its lease
+/// (it died); the outbox relay then wakes another worker. Returns how many.
+pub async fn release_expired_leases(db: &impl ConnectionTrait) -> Result<u64> {
+    let at = now();
+    let result = task::Entity::update_many()
+        .col_expr(task::Column::Status, Expr::value(TaskStatus::Pending.as_str()))
+        .col_expr(task::Column::ClaimedBy, Expr::value(Option::<String>::None))
+        .col_expr(task::Column::LeaseExpiresAt, Expr::value(Option::<chrono::NaiveDateTime>::None))
+        .col_expr(task::Column::PublishedAt, Expr::value(Option::<chrono::NaiveDateTime>::None))
+        .col_expr(task::Column::UpdatedAt, Expr::value(at))
+        .filter(task::Column::Status.eq(TaskStatus::Processing.as_str()))
+        .filter(task::Column::LeaseExpiresAt.lt(at))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected)
 }
 
 /// Soft-deletes tasks past their `expires_at`: they vanish from every listing. Done lazily,

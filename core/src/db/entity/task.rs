@@ -21,6 +21,14 @@ pub struct Model {
     pub updated_at: DateTime,
     pub deleted_at: Option<DateTime>,
     pub deleted: bool,
+    /// The worker holding the task while it is `processing`.
+    pub claimed_by: Option<String>,
+    /// Until when the claim holds unless renewed; past it, the task is pending again.
+    pub lease_expires_at: Option<DateTime>,
+    /// When the wake-up message was last confirmed by the broker (the outbox mark).
+    pub published_at: Option<DateTime>,
+    /// How many times a worker claimed the task.
+    pub attempts: i32,
 }
 
 /// No relations are declared.

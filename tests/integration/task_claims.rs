@@ -1,0 +1,114 @@
+//! The task row protocol workers rely on: exclusive claims, leases, the outbox marks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+use glint_core::db::tasks;
+use glint_core::task::{Task, TaskStatus, TaskType};
+use serde_json::json;
+
+use crate::support::{TestApp, on_every_database};
+
+on_every_database!(
+    claim_is_exclusive_under_a_race,
+    claim_of_a_running_or_finished_task_is_refused,
+    lease_renewal_keeps_the_claim_and_expiry_releases_it,
+    finish_needs_the_claim_and_sets_the_expiry,
+    outbox_lists_unconfirmed_pending_tasks,
+);
+
+const ID: &str = "aaaaaaaa-0000-4000-8000-000000000001";
+const HOUR: Duration = Duration::from_secs(3600);
+
+async fn pending(app: &TestApp, id: &str) {
+    let at = NaiveDateTime::parse_from_str("2024-01-01 00:00:00", "%Y-%m-%d %H:%M:%S").expect("time");
+    let task = Task {
+        id: id.to_owned(),
+        task_type: TaskType::ApiImageImport,
+        status: TaskStatus::Pending,
+        owner: "p1".into(),
+        expires_at: None,
+        image_id: None,
+        request_id: None,
+        user_id: None,
+        created_at: at,
+        updated_at: at,
+        input: Some(json!({})),
+        result: None,
+        message: String::new(),
+    };
+    tasks::insert(&app.db, &task).await.expect("insert");
+}
+
+async fn claim_is_exclusive_under_a_race(app: TestApp) {
+    pending(&app, ID).await;
+    let workers = 8;
+    let barrier = Arc::new(tokio::sync::Barrier::new(workers));
+    let mut handles = Vec::new();
+    for n in 0..workers {
+        let (db, barrier) = (app.db.clone(), barrier.clone());
+        handles.push(tokio::spawn(async move {
+            barrier.wait().await;
+            tasks::claim(&db, ID, &format!("worker-{n}"), HOUR).await.expect("claim")
+        }));
+    }
+    let mut winners = 0;
+    for handle in handles {
+        if let Some(task) = handle.await.expect("join") {
+            assert_eq!(task.status, TaskStatus::Processing);
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
+}
+
+async fn claim_of_a_running_or_finished_task_is_refused(app: TestApp) {
+    pending(&app, ID).await;
+    assert!(tasks::claim(&app.db, ID, "w1", HOUR).await.expect("claim").is_some());
+    assert!(tasks::claim(&app.db, ID, "w2", HOUR).await.expect("claim").is_none(), "a redelivered wake-up runs nothing");
+    assert!(tasks::finish(&app.db, ID, "w1", TaskStatus::Success, None, "", HOUR).await.expect("finish"));
+    assert!(tasks::claim(&app.db, ID, "w2", HOUR).await.expect("claim").is_none());
+    assert!(tasks::claim(&app.db, "bbbbbbbb-0000-4000-8000-000000000002", "w2", HOUR).await.expect("claim").is_none());
+}
+
+async fn lease_renewal_keeps_the_claim_and_expiry_releases_it(app: TestApp) {
+    pending(&app, ID).await;
+    tasks::claim(&app.db, ID, "w1", HOUR).await.expect("claim").expect("claimed");
+    assert!(tasks::renew_lease(&app.db, ID, "w1", HOUR).await.expect("renew"));
+    assert!(!tasks::renew_lease(&app.db, ID, "w2", HOUR).await.expect("renew"), "only the holder renews");
+    assert_eq!(tasks::release_expired_leases(&app.db).await.expect("sweep"), 0);
+
+    // The worker died: its lease ran out without renewal.
+    assert!(tasks::renew_lease(&app.db, ID, "w1", Duration::ZERO).await.expect("renew"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(tasks::release_expired_leases(&app.db).await.expect("sweep"), 1);
+    assert!(!tasks::renew_lease(&app.db, ID, "w1", HOUR).await.expect("renew"), "the dead worker lost its claim");
+    assert_eq!(tasks::unpublished(&app.db, HOUR, 10).await.expect("outbox"), vec![ID.to_owned()]);
+    let task = tasks::claim(&app.db, ID, "w2", HOUR).await.expect("claim").expect("claimable again");
+    assert_eq!(task.status, TaskStatus::Processing);
+    assert!(!tasks::finish(&app.db, ID, "w1", TaskStatus::Success, None, "", HOUR).await.expect("finish"));
+}
+
+async fn finish_needs_the_claim_and_sets_the_expiry(app: TestApp) {
+    pending(&app, ID).await;
+    assert!(!tasks::finish(&app.db, ID, "w1", TaskStatus::Failure, None, "x", HOUR).await.expect("finish"));
+    tasks::claim(&app.db, ID, "w1", HOUR).await.expect("claim").expect("claimed");
+    let result = json!({"image_id": "8b1a0000-0000-4000-8000-000000000001"});
+    assert!(tasks::finish(&app.db, ID, "w1", TaskStatus::Success, Some(result.clone()), "", 48 * HOUR).await.expect("finish"));
+    let task = app.get_json(&format!("/v2/tasks/{ID}")).await;
+    assert_eq!(task["status"], "success");
+    assert_eq!(task["result"], result);
+    assert!(task["expires_at"].as_str().is_some());
+    assert!(tasks::finish(&app.db, ID, "w1", TaskStatus::Pending, None, "", HOUR).await.is_err());
+}
+
+async fn outbox_lists_unconfirmed_pending_tasks(app: TestApp) {
+    pending(&app, ID).await;
+    assert_eq!(tasks::unpublished(&app.db, HOUR, 10).await.expect("outbox"), vec![ID.to_owned()]);
+    tasks::mark_published(&app.db, ID).await.expect("mark");
+    assert!(tasks::unpublished(&app.db, HOUR, 10).await.expect("outbox").is_empty());
+    assert_eq!(tasks::unpublished(&app.db, Duration::ZERO, 10).await.expect("outbox"), vec![ID.to_owned()], "republished once stale");
+    tasks::claim(&app.db, ID, "w1", HOUR).await.expect("claim");
+    assert!(tasks::unpublished(&app.db, Duration::ZERO, 10).await.expect("outbox").is_empty());
+}
