@@ -99,8 +99,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             if config.database.migrate_on_start {
                 glint_core::db::migrate(&db).await?;
             }
-            glint_worker::run(&config, db, shutdown_signal()).await?;
-            Ok(())
+            // The runtime is ready; the import flows it would run, and the broker transport a
+            // separate worker process needs, are not built yet.
+            Err(glint_worker::Error::NoFlows.into())
         }
         Command::Inspect { .. } => {
             unreachable!("inspect is handled in main, before the configuration loads")

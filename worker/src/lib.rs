@@ -1,26 +1,260 @@
-//! Task workers: consume task messages and run the import flows.
+//! Task workers: take wake-ups from the queue, claim the task row, run its flow under a
+//! renewed lease, and settle; plus the outbox relay that (re)publishes wake-ups.
 //!
-//! The import pipeline (tasks, broker transport, flows) is not built yet, so a worker has
-//! nothing it could run; it says so and exits rather than idling as if it were working.
+//! The row is the truth: a wake-up for a task that is already claimed or finished is simply
+//! acknowledged, so duplicates and redeliveries never run a task twice. A worker that dies
+//! stops renewing its lease; the relay then puts the task back to `pending` and wakes
+//! another worker.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
-use glint_core::config::Config;
+use glint_core::db::tasks;
+use glint_core::queue::{Message, TaskQueue, backoff};
+use glint_core::task::{Task, TaskStatus, TaskType};
 use sea_orm::DatabaseConnection;
+use tokio::task::JoinSet;
+
+/// How a flow failed: decides between another attempt and a final failure.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    /// Transient (network, broker, database): the task goes back to `pending` and is tried
+    /// again after a backoff, up to [`Settings::max_attempts`].
+    #[error("{0}")]
+    Retry(String),
+    /// Permanent (bad image, 404 URL, mismatch): the task fails with this message, which a
+    /// person can act on. The flow has already put things back the way they were.
+    #[error("{0}")]
+    Abort(String),
+}
+
+/// What a flow is given besides the task.
+pub struct FlowContext {
+    /// The metadata database.
+    pub db: DatabaseConnection,
+    /// This worker's id (the task's `claimed_by`).
+    pub worker_id: String,
+    /// How long finished tasks are kept.
+    pub task_ttl: Duration,
+}
+
+/// The work behind one task type.
+#[async_trait::async_trait]
+pub trait Flow: Send + Sync {
+    /// Runs `task`. On success the flow itself ends the task with [`tasks::finish`] in the
+    /// same transaction as its last change (e.g. the image becoming `active`), so the two
+    /// cannot disagree; it returns `Ok` whether or not it still held the claim.
+    async fn run(&self, ctx: &FlowContext, task: &Task) -> Result<(), FlowError>;
+}
+
+/// Flows by task type.
+#[derive(Default, Clone)]
+pub struct Registry {
+    flows: HashMap<&'static str, Arc<dyn Flow>>,
+}
+
+impl Registry {
+    /// Runs `flow` for tasks of `task_type`.
+    pub fn with(mut self, task_type: TaskType, flow: Arc<dyn Flow>) -> Self {
+        self.flows.insert(task_type.as_str(), flow);
+        self
+    }
+
+    fn get(&self, task_type: TaskType) -> Option<&Arc<dyn Flow>> {
+        self.flows.get(task_type.as_str())
+    }
+
+    /// Whether any flow is registered.
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+}
+
+/// Worker tuning.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// This worker's id, unique among live workers.
+    pub worker_id: String,
+    /// A claim lasts this long unless renewed (renewed every third of it).
+    pub lease: Duration,
+    /// Most tasks run at once by this worker (the broker's prefetch window).
+    pub prefetch: u16,
+    /// How long finished tasks are kept.
+    pub task_ttl: Duration,
+    /// A task retried this many times fails for good.
+    pub max_attempts: i32,
+}
 
 /// Why a worker stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// This build has no task flows to run.
-    #[error("this build of glint has no task flows yet (the import pipeline is not implemented); nothing for a worker to run")]
+    /// No flows are registered, so the worker could run nothing.
+    #[error("no task flows are registered; nothing for a worker to run")]
     NoFlows,
 }
 
-/// Runs a worker until `shutdown` resolves.
+/// Runs a worker until `shutdown` resolves, then waits for its running tasks to settle.
 pub async fn run(
-    _config: &Config,
-    _db: DatabaseConnection,
-    _shutdown: impl Future<Output = ()> + Send,
+    db: DatabaseConnection,
+    queue: Arc<dyn TaskQueue>,
+    flows: Registry,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    Err(Error::NoFlows)
+    if flows.is_empty() {
+        return Err(Error::NoFlows);
+    }
+    tokio::pin!(shutdown);
+    let mut subscription = {
+        let mut attempt = 0;
+        loop {
+            match queue.subscribe(settings.prefetch).await {
+                Ok(subscription) => break subscription,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot subscribe to the task queue; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff(attempt)) => attempt += 1,
+                        () = &mut shutdown => return Ok(()),
+                    }
+                }
+            }
+        }
+    };
+    let ctx = Arc::new(FlowContext { db, worker_id: settings.worker_id.clone(), task_ttl: settings.task_ttl });
+    let (flows, settings) = (Arc::new(flows), Arc::new(settings));
+    let mut running = JoinSet::new();
+    loop {
+        tokio::select! {
+            message = subscription.next() => match message {
+                Some(message) => {
+                    running.spawn(handle(ctx.clone(), flows.clone(), settings.clone(), message));
+                }
+                None => break,
+            },
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+            () = &mut shutdown => break,
+        }
+    }
+    while running.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn handle(ctx: Arc<FlowContext>, flows: Arc<Registry>, settings: Arc<Settings>, message: Message) {
+    let claimed = match tasks::claim(&ctx.db, &message.task_id, &settings.worker_id, settings.lease).await {
+        Ok(claimed) => claimed,
+        Err(err) => {
+            tracing::warn!(task = %message.task_id, error = %err, "cannot claim task; will retry");
+            tokio::time::sleep(backoff(3)).await;
+            message.requeue().await;
+            return;
+        }
+    };
+    // Already claimed, finished or unknown: this wake-up is a duplicate.
+    let Some(task) = claimed else {
+        message.ack().await;
+        return;
+    };
+    let outcome = match flows.get(task.task_type) {
+        Some(flow) => run_leased(&ctx, &settings, flow.as_ref(), &task).await,
+        None => Some(Err(FlowError::Abort(format!("No worker flow handles tasks of type {}", task.task_type)))),
+    };
+    match outcome {
+        None => tracing::warn!(task = %task.id, "lost the claim while running; another worker takes over"),
+        Some(Ok(())) => {}
+        Some(Err(FlowError::Abort(reason))) => {
+            tracing::info!(task = %task.id, reason = %reason, "task failed");
+            fail(&ctx, &settings, &task, &reason).await;
+        }
+        Some(Err(FlowError::Retry(reason))) => {
+            let attempts = attempts_of(&ctx.db, &task.id).await;
+            if attempts >= settings.max_attempts {
+                fail(&ctx, &settings, &task, &format!("{reason} (gave up after {attempts} attempts)")).await;
+            } else {
+                tracing::info!(task = %task.id, attempts, reason = %reason, "task will be retried");
+                if let Err(err) = tasks::release(&ctx.db, &task.id, &settings.worker_id).await {
+                    tracing::warn!(task = %task.id, error = %err, "cannot release the task; its lease will expire");
+                }
+                let delay = backoff(u32::try_from(attempts).unwrap_or(0).saturating_add(2));
+                tokio::time::sleep(delay).await;
+                message.requeue().await;
+                return;
+            }
+        }
+    }
+    message.ack().await;
+}
+
+async fn fail(ctx: &FlowContext, settings: &Settings, task: &Task, reason: &str) {
+    let failed = tasks::finish(&ctx.db, &task.id, &settings.worker_id, TaskStatus::Failure, None, reason, ctx.task_ttl);
+    if let Err(err) = failed.await {
+        tracing::error!(task = %task.id, error = %err, "cannot record the task failure");
+    }
+}
+
+async fn attempts_of(db: &DatabaseConnection, id: &str) -> i32 {
+    tasks::attempts(db, id).await.unwrap_or(i32::MAX)
+}
+
+/// Runs `flow`, renewing the claim every third of the lease; `None` if the claim was lost.
+async fn run_leased(ctx: &FlowContext, settings: &Settings, flow: &dyn Flow, task: &Task) -> Option<Result<(), FlowError>> {
+    let renew = async {
+        loop {
+            tokio::time::sleep(settings.lease / 3).await;
+            match tasks::renew_lease(&ctx.db, &task.id, &settings.worker_id, settings.lease).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(err) => tracing::warn!(task = %task.id, error = %err, "lease renewal failed; retrying"),
+            }
+        }
+    };
+    tokio::select! {
+        outcome = flow.run(ctx, task) => Some(outcome),
+        () = renew => None,
+    }
+}
+
+/// The outbox relay: every `every`, releases tasks whose worker died and publishes wake-ups
+/// for pending tasks not yet confirmed (or confirmed more than `republish_after` ago, in case
+/// the message was lost), until `shutdown` resolves.
+pub async fn relay(
+    db: DatabaseConnection,
+    queue: Arc<dyn TaskQueue>,
+    every: Duration,
+    republish_after: Duration,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        if let Err(err) = relay_once(&db, queue.as_ref(), republish_after).await {
+            tracing::warn!(error = %err, "outbox relay pass failed");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = &mut shutdown => return,
+        }
+    }
+}
+
+/// One relay pass; returns how many wake-ups were published.
+pub async fn relay_once(db: &DatabaseConnection, queue: &dyn TaskQueue, republish_after: Duration) -> glint_core::Result<usize> {
+    let released = tasks::release_expired_leases(db).await?;
+    if released > 0 {
+        tracing::warn!(tasks = released, "released tasks whose worker stopped renewing its lease");
+    }
+    let mut published = 0;
+    for id in tasks::unpublished(db, republish_after, 500).await? {
+        match queue.publish(&id).await {
+            Ok(()) => {
+                tasks::mark_published(db, &id).await?;
+                published += 1;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "publishing task wake-ups failed; will retry");
+                break;
+            }
+        }
+    }
+    Ok(published)
 }

@@ -120,6 +120,27 @@ pub async fn finish(
     Ok(true)
 }
 
+/// Gives `worker`'s task `id` back to `pending` for another attempt (a transient failure).
+pub async fn release(db: &impl ConnectionTrait, id: &str, worker: &str) -> Result<()> {
+    task::Entity::update_many()
+        .col_expr(task::Column::Status, Expr::value(TaskStatus::Pending.as_str()))
+        .col_expr(task::Column::ClaimedBy, Expr::value(Option::<String>::None))
+        .col_expr(task::Column::LeaseExpiresAt, Expr::value(Option::<chrono::NaiveDateTime>::None))
+        .col_expr(task::Column::UpdatedAt, Expr::value(now()))
+        .filter(task::Column::Id.eq(id))
+        .filter(task::Column::Status.eq(TaskStatus::Processing.as_str()))
+        .filter(task::Column::ClaimedBy.eq(worker))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// How many times task `id` has been claimed.
+pub async fn attempts(db: &impl ConnectionTrait, id: &str) -> Result<i32> {
+    let row = task::Entity::find_by_id(id.to_owned()).one(db).await?;
+    Ok(row.map_or(0, |r| r.attempts))
+}
+
 /// Pending tasks whose wake-up was never confirmed, or not for `republish_after`: the outbox
 /// relay publishes them (again).
 pub async fn unpublished(db: &impl ConnectionTrait, republish_after: std::time::Duration, limit: u64) -> Result<Vec<String>> {
