@@ -50,8 +50,13 @@ struct Clients {
 impl Clients {
     /// `None` when the Python clients are unavailable outside CI (the test then passes as skipped).
     fn start() -> Option<Clients> {
+        Self::start_with(&[])
+    }
+
+    /// Like [`Clients::start`], the server configured with extra `GLINT__...` variables.
+    fn start_with(config: &[(String, String)]) -> Option<Clients> {
         let bin = venv::clients()?;
-        let server = Server::start();
+        let server = Server::start_with(config);
         std::fs::write(server.dir().join(DISK_FILE), disk()).expect("write the image data file");
         Some(Clients { bin, server })
     }
@@ -465,6 +470,37 @@ fn openstack_image_upload_and_download() {
 
     c.openstack(&["image", "save", "--file", "saved.raw", "up"]).success();
     assert!(c.read("saved.raw") == disk(), "downloaded data differs from the upload");
+}
+
+#[test]
+fn openstack_and_glance_round_trip_image_data_through_the_s3_store() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let Some(s3) = runtime.block_on(crate::support::s3::S3Server::start()) else { return };
+    let store = |key: &str| format!("GLINT__STORAGE__BACKENDS__OBJECTS__{key}");
+    let config: Vec<(String, String)> = [
+        ("GLINT__STORAGE__DEFAULT".to_owned(), "objects".to_owned()),
+        (store("TYPE"), "s3".into()),
+        (store("BUCKET"), s3.bucket.clone()),
+        (store("ENDPOINT"), s3.endpoint()),
+        (store("ACCESS_KEY_ID"), "testing".into()),
+        (store("SECRET_ACCESS_KEY"), "testing".into()),
+        (store("ALLOW_HTTP"), "true".into()),
+    ]
+    .into();
+    let Some(c) = Clients::start_with(&config) else { return };
+    let image = c.create(&["--file", DISK_FILE, "--disk-format", "raw", "--container-format", "bare", "--progress", "up"]);
+    assert_eq!(text(&image, "status"), "active");
+    assert_eq!(text(&image["properties"], "os_hash_value"), DISK_SHA512);
+    let id = text(&image, "id");
+    assert_eq!(runtime.block_on(s3.keys()), vec![id.clone()], "the data went to the bucket");
+
+    c.openstack(&["image", "save", "--file", "saved.raw", "up"]).success();
+    assert!(c.read("saved.raw") == disk(), "openstack image save returned other bytes");
+    c.glance(&["image-download", "--file", "downloaded.raw", &id]).success();
+    assert!(c.read("downloaded.raw") == disk(), "glance image-download returned other bytes");
+
+    c.openstack(&["image", "delete", "up"]).success();
+    assert!(runtime.block_on(s3.keys()).is_empty(), "deleting the image removed the object");
 }
 
 #[test]

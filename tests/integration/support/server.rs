@@ -29,10 +29,15 @@ impl Server {
     ///
     /// Panics with the server's output if it does not come up within 20 seconds.
     pub fn start() -> Server {
+        Self::start_with(&[])
+    }
+
+    /// Like [`Server::start`], with extra `GLINT__...` configuration variables.
+    pub fn start_with(config: &[(String, String)]) -> Server {
         // Another process may grab the port between our probe and the server's bind; try anew.
         let mut last_failure = String::new();
         for _ in 0..3 {
-            match Self::try_start() {
+            match Self::try_start(config) {
                 Ok(server) => return server,
                 Err(Failure::PortTaken(output)) => last_failure = output,
                 Err(Failure::Fatal(message)) => panic!("{message}"),
@@ -41,7 +46,7 @@ impl Server {
         panic!("glint serve could not bind a free port three times; last output:\n{last_failure}");
     }
 
-    fn try_start() -> Result<Server, Failure> {
+    fn try_start(config: &[(String, String)]) -> Result<Server, Failure> {
         let dir = tempfile::tempdir().expect("create a temporary directory for the server");
         let addr = free_loopback_port();
         let db = dir.path().join("glint.db");
@@ -64,7 +69,8 @@ impl Server {
             .env("GLINT__SERVER__BIND", addr.to_string())
             .env("GLINT__DATABASE__URL", format!("sqlite://{}?mode=rwc", db.display()))
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-            .env("NO_COLOR", "1");
+            .env("NO_COLOR", "1")
+            .envs(config.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let child = command.spawn().expect("spawn the glint binary");
         let mut server = Server { child, addr, log, dir };
         server.wait_until_healthy()?;
