@@ -11,7 +11,6 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::{ByteStream, Store, StoreError};
@@ -98,36 +97,12 @@ fn write_file(dir: &Path, name: &str, mut chunks: mpsc::Receiver<Option<Bytes>>)
 
 #[async_trait::async_trait]
 impl Store for FilesystemStore {
-    async fn put(&self, image_id: &str, mut data: ByteStream, cap: u64) -> Result<String, StoreError> {
+    async fn put(&self, image_id: &str, data: ByteStream, cap: u64) -> Result<String, StoreError> {
         if !valid_name(image_id) {
             return Err(StoreError::Io(io::Error::new(io::ErrorKind::InvalidInput, "invalid image id")));
         }
-        let (tx, rx) = mpsc::channel::<Option<Bytes>>(CHANNEL_DEPTH);
         let (dir, name) = (self.dir.clone(), image_id.to_owned());
-        let writer = tokio::task::spawn_blocking(move || write_file(&dir, &name, rx));
-        let mut written = 0u64;
-        let fed: Result<(), StoreError> = async {
-            while let Some(chunk) = data.next().await {
-                let chunk = chunk.map_err(StoreError::Source)?;
-                written += chunk.len() as u64;
-                if written > cap {
-                    return Err(StoreError::TooLarge(cap));
-                }
-                if tx.send(Some(chunk)).await.is_err() {
-                    // The writer stopped early; its own error says why.
-                    return Ok(());
-                }
-            }
-            let _ = tx.send(None).await;
-            Ok(())
-        }
-        .await;
-        drop(tx);
-        if let Err(err) = fed {
-            let _ = writer.await;
-            return Err(err);
-        }
-        writer.await.map_err(|e| StoreError::Io(io::Error::other(e)))??;
+        super::feed_writer(data, cap, move |rx| tokio::task::spawn_blocking(move || write_file(&dir, &name, rx))).await?;
         Ok(self.url(image_id))
     }
 
@@ -213,6 +188,7 @@ impl Store for FilesystemStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::StreamExt;
 
     fn chunks(parts: Vec<io::Result<Bytes>>) -> ByteStream {
         Box::pin(futures_util::stream::iter(parts))

@@ -68,6 +68,45 @@ pub trait Store: Send + Sync {
     }
 }
 
+/// How much data may wait between a put's reader and its writer.
+const WRITER_CHANNEL_DEPTH: usize = 8;
+
+/// The put protocol both backends share: `data` flows to a writer task through a bounded
+/// channel, at most `cap` bytes, and only an explicit `None` end marker lets the writer
+/// commit. A writer whose channel closes without the marker must abandon (delete, abort) what
+/// it wrote, so an error or a cancelled put never leaves a partial object behind.
+async fn feed_writer<W>(mut data: ByteStream, cap: u64, spawn_writer: W) -> Result<(), StoreError>
+where
+    W: FnOnce(tokio::sync::mpsc::Receiver<Option<Bytes>>) -> tokio::task::JoinHandle<Result<(), StoreError>>,
+{
+    use futures_util::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Option<Bytes>>(WRITER_CHANNEL_DEPTH);
+    let writer = spawn_writer(rx);
+    let mut written = 0u64;
+    let fed: Result<(), StoreError> = async {
+        while let Some(chunk) = data.next().await {
+            let chunk = chunk.map_err(StoreError::Source)?;
+            written += chunk.len() as u64;
+            if written > cap {
+                return Err(StoreError::TooLarge(cap));
+            }
+            if tx.send(Some(chunk)).await.is_err() {
+                // The writer stopped early; its own error says why.
+                return Ok(());
+            }
+        }
+        let _ = tx.send(None).await;
+        Ok(())
+    }
+    .await;
+    drop(tx);
+    if let Err(err) = fed {
+        let _ = writer.await;
+        return Err(err);
+    }
+    writer.await.map_err(|e| StoreError::Io(io::Error::other(e)))?
+}
+
 /// The configured stores by id, with the default one.
 #[derive(Clone)]
 pub struct Stores {

@@ -27,7 +27,6 @@ pub(super) const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts of one upload sent concurrently: enough to hide request latency, few enough that an
 /// upload holds at most `(PARTS_IN_FLIGHT + 1) * PART_SIZE` bytes.
 pub(super) const PARTS_IN_FLIGHT: usize = 4;
-const CHANNEL_DEPTH: usize = 8;
 /// Prefix listed by the health check; a leading dot keeps it apart from every image id.
 const HEALTH_PROBE: &str = ".glint-health-probe";
 
@@ -148,36 +147,13 @@ async fn write_parts(
 
 #[async_trait::async_trait]
 impl Store for S3Store {
-    async fn put(&self, image_id: &str, mut data: ByteStream, cap: u64) -> Result<String, StoreError> {
+    async fn put(&self, image_id: &str, data: ByteStream, cap: u64) -> Result<String, StoreError> {
         let path = self
             .path(image_id)
             .ok_or_else(|| StoreError::Io(io::Error::new(io::ErrorKind::InvalidInput, "invalid image id")))?;
-        let (tx, rx) = mpsc::channel::<Option<Bytes>>(CHANNEL_DEPTH);
         // A task of its own, so that a put dropped midway still aborts its multipart upload.
-        let writer = tokio::spawn(write_object(self.client.clone(), path.clone(), rx));
-        let mut written = 0u64;
-        let fed: Result<(), StoreError> = async {
-            while let Some(chunk) = data.next().await {
-                let chunk = chunk.map_err(StoreError::Source)?;
-                written += chunk.len() as u64;
-                if written > cap {
-                    return Err(StoreError::TooLarge(cap));
-                }
-                if tx.send(Some(chunk)).await.is_err() {
-                    // The writer stopped early; its own error says why.
-                    return Ok(());
-                }
-            }
-            let _ = tx.send(None).await;
-            Ok(())
-        }
-        .await;
-        drop(tx);
-        if let Err(err) = fed {
-            let _ = writer.await;
-            return Err(err);
-        }
-        writer.await.map_err(|e| StoreError::Io(io::Error::other(e)))??;
+        let (client, key) = (self.client.clone(), path.clone());
+        super::feed_writer(data, cap, move |rx| tokio::spawn(write_object(client, key, rx))).await?;
         Ok(self.url(&path))
     }
 
