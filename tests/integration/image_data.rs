@@ -515,3 +515,56 @@ async fn upload_abandoned_by_a_dead_process_is_recovered(app: TestApp) {
     assert!(store_listing(&app).is_empty());
     assert_eq!(put(&app, &abandoned, payload(10)).await.status(), 204);
 }
+
+/// A store whose first `failures` deletes fail, like an object store having a bad minute.
+struct FlakyDeletes {
+    inner: Arc<dyn Store>,
+    failures: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl Store for FlakyDeletes {
+    async fn put(&self, image_id: &str, data: ByteStream, cap: u64) -> Result<String, StoreError> {
+        self.inner.put(image_id, data, cap).await
+    }
+    async fn get(&self, location: &str, range: Option<Range<u64>>) -> Result<ByteStream, StoreError> {
+        self.inner.get(location, range).await
+    }
+    async fn delete(&self, location: &str) -> Result<(), StoreError> {
+        if self.failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(StoreError::Io(io::Error::other("injected delete failure")));
+        }
+        self.inner.delete(location).await
+    }
+    async fn health(&self) -> Result<(), StoreError> {
+        self.inner.health().await
+    }
+}
+
+#[tokio::test]
+async fn failed_data_removal_is_retried_and_the_image_stays_deleted() {
+    for backend in [Backend::Sqlite, Backend::Postgres, Backend::Mariadb] {
+        let flaky: Arc<std::sync::Mutex<Option<Arc<dyn Store>>>> = Arc::default();
+        let keep = flaky.clone();
+        let Some(app) = TestApp::spawn_full(backend, |_| {}, move |inner| {
+            let store: Arc<dyn Store> = Arc::new(FlakyDeletes { inner, failures: AtomicU64::new(1) });
+            *keep.lock().unwrap() = Some(store.clone());
+            store
+        })
+        .await
+        else {
+            continue;
+        };
+        let id = uploaded(&app, b"stubborn").await;
+        assert_eq!(app.delete(&format!("/v2/images/{id}")).await.status(), 204, "the client is not made to wait for the store");
+        expect_error(app.get(&format!("/v2/images/{id}")).await, 404).await;
+        assert_eq!(store_listing(&app), vec![id.clone()], "the first removal failed");
+
+        let store = flaky.lock().unwrap().clone().unwrap();
+        let stores = glint_core::store::Stores::new("local", std::collections::BTreeMap::from([("local".to_owned(), store)]));
+        assert_eq!(glint_core::data::purge(&app.db, &stores, None).await.unwrap(), 1, "the scrubber's pass removes it");
+        assert!(store_listing(&app).is_empty());
+        assert_eq!(glint_core::data::purge(&app.db, &stores, None).await.unwrap(), 0, "and nothing is left to do");
+        expect_error(app.get(&format!("/v2/images/{id}")).await, 404).await;
+    }
+}
