@@ -6,10 +6,12 @@
 //! confirmed publishes, and nothing more.
 
 mod memory;
+mod rabbitmq;
 
 use std::time::Duration;
 
 pub use memory::MemoryQueue;
+pub use rabbitmq::RabbitQueue;
 
 /// Why a transport operation failed. All of these are transient for the caller: the
 /// outbox relay retries publishes, consumers reconnect.
