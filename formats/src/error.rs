@@ -40,6 +40,56 @@ pub enum FormatError {
         /// Failed check name → what was found.
         failures: BTreeMap<String, String>,
     },
+    /// The image's structure is inconsistent: a table or cluster lies outside the file, overlaps
+    /// the header, is misaligned, or its compressed data does not decode.
+    #[error("Malformed {format} image: {reason}")]
+    Malformed {
+        /// The format being read.
+        format: Format,
+        /// What was found, and where.
+        reason: String,
+    },
+    /// The image is well-formed but uses a feature the converter cannot read (zstd compression,
+    /// encryption, a backing file).
+    #[error("Unsupported {format} image: {reason}")]
+    Unsupported {
+        /// The format being read.
+        format: Format,
+        /// The feature, as found in the header.
+        reason: String,
+    },
+    /// No converter exists from one format to the other.
+    #[error("Conversion from {from} to {to} is not supported")]
+    UnsupportedConversion {
+        /// The source format.
+        from: Format,
+        /// The requested output format.
+        to: Format,
+    },
+    /// The converted image did not inspect as a safe image of the requested format.
+    #[error("Converted image is not a safe {expected}: {found}")]
+    ConversionOutput {
+        /// The format that was written.
+        expected: Format,
+        /// What the inspector found instead.
+        found: String,
+    },
+    /// Reading the source image failed (the converters' generic readers have no path to name;
+    /// [`crate::convert`] reports [`FormatError::Io`] with the path instead).
+    #[error("cannot read the source image: {source}")]
+    Read {
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing the converted image failed ([`crate::convert`] reports [`FormatError::Io`] with the
+    /// path instead).
+    #[error("cannot write the converted image: {source}")]
+    Write {
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn join(formats: &[Format]) -> String {

@@ -5,10 +5,11 @@
 //! Feed an upload to an [`Inspector`] chunk by chunk, call [`Inspector::finish`] at the end of
 //! the stream, then let [`check_declared`] decide whether the declared `disk_format` may be
 //! stored and which `virtual_size` to record. [`inspect_file`] does the same for a file on disk
-//! (staged imports, `glint inspect`). Nothing here touches a database, the network or
-//! `qemu-img`: image bytes are hostile input, and this crate is what vets them before any other
-//! parser sees them.
+//! (staged imports, `glint inspect`). [`convert`] turns a vetted qcow2 file into raw and back
+//! (contract §6.2). Nothing here touches a database, the network or `qemu-img`: image bytes are
+//! hostile input, and this crate is what vets them before any other parser sees them.
 
+mod convert;
 mod decision;
 mod detect;
 mod error;
@@ -22,6 +23,7 @@ use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::path::Path;
 
+pub use convert::{ConvertReport, SparseOutput, convert, qcow2_to_raw, raw_to_qcow2};
 pub use decision::{check_declared, check_declared_allowing};
 pub use error::FormatError;
 pub use format::Format;

@@ -8,7 +8,7 @@ use crate::field::{be32, be64, quote};
 use crate::format::Format;
 use crate::region::Region;
 
-const MAGIC: &[u8] = b"QFI\xfb";
+pub(crate) const MAGIC: &[u8] = b"QFI\xfb";
 /// Incompatible feature bits qemu knows: dirty, corrupt, external data file, compression type.
 /// Anything above (extended L2 is bit 4) changes how clusters are read.
 const KNOWN_INCOMPATIBLE: u64 = 0b1111;
@@ -16,13 +16,13 @@ const KNOWN_INCOMPATIBLE: u64 = 0b1111;
 const DATA_FILE_BYTE: usize = 0x4F;
 const DATA_FILE_MASK: u8 = 0x04;
 /// qemu's cluster size range: 512 B to 2 MiB.
-const CLUSTER_BITS: std::ops::RangeInclusive<u32> = 9..=21;
+pub(crate) const CLUSTER_BITS: std::ops::RangeInclusive<u32> = 9..=21;
 /// qemu's `QCOW_MAX_L1_SIZE`.
-const MAX_L1_BYTES: u64 = 32 * 1024 * 1024;
+pub(crate) const MAX_L1_BYTES: u64 = 32 * 1024 * 1024;
 /// qemu's `QCOW_MAX_SNAPSHOTS`.
 const MAX_SNAPSHOTS: u32 = 65536;
 /// v3 fixed header length; `header_length` may not be shorter.
-const V3_MIN_HEADER: u32 = 104;
+pub(crate) const V3_MIN_HEADER: u32 = 104;
 /// Refcount widths go up to 64 bits (order 6).
 const MAX_REFCOUNT_ORDER: u32 = 6;
 /// qemu's limit on the backing file name; only used to name it in the refusal.

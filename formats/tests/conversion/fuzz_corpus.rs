@@ -1,0 +1,49 @@
+//! The committed fuzz seed corpus (../fuzz/corpus), replayed as a plain test: every input goes
+//! through the qcow2 reader and the inspector as the fuzz targets run them, so a crash input
+//! added there stays a regression test here, even where cargo-fuzz cannot run.
+
+use std::path::{Path, PathBuf};
+
+use glint_formats::Inspector;
+
+use crate::common::read_qcow2_bytes;
+
+fn inputs(target: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|err| panic!("{}: {err}", dir.display()))
+        .map(|entry| entry.expect("directory entry").path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "{} is empty", dir.display());
+    files
+}
+
+#[test]
+fn qcow2_reader_corpus_replays() {
+    for path in inputs("qcow2_reader") {
+        let image = std::fs::read(&path).expect("readable");
+        let outcome = read_qcow2_bytes(&image);
+        println!("{}: {outcome:?}", path.display());
+    }
+}
+
+#[test]
+fn inspector_corpus_replays_in_any_chunking() {
+    for path in inputs("inspector") {
+        let stream = std::fs::read(&path).expect("readable");
+        let mut whole = Inspector::new();
+        whole.feed(&stream);
+        let expected = whole.finish();
+        for size in [1usize, 7, 4099] {
+            let mut chunked = Inspector::new();
+            for chunk in stream.chunks(size) {
+                chunked.feed(chunk);
+            }
+            assert_eq!(chunked.finish(), expected, "{}", path.display());
+        }
+        println!("{}: {:?}", path.display(), expected.format);
+    }
+}
