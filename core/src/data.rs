@@ -19,7 +19,7 @@ use crate::image::{Action, Image, Status};
 use crate::store::{ByteStream, Store, StoreError, Stores};
 use crate::{Error, Result};
 
-const CHANNEL_DEPTH: usize = 16;
+const CHANNEL_DEPTH: usize = 4;
 
 /// How often a running upload proves it is alive.
 const UPLOAD_HEARTBEAT: Duration = Duration::from_secs(30);
@@ -83,6 +83,39 @@ impl<O: Observer> Observer for (Md5, O) {
     }
 }
 
+/// Chunks handed to the hashing threads and the store: big enough that the per-chunk cost of
+/// three channel hand-offs vanishes (HTTP bodies arrive in pieces of a few KiB), small enough
+/// that the few chunks in flight keep memory flat.
+const COALESCED_CHUNK: usize = 1 << 20;
+
+/// Regroups `body` into chunks of about [`COALESCED_CHUNK`] bytes (the last may be shorter).
+fn coalesced(body: ByteStream) -> ByteStream {
+    Box::pin(futures_util::stream::unfold(Some(body), |body| async move {
+        let mut body = body?;
+        let mut buffer = bytes::BytesMut::new();
+        loop {
+            match body.next().await {
+                Some(Ok(chunk)) if buffer.is_empty() && chunk.len() >= COALESCED_CHUNK => {
+                    return Some((Ok(chunk), Some(body)));
+                }
+                Some(Ok(chunk)) => {
+                    if buffer.is_empty() {
+                        buffer.reserve(COALESCED_CHUNK.max(chunk.len()));
+                    }
+                    buffer.extend_from_slice(&chunk);
+                    if buffer.len() >= COALESCED_CHUNK {
+                        return Some((Ok(buffer.freeze()), Some(body)));
+                    }
+                }
+                // The error ends the stream; what was buffered before it is moot.
+                Some(Err(err)) => return Some((Err(err), None)),
+                None if buffer.is_empty() => return None,
+                None => return Some((Ok(buffer.freeze()), None)),
+            }
+        }
+    }))
+}
+
 /// Runs `state` on a blocking thread over the chunks sent to it; returns it at the end.
 fn spawn_consumer<S: Observer>(mut state: S) -> (mpsc::Sender<Bytes>, tokio::task::JoinHandle<S>) {
     let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
@@ -107,7 +140,7 @@ pub async fn ingest<O: Observer>(
     let (md5_tx, md5_done) = spawn_consumer((Md5::new(), observer));
     let (sha_tx, sha_done) = spawn_consumer((Sha512::new(), 0u64));
     let tee: ByteStream = Box::pin(futures_util::stream::unfold(
-        (body, md5_tx, sha_tx),
+        (coalesced(body), md5_tx, sha_tx),
         |(mut body, md5_tx, sha_tx)| async move {
             let item = match body.next().await? {
                 Ok(chunk) => {
@@ -282,6 +315,17 @@ mod tests {
         assert_eq!(ingested.size, 11);
         assert_eq!(ingested.checksum, "5eb63bbbe01eeed093cb22bb8f5acdc3");
         assert!(ingested.os_hash_value.starts_with("309ecc489c12d6eb4cc40f50c902f2b4d0ed77ee511a7c7a9bcd3ca86d4cd86f"));
+    }
+
+    #[tokio::test]
+    async fn coalescing_keeps_every_byte_in_order() {
+        let pieces: Vec<std::io::Result<Bytes>> =
+            (0..3000u32).map(|i| Ok(Bytes::from(vec![(i % 251) as u8; 1 + (i as usize % 700)]))).collect();
+        let expected: Vec<u8> = pieces.iter().flat_map(|p| p.as_ref().expect("ok").to_vec()).collect();
+        let chunks: Vec<Bytes> =
+            coalesced(Box::pin(futures_util::stream::iter(pieces))).map(|c| c.expect("chunk")).collect().await;
+        assert!(chunks.iter().rev().skip(1).all(|c| c.len() >= COALESCED_CHUNK));
+        assert_eq!(chunks.concat(), expected);
     }
 
     #[tokio::test]
