@@ -28,11 +28,7 @@ impl Server {
     /// SQLite database inside) and waits until `GET /healthcheck` answers 200.
     ///
     /// Panics with the server's output if it does not come up within 20 seconds.
-    pub fn start() -> Server {
-        Self::start_with(&[])
-    }
-
-    /// Like [`Server::start`], with extra `GLINT__...` configuration variables.
+    /// `config` holds extra `GLINT__...` configuration variables.
     pub fn start_with(config: &[(String, String)]) -> Server {
         // Another process may grab the port between our probe and the server's bind; try anew.
         let mut last_failure = String::new();
