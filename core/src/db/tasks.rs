@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, Order, QueryFilter, QueryOrder,
-    QuerySelect,
+    QuerySelect, TransactionSession, TransactionTrait,
 };
 
 use super::entity::{task, task_info};
@@ -85,10 +85,12 @@ pub async fn renew_lease(db: &impl ConnectionTrait, id: &str, worker: &str, leas
     Ok(result.rows_affected == 1)
 }
 
-/// Ends `worker`'s task `id` as `status` (success or failure) with its result and message;
-/// it expires `ttl` later. `false` when the worker no longer held the claim (nothing written).
-pub async fn finish(
-    db: &impl ConnectionTrait,
+/// Ends `worker`'s task `id` as `status` (success or failure) with its result and message, in
+/// one transaction (a savepoint inside the caller's), so nobody sees the final status without
+/// its message; it expires `ttl` later. `false` when the worker no longer held the claim
+/// (nothing written).
+pub async fn finish<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
     id: &str,
     worker: &str,
     status: TaskStatus,
@@ -98,6 +100,7 @@ pub async fn finish(
 ) -> Result<bool> {
     TaskStatus::Processing.next(status)?;
     let at = now();
+    let txn = db.begin().await?;
     let updated = task::Entity::update_many()
         .col_expr(task::Column::Status, Expr::value(status.as_str()))
         .col_expr(task::Column::ExpiresAt, Expr::value(at + duration(ttl)?))
@@ -106,7 +109,7 @@ pub async fn finish(
         .filter(task::Column::Id.eq(id))
         .filter(task::Column::Status.eq(TaskStatus::Processing.as_str()))
         .filter(task::Column::ClaimedBy.eq(worker))
-        .exec(db)
+        .exec(&txn)
         .await?;
     if updated.rows_affected == 0 {
         return Ok(false);
@@ -115,8 +118,9 @@ pub async fn finish(
         .col_expr(task_info::Column::Result, Expr::value(result))
         .col_expr(task_info::Column::Message, Expr::value(message))
         .filter(task_info::Column::TaskId.eq(id))
-        .exec(db)
+        .exec(&txn)
         .await?;
+    txn.commit().await?;
     Ok(true)
 }
 
