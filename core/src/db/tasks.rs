@@ -112,6 +112,9 @@ pub async fn finish<C: ConnectionTrait + TransactionTrait>(
         .exec(&txn)
         .await?;
     if updated.rows_affected == 0 {
+        // Explicitly: a dropped transaction is only rolled back when its connection is next
+        // used, and until then InnoDB keeps the locks the UPDATE took.
+        txn.rollback().await?;
         return Ok(false);
     }
     task_info::Entity::update_many()
