@@ -17,16 +17,7 @@ pub fn parse(pairs: &[(String, String)], cfg: &ImagesConfig) -> Result<ListQuery
     let all = |name: &'static str| pairs.iter().filter(move |(k, _)| k == name).map(|(_, v)| v.as_str());
     let last = |name: &'static str| all(name).next_back();
 
-    let limit = match last("limit") {
-        None => cfg.limit_param_default,
-        Some(text) => {
-            let n: i64 = text.trim().parse().map_err(|_| ApiError::bad_request("limit param must be an integer"))?;
-            if n < 0 {
-                return Err(ApiError::bad_request("limit param must be positive"));
-            }
-            (n as u64).min(cfg.api_limit_max)
-        }
-    };
+    let limit = limit(last("limit"), cfg)?;
     let visibility = match last("visibility") {
         None => None,
         Some("all") => Some(VisibilityFilter::All),
@@ -61,6 +52,17 @@ pub fn parse(pairs: &[(String, String)], cfg: &ImagesConfig) -> Result<ListQuery
         limit,
         marker: last("marker").map(str::to_owned),
     })
+}
+
+/// The `limit` parameter shared by every paginated list: default, must be a non-negative
+/// integer, clamped to `api_limit_max`.
+pub fn limit(text: Option<&str>, cfg: &ImagesConfig) -> Result<u64, ApiError> {
+    let Some(text) = text else { return Ok(cfg.limit_param_default) };
+    let n: i64 = text.trim().parse().map_err(|_| ApiError::bad_request("limit param must be an integer"))?;
+    if n < 0 {
+        return Err(ApiError::bad_request("limit param must be positive"));
+    }
+    Ok((n as u64).min(cfg.api_limit_max))
 }
 
 fn filter(key: &str, value: &str) -> Result<Filter, ApiError> {

@@ -85,16 +85,7 @@ fn image_task(task: &Task) -> Value {
 
 fn parse_query(pairs: &[(String, String)], state: &AppState) -> Result<TaskQuery, ApiError> {
     let last = |name: &str| pairs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let limit = match last("limit") {
-        None => state.config.images.limit_param_default,
-        Some(text) => {
-            let n: i64 = text.trim().parse().map_err(|_| ApiError::bad_request("limit param must be an integer"))?;
-            if n < 0 {
-                return Err(ApiError::bad_request("limit param must be positive"));
-            }
-            (n as u64).min(state.config.images.api_limit_max)
-        }
-    };
+    let limit = crate::list::limit(last("limit"), &state.config.images)?;
     let marker = match last("marker") {
         Some(marker) if !is_uuid(marker) => return Err(ApiError::bad_request(format!("Invalid marker format: {marker}"))),
         other => other.map(str::to_owned),
