@@ -24,6 +24,10 @@ pub struct Config {
     pub images: ImagesConfig,
     /// Where image data is kept.
     pub storage: StorageConfig,
+    /// Interoperable image import: methods, staging, web-download filtering, conversion.
+    pub import: ImportConfig,
+    /// Task transport, workers and task expiry.
+    pub tasks: TasksConfig,
 }
 
 /// `[server]`: the HTTP listener.
@@ -199,6 +203,132 @@ impl std::fmt::Debug for S3Config {
             .field("allow_http", &self.allow_http)
             .field("description", &self.description)
             .finish()
+    }
+}
+
+/// `[import]`: interoperable image import (Glance's `enabled_import_methods`,
+/// `node_staging_uri`, `[image_conversion]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImportConfig {
+    /// Import methods offered in /v2/info/import and accepted by POST /v2/images/{id}/import.
+    pub enabled_import_methods: Vec<String>,
+    /// Directory of staged data (`PUT /v2/images/{id}/stage`, downloads awaiting conversion);
+    /// shared by every API and worker node.
+    pub staging_dir: PathBuf,
+    /// When set (`raw` or `qcow2`), imported images are converted to this disk format.
+    pub conversion_output_format: Option<String>,
+    /// Which URLs web-download and `POST /v2/tasks` may fetch.
+    pub filtering: FilteringConfig,
+}
+
+impl Default for ImportConfig {
+    fn default() -> Self {
+        Self {
+            enabled_import_methods: ["glance-direct", "web-download", "copy-image"].map(String::from).to_vec(),
+            staging_dir: "data/staging".into(),
+            conversion_output_format: None,
+            filtering: FilteringConfig::default(),
+        }
+    }
+}
+
+/// `[import.filtering]`: Glance's `[import_filtering_opts]`, plus refusal of private
+/// addresses, timeouts and a redirect limit. When both an allow and a deny list of a kind are
+/// set, only the allow list counts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilteringConfig {
+    /// URL schemes that may be fetched.
+    pub allowed_schemes: Vec<String>,
+    /// URL schemes that may not be fetched.
+    pub disallowed_schemes: Vec<String>,
+    /// If not empty, the only hosts (names or addresses) that may be fetched.
+    pub allowed_hosts: Vec<String>,
+    /// Hosts (names or addresses) that may not be fetched.
+    pub disallowed_hosts: Vec<String>,
+    /// Ports a URL may name explicitly (a URL without a port is always fine).
+    pub allowed_ports: Vec<u16>,
+    /// Ports a URL may not name.
+    pub disallowed_ports: Vec<u16>,
+    /// Allow connecting to loopback, private, link-local and other non-public addresses.
+    /// Checked on the address actually connected to, after DNS resolution.
+    pub allow_private_addresses: bool,
+    /// Seconds to wait for a TCP/TLS connection.
+    pub connect_timeout: u64,
+    /// Seconds without a byte from the server before the download fails.
+    pub read_timeout: u64,
+    /// Most redirects followed (each one filtered like the original URL).
+    pub max_redirects: usize,
+}
+
+impl Default for FilteringConfig {
+    fn default() -> Self {
+        Self {
+            allowed_schemes: vec!["http".into(), "https".into()],
+            disallowed_schemes: Vec::new(),
+            allowed_hosts: Vec::new(),
+            disallowed_hosts: Vec::new(),
+            allowed_ports: vec![80, 443],
+            disallowed_ports: Vec::new(),
+            allow_private_addresses: false,
+            connect_timeout: 10,
+            read_timeout: 60,
+            max_redirects: 5,
+        }
+    }
+}
+
+/// `[tasks]`: how task wake-ups travel and how workers run tasks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TasksConfig {
+    /// `memory`: in-process (only `glint serve`, workers inside the API process);
+    /// `rabbitmq`: through the broker at `broker_url` (`glint api` + `glint worker`).
+    pub transport: Transport,
+    /// AMQP URL of RabbitMQ.
+    pub broker_url: String,
+    /// Durable queue the wake-ups go to.
+    pub queue_name: String,
+    /// Most tasks one worker process runs at once (the broker's prefetch).
+    pub worker_concurrency: u16,
+    /// Seconds a worker's claim on a task lasts unless renewed (renewed every third of it);
+    /// a task whose worker died is taken over this long after.
+    pub lease: u64,
+    /// A task whose attempts (transient failures, dead workers) reach this fails for good.
+    pub max_attempts: i32,
+    /// Seconds between passes of the outbox relay (republish, release expired leases).
+    pub relay_interval: u64,
+    /// Seconds after which a pending task's wake-up is published again.
+    pub republish_after: u64,
+    /// Hours a finished task is kept (Glance's `task_time_to_live`).
+    pub time_to_live: u64,
+}
+
+/// Task transports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// In-process channel; workers run inside `glint serve`.
+    #[default]
+    Memory,
+    /// RabbitMQ.
+    Rabbitmq,
+}
+
+impl Default for TasksConfig {
+    fn default() -> Self {
+        Self {
+            transport: Transport::Memory,
+            broker_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            queue_name: "glint.tasks".into(),
+            worker_concurrency: 4,
+            lease: 60,
+            max_attempts: 5,
+            relay_interval: 5,
+            republish_after: 60,
+            time_to_live: 48,
+        }
     }
 }
 
