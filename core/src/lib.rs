@@ -14,5 +14,6 @@ pub mod policy;
 pub mod queue;
 pub mod store;
 pub mod task;
+pub mod web;
 
 pub use error::{Error, Result};

@@ -1,0 +1,1052 @@
+//! Fetching images over HTTP(S) for web-download and legacy import tasks, behind Glance's
+//! import URL filter and a refusal of non-public addresses (SSRF).
+//!
+//! The URL filter (scheme, host, port, literal addresses) runs on the URL a user gives and on
+//! every redirect target; redirects are followed here rather than by reqwest so that each
+//! target's raw text can be checked. Names are checked where it counts: a resolver installed
+//! in the client drops refused addresses at connect time, so a name that resolved to a public
+//! address when the API checked it and to 127.0.0.1 when the worker connects (DNS rebinding)
+//! is still refused.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::header::LOCATION;
+use url::{Host, Url};
+
+use crate::config::FilteringConfig;
+use crate::store::ByteStream;
+
+/// Fetches images over HTTP(S) for web-download and legacy import tasks, refusing what the filter forbids.
+pub struct Fetcher {
+    filter: Filter,
+    client: reqwest::Client,
+    read_timeout: u64,
+    max_redirects: usize,
+}
+
+/// A response whose status said the image follows.
+pub struct Download {
+    /// The announced size, if the server gave one (already checked against the cap).
+    pub content_length: Option<u64>,
+    /// The image bytes; errors wrap a [`FetchError`] (`io::Error::get_ref`) to tell retryable ones.
+    pub body: ByteStream,
+    /// The URL the image came from, after redirects.
+    pub url: Url,
+}
+
+/// Why a URL may not or could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The filter forbids the URL, a redirect target or the address a name resolves to.
+    #[error("{0}")]
+    Refused(String),
+    /// The server answered with a status that retrying will not change.
+    #[error("{1}")]
+    Status(u16, String),
+    /// The image is larger than the number of bytes allowed.
+    #[error("the image is larger than the {0} bytes allowed")]
+    TooLarge(u64),
+    /// The server could not be reached or failed in a way that may pass.
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl FetchError {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, FetchError::Transient(_))
+    }
+}
+
+impl Fetcher {
+    /// A fetcher applying `cfg`; fails only if the HTTP client cannot be set up.
+    pub fn new(cfg: &FilteringConfig) -> Result<Fetcher, FetchError> {
+        let filter = Filter::new(cfg);
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("glint/", env!("CARGO_PKG_VERSION")))
+            // Proxies from the environment would connect for us, out of the resolver's reach.
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(FilteringResolver(filter.addresses.clone()))
+            .connect_timeout(Duration::from_secs(cfg.connect_timeout))
+            // No total timeout: images take as long as they take, as long as bytes keep coming.
+            .read_timeout(Duration::from_secs(cfg.read_timeout))
+            .build()
+            .map_err(|e| FetchError::Transient(format!("cannot set up the HTTP client: {}", chain(&e))))?;
+        Ok(Fetcher { filter, client, read_timeout: cfg.read_timeout, max_redirects: cfg.max_redirects })
+    }
+
+    /// Checks `url` as the API does before accepting an import and returns it parsed; Err(FetchError::Refused(..)) otherwise.
+    pub async fn check(&self, url: &str) -> Result<Url, FetchError> {
+        let parsed = self.filter.check(url, None).map_err(FetchError::Refused)?;
+        let Some(Host::Domain(name)) = parsed.host() else {
+            return Ok(parsed);
+        };
+        let port = parsed.port_or_known_default().unwrap_or(0);
+        let found = tokio::net::lookup_host((name, port)).await.map_err(|e| {
+            FetchError::Refused(format!(
+                "refusing to fetch {}: the host {name:?} does not resolve ({e})",
+                shown(&parsed)
+            ))
+        })?;
+        match sift(name, found, &self.filter.addresses) {
+            Ok(_) => Ok(parsed),
+            Err(why) => Err(FetchError::Refused(format!("refusing to fetch {}: {why}", shown(&parsed)))),
+        }
+    }
+
+    /// GETs `url` (checked again), following only allowed redirects; the response body streamed, refusing more than `cap` bytes.
+    pub async fn get(&self, url: &str, cap: u64) -> Result<Download, FetchError> {
+        let first = self.filter.check(url, None).map_err(FetchError::Refused)?;
+        let mut url = first.clone();
+        let mut redirects = 0;
+        loop {
+            let response = self.client.get(url.clone()).send().await.map_err(|e| self.failure(&url, e))?;
+            let status = response.status();
+            let code = status.as_u16();
+            let said = || format!("GET {} returned {status}", shown(&url));
+            match code {
+                200..=299 => return self.download(url, response, cap),
+                301 | 302 | 303 | 307 | 308 => {
+                    let Some(location) = response.headers().get(LOCATION).and_then(|v| v.to_str().ok()) else {
+                        return Err(FetchError::Status(code, format!("{} without a usable Location header", said())));
+                    };
+                    if redirects == self.max_redirects {
+                        return Err(FetchError::Refused(format!(
+                            "GET {} was redirected more than {} times; gave up at {} redirecting to {location}",
+                            shown(&first),
+                            self.max_redirects,
+                            shown(&url)
+                        )));
+                    }
+                    redirects += 1;
+                    url = self
+                        .filter
+                        .check(location, Some(&url))
+                        .map_err(|why| FetchError::Refused(format!("GET {} redirected: {why}", shown(&url))))?;
+                }
+                408 | 429 | 500..=599 => return Err(FetchError::Transient(said())),
+                _ => return Err(FetchError::Status(code, said())),
+            }
+        }
+    }
+
+    fn download(&self, url: Url, response: reqwest::Response, cap: u64) -> Result<Download, FetchError> {
+        let content_length = response.content_length();
+        if content_length.is_some_and(|n| n > cap) {
+            return Err(FetchError::TooLarge(cap));
+        }
+        let body = Body {
+            chunks: Box::pin(response.bytes_stream()),
+            seen: 0,
+            cap,
+            content_length,
+            url: url.clone(),
+            read_timeout: self.read_timeout,
+        };
+        let body = futures_util::stream::unfold(Some(body), |body| async move {
+            let mut body = body?;
+            match body.read().await {
+                Ok(Some(chunk)) => Some((Ok(chunk), Some(body))),
+                Ok(None) => None,
+                // Ends the stream and drops the connection: nothing after an error is wanted.
+                Err(e) => Some((Err(e), None)),
+            }
+        });
+        Ok(Download { content_length, body: Box::pin(body), url })
+    }
+
+    /// What a failed request means, naming the URL.
+    fn failure(&self, url: &Url, e: reqwest::Error) -> FetchError {
+        if let Some(refused) = find::<Forbidden>(&e) {
+            return FetchError::Refused(format!("refusing to fetch {}: {refused}", shown(url)));
+        }
+        let what = if e.is_connect() && e.is_timeout() {
+            "connecting timed out".to_owned()
+        } else if e.is_timeout() {
+            format!("no response within {} s", self.read_timeout)
+        } else {
+            chain(&e.without_url())
+        };
+        FetchError::Transient(format!("GET {} failed: {what}", shown(url)))
+    }
+}
+
+/// A response body being counted against the cap and its announced length.
+struct Body {
+    chunks: std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    seen: u64,
+    cap: u64,
+    content_length: Option<u64>,
+    url: Url,
+    read_timeout: u64,
+}
+
+impl Body {
+    async fn read(&mut self) -> io::Result<Option<Bytes>> {
+        match self.chunks.next().await {
+            Some(Ok(chunk)) => {
+                self.seen += chunk.len() as u64;
+                if self.seen > self.cap {
+                    return Err(io::Error::new(io::ErrorKind::FileTooLarge, FetchError::TooLarge(self.cap)));
+                }
+                Ok(Some(chunk))
+            }
+            Some(Err(e)) => {
+                let (kind, what) = if e.is_timeout() {
+                    (io::ErrorKind::TimedOut, format!("no data for {} s", self.read_timeout))
+                } else {
+                    (io::ErrorKind::Other, chain(&e.without_url()))
+                };
+                let message = format!("GET {} failed after {} bytes: {what}", shown(&self.url), self.seen);
+                Err(io::Error::new(kind, FetchError::Transient(message)))
+            }
+            // hyper already fails a body cut short of its Content-Length; this keeps the
+            // promise should the HTTP stack ever stop doing so.
+            None => match self.content_length {
+                Some(n) if self.seen < n => {
+                    let message = format!(
+                        "GET {}: the body ended after {} of the {n} bytes announced",
+                        shown(&self.url),
+                        self.seen
+                    );
+                    Err(io::Error::new(io::ErrorKind::UnexpectedEof, FetchError::Transient(message)))
+                }
+                _ => Ok(None),
+            },
+        }
+    }
+}
+
+/// The URL checks of `[import.filtering]`; "only the allow list counts when both are set".
+struct Filter {
+    schemes: Rule<String>,
+    hosts: Rule<HostId>,
+    ports: Rule<u16>,
+    addresses: Arc<AddressFilter>,
+}
+
+/// A host as the filter compares it: an address in canonical form, or a lower-case name
+/// without a trailing dot (which would otherwise slip `example.com.` past a deny list).
+#[derive(Clone, Debug, PartialEq)]
+enum HostId {
+    Ip(IpAddr),
+    Name(String),
+}
+
+impl fmt::Display for HostId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostId::Ip(ip) => ip.fmt(f),
+            HostId::Name(name) => name.fmt(f),
+        }
+    }
+}
+
+impl HostId {
+    fn of<S: AsRef<str>>(host: &Host<S>) -> HostId {
+        match host {
+            Host::Domain(name) => HostId::Name(name.as_ref().trim_end_matches('.').to_ascii_lowercase()),
+            Host::Ipv4(ip) => HostId::Ip(IpAddr::V4(*ip)),
+            Host::Ipv6(ip) => HostId::Ip(IpAddr::V6(*ip).to_canonical()),
+        }
+    }
+
+    /// A configured host, written as a name or an address (IPv6 with or without brackets).
+    fn configured(entry: &str) -> HostId {
+        let entry = entry.trim();
+        if let Ok(ip) = entry.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+            return HostId::Ip(ip.to_canonical());
+        }
+        match Host::parse(entry) {
+            Ok(host) => HostId::of(&host),
+            Err(_) => HostId::Name(entry.to_ascii_lowercase()),
+        }
+    }
+}
+
+enum Rule<T> {
+    Only(Vec<T>),
+    Except(Vec<T>),
+}
+
+impl<T: PartialEq + fmt::Display> Rule<T> {
+    fn new(allowed: Vec<T>, disallowed: Vec<T>) -> Rule<T> {
+        if allowed.is_empty() { Rule::Except(disallowed) } else { Rule::Only(allowed) }
+    }
+
+    /// None if `value` passes, else why not (`what` names the kind, e.g. "port").
+    fn refusal(&self, what: &str, value: &T) -> Option<String> {
+        match self {
+            Rule::Only(allowed) if !allowed.contains(value) => {
+                let allowed: Vec<String> = allowed.iter().map(ToString::to_string).collect();
+                Some(format!("the {what} {value} is not allowed (allowed: {})", allowed.join(", ")))
+            }
+            Rule::Except(denied) if denied.contains(value) => Some(format!("the {what} {value} is disallowed")),
+            _ => None,
+        }
+    }
+}
+
+impl Filter {
+    fn new(cfg: &FilteringConfig) -> Filter {
+        let lower = |v: &[String]| v.iter().map(|s| s.trim().to_ascii_lowercase()).collect();
+        let hosts = |v: &[String]| v.iter().map(|h| HostId::configured(h)).collect();
+        let hosts = Rule::new(hosts(&cfg.allowed_hosts), hosts(&cfg.disallowed_hosts));
+        // Addresses in the deny list also hold for what names resolve to.
+        let denied = match &hosts {
+            Rule::Except(denied) => {
+                denied.iter().filter_map(|h| if let HostId::Ip(ip) = h { Some(*ip) } else { None }).collect()
+            }
+            Rule::Only(_) => Vec::new(),
+        };
+        Filter {
+            schemes: Rule::new(lower(&cfg.allowed_schemes), lower(&cfg.disallowed_schemes)),
+            hosts,
+            ports: Rule::new(cfg.allowed_ports.clone(), cfg.disallowed_ports.clone()),
+            addresses: Arc::new(AddressFilter { allow_private: cfg.allow_private_addresses, denied }),
+        }
+    }
+
+    /// Parses `raw` (relative to `base` for a redirect's Location) and applies every check
+    /// that needs no DNS; the error is a whole sentence naming the URL.
+    fn check(&self, raw: &str, base: Option<&Url>) -> Result<Url, String> {
+        let refuse = |target: &str, why: String| format!("refusing to fetch {target}: {why}");
+        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(refuse(&format!("{raw:?}"), "the URL contains spaces or control characters".into()));
+        }
+        let url =
+            Url::options().base_url(base).parse(raw).map_err(|e| refuse(raw, format!("not a valid URL ({e})")))?;
+        self.refusal(raw, &url).map_or(Ok(url.clone()), |why| Err(refuse(&shown(&url), why)))
+    }
+
+    fn refusal(&self, raw: &str, url: &Url) -> Option<String> {
+        let scheme = url.scheme().to_owned();
+        if let Some(why) = self.schemes.refusal("scheme", &scheme) {
+            return Some(why);
+        }
+        if scheme != "http" && scheme != "https" {
+            return Some(format!("only http and https URLs can be fetched, not {scheme}"));
+        }
+        let written = written_authority(raw);
+        let Some(host) = url.host() else {
+            return Some("the URL names no host".into());
+        };
+        let id = HostId::of(&host);
+        if id == HostId::Name(String::new()) {
+            return Some("the URL names no host".into());
+        }
+        // The url crate reads `2130706433`, `127.1`, `0x7f000001` and `0177.0.0.1` as
+        // 127.0.0.1; such spellings only serve to hide an address, so they are refused.
+        if let (Host::Ipv4(ip), Some((as_written, _))) = (&host, written)
+            && as_written != ip.to_string()
+        {
+            return Some(format!("the host {as_written} is not an IPv4 address in dotted-decimal form (write {ip})"));
+        }
+        if let Some(why) = self.hosts.refusal("host", &id) {
+            return Some(why);
+        }
+        if let HostId::Ip(ip) = id
+            && let Some(why) = self.addresses.refusal(ip)
+        {
+            return Some(why);
+        }
+        // A URL without a port is always fine; `http://h:80/` names one, though the url crate
+        // drops it, and so does a relative redirect inheriting its base's non-default port.
+        let explicit = url.port().is_some() || written.is_some_and(|(_, port)| !port.is_empty());
+        match url.port_or_known_default() {
+            Some(port) if explicit => self.ports.refusal("port", &port),
+            _ => None,
+        }
+    }
+}
+
+/// The host and port text of `raw` as written, before the url crate rewrites them; None for
+/// a reference without an authority, which keeps its base's. Odd spellings only make the
+/// result differ from what the url crate reads, and the caller refuses on a difference.
+fn written_authority(raw: &str) -> Option<(&str, &str)> {
+    let scheme_end = raw.find(':').filter(|&i| {
+        let mut chars = raw[..i].chars();
+        chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+            && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    });
+    let rest = scheme_end.map_or(raw, |i| &raw[i + 1..]);
+    let after = rest.trim_start_matches(['/', '\\']);
+    if scheme_end.is_none() && rest.len() - after.len() < 2 {
+        return None;
+    }
+    let authority = &after[..after.find(['/', '\\', '?', '#']).unwrap_or(after.len())];
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    if host_port.starts_with('[') {
+        let end = host_port.find(']').map_or(host_port.len(), |i| i + 1);
+        let port = host_port[end..].strip_prefix(':').unwrap_or(&host_port[end..]);
+        Some((&host_port[..end], port))
+    } else {
+        Some(host_port.split_once(':').unwrap_or((host_port, "")))
+    }
+}
+
+/// Which addresses may be connected to: public ones unless private ones are allowed, never
+/// those in the host deny list.
+#[derive(Debug)]
+struct AddressFilter {
+    allow_private: bool,
+    denied: Vec<IpAddr>,
+}
+
+impl AddressFilter {
+    fn refusal(&self, ip: IpAddr) -> Option<String> {
+        let ip = ip.to_canonical();
+        if self.denied.contains(&ip) {
+            return Some(format!("the address {ip} is disallowed"));
+        }
+        if self.allow_private {
+            return None;
+        }
+        let kind = match ip {
+            IpAddr::V4(v4) => special_v4(v4),
+            IpAddr::V6(v6) => special_v6(v6),
+        }?;
+        Some(format!("{ip} is {kind}; only public addresses may be fetched (see allow_private_addresses)"))
+    }
+}
+
+fn special_v4(ip: Ipv4Addr) -> Option<&'static str> {
+    let kind = match ip.octets() {
+        [0, ..] => "in 0.0.0.0/8 (this host on this network)",
+        [127, ..] => "a loopback address",
+        [10, ..] | [172, 16..=31, ..] | [192, 168, ..] => "a private (RFC 1918) address",
+        [169, 254, ..] => "a link-local address",
+        [100, 64..=127, ..] => "a shared (carrier-grade NAT) address",
+        [192, 0, 2, _] | [198, 51, 100, _] | [203, 0, 113, _] => "a documentation address",
+        [198, 18..=19, ..] => "a benchmarking address",
+        [224..=239, ..] => "a multicast address",
+        [240..=255, ..] => "a reserved or broadcast address",
+        _ => return None,
+    };
+    Some(kind)
+}
+
+/// IPv4-mapped addresses arrive here already as IPv4 (`to_canonical`).
+fn special_v6(ip: Ipv6Addr) -> Option<&'static str> {
+    let s = ip.segments();
+    let embedded = || Ipv4Addr::from_bits(ip.to_bits() as u32);
+    if ip.is_unspecified() {
+        return Some("the unspecified address");
+    }
+    if ip.is_loopback() {
+        return Some("a loopback address");
+    }
+    // IPv4-compatible (::a.b.c.d) and NAT64 (64:ff9b::a.b.c.d) forms reach the IPv4 address inside.
+    if s[..6] == [0; 6] || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return special_v4(embedded());
+    }
+    match s[0] {
+        0xfc00..=0xfdff => Some("a unique local address"),
+        0xfe80..=0xfebf => Some("a link-local address"),
+        0xfec0..=0xfeff => Some("a site-local address"),
+        0xff00..=0xffff => Some("a multicast address"),
+        0x2001 if s[1] == 0x0db8 => Some("a documentation address"),
+        _ => None,
+    }
+}
+
+/// The addresses of `host` that may be connected to, or why none may.
+fn sift(
+    host: &str,
+    found: impl Iterator<Item = SocketAddr>,
+    filter: &AddressFilter,
+) -> Result<Vec<SocketAddr>, Forbidden> {
+    let mut kept = Vec::new();
+    let mut refused: Vec<String> = Vec::new();
+    for addr in found {
+        match filter.refusal(addr.ip()) {
+            None => kept.push(addr),
+            Some(why) if !refused.contains(&why) => refused.push(why),
+            Some(_) => {}
+        }
+    }
+    if kept.is_empty() && !refused.is_empty() {
+        return Err(Forbidden(format!("the host {host:?} resolves only to refused addresses: {}", refused.join("; "))));
+    }
+    Ok(kept)
+}
+
+/// The resolver's refusal, found again in reqwest's error chain to report it as such.
+#[derive(Debug)]
+struct Forbidden(String);
+
+impl fmt::Display for Forbidden {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl StdError for Forbidden {}
+
+/// Resolves names for the client, keeping only addresses the filter allows: the check on
+/// the address actually connected to. Literal addresses in URLs never come here.
+struct FilteringResolver(Arc<AddressFilter>);
+
+impl Resolve for FilteringResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let filter = self.0.clone();
+        Box::pin(async move {
+            let host = name.as_str();
+            let found = tokio::net::lookup_host((host, 0)).await?;
+            let kept = sift(host, found, &filter)?;
+            Ok::<_, Box<dyn StdError + Send + Sync>>(Box::new(kept.into_iter()) as Addrs)
+        })
+    }
+}
+
+fn find<'a, E: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Option<&'a E> {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(found) = err.downcast_ref::<E>() {
+            return Some(found);
+        }
+        current = err.source();
+    }
+    None
+}
+
+/// An error with its causes: reqwest's own message alone ("error sending request") says
+/// little. Callers strip reqwest's URL: the message names it already, without its password.
+fn chain(e: &(dyn StdError + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// `url` for messages, which are stored and shown: without its password.
+fn shown(url: &Url) -> String {
+    let mut url = url.clone();
+    if url.password().is_some() {
+        // Only fails for URLs that cannot have a password, and this one has one.
+        url.set_password(Some("***")).ok();
+    }
+    url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    fn fetcher(cfg: &FilteringConfig) -> Fetcher {
+        Fetcher::new(cfg).expect("fetcher")
+    }
+
+    /// The filter settings for talking to the test server on `port`.
+    fn local(port: u16) -> FilteringConfig {
+        FilteringConfig {
+            allow_private_addresses: true,
+            allowed_ports: vec![port],
+            read_timeout: 1,
+            ..Default::default()
+        }
+    }
+
+    async fn refusal(fetcher: &Fetcher, url: &str) -> String {
+        match fetcher.check(url).await {
+            Err(FetchError::Refused(why)) => why,
+            other => panic!("{url}: expected a refusal, got {:?}", other.map(|u| u.to_string())),
+        }
+    }
+
+    async fn accepted(fetcher: &Fetcher, url: &str) -> String {
+        match fetcher.check(url).await {
+            Ok(url) => url.to_string(),
+            Err(e) => panic!("{url}: expected acceptance, got {e}"),
+        }
+    }
+
+    async fn get_err(fetcher: &Fetcher, url: &str, cap: u64) -> FetchError {
+        match fetcher.get(url, cap).await {
+            Ok(download) => panic!("{url}: expected an error, got a download from {}", download.url),
+            Err(e) => e,
+        }
+    }
+
+    /// The body's bytes, or the error that ended it.
+    async fn read(mut body: ByteStream) -> io::Result<Vec<u8>> {
+        let mut data = Vec::new();
+        while let Some(chunk) = body.next().await {
+            data.extend_from_slice(&chunk?);
+        }
+        Ok(data)
+    }
+
+    fn inner(e: &io::Error) -> &FetchError {
+        e.get_ref().and_then(|e| e.downcast_ref::<FetchError>()).expect("a FetchError inside the io::Error")
+    }
+
+    /// An HTTP/1.1 server on 127.0.0.1 answering by path (see `answer`); returns its port.
+    async fn serve() -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("local addr").port();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(answer(socket));
+            }
+        });
+        port
+    }
+
+    async fn answer(mut socket: TcpStream) {
+        let mut request = Vec::new();
+        let mut buf = [0; 2048];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+            // Not HTTP (a TLS ClientHello): answer in plain HTTP and hang up, as a server would.
+            if !request.starts_with(b"GET ") {
+                socket.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await.ok();
+                return;
+            }
+        }
+        let request = String::from_utf8_lossy(&request);
+        let path = request.split(' ').nth(1).unwrap_or("/").to_owned();
+        let reply = |status: &str, headers: &str, body: &[u8]| {
+            let mut out = format!("HTTP/1.1 {status}\r\nConnection: close\r\n{headers}\r\n").into_bytes();
+            out.extend_from_slice(body);
+            out
+        };
+        let hundred = [b'x'; 100];
+        let out = if path == "/ok" {
+            reply("200 OK", "Content-Length: 5\r\n", b"hello")
+        } else if let Some(n) = path.strip_prefix("/redirect/") {
+            let n: u32 = n.parse().expect("redirect count");
+            let next = if n <= 1 { "/ok".to_owned() } else { format!("/redirect/{}", n - 1) };
+            reply("302 Found", &format!("Location: {next}\r\nContent-Length: 0\r\n"), b"")
+        } else if let Some(target) = path.strip_prefix("/to/") {
+            reply("302 Found", &format!("Location: {target}\r\nContent-Length: 0\r\n"), b"")
+        } else if let Some(code) = path.strip_prefix("/status/") {
+            reply(&format!("{code} Whatever"), "Content-Length: 0\r\n", b"")
+        } else if path == "/big" {
+            reply("200 OK", "Content-Length: 100\r\n", &hundred)
+        } else if path == "/unsized" {
+            // No length: the body ends when the connection closes.
+            reply("200 OK", "", &hundred)
+        } else if path == "/short" {
+            reply("200 OK", "Content-Length: 10\r\n", b"hello")
+        } else if path == "/stall" {
+            socket.write_all(&reply("200 OK", "Content-Length: 10\r\n", b"he")).await.ok();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            return;
+        } else if path == "/silent" {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            return;
+        } else {
+            reply("404 Not Found", "Content-Length: 0\r\n", b"")
+        };
+        socket.write_all(&out).await.ok();
+    }
+
+    #[tokio::test]
+    async fn accepts_public_http_and_https_urls() {
+        let f = fetcher(&FilteringConfig::default());
+        assert_eq!(
+            accepted(&f, "http://93.184.216.34/images/cirros.img").await,
+            "http://93.184.216.34/images/cirros.img"
+        );
+        assert_eq!(accepted(&f, "HTTPS://93.184.216.34/x?y=1").await, "https://93.184.216.34/x?y=1");
+    }
+
+    #[tokio::test]
+    async fn refuses_malformed_urls() {
+        let f = fetcher(&FilteringConfig::default());
+        for url in [
+            "",
+            "not a url",
+            "/relative/path",
+            "http://",
+            "http://exa mple.com/",
+            "http://8.8.8.8/a\tb",
+            "http://99999999999/",
+        ] {
+            refusal(&f, url).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn refuses_schemes_not_allowed_or_disallowed() {
+        let f = fetcher(&FilteringConfig::default());
+        let why = refusal(&f, "ftp://93.184.216.34/x").await;
+        assert!(why.contains("scheme ftp is not allowed (allowed: http, https)"), "{why}");
+        refusal(&f, "file:///etc/passwd").await;
+        refusal(&f, "gopher://93.184.216.34/x").await;
+        let f = fetcher(&FilteringConfig {
+            allowed_schemes: vec![],
+            disallowed_schemes: vec!["HTTP".into()],
+            ..Default::default()
+        });
+        let why = refusal(&f, "http://93.184.216.34/x").await;
+        assert!(why.contains("scheme http is disallowed"), "{why}");
+        accepted(&f, "https://93.184.216.34/x").await;
+    }
+
+    #[tokio::test]
+    async fn refuses_schemes_that_cannot_be_fetched_even_if_allowed() {
+        let f = fetcher(&FilteringConfig { allowed_schemes: vec!["ftp".into()], ..Default::default() });
+        let why = refusal(&f, "ftp://93.184.216.34/x").await;
+        assert!(why.contains("only http and https"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn allow_lists_win_over_deny_lists() {
+        let f = fetcher(&FilteringConfig {
+            allowed_schemes: vec!["http".into()],
+            disallowed_schemes: vec!["http".into()],
+            allowed_hosts: vec!["93.184.216.34".into()],
+            disallowed_hosts: vec!["93.184.216.34".into()],
+            allowed_ports: vec![8080],
+            disallowed_ports: vec![8080],
+            ..Default::default()
+        });
+        accepted(&f, "http://93.184.216.34:8080/x").await;
+        refusal(&f, "https://93.184.216.34/x").await;
+        refusal(&f, "http://8.8.8.8/x").await;
+        refusal(&f, "http://93.184.216.34:8081/x").await;
+    }
+
+    #[tokio::test]
+    async fn refuses_numeric_shorthands_for_addresses() {
+        // Allowing private addresses, so only the spelling is refused.
+        let f = fetcher(&FilteringConfig { allow_private_addresses: true, ..Default::default() });
+        for url in [
+            "http://2130706433/",
+            "http://127.1/",
+            "http://0x7f000001/",
+            "http://0177.0.0.1/",
+            "http://127.000.000.001/",
+            "http://0x7f.0.0.1/",
+            "http://127.0.0.1./",
+            "http:/\\127.1/",
+            "http://user@127.1:80/",
+        ] {
+            let why = refusal(&f, url).await;
+            assert!(why.contains("not an IPv4 address in dotted-decimal form (write 127.0.0.1)"), "{url}: {why}");
+        }
+        let why = refusal(&fetcher(&FilteringConfig::default()), "http://134744072/").await;
+        assert!(why.contains("(write 8.8.8.8)"), "{why}");
+        accepted(&f, "http://127.0.0.1/").await;
+    }
+
+    #[tokio::test]
+    async fn rewrites_ipv6_literals_to_canonical_form_before_matching() {
+        let f = fetcher(&FilteringConfig::default());
+        let url = accepted(&f, "http://[2606:2800:0220:0001:0248:1893:25C8:1946]/x").await;
+        assert_eq!(url, "http://[2606:2800:220:1:248:1893:25c8:1946]/x");
+        let f = fetcher(&FilteringConfig {
+            disallowed_hosts: vec!["[2606:2800:220:1:248:1893:25c8:1946]".into()],
+            ..Default::default()
+        });
+        let why = refusal(&f, "http://[2606:2800:0220:0001:0248:1893:25C8:1946]/x").await;
+        assert!(why.contains("host 2606:2800:220:1:248:1893:25c8:1946 is disallowed"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn refuses_private_and_special_addresses_unless_allowed() {
+        let refused = [
+            ("0.0.0.0", "0.0.0.0/8"),
+            ("0.1.2.3", "0.0.0.0/8"),
+            ("127.0.0.1", "loopback"),
+            ("127.255.0.9", "loopback"),
+            ("10.1.2.3", "private"),
+            ("172.16.0.1", "private"),
+            ("172.31.255.255", "private"),
+            ("192.168.1.1", "private"),
+            ("169.254.169.254", "link-local"),
+            ("100.64.0.1", "carrier-grade NAT"),
+            ("100.127.255.254", "carrier-grade NAT"),
+            ("192.0.2.1", "documentation"),
+            ("198.51.100.1", "documentation"),
+            ("203.0.113.1", "documentation"),
+            ("198.18.0.1", "benchmarking"),
+            ("224.0.0.1", "multicast"),
+            ("239.255.255.250", "multicast"),
+            ("255.255.255.255", "broadcast"),
+            ("[::]", "unspecified"),
+            ("[::1]", "loopback"),
+            ("[0:0:0:0:0:0:0:1]", "loopback"),
+            ("[::ffff:127.0.0.1]", "loopback"),
+            ("[::ffff:a9fe:a9fe]", "link-local"),
+            ("[::127.0.0.1]", "loopback"),
+            ("[::10.0.0.1]", "private"),
+            ("[64:ff9b::192.168.0.1]", "private"),
+            ("[fc00::1]", "unique local"),
+            ("[fd12:3456::1]", "unique local"),
+            ("[fe80::1]", "link-local"),
+            ("[febf::1]", "link-local"),
+            ("[fec0::1]", "site-local"),
+            ("[ff02::1]", "multicast"),
+            ("[2001:db8::1]", "documentation"),
+        ];
+        let strict = fetcher(&FilteringConfig::default());
+        let lenient = fetcher(&FilteringConfig { allow_private_addresses: true, ..Default::default() });
+        for (host, kind) in refused {
+            let url = format!("http://{host}/x");
+            let why = refusal(&strict, &url).await;
+            assert!(why.contains(kind) && why.contains("allow_private_addresses"), "{url}: {why}");
+            accepted(&lenient, &url).await;
+        }
+    }
+
+    #[test]
+    fn public_addresses_are_not_special() {
+        for ip in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "11.0.0.1",
+            "100.63.255.255",
+            "100.128.0.0",
+            "172.15.255.255",
+            "172.32.0.0",
+            "192.169.0.1",
+            "198.20.0.1",
+            "223.255.255.255",
+        ] {
+            assert_eq!(special_v4(ip.parse().expect("ipv4")), None, "{ip}");
+        }
+        for ip in ["2606:4700::1111", "2001:4860:4860::8888", "64:ff9b::808:808", "::808:808", "fbff::1"] {
+            assert_eq!(special_v6(ip.parse().expect("ipv6")), None, "{ip}");
+        }
+    }
+
+    #[tokio::test]
+    async fn refuses_hosts_in_the_deny_list() {
+        let f = fetcher(&FilteringConfig {
+            disallowed_hosts: vec!["Evil.Example".into(), "8.8.8.8".into()],
+            ..Default::default()
+        });
+        for url in ["http://evil.example/x", "http://EVIL.example./x", "http://8.8.8.8/x", "http://[::ffff:8.8.8.8]/x"]
+        {
+            let why = refusal(&f, url).await;
+            assert!(why.contains("is disallowed"), "{url}: {why}");
+        }
+        accepted(&f, "http://8.8.4.4/x").await;
+    }
+
+    #[tokio::test]
+    async fn refuses_hosts_outside_a_non_empty_allow_list() {
+        let f = fetcher(&FilteringConfig { allowed_hosts: vec!["93.184.216.34".into()], ..Default::default() });
+        accepted(&f, "http://93.184.216.34/x").await;
+        let why = refusal(&f, "http://8.8.8.8/x").await;
+        assert!(why.contains("host 8.8.8.8 is not allowed (allowed: 93.184.216.34)"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn checks_the_port_only_when_the_url_names_one() {
+        let f = fetcher(&FilteringConfig::default());
+        accepted(&f, "http://93.184.216.34/x").await;
+        accepted(&f, "http://93.184.216.34:80/x").await;
+        accepted(&f, "https://93.184.216.34:443/x").await;
+        let why = refusal(&f, "http://93.184.216.34:8080/x").await;
+        assert!(why.contains("port 8080 is not allowed (allowed: 80, 443)"), "{why}");
+        // Port 80 is https's non-default port: named, and allowed.
+        accepted(&f, "https://93.184.216.34:80/x").await;
+        let f = fetcher(&FilteringConfig { allowed_ports: vec![], disallowed_ports: vec![80], ..Default::default() });
+        accepted(&f, "http://93.184.216.34/x").await;
+        let why = refusal(&f, "http://93.184.216.34:80/x").await;
+        assert!(why.contains("port 80 is disallowed"), "{why}");
+        refusal(&f, "http://93.184.216.34:0080/x").await;
+    }
+
+    #[tokio::test]
+    async fn refuses_names_that_do_not_resolve() {
+        let f = fetcher(&FilteringConfig::default());
+        let why = refusal(&f, "http://no-such-host.invalid/image.qcow2").await;
+        assert!(why.contains("no-such-host.invalid") && why.contains("does not resolve"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn refuses_names_resolving_only_to_refused_addresses() {
+        let why = refusal(&fetcher(&FilteringConfig::default()), "http://localhost/x").await;
+        assert!(why.contains("\"localhost\" resolves only to refused addresses") && why.contains("loopback"), "{why}");
+        accepted(
+            &fetcher(&FilteringConfig { allow_private_addresses: true, ..Default::default() }),
+            "http://localhost/x",
+        )
+        .await;
+        let f = fetcher(&FilteringConfig {
+            allow_private_addresses: true,
+            disallowed_hosts: vec!["127.0.0.1".into(), "::1".into()],
+            ..Default::default()
+        });
+        let why = refusal(&f, "http://localhost/x").await;
+        assert!(why.contains("the address 127.0.0.1 is disallowed"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn messages_do_not_show_passwords() {
+        let why = refusal(&fetcher(&FilteringConfig::default()), "http://user:s3cret@93.184.216.34:8080/x").await;
+        assert!(why.contains("http://user:***@93.184.216.34:8080/x") && !why.contains("s3cret"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn downloads_from_loopback_only_when_private_addresses_are_allowed() {
+        let port = serve().await;
+        let url = format!("http://127.0.0.1:{port}/ok");
+        let strict = fetcher(&FilteringConfig { allowed_ports: vec![port], ..Default::default() });
+        let FetchError::Refused(why) = get_err(&strict, &url, 100).await else { panic!("not refused") };
+        assert!(why.contains("127.0.0.1 is a loopback address"), "{why}");
+        let download = fetcher(&local(port)).get(&url, 100).await.expect("download");
+        assert_eq!(download.content_length, Some(5));
+        assert_eq!(download.url.as_str(), url);
+        assert_eq!(read(download.body).await.expect("body"), b"hello");
+    }
+
+    #[tokio::test]
+    async fn a_name_resolving_to_loopback_is_refused_when_connecting() {
+        let port = serve().await;
+        let url = format!("http://localhost:{port}/ok");
+        let strict = fetcher(&FilteringConfig { allowed_ports: vec![port], ..Default::default() });
+        // No check() first: get() leaves names to the resolver, so this is the connect-time path.
+        let FetchError::Refused(why) = get_err(&strict, &url, 100).await else { panic!("not refused") };
+        assert!(why.contains(&url) && why.contains("\"localhost\" resolves only to refused addresses"), "{why}");
+        let denied =
+            fetcher(&FilteringConfig { disallowed_hosts: vec!["127.0.0.1".into(), "::1".into()], ..local(port) });
+        let FetchError::Refused(why) = get_err(&denied, &url, 100).await else { panic!("not refused") };
+        assert!(why.contains("the address 127.0.0.1 is disallowed"), "{why}");
+        let download = fetcher(&local(port)).get(&url, 100).await.expect("download through the resolver");
+        assert_eq!(read(download.body).await.expect("body"), b"hello");
+    }
+
+    #[tokio::test]
+    async fn follows_redirects_up_to_max_redirects() {
+        let port = serve().await;
+        let f = fetcher(&FilteringConfig { max_redirects: 2, ..local(port) });
+        let download = f.get(&format!("http://127.0.0.1:{port}/redirect/2"), 100).await.expect("download");
+        assert_eq!(download.url.as_str(), format!("http://127.0.0.1:{port}/ok"));
+        assert_eq!(read(download.body).await.expect("body"), b"hello");
+        let FetchError::Refused(why) = get_err(&f, &format!("http://127.0.0.1:{port}/redirect/3"), 100).await else {
+            panic!("not refused")
+        };
+        assert!(why.contains("redirected more than 2 times"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn refuses_redirects_to_targets_the_filter_forbids() {
+        let port = serve().await;
+        let f = fetcher(&FilteringConfig { disallowed_hosts: vec!["localhost".into()], ..local(port) });
+        for (target, reason) in [
+            ("http://127.0.0.1:9/x", "port 9 is not allowed"),
+            ("//127.0.0.1:9/x", "port 9 is not allowed"),
+            ("ftp://127.0.0.1/x", "scheme ftp is not allowed"),
+            (&format!("http://localhost:{port}/ok"), "host localhost is disallowed"),
+            ("http://2130706433/x", "dotted-decimal"),
+        ] {
+            let url = format!("http://127.0.0.1:{port}/to/{target}");
+            let FetchError::Refused(why) = get_err(&f, &url, 100).await else { panic!("{target}: not refused") };
+            assert!(why.contains(&format!("GET {url} redirected: refusing to fetch")) && why.contains(reason), "{why}");
+        }
+        let strict = fetcher(&FilteringConfig { allowed_ports: vec![port], ..Default::default() });
+        let why = strict.filter.check("http://[::1]/x", None).expect_err("loopback redirect target");
+        assert!(why.contains("loopback"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn a_server_stalling_after_headers_fails_transiently_within_read_timeout() {
+        let port = serve().await;
+        let started = Instant::now();
+        let download =
+            fetcher(&local(port)).get(&format!("http://127.0.0.1:{port}/stall"), 100).await.expect("headers");
+        let e = read(download.body).await.expect_err("stalled body");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(inner(&e).is_transient(), "{e}");
+        assert!(e.to_string().contains("after 2 bytes: no data for 1 s"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_server_silent_before_headers_fails_transiently_within_read_timeout() {
+        let port = serve().await;
+        let started = Instant::now();
+        let e = get_err(&fetcher(&local(port)), &format!("http://127.0.0.1:{port}/silent"), 100).await;
+        assert!(e.is_transient() && e.to_string().contains("no response within 1 s"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_content_length_above_the_cap_is_too_large_before_reading() {
+        let port = serve().await;
+        let f = fetcher(&local(port));
+        let url = format!("http://127.0.0.1:{port}/big");
+        assert!(matches!(get_err(&f, &url, 99).await, FetchError::TooLarge(99)));
+        let download = f.get(&url, 100).await.expect("exactly the cap");
+        assert_eq!(read(download.body).await.expect("body").len(), 100);
+    }
+
+    #[tokio::test]
+    async fn a_body_longer_than_the_cap_without_content_length_fails_the_stream() {
+        let port = serve().await;
+        let f = fetcher(&local(port));
+        let url = format!("http://127.0.0.1:{port}/unsized");
+        let download = f.get(&url, 99).await.expect("headers");
+        assert_eq!(download.content_length, None);
+        let e = read(download.body).await.expect_err("over the cap");
+        assert!(matches!(inner(&e), FetchError::TooLarge(99)), "{e}");
+        let download = f.get(&url, 100).await.expect("headers");
+        assert_eq!(read(download.body).await.expect("exactly the cap").len(), 100);
+    }
+
+    #[tokio::test]
+    async fn a_truncated_body_fails_the_stream_transiently() {
+        let port = serve().await;
+        let download =
+            fetcher(&local(port)).get(&format!("http://127.0.0.1:{port}/short"), 100).await.expect("headers");
+        assert_eq!(download.content_length, Some(10));
+        let e = read(download.body).await.expect_err("truncated");
+        assert!(inner(&e).is_transient(), "{e}");
+    }
+
+    #[tokio::test]
+    async fn client_errors_are_permanent_and_server_errors_transient() {
+        let port = serve().await;
+        let f = fetcher(&local(port));
+        let url = |code: u16| format!("http://127.0.0.1:{port}/status/{code}");
+        match get_err(&f, &url(404), 100).await {
+            FetchError::Status(404, message) => assert_eq!(message, format!("GET {} returned 404 Not Found", url(404))),
+            other => panic!("404: {other:?}"),
+        }
+        assert!(matches!(get_err(&f, &url(403), 100).await, FetchError::Status(403, _)));
+        match get_err(&f, &url(302), 100).await {
+            FetchError::Status(302, message) => assert!(message.contains("without a usable Location"), "{message}"),
+            other => panic!("302 without Location: {other:?}"),
+        }
+        for code in [503, 500, 429, 408] {
+            let e = get_err(&f, &url(code), 100).await;
+            assert!(e.is_transient() && e.to_string().contains(&format!("returned {code}")), "{code}: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn https_sets_up_and_fails_cleanly_against_a_server_without_tls() {
+        let port = serve().await;
+        // Builds the rustls configuration and runs a handshake: a crypto provider mix-up
+        // would panic here rather than fail.
+        let e = get_err(&fetcher(&local(port)), &format!("https://127.0.0.1:{port}/ok"), 100).await;
+        assert!(e.is_transient(), "{e}");
+    }
+}
