@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates the seed corpus from qemu-img images: small images of every format, with data
 # written by qemu-io, cut to their first KiBs where the rest is only guest data. The corpus is
-# committed; run this only to rebuild it (the fuzzer's own finds are not kept here).
+# committed; run this only to rebuild it (the fuzzer's own finds are not kept here, but the
+# regression-* inputs, crashes it found once, are kept).
 set -euo pipefail
 cd "$(dirname "$0")"
 work=$(mktemp -d)
@@ -9,8 +10,8 @@ trap 'rm -rf "$work"' EXIT
 
 qcow2=corpus/qcow2_reader
 inspector=corpus/inspector
-rm -rf "$qcow2" "$inspector"
 mkdir -p "$qcow2" "$inspector"
+find "$qcow2" "$inspector" -type f ! -name 'regression-*' -delete
 
 # name, qemu-img create options, size, bytes kept (0: all)
 make_qcow2() {

@@ -578,11 +578,18 @@ fn inflate_all(
             .zip(output.chunks_mut(per_thread * cluster))
             .map(|(jobs, output)| scope.spawn(move || inflate_jobs(jobs, input, output, cluster)))
             .collect();
-        workers.into_iter().try_for_each(|worker| {
-            worker
-                .join()
-                .unwrap_or_else(|_| Err(malformed("a decompression thread failed".to_owned())))
-        })
+        // Every worker is joined, also after one has failed: the scope's own wait ends when a
+        // thread's closure returns, not when the thread has exited, so an unjoined one could
+        // outlive this call (the qcow2_reader fuzz target's leak check caught that).
+        let outcomes: Vec<_> = workers
+            .into_iter()
+            .map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|_| Err(malformed("a decompression thread failed".to_owned())))
+            })
+            .collect();
+        outcomes.into_iter().collect()
     })
 }
 
