@@ -2,9 +2,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use glint_core::config::Config;
+use glint_core::config::{Config, TasksConfig, Transport};
+use glint_core::queue::{MemoryQueue, RabbitQueue, TaskQueue};
+use glint_core::store::Stores;
+use glint_worker::flows::Deps;
 
 /// Glint: an OpenStack Image (Glance v2) compatible image service.
 #[derive(Parser)]
@@ -19,11 +24,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// API and workers in one process (the default): SQLite under ./data, no-auth on 127.0.0.1:9292.
+    /// API and task workers in one process (the default): SQLite under ./data, no-auth on 127.0.0.1:9292.
     Serve,
-    /// The API alone, for deployments that run workers separately.
+    /// The API alone, for deployments that run workers separately (tasks.transport = "rabbitmq").
     Api,
-    /// A task worker (needs a shared database and a broker).
+    /// A task worker: runs imports woken through RabbitMQ (needs the shared database and stores).
     Worker,
     /// Apply pending database migrations and exit.
     Migrate,
@@ -74,37 +79,92 @@ fn main() -> ExitCode {
 }
 
 /// How often data of deleted images that a store failed to remove is retried.
-const SCRUB_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+const SCRUB_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How long a stopping worker waits for its running tasks; those still running then are
+/// taken over by another worker once their lease expires.
+const WORKER_GRACE: Duration = Duration::from_secs(30);
 
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     let db = glint_core::db::connect(&config.database).await?;
-    match command {
-        Command::Migrate => {
-            glint_core::db::migrate(&db).await?;
-            tracing::info!("migrations applied");
-            Ok(())
+    if matches!(command, Command::Migrate) {
+        glint_core::db::migrate(&db).await?;
+        tracing::info!("migrations applied");
+        return Ok(());
+    }
+    if config.database.migrate_on_start {
+        glint_core::db::migrate(&db).await?;
+    }
+    let queue = task_queue(&command, &config.tasks)?;
+    let stores = Stores::from_config(&config.storage)?;
+    let stopping = Stopping::on_signal();
+    let relay = tokio::spawn(glint_worker::relay(
+        db.clone(),
+        queue.clone(),
+        Duration::from_secs(config.tasks.relay_interval),
+        Duration::from_secs(config.tasks.republish_after),
+        stopping.wait(),
+    ));
+    let worker = match command {
+        Command::Serve | Command::Worker => {
+            let flows = glint_worker::flows::registry(Deps::from_config(&config, stores.clone())?);
+            let settings = glint_worker::Settings::from_config(&config.tasks);
+            tracing::info!(worker = %settings.worker_id, concurrency = settings.prefetch, "task worker started");
+            Some(tokio::spawn(glint_worker::run(db.clone(), queue.clone(), flows, settings, stopping.wait())))
         }
-        Command::Serve | Command::Api => {
-            if config.database.migrate_on_start {
-                glint_core::db::migrate(&db).await?;
-            }
-            let stores = glint_core::store::Stores::from_config(&config.storage)?;
-            tokio::spawn(glint_core::data::scrub(db.clone(), stores.clone(), SCRUB_INTERVAL));
-            let listener = tokio::net::TcpListener::bind(config.server.bind).await?;
-            tracing::info!(address = %listener.local_addr()?, "glint API listening");
-            glint_api::serve(glint_api::AppState::new(config, db, stores), listener, shutdown_signal()).await?;
-            Ok(())
+        _ => None,
+    };
+    if matches!(command, Command::Serve | Command::Api) {
+        tokio::spawn(glint_core::data::scrub(db.clone(), stores.clone(), SCRUB_INTERVAL));
+        let listener = tokio::net::TcpListener::bind(config.server.bind).await?;
+        tracing::info!(address = %listener.local_addr()?, "glint API listening");
+        let state = glint_api::AppState::new(config, db, stores, queue)?;
+        glint_api::serve(state, listener, stopping.wait()).await?;
+    } else {
+        stopping.wait().await;
+    }
+    if let Some(worker) = worker {
+        match tokio::time::timeout(WORKER_GRACE, worker).await {
+            Ok(joined) => joined??,
+            Err(_) => tracing::warn!("tasks still running at shutdown; other workers take them over when their leases expire"),
         }
-        Command::Worker => {
-            if config.database.migrate_on_start {
-                glint_core::db::migrate(&db).await?;
-            }
-            // The runtime is ready; the import flows it would run, and the broker transport a
-            // separate worker process needs, are not built yet.
-            Err(glint_worker::Error::NoFlows.into())
-        }
-        Command::Inspect { .. } => {
-            unreachable!("inspect is handled in main, before the configuration loads")
+    }
+    relay.await?;
+    Ok(())
+}
+
+/// The task transport the configuration names, checked against what `command` runs.
+fn task_queue(command: &Command, cfg: &TasksConfig) -> anyhow::Result<Arc<dyn TaskQueue>> {
+    match (cfg.transport, command) {
+        (Transport::Memory, Command::Serve) => Ok(Arc::new(MemoryQueue::new())),
+        (Transport::Memory, _) => anyhow::bail!(
+            "tasks.transport = \"memory\" only reaches workers inside `glint serve`; \
+             separate api and worker processes need tasks.transport = \"rabbitmq\""
+        ),
+        (Transport::Rabbitmq, _) => Ok(Arc::new(RabbitQueue::new(&cfg.broker_url, &cfg.queue_name).map_err(anyhow::Error::msg)?)),
+    }
+}
+
+/// Tells every part of the process that it is time to stop.
+#[derive(Clone)]
+struct Stopping(tokio::sync::watch::Receiver<bool>);
+
+impl Stopping {
+    /// Fires on Ctrl-C or SIGTERM, so both an operator and a service manager stop us cleanly.
+    fn on_signal() -> Stopping {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = tx.send(true);
+        });
+        Stopping(rx)
+    }
+
+    /// Resolves once stopping has begun.
+    fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.clone();
+        async move {
+            let _ = rx.wait_for(|stopping| *stopping).await;
         }
     }
 }
@@ -130,7 +190,6 @@ fn inspect(file: &Path, json: bool) -> ExitCode {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM, so both an operator and a service manager stop us cleanly.
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

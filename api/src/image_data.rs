@@ -19,12 +19,12 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::NoBody;
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// Data requests must say `application/octet-stream` (parameters ignored), else 415.
-fn require_octet_stream(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn require_octet_stream(headers: &HeaderMap) -> Result<(), ApiError> {
     let content_type = header_str(headers, header::CONTENT_TYPE.as_str()).unwrap_or("");
     let media = content_type.split(';').next().unwrap_or("").trim();
     if media.eq_ignore_ascii_case("application/octet-stream") {
@@ -38,7 +38,7 @@ fn require_octet_stream(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// The announced size: `x-openstack-image-size`, else `Content-Length`; 0 means unknown.
-fn expected_size(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+pub(crate) fn expected_size(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let announced = match header_str(headers, "x-openstack-image-size") {
         Some(text) => Some(
             text.trim()

@@ -169,5 +169,8 @@ pub async fn delete(
     if let Err(err) = glint_core::data::purge(&state.db, &state.stores, Some(&id)).await {
         tracing::warn!(image = %id, error = %err, "removing image data failed; the scrubber will retry");
     }
+    if let Err(err) = state.staging.remove(&id).await {
+        tracing::warn!(image = %id, error = %err, "removing staged data failed");
+    }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -6,6 +6,7 @@ mod error;
 mod extract;
 mod image_data;
 mod images;
+mod import;
 mod info;
 mod list;
 mod router;
@@ -22,13 +23,16 @@ use axum::ServiceExt;
 use axum::extract::Request;
 use glint_core::config::Config;
 use glint_core::image::schema::Validator;
-use glint_core::store::Stores;
+use glint_core::queue::TaskQueue;
+use glint_core::store::{Staging, Stores};
+use glint_core::web::Fetcher;
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 use tower::Layer;
 use tower::util::MapRequestLayer;
 
-/// What every handler shares: the database pool, the configuration, the schema validator.
+/// What every handler shares: the database pool, the configuration, the schema validator,
+/// the stores and the task transport.
 #[derive(Clone)]
 pub struct AppState {
     /// Metadata database pool.
@@ -39,13 +43,35 @@ pub struct AppState {
     pub validator: Arc<Validator>,
     /// The image data stores.
     pub stores: Stores,
+    /// Data staged for imports.
+    pub staging: Staging,
+    /// Checks web-download URLs.
+    pub fetcher: Arc<Fetcher>,
+    /// Where task wake-ups are published.
+    pub queue: Arc<dyn TaskQueue>,
 }
 
 impl AppState {
-    /// State for `config` over the pool `db`, writing data to `stores`.
-    pub fn new(config: Config, db: DatabaseConnection, stores: Stores) -> Self {
+    /// State for `config` over the pool `db`, writing data to `stores` and waking workers
+    /// through `queue`.
+    pub fn new(config: Config, db: DatabaseConnection, stores: Stores, queue: Arc<dyn TaskQueue>) -> glint_core::Result<Self> {
         let validator = Arc::new(Validator::new(&config.images));
-        Self { db, config: Arc::new(config), validator, stores }
+        let staging = Staging::open(&config.import.staging_dir).map_err(|e| {
+            glint_core::Error::Config(format!("import.staging_dir {}: {e}", config.import.staging_dir.display()))
+        })?;
+        let fetcher = Arc::new(Fetcher::new(&config.import.filtering).map_err(|e| glint_core::Error::Config(e.to_string()))?);
+        Ok(Self { db, config: Arc::new(config), validator, stores, staging, fetcher, queue })
+    }
+
+    pub(crate) fn task_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.config.tasks.time_to_live * 3600)
+    }
+
+    /// Wakes a worker for recorded task `id`, in the background: the row is the truth, and the
+    /// outbox relay publishes whatever this does not get through.
+    pub(crate) fn announce(&self, id: &str) {
+        let (db, queue, id) = (self.db.clone(), self.queue.clone(), id.to_owned());
+        tokio::spawn(async move { glint_core::queue::announce(&db, queue.as_ref(), &id).await });
     }
 }
 

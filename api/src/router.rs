@@ -6,7 +6,7 @@ use axum::middleware;
 use axum::routing::{MethodRouter, any, get, post, put};
 
 use crate::error::{self, ApiError};
-use crate::{AppState, actions, context, image_data, images, info, schemas, tags, tasks, versions};
+use crate::{AppState, actions, context, image_data, images, import, info, schemas, tags, tasks, versions};
 
 /// A resource's methods; any other method is a 405 listing `allowed` in `Allow`.
 fn resource(methods: MethodRouter<AppState>, allowed: &'static str) -> MethodRouter<AppState> {
@@ -22,11 +22,14 @@ pub fn router(state: AppState) -> Router {
             resource(get(images::show).patch(images::update).delete(images::delete), "GET, PATCH, DELETE"),
         )
         .route("/v2/images/{id}/file", resource(get(image_data::download).put(image_data::upload), "GET, PUT"))
+        .route("/v2/images/{id}/stage", resource(put(import::stage), "PUT"))
+        .route("/v2/images/{id}/import", resource(post(import::import), "POST"))
+        .route("/v2/info/import", resource(get(import::info), "GET"))
         .route("/v2/images/{id}/tags/{tag}", resource(put(tags::add).delete(tags::remove), "PUT, DELETE"))
         .route("/v2/images/{id}/actions/deactivate", resource(post(actions::deactivate), "POST"))
         .route("/v2/images/{id}/actions/reactivate", resource(post(actions::reactivate), "POST"))
         .route("/v2/images/{id}/tasks", resource(get(tasks::for_image), "GET"))
-        .route("/v2/tasks", resource(get(tasks::list), "GET"))
+        .route("/v2/tasks", resource(get(tasks::list).post(tasks::create), "GET, POST"))
         .route("/v2/tasks/{id}", resource(get(tasks::show), "GET"))
         .route("/v2/schemas/task", resource(get(schemas::task), "GET"))
         .route("/v2/schemas/tasks", resource(get(schemas::tasks), "GET"))

@@ -2,7 +2,8 @@
 
 use axum::Json;
 use axum::extract::{Extension, Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use chrono::NaiveDateTime;
 use glint_core::context::RequestContext;
 use glint_core::db::tasks::{self as repo, TaskQuery, TaskSortKey};
@@ -14,7 +15,8 @@ use serde_json::{Map, Value, json};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::NoBody;
+use crate::extract::{JsonBody, NoBody};
+use crate::versions;
 use crate::view::timestamp;
 
 /// `tasks_api_access`: the legacy tasks API is for admins by default.
@@ -142,6 +144,26 @@ pub async fn list(
         body["next"] = json!(format!("/v2/tasks?{}", next.finish()));
     }
     Ok(Json(body))
+}
+
+/// `POST /v2/tasks`: records a legacy `import` task; 201 with the pending task.
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    check_tasks_api(&ctx)?;
+    let task = glint_core::import::legacy_task(&ctx, &body, &state.fetcher, &state.config.images, &state.validator).await?;
+    repo::insert(&state.db, &task).await?;
+    tracing::info!(task = %task.id, "legacy import task accepted");
+    state.announce(&task.id);
+    let mut response = (StatusCode::CREATED, Json(full(&task))).into_response();
+    let location = format!("{}/v2/tasks/{}", versions::base_url(&state, &headers), task.id);
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    Ok(response)
 }
 
 /// `GET /v2/tasks/{id}`.

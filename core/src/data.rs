@@ -16,7 +16,7 @@ use sea_orm::DatabaseConnection;
 
 use crate::db::{images, locations};
 use crate::image::{Action, Image, Status};
-use crate::store::{ByteStream, Store, StoreError, Stores};
+use crate::store::{ByteStream, Staging, Store, StoreError, Stores};
 use crate::{Error, Result};
 
 const CHANNEL_DEPTH: usize = 4;
@@ -226,7 +226,60 @@ pub async fn upload(db: &DatabaseConnection, stores: &Stores, image: &Image, bod
     .await;
     if let Err(err) = &outcome {
         tracing::info!(image = %image.id, error = %err, "upload failed; image back to queued");
-        if let Err(restore) = images::abort_upload(db, &image.id).await {
+        if let Err(restore) = images::back_to_queued(db, &image.id, Status::Saving).await {
+            tracing::error!(image = %image.id, error = %restore, "could not put the image back to queued");
+        }
+    }
+    outcome
+}
+
+/// `PUT /v2/images/{id}/stage`: `queued -> uploading`, `body` written to the staging area
+/// (at most `cap` bytes) and the image's `size` set; no hashing or inspection yet, the import
+/// does that. Staged data already present is a 409. On failure the image is back in `queued`
+/// and nothing is staged.
+pub async fn stage(
+    db: &DatabaseConnection,
+    staging: &Staging,
+    image: &Image,
+    body: ByteStream,
+    expected_size: Option<u64>,
+    cap: u64,
+) -> Result<()> {
+    image.status.next(Action::Stage)?;
+    if staging.contains(&image.id).await {
+        return Err(Error::Conflict(format!("The image {} has data on staging", image.id)));
+    }
+    if let Some(expected) = expected_size.filter(|e| *e > cap) {
+        return Err(Error::OverLimit(format!("Image size {expected} exceeds the maximum of {cap} bytes")));
+    }
+    images::set_status(db, &image.id, Status::Queued, Status::Uploading).await?;
+    let outcome = async {
+        let heartbeat = async {
+            loop {
+                tokio::time::sleep(UPLOAD_HEARTBEAT).await;
+                if let Err(err) = images::touch_upload(db, &image.id).await {
+                    tracing::warn!(image = %image.id, error = %err, "staging heartbeat failed");
+                }
+            }
+        };
+        let size = tokio::select! {
+            size = staging.put(&image.id, body, cap) => size?,
+            () = heartbeat => unreachable!("the heartbeat never ends"),
+        };
+        match expected_size {
+            Some(expected) if expected != size => {
+                Err(Error::BadRequest(format!("Size mismatch: expected {expected} bytes, got {size} bytes")))
+            }
+            _ => images::finish_stage(db, &image.id, size).await,
+        }
+    }
+    .await;
+    if let Err(err) = &outcome {
+        tracing::info!(image = %image.id, error = %err, "staging failed; image back to queued");
+        if let Err(err) = staging.remove(&image.id).await {
+            tracing::error!(image = %image.id, error = %err, "could not remove the data of a failed staging");
+        }
+        if let Err(restore) = images::back_to_queued(db, &image.id, Status::Uploading).await {
             tracing::error!(image = %image.id, error = %restore, "could not put the image back to queued");
         }
     }
@@ -234,7 +287,7 @@ pub async fn upload(db: &DatabaseConnection, stores: &Stores, image: &Image, bod
 }
 
 /// The `virtual_size` to record for inspected data, or the 415 that refuses it.
-fn verdict(image: &Image, inspector: Option<glint_formats::Inspector>) -> Result<Option<i64>> {
+pub fn verdict(image: &Image, inspector: Option<glint_formats::Inspector>) -> Result<Option<i64>> {
     let (Some(inspector), Some(disk_format)) = (inspector, image.disk_format.as_deref()) else {
         return Ok(None);
     };

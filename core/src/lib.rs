@@ -10,6 +10,7 @@ pub mod data;
 pub mod db;
 pub mod error;
 pub mod image;
+pub mod import;
 pub mod policy;
 pub mod queue;
 pub mod store;

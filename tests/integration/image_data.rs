@@ -46,12 +46,12 @@ fn small_cap(config: &mut Config) {
     config.images.image_size_cap = 1024;
 }
 
-fn payload(len: usize) -> Vec<u8> {
+pub(crate) fn payload(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 % 251) as u8).collect()
 }
 
 /// md5 and sha512 as coreutils compute them: an oracle independent of our hashing code.
-fn coreutils_digests(data: &[u8]) -> (String, String) {
+pub(crate) fn coreutils_digests(data: &[u8]) -> (String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("data");
     std::fs::write(&file, data).expect("write");
@@ -413,7 +413,7 @@ async fn store_failure_mid_write_is_500_and_leaves_nothing() {
 }
 
 /// Makes an image with qemu-img (the format oracle) and returns its bytes.
-fn qemu_image(args: &[&str]) -> Vec<u8> {
+pub(crate) fn qemu_image(args: &[&str]) -> Vec<u8> {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("image");
     let mut command = std::process::Command::new("qemu-img");
@@ -430,7 +430,7 @@ fn qemu_image(args: &[&str]) -> Vec<u8> {
     std::fs::read(path).expect("read image")
 }
 
-async fn image_of(app: &TestApp, disk_format: &str, container_format: &str) -> String {
+pub(crate) async fn image_of(app: &TestApp, disk_format: &str, container_format: &str) -> String {
     let image = app.create_image(json!({"disk_format": disk_format, "container_format": container_format})).await;
     image["id"].as_str().expect("id").to_owned()
 }

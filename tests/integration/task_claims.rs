@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::support::{TestApp, on_every_database};
 
-on_every_database!(
+on_every_database!(idle;
     claim_is_exclusive_under_a_race,
     claim_of_a_running_or_finished_task_is_refused,
     lease_renewal_keeps_the_claim_and_expiry_releases_it,

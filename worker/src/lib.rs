@@ -15,7 +15,10 @@ use glint_core::db::tasks;
 use glint_core::queue::{Message, TaskQueue, backoff};
 use glint_core::task::{Task, TaskStatus, TaskType};
 use sea_orm::DatabaseConnection;
+use futures_util::StreamExt;
 use tokio::task::JoinSet;
+
+pub mod flows;
 
 /// How a flow failed: decides between another attempt and a final failure.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +50,24 @@ pub trait Flow: Send + Sync {
     /// same transaction as its last change (e.g. the image becoming `active`), so the two
     /// cannot disagree; it returns `Ok` whether or not it still held the claim.
     async fn run(&self, ctx: &FlowContext, task: &Task) -> Result<(), FlowError>;
+
+    /// Ends `task` as failed with `reason` and undoes what it did to its image, in one
+    /// transaction; called after [`FlowError::Abort`], after the last retry, and for a task
+    /// whose workers kept dying. Does nothing if the worker no longer holds the claim.
+    async fn fail(&self, ctx: &FlowContext, task: &Task, reason: &str) -> glint_core::Result<()> {
+        tasks::finish(&ctx.db, &task.id, &ctx.worker_id, TaskStatus::Failure, None, reason, ctx.task_ttl).await?;
+        Ok(())
+    }
+}
+
+/// A task type without a flow: it can only fail.
+struct Unknown;
+
+#[async_trait::async_trait]
+impl Flow for Unknown {
+    async fn run(&self, _ctx: &FlowContext, task: &Task) -> Result<(), FlowError> {
+        Err(FlowError::Abort(format!("No worker flow handles tasks of type {}", task.task_type)))
+    }
 }
 
 /// Flows by task type.
@@ -85,6 +106,23 @@ pub struct Settings {
     pub task_ttl: Duration,
     /// A task retried this many times fails for good.
     pub max_attempts: i32,
+}
+
+impl Settings {
+    /// Settings from `[tasks]`, with a worker id unique to this process.
+    pub fn from_config(cfg: &glint_core::config::TasksConfig) -> Settings {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".into());
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        Settings {
+            worker_id: format!("{host}:{}:{}", std::process::id(), &suffix[..8]),
+            lease: Duration::from_secs(cfg.lease.max(3)),
+            prefetch: cfg.worker_concurrency.max(1),
+            task_ttl: Duration::from_secs(cfg.time_to_live.saturating_mul(3600)),
+            max_attempts: cfg.max_attempts.max(1),
+        }
+    }
 }
 
 /// Why a worker stopped.
@@ -156,21 +194,26 @@ async fn handle(ctx: Arc<FlowContext>, flows: Arc<Registry>, settings: Arc<Setti
         message.ack().await;
         return;
     };
-    let outcome = match flows.get(task.task_type) {
-        Some(flow) => run_leased(&ctx, &settings, flow.as_ref(), &task).await,
-        None => Some(Err(FlowError::Abort(format!("No worker flow handles tasks of type {}", task.task_type)))),
-    };
-    match outcome {
+    let flow: &dyn Flow = flows.get(task.task_type).map_or(&Unknown, |f| f.as_ref());
+    let attempts = attempts_of(&ctx.db, &task.id).await;
+    if attempts > settings.max_attempts {
+        // Every earlier attempt ended with its worker gone (crash, OOM, kill): this task
+        // may be what kills them.
+        let reason = format!("Gave up after {} attempts whose workers stopped responding", attempts - 1);
+        fail(&ctx, flow, &task, &reason).await;
+        message.ack().await;
+        return;
+    }
+    match run_leased(&ctx, &settings, flow, &task).await {
         None => tracing::warn!(task = %task.id, "lost the claim while running; another worker takes over"),
         Some(Ok(())) => {}
         Some(Err(FlowError::Abort(reason))) => {
             tracing::info!(task = %task.id, reason = %reason, "task failed");
-            fail(&ctx, &settings, &task, &reason).await;
+            fail(&ctx, flow, &task, &reason).await;
         }
         Some(Err(FlowError::Retry(reason))) => {
-            let attempts = attempts_of(&ctx.db, &task.id).await;
             if attempts >= settings.max_attempts {
-                fail(&ctx, &settings, &task, &format!("{reason} (gave up after {attempts} attempts)")).await;
+                fail(&ctx, flow, &task, &format!("{reason} (gave up after {attempts} attempts)")).await;
             } else {
                 tracing::info!(task = %task.id, attempts, reason = %reason, "task will be retried");
                 if let Err(err) = tasks::release(&ctx.db, &task.id, &settings.worker_id).await {
@@ -186,9 +229,9 @@ async fn handle(ctx: Arc<FlowContext>, flows: Arc<Registry>, settings: Arc<Setti
     message.ack().await;
 }
 
-async fn fail(ctx: &FlowContext, settings: &Settings, task: &Task, reason: &str) {
-    let failed = tasks::finish(&ctx.db, &task.id, &settings.worker_id, TaskStatus::Failure, None, reason, ctx.task_ttl);
-    if let Err(err) = failed.await {
+async fn fail(ctx: &FlowContext, flow: &dyn Flow, task: &Task, reason: &str) {
+    if let Err(err) = flow.fail(ctx, task, reason).await {
+        // The claim stays ours until the lease expires; then the task runs again.
         tracing::error!(task = %task.id, error = %err, "cannot record the task failure");
     }
 }
@@ -214,6 +257,9 @@ async fn run_leased(ctx: &FlowContext, settings: &Settings, flow: &dyn Flow, tas
         () = renew => None,
     }
 }
+
+/// Publishes the relay keeps in flight at once.
+const RELAY_CONCURRENCY: usize = 64;
 
 /// The outbox relay: every `every`, releases tasks whose worker died and publishes wake-ups
 /// for pending tasks not yet confirmed (or confirmed more than `republish_after` ago, in case
@@ -243,18 +289,25 @@ pub async fn relay_once(db: &DatabaseConnection, queue: &dyn TaskQueue, republis
     if released > 0 {
         tracing::warn!(tasks = released, "released tasks whose worker stopped renewing its lease");
     }
-    let mut published = 0;
-    for id in tasks::unpublished(db, republish_after, 500).await? {
-        match queue.publish(&id).await {
-            Ok(()) => {
-                tasks::mark_published(db, &id).await?;
-                published += 1;
+    let pending = tasks::unpublished(db, republish_after, 500).await?;
+    // Confirmed persistent publishes cost a broker round trip and an fsync each; in flight
+    // together they go ~20x faster than one by one.
+    let outcomes: Vec<glint_core::Result<bool>> = futures_util::stream::iter(pending)
+        .map(|id| async move {
+            match queue.publish(&id).await {
+                Ok(()) => tasks::mark_published(db, &id).await.map(|()| true),
+                Err(err) => {
+                    tracing::debug!(task = %id, error = %err, "publishing a wake-up failed; will retry");
+                    Ok(false)
+                }
             }
-            Err(err) => {
-                tracing::warn!(error = %err, "publishing task wake-ups failed; will retry");
-                break;
-            }
-        }
+        })
+        .buffer_unordered(RELAY_CONCURRENCY)
+        .collect()
+        .await;
+    let published = outcomes.iter().filter(|o| matches!(o, Ok(true))).count();
+    if published < outcomes.len() {
+        tracing::warn!(failed = outcomes.len() - published, "publishing task wake-ups failed; will retry");
     }
-    Ok(published)
+    outcomes.into_iter().find_map(Result::err).map_or(Ok(published), Err)
 }

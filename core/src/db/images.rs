@@ -181,7 +181,7 @@ pub async fn update(db: &DatabaseConnection, before: &Image, after: &Image) -> R
 }
 
 /// Moves image `id` from status `from` to `to` if nobody moved it first (409 otherwise).
-pub async fn set_status(db: &DatabaseConnection, id: &str, from: Status, to: Status) -> Result<()> {
+pub async fn set_status(db: &impl ConnectionTrait, id: &str, from: Status, to: Status) -> Result<()> {
     let result = image::Entity::update_many()
         .col_expr(image::Column::Status, Expr::value(to.as_str()))
         .col_expr(image::Column::UpdatedAt, Expr::value(now()))
@@ -194,6 +194,61 @@ pub async fn set_status(db: &DatabaseConnection, id: &str, from: Status, to: Sta
         return Err(lost_race(db, id).await);
     }
     Ok(())
+}
+
+/// Sets (`Some`) or removes (`None`) extra properties of image `id`; part of the caller's
+/// transaction. For the properties Glance maintains itself (`os_glance_*`).
+pub async fn set_properties(db: &impl ConnectionTrait, id: &str, changes: &[(&str, Option<&str>)]) -> Result<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    image_property::Entity::delete_many()
+        .filter(image_property::Column::ImageId.eq(id))
+        .filter(image_property::Column::Name.is_in(changes.iter().map(|(name, _)| *name)))
+        .exec(db)
+        .await?;
+    let set: Vec<(String, Option<String>)> =
+        changes.iter().filter_map(|(name, value)| value.map(|v| ((*name).to_owned(), Some(v.to_owned())))).collect();
+    insert_properties(db, id, set.iter().map(|(k, v)| (k, v))).await
+}
+
+/// Adds property `name = value` to image `id` only if the image does not have it yet: the
+/// unique (image, name) index makes this a lock. `false` when someone else holds it.
+pub async fn add_property_if_absent(db: &sea_orm::DatabaseTransaction, id: &str, name: &str, value: &str) -> Result<bool> {
+    let row = image_property::ActiveModel {
+        image_id: Set(id.to_owned()),
+        name: Set(name.to_owned()),
+        value: Set(Some(value.to_owned())),
+        ..Default::default()
+    };
+    // In a savepoint: on PostgreSQL a failed statement would otherwise doom the caller's
+    // whole transaction.
+    let savepoint = db.begin().await?;
+    match image_property::Entity::insert(row).exec_without_returning(&savepoint).await {
+        Ok(_) => {
+            savepoint.commit().await?;
+            Ok(true)
+        }
+        Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+            savepoint.rollback().await?;
+            Ok(false)
+        }
+        Err(err) => {
+            savepoint.rollback().await?;
+            Err(err.into())
+        }
+    }
+}
+
+/// Removes property `name` of image `id` if it still has `value`; `false` if it did not.
+pub async fn remove_property_if(db: &impl ConnectionTrait, id: &str, name: &str, value: &str) -> Result<bool> {
+    let result = image_property::Entity::delete_many()
+        .filter(image_property::Column::ImageId.eq(id))
+        .filter(image_property::Column::Name.eq(name))
+        .filter(image_property::Column::Value.eq(value))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected > 0)
 }
 
 /// Soft-deletes image `id` (status `deleted`) and marks its data for removal in the same
@@ -257,13 +312,50 @@ pub async fn finish_upload(
     Ok(())
 }
 
-/// Heartbeat of a running upload: a `saving` image whose `updated_at` stops moving was
-/// abandoned by a process that died (see [`reset_stale_uploads`]).
+/// What an import learned about the data it stored.
+pub struct Imported<'a> {
+    /// Size and digests of the stored data.
+    pub data: &'a crate::data::Ingested,
+    /// From format inspection, when it ran.
+    pub virtual_size: Option<i64>,
+    /// The new `disk_format` when the import converted the data.
+    pub disk_format: Option<&'a str>,
+}
+
+/// Records a finished import on image `id`, part of the caller's transaction: `importing ->
+/// active` with the data's size, digests and virtual size (and converted format). `false` if
+/// the image is no longer `importing` (deleted meanwhile).
+pub async fn activate_import(db: &impl ConnectionTrait, id: &str, imported: &Imported<'_>) -> Result<bool> {
+    let size = i64::try_from(imported.data.size).map_err(|_| Error::OverLimit("image too large".into()))?;
+    let mut update = image::Entity::update_many()
+        .col_expr(image::Column::Status, Expr::value(Status::Active.as_str()))
+        .col_expr(image::Column::Size, Expr::value(size))
+        .col_expr(image::Column::VirtualSize, Expr::value(imported.virtual_size))
+        .col_expr(image::Column::Checksum, Expr::value(imported.data.checksum.clone()))
+        .col_expr(image::Column::OsHashAlgo, Expr::value(crate::data::HASH_ALGO))
+        .col_expr(image::Column::OsHashValue, Expr::value(imported.data.os_hash_value.clone()))
+        .col_expr(image::Column::UpdatedAt, Expr::value(now()));
+    if let Some(disk_format) = imported.disk_format {
+        update = update
+            .col_expr(image::Column::DiskFormat, Expr::value(disk_format))
+            .col_expr(image::Column::ContainerFormat, Expr::value("bare"));
+    }
+    let result = update
+        .filter(image::Column::Id.eq(id))
+        .filter(image::Column::Deleted.eq(false))
+        .filter(image::Column::Status.eq(Status::Importing.as_str()))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// Heartbeat of a running upload or staging: a `saving` image whose `updated_at` stops
+/// moving was abandoned by a process that died (see [`reset_stale_uploads`]).
 pub async fn touch_upload(db: &DatabaseConnection, id: &str) -> Result<()> {
     image::Entity::update_many()
         .col_expr(image::Column::UpdatedAt, Expr::value(now()))
         .filter(image::Column::Id.eq(id))
-        .filter(image::Column::Status.eq(Status::Saving.as_str()))
+        .filter(image::Column::Status.is_in([Status::Saving.as_str(), Status::Uploading.as_str()]))
         .exec(db)
         .await?;
     Ok(())
@@ -286,8 +378,9 @@ pub async fn reset_stale_uploads(db: &DatabaseConnection, idle: std::time::Durat
     Ok(result.rows_affected)
 }
 
-/// Puts an image whose upload failed back to `queued`, as Glance does, clearing its sizes.
-pub async fn abort_upload(db: &DatabaseConnection, id: &str) -> Result<()> {
+/// Puts an image whose upload, staging or import failed back to `queued` (if it is still in
+/// status `from`), as Glance does, clearing its sizes.
+pub async fn back_to_queued(db: &impl ConnectionTrait, id: &str, from: Status) -> Result<()> {
     image::Entity::update_many()
         .col_expr(image::Column::Status, Expr::value(Status::Queued.as_str()))
         .col_expr(image::Column::Size, Expr::value(Option::<i64>::None))
@@ -295,9 +388,26 @@ pub async fn abort_upload(db: &DatabaseConnection, id: &str) -> Result<()> {
         .col_expr(image::Column::UpdatedAt, Expr::value(now()))
         .filter(image::Column::Id.eq(id))
         .filter(image::Column::Deleted.eq(false))
-        .filter(image::Column::Status.eq(Status::Saving.as_str()))
+        .filter(image::Column::Status.eq(from.as_str()))
         .exec(db)
         .await?;
+    Ok(())
+}
+
+/// Records the size of data staged for `uploading` image `id`; a 410 if it moved on meanwhile.
+pub async fn finish_stage(db: &DatabaseConnection, id: &str, size: u64) -> Result<()> {
+    let size = i64::try_from(size).map_err(|_| Error::OverLimit("image too large".into()))?;
+    let result = image::Entity::update_many()
+        .col_expr(image::Column::Size, Expr::value(size))
+        .col_expr(image::Column::UpdatedAt, Expr::value(now()))
+        .filter(image::Column::Id.eq(id))
+        .filter(image::Column::Deleted.eq(false))
+        .filter(image::Column::Status.eq(Status::Uploading.as_str()))
+        .exec(db)
+        .await?;
+    if result.rows_affected == 0 {
+        return Err(Error::Gone(format!("Image {id} could not be found after staging. The image may have been deleted meanwhile.")));
+    }
     Ok(())
 }
 

@@ -127,6 +127,56 @@ pub async fn finish<C: ConnectionTrait + TransactionTrait>(
     Ok(true)
 }
 
+/// The live task `id`, whoever owns it.
+pub async fn get(db: &impl ConnectionTrait, id: &str) -> Result<Option<Task>> {
+    let row = task::Entity::find_by_id(id.to_owned()).filter(task::Column::Deleted.eq(false)).one(db).await?;
+    Ok(assemble(db, row.into_iter().collect()).await?.pop())
+}
+
+/// Fails task `id` if it is still pending or processing (its import lock was taken over);
+/// a worker still running it loses its claim and stops.
+pub async fn preempt(db: &impl ConnectionTrait, id: &str, message: &str, ttl: std::time::Duration) -> Result<()> {
+    let at = now();
+    let result = task::Entity::update_many()
+        .col_expr(task::Column::Status, Expr::value(TaskStatus::Failure.as_str()))
+        .col_expr(task::Column::ClaimedBy, Expr::value(Option::<String>::None))
+        .col_expr(task::Column::LeaseExpiresAt, Expr::value(Option::<chrono::NaiveDateTime>::None))
+        .col_expr(task::Column::ExpiresAt, Expr::value(at + duration(ttl)?))
+        .col_expr(task::Column::UpdatedAt, Expr::value(at))
+        .filter(task::Column::Id.eq(id))
+        .filter(task::Column::Status.is_in([TaskStatus::Pending.as_str(), TaskStatus::Processing.as_str()]))
+        .exec(db)
+        .await?;
+    if result.rows_affected == 1 {
+        task_info::Entity::update_many()
+            .col_expr(task_info::Column::Message, Expr::value(message))
+            .filter(task_info::Column::TaskId.eq(id))
+            .exec(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Shows progress `message` on `worker`'s running task `id`; `false` when the claim was lost.
+pub async fn report_progress(db: &impl ConnectionTrait, id: &str, worker: &str, message: &str) -> Result<bool> {
+    let claimed = task::Entity::update_many()
+        .col_expr(task::Column::UpdatedAt, Expr::value(now()))
+        .filter(task::Column::Id.eq(id))
+        .filter(task::Column::Status.eq(TaskStatus::Processing.as_str()))
+        .filter(task::Column::ClaimedBy.eq(worker))
+        .exec(db)
+        .await?;
+    if claimed.rows_affected == 0 {
+        return Ok(false);
+    }
+    task_info::Entity::update_many()
+        .col_expr(task_info::Column::Message, Expr::value(message))
+        .filter(task_info::Column::TaskId.eq(id))
+        .exec(db)
+        .await?;
+    Ok(true)
+}
+
 /// Gives `worker`'s task `id` back to `pending` for another attempt (a transient failure).
 pub async fn release(db: &impl ConnectionTrait, id: &str, worker: &str) -> Result<()> {
     task::Entity::update_many()

@@ -107,6 +107,14 @@ pub enum Action {
     Delete,
     /// `PUT /v2/images/{id}/file`: data arrives through the API.
     Upload,
+    /// `PUT /v2/images/{id}/stage`: data goes to the staging area.
+    Stage,
+    /// Import of data staged before (`glance-direct`).
+    ImportStaged,
+    /// Import of data fetched from elsewhere (`web-download`, legacy `import` tasks).
+    ImportRemote,
+    /// Copy of an active image's data to more stores (`copy-image`); the status stays.
+    Copy,
 }
 
 impl Status {
@@ -147,11 +155,30 @@ impl Status {
                 Status::Queued => Status::Saving,
                 other => return Err(Error::Conflict(format!("Image status transition from {other} to saving is not allowed"))),
             },
+            Action::Stage => match self {
+                Status::Queued => Status::Uploading,
+                other => return Err(Error::Conflict(format!("Image status transition from {other} to uploading is not allowed"))),
+            },
+            Action::ImportStaged | Action::ImportRemote | Action::Copy => return self.import_target(action),
         };
         if target == self || self.allowed_next().contains(&target) {
             Ok(target)
         } else {
             Err(Error::Conflict(format!("Image status transition from {self} to {target} is not allowed")))
+        }
+    }
+
+    /// Where an import moves the image, with Glance's 409 texts for the wrong status.
+    fn import_target(self, action: Action) -> Result<Status> {
+        let conflict = |text: &str| Err(Error::Conflict(text.to_owned()));
+        match (action, self) {
+            (Action::Copy, Status::Active) => Ok(Status::Active),
+            (Action::Copy, _) => conflict("Only images with status active can be targeted for copying"),
+            (_, Status::Active) => conflict("Image with status active cannot be target for import"),
+            (Action::ImportStaged, Status::Uploading) => Ok(Status::Importing),
+            (Action::ImportStaged, _) => conflict("Image needs to be staged before 'glance-direct' method can be used"),
+            (_, Status::Queued) => Ok(Status::Importing),
+            _ => conflict("Image needs to be in 'queued' state to use 'web-download' method"),
         }
     }
 
@@ -197,6 +224,25 @@ mod tests {
         assert_eq!(Status::Queued.next(Action::Upload).ok(), Some(Status::Saving));
         for status in Status::ALL.iter().filter(|s| **s != Status::Queued) {
             assert!(matches!(status.next(Action::Upload), Err(Error::Conflict(_))), "{status}");
+        }
+    }
+
+    #[test]
+    fn stage_only_from_queued() {
+        assert_eq!(Status::Queued.next(Action::Stage).ok(), Some(Status::Uploading));
+        for status in Status::ALL.iter().filter(|s| **s != Status::Queued) {
+            assert!(matches!(status.next(Action::Stage), Err(Error::Conflict(_))), "{status}");
+        }
+    }
+
+    #[test]
+    fn imports_follow_the_status_matrix() {
+        use Status::*;
+        for status in Status::ALL.iter().copied().filter(|s| !matches!(s, Deleted | PendingDelete)) {
+            let code = |action| status.next(action).ok();
+            assert_eq!(code(Action::ImportStaged), (status == Uploading).then_some(Importing), "{status}");
+            assert_eq!(code(Action::ImportRemote), (status == Queued).then_some(Importing), "{status}");
+            assert_eq!(code(Action::Copy), (status == Active).then_some(Active), "{status}");
         }
     }
 

@@ -78,6 +78,19 @@ impl Message {
     }
 }
 
+/// Publishes a wake-up for recorded task `task_id` and notes the confirmation, so the
+/// outbox relay does not publish it again. A failure is only logged: the relay retries.
+pub async fn announce(db: &sea_orm::DatabaseConnection, queue: &dyn TaskQueue, task_id: &str) {
+    match queue.publish(task_id).await {
+        Ok(()) => {
+            if let Err(err) = crate::db::tasks::mark_published(db, task_id).await {
+                tracing::warn!(task = %task_id, error = %err, "cannot record the publish; the relay will publish again");
+            }
+        }
+        Err(err) => tracing::warn!(task = %task_id, error = %err, "cannot publish the task; the outbox relay will retry"),
+    }
+}
+
 /// Delay before the `attempt`-th reconnect: doubling from 100 ms, capped at 30 s.
 pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1u64 << attempt.min(9))).min(Duration::from_secs(30))

@@ -5,6 +5,7 @@
 
 mod fs;
 mod s3;
+mod staging;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -20,6 +21,7 @@ use crate::{Error, Result};
 
 pub use fs::FilesystemStore;
 pub use s3::S3Store;
+pub use staging::Staging;
 
 /// Image bytes in flight: chunks in order, ending early with an error if the source fails.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;

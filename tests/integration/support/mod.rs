@@ -3,12 +3,17 @@
 pub mod s3;
 pub mod server;
 pub mod venv;
+pub mod web;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use glint_core::config::Config;
+use std::time::Duration;
+
+use glint_core::queue::{MemoryQueue, TaskQueue};
 use glint_core::store::{FilesystemStore, Store, Stores};
+use glint_worker::flows::Deps;
 use reqwest::{Method, RequestBuilder, Response};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use serde_json::Value;
@@ -32,15 +37,18 @@ impl Backend {
 }
 
 /// A database made for one test, dropped when the test ends.
-struct TestDatabase {
+pub(crate) struct TestDatabase {
     backend: Backend,
     name: String,
-    url: String,
+    /// Its connection URL.
+    pub(crate) url: String,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl TestDatabase {
-    async fn create(backend: Backend) -> Option<TestDatabase> {
+    /// A fresh database on `backend`; `None` (after printing "skipped: ... unreachable") when
+    /// its server is down outside CI, a panic when `CI=true`.
+    pub(crate) async fn create(backend: Backend) -> Option<TestDatabase> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let name = format!(
             "glint_t_{}_{}_{}",
@@ -98,16 +106,15 @@ impl Drop for TestDatabase {
 
 /// What a test's server owns: stopping it and dropping its database when the test ends.
 struct Running {
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    shutdown: tokio::sync::watch::Sender<bool>,
     _database: TestDatabase,
     _store: tempfile::TempDir,
+    _staging: tempfile::TempDir,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        let _ = self.shutdown.send(true);
     }
 }
 
@@ -118,6 +125,8 @@ pub struct TestApp {
     pub db: DatabaseConnection,
     /// The directory of the filesystem store `local`.
     pub store_path: std::path::PathBuf,
+    /// The staging directory.
+    pub staging_path: std::path::PathBuf,
     client: reqwest::Client,
     headers: Vec<(String, String)>,
     _running: Arc<Running>,
@@ -141,17 +150,40 @@ impl TestApp {
         adjust: impl FnOnce(&mut Config),
         wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
     ) -> Option<TestApp> {
+        Self::start(backend, adjust, wrap, true).await
+    }
+
+    /// The API without the in-process worker and outbox relay, for tests that drive task rows
+    /// themselves.
+    pub async fn spawn_idle(backend: Backend) -> Option<TestApp> {
+        Self::start(backend, |_| {}, |store| store, false).await
+    }
+
+    async fn start(
+        backend: Backend,
+        adjust: impl FnOnce(&mut Config),
+        wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+        workers: bool,
+    ) -> Option<TestApp> {
         let database = TestDatabase::create(backend).await?;
         let store = tempfile::tempdir().expect("store dir");
+        let staging = tempfile::tempdir().expect("staging dir");
         let mut config = Config::default();
         config.database.url = database.url.clone();
         config.database.max_connections = 4;
+        config.import.staging_dir = staging.path().to_path_buf();
         adjust(&mut config);
         let db = glint_core::db::connect(&config.database).await.expect("connect");
         glint_core::db::migrate(&db).await.expect("migrate");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (shutdown, stopping) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stopping.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
         // Tests that configure stores get Glance's multistore mode, the others one local store.
         let stores = if config.storage.backends.is_empty() {
             let local = Arc::new(FilesystemStore::open(store.path()).expect("store")) as Arc<dyn Store>;
@@ -159,17 +191,25 @@ impl TestApp {
         } else {
             Stores::from_config(&config.storage).expect("stores")
         };
-        let state = glint_api::AppState::new(config, db.clone(), stores);
-        tokio::spawn(glint_api::serve(state, listener, async {
-            let _ = rx.await;
-        }));
+        // The in-process shape of `glint serve`: API, one worker and the outbox relay.
+        let queue: Arc<dyn TaskQueue> = Arc::new(MemoryQueue::new());
+        if workers {
+            let flows = glint_worker::flows::registry(Deps::from_config(&config, stores.clone()).expect("flow deps"));
+            let settings = glint_worker::Settings::from_config(&config.tasks);
+            tokio::spawn(glint_worker::run(db.clone(), queue.clone(), flows, settings, stopped()));
+            let (every, republish) = (Duration::from_secs(config.tasks.relay_interval), Duration::from_secs(config.tasks.republish_after));
+            tokio::spawn(glint_worker::relay(db.clone(), queue.clone(), every, republish, stopped()));
+        }
+        let state = glint_api::AppState::new(config, db.clone(), stores, queue).expect("app state");
+        tokio::spawn(glint_api::serve(state, listener, stopped()));
         Some(TestApp {
             base,
             db,
             store_path: store.path().canonicalize().expect("store path"),
+            staging_path: staging.path().canonicalize().expect("staging path"),
             client: reqwest::Client::new(),
             headers: Vec::new(),
-            _running: Arc::new(Running { shutdown: Some(tx), _database: database, _store: store }),
+            _running: Arc::new(Running { shutdown, _database: database, _store: store, _staging: staging }),
         })
     }
 
@@ -279,6 +319,28 @@ pub async fn expect_error(response: Response, status: u16) -> String {
 /// Generates one `#[tokio::test]` per backend for each `async fn name(app: TestApp)`;
 /// `config = f;` first applies `fn f(&mut Config)` to every app.
 macro_rules! on_every_database {
+    (idle; $($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                use $crate::support::{Backend, TestApp};
+
+                async fn run(backend: Backend) {
+                    if let Some(app) = TestApp::spawn_idle(backend).await {
+                        super::$name(app).await;
+                    }
+                }
+
+                #[tokio::test]
+                async fn sqlite() { run(Backend::Sqlite).await }
+
+                #[tokio::test]
+                async fn postgres() { run(Backend::Postgres).await }
+
+                #[tokio::test]
+                async fn mariadb() { run(Backend::Mariadb).await }
+            }
+        )+
+    };
     (config = $config:ident; $($name:ident),+ $(,)?) => {
         $(
             mod $name {

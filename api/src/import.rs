@@ -1,0 +1,80 @@
+//! `PUT /v2/images/{id}/stage`, `POST /v2/images/{id}/import` and `GET /v2/info/import`:
+//! interoperable import. The API records the task; workers run it.
+
+use std::io;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use futures_util::TryStreamExt;
+use glint_core::context::RequestContext;
+use glint_core::db::images as repo;
+use glint_core::import::{self, Importer};
+use glint_core::store::ByteStream;
+use glint_core::{data, policy};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{JsonBody, NoBody};
+use crate::image_data::{expected_size, header_str, require_octet_stream};
+
+fn enabled(state: &AppState, method: &str) -> bool {
+    state.config.import.enabled_import_methods.iter().any(|m| m == method)
+}
+
+/// `PUT /v2/images/{id}/stage`: 204 once the data is in the staging area.
+pub async fn stage(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    if !enabled(&state, "glance-direct") {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "The resource could not be found."));
+    }
+    require_octet_stream(&headers)?;
+    let expected_size = expected_size(&headers)?;
+    let image = repo::find_visible(&state.db, &ctx, &id).await?;
+    policy::check_modify(&ctx, &image, "modify_image")?;
+    let stream: ByteStream = Box::pin(body.into_data_stream().map_err(io::Error::other));
+    // Its own task, like uploads: a client that goes away still leaves the image `queued`.
+    let task = tokio::spawn(async move {
+        let cap = state.config.images.image_size_cap;
+        data::stage(&state.db, &state.staging, &image, stream, expected_size, cap).await
+    });
+    task.await.map_err(|e| ApiError::from(glint_core::Error::Internal(format!("staging task failed: {e}"))))??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v2/images/{id}/import`: 202 once the import task is recorded.
+pub async fn import(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<StatusCode, ApiError> {
+    let request = import::parse(body, &state.config.import.enabled_import_methods)?;
+    let image = repo::find_visible(&state.db, &ctx, &id).await?;
+    let importer = Importer {
+        db: &state.db,
+        stores: &state.stores,
+        fetcher: &state.fetcher,
+        task_ttl: state.task_ttl(),
+    };
+    let header_store = header_str(&headers, "x-image-meta-store");
+    if let Some(task) = importer.accept(&ctx, &image, &request, header_store).await? {
+        tracing::info!(image = %id, task = %task.id, method = request.method.name(), "import accepted");
+        state.announce(&task.id);
+    }
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// `GET /v2/info/import`: the enabled import methods.
+pub async fn info(State(state): State<AppState>, _: NoBody) -> Json<Value> {
+    let methods: Vec<&str> = import::METHODS.into_iter().filter(|m| enabled(&state, m)).collect();
+    Json(json!({"import-methods": {"description": "Import methods available.", "type": "array", "value": methods}}))
+}

@@ -1,0 +1,421 @@
+//! Interoperable image import: the request, its validation in Glance's order, and recording
+//! it as a task that holds the image's import lock.
+//!
+//! The API only records: one transaction inserts the task, moves the image to `importing`
+//! and takes the lock (`os_glance_import_task`). Workers do the rest (see glint-worker).
+
+use std::time::Duration;
+
+use sea_orm::{DatabaseConnection, TransactionTrait};
+use serde_json::{Value, json};
+
+use crate::context::RequestContext;
+use crate::db::{images, now, tasks};
+use crate::image::{Action, Image};
+use crate::store::Stores;
+use crate::task::{Task, TaskStatus, TaskType};
+use crate::web::Fetcher;
+use crate::{Error, Result, policy};
+
+/// The image property naming the task that holds the image's import lock.
+pub const IMPORT_TASK: &str = "os_glance_import_task";
+/// Stores an import is still writing to (comma-separated; `""` in single-store mode).
+pub const IMPORTING_TO_STORES: &str = "os_glance_importing_to_stores";
+/// Stores an import failed to write to.
+pub const FAILED_IMPORT: &str = "os_glance_failed_import";
+
+/// The import methods Glint can run.
+pub const METHODS: [&str; 3] = ["glance-direct", "web-download", "copy-image"];
+
+/// A lock whose task has not moved for this long is stale and may be taken over (Glance's
+/// figures; a running import reports progress, which counts as moving).
+const LOCK_STALE_PROCESSING: Duration = Duration::from_secs(60 * 60);
+const LOCK_STALE_PENDING: Duration = Duration::from_secs(120 * 60);
+
+/// Where the data of an import comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// Data staged before with `PUT .../stage`.
+    GlanceDirect,
+    /// Data fetched from a URL.
+    WebDownload {
+        /// What to fetch.
+        uri: String,
+    },
+    /// Data of the active image, copied to more stores.
+    CopyImage,
+}
+
+impl Method {
+    /// The method's name on the wire.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::GlanceDirect => "glance-direct",
+            Method::WebDownload { .. } => "web-download",
+            Method::CopyImage => "copy-image",
+        }
+    }
+
+    fn action(&self) -> Action {
+        match self {
+            Method::GlanceDirect => Action::ImportStaged,
+            Method::WebDownload { .. } => Action::ImportRemote,
+            Method::CopyImage => Action::Copy,
+        }
+    }
+}
+
+/// A parsed `POST /v2/images/{id}/import` body.
+#[derive(Clone, Debug)]
+pub struct ImportRequest {
+    /// How the data arrives.
+    pub method: Method,
+    /// Stores asked for by id (`stores`).
+    pub stores: Option<Vec<String>>,
+    /// `all_stores`: every writable store.
+    pub all_stores: bool,
+    /// `all_stores_must_succeed`: one failing store fails the import.
+    pub all_stores_must_succeed: bool,
+    /// The body as sent, kept in the task's input.
+    pub body: Value,
+}
+
+/// Parses an import body (validation steps 1 and 2 of the contract, §4.9).
+pub fn parse(body: Value, enabled: &[String]) -> Result<ImportRequest> {
+    let method = body.get("method").ok_or_else(|| Error::BadRequest("Import request requires a 'method' field.".into()))?;
+    let name = method
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Error::BadRequest("Import request requires a 'name' field.".into()))?;
+    if !enabled.iter().any(|m| m == name) || !METHODS.contains(&name) {
+        return Err(Error::BadRequest(format!("Unknown import method name '{name}'.")));
+    }
+    let method = match name {
+        "glance-direct" => Method::GlanceDirect,
+        "copy-image" => Method::CopyImage,
+        _ => Method::WebDownload { uri: method.get("uri").and_then(Value::as_str).unwrap_or_default().to_owned() },
+    };
+    let flag = |key: &str, default: bool| match body.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(Error::BadRequest(format!("Invalid value '{other}' for '{key}': expected a boolean"))),
+    };
+    let all_stores_must_succeed = flag("all_stores_must_succeed", true)?;
+    let all_stores = flag("all_stores", false)?;
+    let stores = match body.get("stores") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .map(|s| s.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| Error::BadRequest("'stores' must be a list of store ids".into()))?,
+        ),
+        Some(_) => return Err(Error::BadRequest("'stores' must be a list of store ids".into())),
+    };
+    Ok(ImportRequest { method, stores, all_stores, all_stores_must_succeed, body })
+}
+
+/// What the API needs to accept an import.
+pub struct Importer<'a> {
+    /// The metadata database.
+    pub db: &'a DatabaseConnection,
+    /// The configured stores.
+    pub stores: &'a Stores,
+    /// Checks web-download URLs.
+    pub fetcher: &'a Fetcher,
+    /// How long finished tasks are kept (for a preempted lock holder).
+    pub task_ttl: Duration,
+}
+
+impl Importer<'_> {
+    /// Validates `request` for `image` (steps 4–10 of §4.9; the image was found visible) and
+    /// records it: task, image status and lock in one transaction. `header_store` is
+    /// `X-Image-Meta-Store`. `None` when there is nothing to do (a copy to all stores that
+    /// already hold the image).
+    pub async fn accept(
+        &self,
+        ctx: &RequestContext,
+        image: &Image,
+        request: &ImportRequest,
+        header_store: Option<&str>,
+    ) -> Result<Option<Task>> {
+        let next = image.status.next(request.method.action())?;
+        if image.disk_format.is_none() || image.container_format.is_none() {
+            return Err(Error::Conflict("'disk_format' and 'container_format' must be set before import".into()));
+        }
+        if request.method == Method::CopyImage {
+            if !ctx.is_admin {
+                return Err(Error::Forbidden("You are not authorized to complete copy_image action.".into()));
+            }
+        } else {
+            policy::check_modify(ctx, image, "modify_image")?;
+        }
+        self.check_lock_free(image).await?;
+        let Some(targets) = self.targets(image, request, header_store)? else {
+            return Ok(None);
+        };
+        if !request.all_stores_must_succeed && !self.stores.multistore() {
+            return Err(Error::BadRequest("all_stores_must_succeed can only be false when multiple stores are configured".into()));
+        }
+        if let Method::WebDownload { uri } = &request.method {
+            let refused = || Error::BadRequest(format!("URI for web-download does not pass filtering: {uri}"));
+            if uri.is_empty() {
+                return Err(refused());
+            }
+            if let Err(err) = self.fetcher.check(uri).await {
+                tracing::info!(uri = %uri, reason = %err, "web-download refused");
+                return Err(refused());
+            }
+        }
+        let at = now();
+        let backend: Vec<Value> = targets.iter().map(|s| s.as_deref().map_or(Value::Null, |s| json!(s))).collect();
+        let task = Task {
+            id: uuid::Uuid::new_v4().to_string(),
+            task_type: TaskType::ApiImageImport,
+            status: TaskStatus::Pending,
+            owner: ctx.project_id.clone().unwrap_or_default(),
+            expires_at: None,
+            image_id: Some(image.id.clone()),
+            request_id: Some(ctx.request_id.clone()),
+            user_id: ctx.user_id.clone(),
+            created_at: at,
+            updated_at: at,
+            input: Some(json!({"image_id": image.id, "import_req": request.body, "backend": backend})),
+            result: None,
+            message: String::new(),
+        };
+        let importing = targets.iter().flatten().cloned().collect::<Vec<_>>();
+        let txn = self.db.begin().await?;
+        let recorded = async {
+            tasks::insert(&txn, &task).await?;
+            if next != image.status {
+                images::set_status(&txn, &image.id, image.status, next).await?;
+            }
+            if !images::add_property_if_absent(&txn, &image.id, IMPORT_TASK, &task.id).await? {
+                return Err(Error::Conflict(format!(
+                    "New operation on image '{}' is not permitted as prior operation is still in progress",
+                    image.id
+                )));
+            }
+            let failed = image.properties.get(FAILED_IMPORT).cloned().flatten().unwrap_or_default();
+            let still_failed = remove_stores(&failed, &importing);
+            let importing = join_stores(&image.properties, IMPORTING_TO_STORES, &importing);
+            images::set_properties(&txn, &image.id, &[(IMPORTING_TO_STORES, Some(&importing)), (FAILED_IMPORT, Some(&still_failed))])
+                .await
+        }
+        .await;
+        match recorded {
+            Ok(()) => txn.commit().await?,
+            Err(err) => {
+                txn.rollback().await?;
+                return Err(err);
+            }
+        }
+        Ok(Some(task))
+    }
+
+    /// 409 if another import holds the image's lock and is alive; a stale lock is taken over
+    /// (its task fails with `Expired lock preempted`).
+    async fn check_lock_free(&self, image: &Image) -> Result<()> {
+        let Some(Some(holder)) = image.properties.get(IMPORT_TASK) else {
+            return Ok(());
+        };
+        if let Some(task) = tasks::get(self.db, holder).await? {
+            let idle = (now() - task.updated_at).to_std().unwrap_or_default();
+            let live = match task.status {
+                TaskStatus::Pending => idle < LOCK_STALE_PENDING,
+                TaskStatus::Processing => idle < LOCK_STALE_PROCESSING,
+                // A finished task always releases its lock with its last write; one that did
+                // not is a leftover.
+                TaskStatus::Success | TaskStatus::Failure => false,
+            };
+            if live {
+                return Err(Error::Conflict("Image has active task".into()));
+            }
+            tasks::preempt(self.db, holder, "Expired lock preempted", self.task_ttl).await?;
+        }
+        tracing::warn!(image = %image.id, task = %holder, "taking over a stale import lock");
+        images::remove_property_if(self.db, &image.id, IMPORT_TASK, holder).await?;
+        Ok(())
+    }
+
+    /// The stores to import to (step 8): `[None]` in single-store mode.
+    fn targets(&self, image: &Image, request: &ImportRequest, header_store: Option<&str>) -> Result<Option<Vec<Option<String>>>> {
+        if !self.stores.multistore() {
+            return Ok(Some(vec![None]));
+        }
+        if request.all_stores && (request.stores.is_some() || header_store.is_some()) {
+            return Err(Error::BadRequest("all_stores cannot be combined with stores or X-Image-Meta-Store".into()));
+        }
+        let copying = request.method == Method::CopyImage;
+        let wanted: Vec<String> = if request.all_stores {
+            let all = self.stores.all().map(|(id, _)| id.to_owned());
+            all.filter(|id| !(copying && image.stores.contains(id))).collect()
+        } else if let Some(stores) = &request.stores {
+            stores.clone()
+        } else if let Some(store) = header_store {
+            vec![store.to_owned()]
+        } else {
+            vec![self.stores.default_id().to_owned()]
+        };
+        for id in &wanted {
+            if self.stores.get(id).is_none() {
+                return Err(Error::Conflict(format!("Unknown store '{id}'")));
+            }
+            if copying && image.stores.contains(id) {
+                return Err(Error::BadRequest(format!("Image is already present at store '{id}'")));
+            }
+        }
+        Ok((!wanted.is_empty()).then(|| wanted.into_iter().map(Some).collect()))
+    }
+}
+
+/// Validates a legacy `POST /v2/tasks` body (type `import`) and builds its pending task; the
+/// image it will create gets its id now, recorded as the task's `image_id`, so that a retried
+/// attempt fills the same image.
+pub async fn legacy_task(
+    ctx: &RequestContext,
+    body: &Value,
+    fetcher: &Fetcher,
+    images_config: &crate::config::ImagesConfig,
+    validator: &crate::image::schema::Validator,
+) -> Result<Task> {
+    let bad = |text: String| Error::BadRequest(text);
+    let fields = body.as_object().ok_or_else(|| bad("Task must be a JSON object".into()))?;
+    if let Some(key) = fields.keys().find(|k| !matches!(k.as_str(), "type" | "input")) {
+        return Err(bad(format!("Attribute '{key}' is read-only.")));
+    }
+    let task_type = match fields.get("type") {
+        None => return Err(bad("Task 'type' is required".into())),
+        Some(Value::String(t)) => t.as_str(),
+        Some(other) => return Err(bad(format!("Invalid type value: {other}"))),
+    };
+    if task_type != TaskType::Import.as_str() {
+        return Err(bad(format!("Invalid type value: {task_type}")));
+    }
+    let input = match fields.get("input") {
+        None => return Err(bad("Task 'input' is required".into())),
+        Some(Value::Object(input)) => input,
+        Some(_) => return Err(bad("Task 'input' must be a JSON object".into())),
+    };
+    let url = input.get("import_from").and_then(Value::as_str).ok_or_else(|| bad("Input does not contain 'import_from' field".into()))?;
+    if url.to_ascii_lowercase().starts_with("file:") {
+        return Err(bad("File based imports are not allowed. Please use a non-local source of image data.".into()));
+    }
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(bad(format!("The given uri is not valid. Please specify a valid uri from the following list of supported uri ['http', 'https']: {url}")));
+    }
+    if let Err(err) = fetcher.check(url).await {
+        tracing::info!(uri = %url, reason = %err, "legacy import refused");
+        return Err(bad(format!("URI for legacy import task does not pass filtering: {url}")));
+    }
+    let properties = match input.get("image_properties") {
+        None | Some(Value::Null) => serde_json::Map::new(),
+        Some(Value::Object(p)) => p.clone(),
+        Some(_) => return Err(bad("'image_properties' must be a JSON object".into())),
+    };
+    crate::image::new_image(properties, ctx, images_config, validator)?;
+    let at = now();
+    Ok(Task {
+        id: uuid::Uuid::new_v4().to_string(),
+        task_type: TaskType::Import,
+        status: TaskStatus::Pending,
+        owner: ctx.project_id.clone().unwrap_or_default(),
+        expires_at: None,
+        image_id: Some(uuid::Uuid::new_v4().to_string()),
+        request_id: Some(ctx.request_id.clone()),
+        user_id: ctx.user_id.clone(),
+        created_at: at,
+        updated_at: at,
+        input: Some(Value::Object(input.clone())),
+        result: None,
+        message: String::new(),
+    })
+}
+
+/// The comma-separated list in property `name` plus `more`, without duplicates.
+fn join_stores(properties: &std::collections::BTreeMap<String, Option<String>>, name: &str, more: &[String]) -> String {
+    let current = properties.get(name).cloned().flatten().unwrap_or_default();
+    let mut all: Vec<String> = current.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+    for store in more {
+        if !all.contains(store) {
+            all.push(store.clone());
+        }
+    }
+    all.join(",")
+}
+
+/// The comma-separated list `list` without `gone`.
+pub fn remove_stores(list: &str, gone: &[String]) -> String {
+    list.split(',').filter(|s| !s.is_empty() && !gone.iter().any(|g| g == s)).collect::<Vec<_>>().join(",")
+}
+
+/// An accepted import as a worker reads it back from the task's input.
+#[derive(Clone, Debug)]
+pub struct ImportJob {
+    /// The image being imported.
+    pub image_id: String,
+    /// How the data arrives.
+    pub method: Method,
+    /// Target stores; `None` = the default store (single-store mode).
+    pub stores: Vec<Option<String>>,
+    /// One failing store fails the import.
+    pub all_stores_must_succeed: bool,
+}
+
+impl ImportJob {
+    /// Reads the job out of an `api_image_import` task; an error means a corrupt task.
+    pub fn of(task: &Task) -> Result<ImportJob> {
+        let corrupt = |what: &str| Error::Internal(format!("task {} has no valid {what} in its input", task.id));
+        let input = task.input.as_ref().ok_or_else(|| corrupt("input"))?;
+        let image_id = input.get("image_id").and_then(Value::as_str).ok_or_else(|| corrupt("image_id"))?;
+        let request = parse(input.get("import_req").cloned().unwrap_or(Value::Null), &METHODS.map(String::from))?;
+        let stores = match input.get("backend").and_then(Value::as_array) {
+            Some(items) => items.iter().map(|s| s.as_str().map(str::to_owned)).collect(),
+            None => vec![None],
+        };
+        Ok(ImportJob {
+            image_id: image_id.to_owned(),
+            method: request.method,
+            stores,
+            all_stores_must_succeed: request.all_stores_must_succeed,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enabled() -> Vec<String> {
+        METHODS.map(String::from).to_vec()
+    }
+
+    #[test]
+    fn missing_method_or_name_and_unknown_names_are_refused_in_order() {
+        let err = |body: Value| parse(body, &enabled()).expect_err("refused").to_string();
+        assert_eq!(err(json!({})), "Import request requires a 'method' field.");
+        assert_eq!(err(json!({"method": {}})), "Import request requires a 'name' field.");
+        assert_eq!(err(json!({"method": {"name": "glance-download"}})), "Unknown import method name 'glance-download'.");
+        let only_direct = vec!["glance-direct".to_owned()];
+        assert!(parse(json!({"method": {"name": "web-download", "uri": "http://x/"}}), &only_direct).is_err());
+    }
+
+    #[test]
+    fn store_flags_must_be_booleans() {
+        let body = json!({"method": {"name": "glance-direct"}, "all_stores": "yes"});
+        assert!(matches!(parse(body, &enabled()), Err(Error::BadRequest(_))));
+        let body = json!({"method": {"name": "copy-image"}, "all_stores_must_succeed": false, "stores": ["a"]});
+        let request = parse(body, &enabled()).expect("parses");
+        assert_eq!((request.method, request.all_stores_must_succeed, request.stores), (Method::CopyImage, false, Some(vec!["a".into()])));
+    }
+
+    #[test]
+    fn store_lists_drop_and_add_without_duplicates() {
+        assert_eq!(remove_stores("a,b,c", &["b".into()]), "a,c");
+        assert_eq!(remove_stores("", &["b".into()]), "");
+        let properties = std::collections::BTreeMap::from([(IMPORTING_TO_STORES.to_owned(), Some("a".to_owned()))]);
+        assert_eq!(join_stores(&properties, IMPORTING_TO_STORES, &["a".into(), "b".into()]), "a,b");
+    }
+}

@@ -1,0 +1,416 @@
+//! Interoperable import: PUT /stage, POST /import (glance-direct, web-download, copy-image),
+//! GET /v2/info/import, legacy POST /v2/tasks, run by the in-process worker.
+
+use std::time::Duration;
+
+use glint_core::config::{BackendConfig, Config};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::image_data::{coreutils_digests, image_of, payload, qemu_image};
+use crate::support::web::{Reply, WebServer};
+use crate::support::{TestApp, expect_error, on_every_database, store_listing};
+
+on_every_database!(
+    stage_moves_the_image_to_uploading_and_records_the_size,
+    stage_twice_is_409,
+    stage_of_an_image_without_glance_direct_enabled_is_404,
+    glance_direct_import_makes_the_image_active_with_digests_and_virtual_size,
+    glance_direct_of_data_that_is_not_the_declared_format_fails_and_requeues,
+    glance_direct_before_staging_is_409,
+    import_of_an_active_image_is_409,
+    import_with_unknown_or_missing_method_is_400,
+    import_by_a_reader_is_403,
+    deleting_a_staged_image_removes_the_staged_data,
+    info_import_lists_the_enabled_methods,
+);
+
+on_every_database!(config = web_allowed;
+    web_download_import_fetches_the_url,
+    web_download_of_a_missing_url_fails_the_task_and_requeues,
+    web_download_following_a_redirect_to_a_refused_port_fails,
+    legacy_import_task_creates_and_fills_an_image,
+    legacy_import_task_with_a_bad_url_is_400,
+    legacy_import_task_failure_deletes_its_image,
+);
+
+on_every_database!(config = web_default; web_download_to_loopback_is_refused_by_default);
+on_every_database!(config = converting; imports_are_converted_when_configured);
+on_every_database!(config = two_stores; copy_image_adds_a_store_and_rejects_a_store_already_holding_it);
+on_every_database!(config = small_cap; stage_over_the_cap_is_413_and_leaves_nothing);
+
+fn web_allowed(config: &mut Config) {
+    config.import.filtering.allow_private_addresses = true;
+    config.import.filtering.allowed_ports = Vec::new();
+    config.import.filtering.disallowed_ports = vec![1];
+}
+
+fn web_default(_config: &mut Config) {}
+
+fn converting(config: &mut Config) {
+    config.import.conversion_output_format = Some("raw".into());
+}
+
+fn small_cap(config: &mut Config) {
+    config.images.image_size_cap = 1024;
+}
+
+fn two_stores(config: &mut Config) {
+    let dir = |name: &str| {
+        let path = std::env::temp_dir().join(format!("glint-copy-{name}-{}", uuid::Uuid::new_v4().simple()));
+        BackendConfig::Filesystem { path, description: None }
+    };
+    config.storage.default = "fast".into();
+    config.storage.backends = [("fast".to_owned(), dir("fast")), ("cheap".to_owned(), dir("cheap"))].into();
+}
+
+async fn stage(app: &TestApp, id: &str, data: Vec<u8>) -> reqwest::Response {
+    app.request(Method::PUT, &format!("/v2/images/{id}/stage"))
+        .header("Content-Type", "application/octet-stream")
+        .body(data)
+        .send()
+        .await
+        .expect("stage")
+}
+
+async fn import(app: &TestApp, id: &str, body: Value) -> reqwest::Response {
+    app.post_json(&format!("/v2/images/{id}/import"), &body).await
+}
+
+async fn show(app: &TestApp, id: &str) -> Value {
+    app.get_json(&format!("/v2/images/{id}")).await
+}
+
+/// Waits until every task of the image has finished; returns them.
+async fn settled(app: &TestApp, id: &str) -> Vec<Value> {
+    for _ in 0..300 {
+        let tasks = app.get_json(&format!("/v2/images/{id}/tasks")).await;
+        let tasks = tasks["tasks"].as_array().cloned().unwrap_or_default();
+        if !tasks.is_empty() && tasks.iter().all(|t| matches!(t["status"].as_str(), Some("success" | "failure"))) {
+            return tasks;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the import of {id} did not finish: {}", app.get_json(&format!("/v2/images/{id}/tasks")).await);
+}
+
+/// Waits for the image's one import task to finish; returns it.
+async fn finished_task(app: &TestApp, id: &str) -> Value {
+    let mut tasks = settled(app, id).await;
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    tasks.remove(0)
+}
+
+fn staged(app: &TestApp) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(&app.staging_path)
+        .expect("staging dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+async fn stage_moves_the_image_to_uploading_and_records_the_size(app: TestApp) {
+    let id = image_of(&app, "raw", "bare").await;
+    assert_eq!(stage(&app, &id, payload(3000)).await.status(), 204);
+    let image = show(&app, &id).await;
+    assert_eq!((image["status"].as_str(), image["size"].as_i64()), (Some("uploading"), Some(3000)));
+    assert!(image["checksum"].is_null(), "staging computes no digests: {image}");
+    assert_eq!(staged(&app), [id]);
+}
+
+async fn stage_twice_is_409(app: TestApp) {
+    let id = image_of(&app, "raw", "bare").await;
+    assert_eq!(stage(&app, &id, payload(10)).await.status(), 204);
+    expect_error(stage(&app, &id, payload(10)).await, 409).await;
+    assert_eq!(show(&app, &id).await["size"], 10);
+}
+
+async fn stage_of_an_image_without_glance_direct_enabled_is_404(_app: TestApp) {
+    let Some(app) = TestApp::spawn_with(crate::support::Backend::Sqlite, |c| {
+        c.import.enabled_import_methods = vec!["web-download".into()];
+    })
+    .await
+    else {
+        return;
+    };
+    let id = image_of(&app, "raw", "bare").await;
+    expect_error(stage(&app, &id, payload(10)).await, 404).await;
+    let message = expect_error(import(&app, &id, json!({"method": {"name": "glance-direct"}})).await, 400).await;
+    assert!(message.contains("Unknown import method name 'glance-direct'"), "{message}");
+    assert_eq!(app.get_json("/v2/info/import").await["import-methods"]["value"], json!(["web-download"]));
+}
+
+async fn stage_over_the_cap_is_413_and_leaves_nothing(app: TestApp) {
+    let id = image_of(&app, "raw", "bare").await;
+    expect_error(stage(&app, &id, payload(2000)).await, 413).await;
+    let image = show(&app, &id).await;
+    assert_eq!(image["status"], "queued");
+    assert!(image["size"].is_null());
+    assert!(staged(&app).is_empty(), "{:?}", staged(&app));
+}
+
+async fn glance_direct_import_makes_the_image_active_with_digests_and_virtual_size(app: TestApp) {
+    let data = qemu_image(&["-f", "qcow2"]);
+    let id = image_of(&app, "qcow2", "bare").await;
+    assert_eq!(stage(&app, &id, data.clone()).await.status(), 204);
+    assert_eq!(import(&app, &id, json!({"method": {"name": "glance-direct"}})).await.status(), 202);
+    let task = finished_task(&app, &id).await;
+    assert_eq!(task["status"], "success", "{task}");
+    assert_eq!(task["type"], "api_image_import");
+    assert_eq!(task["result"], json!({"image_id": id}));
+    assert_eq!(task["input"]["import_req"]["method"]["name"], "glance-direct");
+    let image = show(&app, &id).await;
+    let (md5, sha512) = coreutils_digests(&data);
+    assert_eq!(image["status"], "active");
+    assert_eq!((image["checksum"].as_str(), image["os_hash_value"].as_str()), (Some(md5.as_str()), Some(sha512.as_str())));
+    assert_eq!((image["size"].as_u64(), image["virtual_size"].as_u64()), (Some(data.len() as u64), Some(10 << 20)));
+    assert!(image.get("os_glance_import_task").is_none(), "the lock is released: {image}");
+    assert_eq!(image["os_glance_importing_to_stores"], "");
+    assert_eq!(image["os_glance_failed_import"], "");
+    assert!(staged(&app).is_empty(), "staged data is removed: {:?}", staged(&app));
+    let downloaded = app.get(&format!("/v2/images/{id}/file")).await.bytes().await.expect("body");
+    assert_eq!(downloaded.as_ref(), &data[..]);
+}
+
+async fn glance_direct_of_data_that_is_not_the_declared_format_fails_and_requeues(app: TestApp) {
+    let id = image_of(&app, "qcow2", "bare").await;
+    assert_eq!(stage(&app, &id, payload(100_000)).await.status(), 204);
+    assert_eq!(import(&app, &id, json!({"method": {"name": "glance-direct"}})).await.status(), 202);
+    let task = finished_task(&app, &id).await;
+    assert_eq!(task["status"], "failure");
+    let message = task["message"].as_str().unwrap_or_default();
+    assert!(message.contains("qcow2") && message.contains("raw"), "the message says what was found: {message}");
+    let image = show(&app, &id).await;
+    assert_eq!(image["status"], "queued");
+    assert!(image["size"].is_null() && image["checksum"].is_null(), "{image}");
+    assert!(image.get("os_glance_import_task").is_none(), "{image}");
+    assert!(staged(&app).is_empty(), "{:?}", staged(&app));
+    assert!(store_listing(&app).is_empty(), "{:?}", store_listing(&app));
+    assert_eq!(stage(&app, &id, qemu_image(&["-f", "qcow2"])).await.status(), 204, "the import can be retried");
+}
+
+async fn glance_direct_before_staging_is_409(app: TestApp) {
+    let id = image_of(&app, "raw", "bare").await;
+    let message = expect_error(import(&app, &id, json!({"method": {"name": "glance-direct"}})).await, 409).await;
+    assert!(message.contains("Image needs to be staged before 'glance-direct' method can be used"), "{message}");
+    assert_eq!(show(&app, &id).await["status"], "queued");
+}
+
+async fn import_of_an_active_image_is_409(app: TestApp) {
+    let id = image_of(&app, "raw", "bare").await;
+    let uploaded = app
+        .request(Method::PUT, &format!("/v2/images/{id}/file"))
+        .header("Content-Type", "application/octet-stream")
+        .body(payload(10))
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(uploaded.status(), 204);
+    let body = json!({"method": {"name": "web-download", "uri": "http://example.org/x"}});
+    let message = expect_error(import(&app, &id, body).await, 409).await;
+    assert!(message.contains("Image with status active cannot be target for import"), "{message}");
+}
+
+async fn import_with_unknown_or_missing_method_is_400(app: TestApp) {
+    let id = image_of(&app, "raw", "bare").await;
+    let message = expect_error(import(&app, &id, json!({})).await, 400).await;
+    assert!(message.contains("Import request requires a 'method' field."), "{message}");
+    let message = expect_error(import(&app, &id, json!({"method": {"name": "floppy-disk"}})).await, 400).await;
+    assert!(message.contains("Unknown import method name 'floppy-disk'."), "{message}");
+    let missing = "/v2/images/00000000-0000-0000-0000-000000000000/import";
+    expect_error(app.post_json(missing, &json!({"method": {"name": "glance-direct"}})).await, 404).await;
+    assert_eq!(app.get_json(&format!("/v2/images/{id}/tasks")).await["tasks"], json!([]));
+}
+
+async fn import_by_a_reader_is_403(app: TestApp) {
+    let owner = app.as_project("p1", "member");
+    let image = owner.create_image(json!({"disk_format": "raw", "container_format": "bare"})).await;
+    let id = image["id"].as_str().expect("id");
+    assert_eq!(stage(&owner, id, payload(10)).await.status(), 204);
+    let reader = app.as_project("p1", "reader");
+    expect_error(import(&reader, id, json!({"method": {"name": "glance-direct"}})).await, 403).await;
+    expect_error(stage(&reader, id, payload(10)).await, 403).await;
+    let stranger = app.as_project("p2", "member");
+    expect_error(import(&stranger, id, json!({"method": {"name": "glance-direct"}})).await, 404).await;
+    assert_eq!(show(&app, id).await["status"], "uploading");
+}
+
+async fn deleting_a_staged_image_removes_the_staged_data(app: TestApp) {
+    let id = image_of(&app, "raw", "bare").await;
+    assert_eq!(stage(&app, &id, payload(10)).await.status(), 204);
+    assert_eq!(app.delete(&format!("/v2/images/{id}")).await.status(), 204);
+    assert!(staged(&app).is_empty(), "{:?}", staged(&app));
+}
+
+async fn info_import_lists_the_enabled_methods(app: TestApp) {
+    let info = app.get_json("/v2/info/import").await;
+    assert_eq!(
+        info,
+        json!({"import-methods": {"description": "Import methods available.", "type": "array",
+                                  "value": ["glance-direct", "web-download", "copy-image"]}})
+    );
+}
+
+async fn web_download_import_fetches_the_url(app: TestApp) {
+    let data = qemu_image(&["-f", "qcow2"]);
+    let web = WebServer::start().await;
+    let url = web.route("/cirros.qcow2", Reply::Bytes(data.clone()));
+    let id = image_of(&app, "qcow2", "bare").await;
+    assert_eq!(import(&app, &id, json!({"method": {"name": "web-download", "uri": url}})).await.status(), 202);
+    assert_eq!(show(&app, &id).await["status"].as_str().map(|s| s == "importing" || s == "active"), Some(true));
+    let task = finished_task(&app, &id).await;
+    assert_eq!(task["status"], "success", "{task}");
+    let image = show(&app, &id).await;
+    assert_eq!(image["status"], "active");
+    assert_eq!(image["checksum"].as_str(), Some(coreutils_digests(&data).0.as_str()));
+    assert_eq!(image["virtual_size"], 10 << 20);
+    assert!(staged(&app).is_empty(), "a single-store download streams past the staging area");
+}
+
+async fn web_download_to_loopback_is_refused_by_default(app: TestApp) {
+    let web = WebServer::start().await;
+    let url = web.route("/x", Reply::Bytes(payload(10)));
+    let id = image_of(&app, "raw", "bare").await;
+    let message = expect_error(import(&app, &id, json!({"method": {"name": "web-download", "uri": url}})).await, 400).await;
+    assert!(message.contains("URI for web-download does not pass filtering"), "{message}");
+    for refused in ["file:///etc/passwd", "http://169.254.169.254/latest/meta-data/", "http://2130706433/", "http://localhost/x"] {
+        let body = json!({"method": {"name": "web-download", "uri": refused}});
+        expect_error(import(&app, &id, body).await, 400).await;
+    }
+    assert_eq!(show(&app, &id).await["status"], "queued");
+    assert_eq!(app.get_json(&format!("/v2/images/{id}/tasks")).await["tasks"], json!([]));
+}
+
+async fn web_download_of_a_missing_url_fails_the_task_and_requeues(app: TestApp) {
+    let web = WebServer::start().await;
+    let id = image_of(&app, "raw", "bare").await;
+    let url = format!("{}/missing", web.base);
+    assert_eq!(import(&app, &id, json!({"method": {"name": "web-download", "uri": url}})).await.status(), 202);
+    let task = finished_task(&app, &id).await;
+    assert_eq!(task["status"], "failure");
+    assert!(task["message"].as_str().unwrap_or_default().contains("404"), "{task}");
+    let image = show(&app, &id).await;
+    assert_eq!(image["status"], "queued");
+    assert!(image.get("os_glance_import_task").is_none());
+    assert!(store_listing(&app).is_empty());
+    let web_ok = web.route("/now", Reply::Bytes(payload(50)));
+    assert_eq!(import(&app, &id, json!({"method": {"name": "web-download", "uri": web_ok}})).await.status(), 202);
+    let outcomes: Vec<Value> = settled(&app, &id).await.iter().map(|t| t["status"].clone()).collect();
+    assert!(outcomes.contains(&json!("success")) && outcomes.len() == 2, "the import can be retried: {outcomes:?}");
+    assert_eq!(show(&app, &id).await["status"], "active");
+}
+
+async fn web_download_following_a_redirect_to_a_refused_port_fails(app: TestApp) {
+    let web = WebServer::start().await;
+    let url = web.route("/hop", Reply::Redirect("http://127.0.0.1:1/secret".into()));
+    let id = image_of(&app, "raw", "bare").await;
+    assert_eq!(import(&app, &id, json!({"method": {"name": "web-download", "uri": url}})).await.status(), 202);
+    let task = finished_task(&app, &id).await;
+    assert_eq!(task["status"], "failure");
+    assert!(task["message"].as_str().unwrap_or_default().contains("127.0.0.1:1"), "{task}");
+    assert_eq!(show(&app, &id).await["status"], "queued");
+}
+
+async fn imports_are_converted_when_configured(app: TestApp) {
+    let data = qemu_image(&["-f", "qcow2"]);
+    let id = image_of(&app, "qcow2", "bare").await;
+    assert_eq!(stage(&app, &id, data).await.status(), 204);
+    assert_eq!(import(&app, &id, json!({"method": {"name": "glance-direct"}})).await.status(), 202);
+    assert_eq!(finished_task(&app, &id).await["status"], "success");
+    let image = show(&app, &id).await;
+    assert_eq!((image["disk_format"].as_str(), image["container_format"].as_str()), (Some("raw"), Some("bare")));
+    assert_eq!((image["size"].as_u64(), image["virtual_size"].as_u64()), (Some(10 << 20), Some(10 << 20)));
+    let zeros = vec![0u8; 10 << 20];
+    assert_eq!(image["checksum"].as_str(), Some(coreutils_digests(&zeros).0.as_str()));
+    assert!(staged(&app).is_empty(), "{:?}", staged(&app));
+}
+
+async fn copy_image_adds_a_store_and_rejects_a_store_already_holding_it(app: TestApp) {
+    let id = image_of(&app, "raw", "bare").await;
+    let uploaded = app
+        .request(Method::PUT, &format!("/v2/images/{id}/file"))
+        .header("Content-Type", "application/octet-stream")
+        .body(payload(5000))
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(uploaded.status(), 204);
+    assert_eq!(show(&app, &id).await["stores"], "fast");
+    let copy = json!({"method": {"name": "copy-image"}, "stores": ["cheap"]});
+    expect_error(import(&app.as_project("p1", "member"), &id, copy.clone()).await, 403).await;
+    assert_eq!(import(&app, &id, copy.clone()).await.status(), 202);
+    assert_eq!(finished_task(&app, &id).await["status"], "success");
+    let image = show(&app, &id).await;
+    assert_eq!((image["status"].as_str(), image["stores"].as_str()), (Some("active"), Some("cheap,fast")));
+    let message = expect_error(import(&app, &id, copy).await, 400).await;
+    assert!(message.contains("Image is already present at store 'cheap'"), "{message}");
+    let unknown = json!({"method": {"name": "copy-image"}, "stores": ["nowhere"]});
+    expect_error(import(&app, &id, unknown).await, 409).await;
+    let downloaded = app.get(&format!("/v2/images/{id}/file")).await.bytes().await.expect("body");
+    assert_eq!(downloaded.as_ref(), &payload(5000)[..]);
+}
+
+async fn create_task(app: &TestApp, body: Value) -> reqwest::Response {
+    app.post_json("/v2/tasks", &body).await
+}
+
+async fn finished(app: &TestApp, task_id: &str) -> Value {
+    for _ in 0..300 {
+        let task = app.get_json(&format!("/v2/tasks/{task_id}")).await;
+        if matches!(task["status"].as_str(), Some("success" | "failure")) {
+            return task;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("task {task_id} did not finish");
+}
+
+async fn legacy_import_task_creates_and_fills_an_image(app: TestApp) {
+    let data = qemu_image(&["-f", "qcow2"]);
+    let web = WebServer::start().await;
+    let url = web.route("/legacy.qcow2", Reply::Bytes(data.clone()));
+    let body = json!({"type": "import", "input": {"import_from": url, "import_from_format": "qcow2",
+        "image_properties": {"disk_format": "qcow2", "container_format": "bare", "name": "legacy", "os_distro": "cirros"}}});
+    let response = create_task(&app, body).await;
+    assert_eq!(response.status(), 201);
+    let location = response.headers().get("location").and_then(|l| l.to_str().ok()).map(str::to_owned);
+    let task: Value = response.json().await.expect("task");
+    assert_eq!((task["status"].as_str(), task["message"].as_str()), (Some("pending"), Some("")));
+    assert!(task["result"].is_null());
+    let task_id = task["id"].as_str().expect("id");
+    assert!(location.is_some_and(|l| l.ends_with(&format!("/v2/tasks/{task_id}"))));
+    let done = finished(&app, task_id).await;
+    assert_eq!(done["status"], "success", "{done}");
+    let image_id = done["result"]["image_id"].as_str().expect("image id");
+    let image = show(&app, image_id).await;
+    assert_eq!((image["status"].as_str(), image["name"].as_str(), image["os_distro"].as_str()), (Some("active"), Some("legacy"), Some("cirros")));
+    assert_eq!(image["checksum"].as_str(), Some(coreutils_digests(&data).0.as_str()));
+}
+
+async fn legacy_import_task_with_a_bad_url_is_400(app: TestApp) {
+    let task = |url: &str| json!({"type": "import", "input": {"import_from": url, "import_from_format": "raw",
+        "image_properties": {"disk_format": "raw", "container_format": "bare"}}});
+    let message = expect_error(create_task(&app, task("file:///etc/passwd")).await, 400).await;
+    assert!(message.contains("File based imports are not allowed"), "{message}");
+    expect_error(create_task(&app, task("ftp://example.org/x")).await, 400).await;
+    expect_error(create_task(&app, json!({"input": {}})).await, 400).await;
+    expect_error(create_task(&app, json!({"type": "reboot", "input": {}})).await, 400).await;
+    expect_error(create_task(&app.as_project("p1", "member"), task("http://example.org/x")).await, 403).await;
+    assert_eq!(app.get_json("/v2/tasks").await["tasks"], json!([]));
+}
+
+async fn legacy_import_task_failure_deletes_its_image(app: TestApp) {
+    let web = WebServer::start().await;
+    let url = format!("{}/gone", web.base);
+    let body = json!({"type": "import", "input": {"import_from": url, "import_from_format": "raw",
+        "image_properties": {"disk_format": "raw", "container_format": "bare", "name": "doomed"}}});
+    let response = create_task(&app, body).await;
+    assert_eq!(response.status(), 201);
+    let task: Value = response.json().await.expect("task");
+    let done = finished(&app, task["id"].as_str().expect("id")).await;
+    assert_eq!(done["status"], "failure");
+    assert!(done["message"].as_str().unwrap_or_default().contains("404"), "{done}");
+    assert!(app.list_ids("").await.is_empty(), "the task's image is deleted");
+    assert!(store_listing(&app).is_empty());
+}

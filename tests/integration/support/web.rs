@@ -1,0 +1,102 @@
+//! A loopback HTTP server with canned answers by path: the far end of web-download tests.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the server answers for one path.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// 200 with these bytes and their Content-Length.
+    Bytes(Vec<u8>),
+    /// 200 with the file's bytes, streamed.
+    File(PathBuf),
+    /// This status with a short body.
+    Status(u16),
+    /// 302 to this URL.
+    Redirect(String),
+    /// Headers announcing this many bytes, then silence.
+    Stall(u64),
+}
+
+/// The server; it stops with the test's runtime.
+#[derive(Clone)]
+pub struct WebServer {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    routes: Arc<Mutex<HashMap<String, Reply>>>,
+}
+
+impl WebServer {
+    /// Starts serving on a free loopback port.
+    pub async fn start() -> WebServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let routes: Arc<Mutex<HashMap<String, Reply>>> = Arc::default();
+        let shared = routes.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(answer(socket, shared.clone()));
+            }
+        });
+        WebServer { base, routes }
+    }
+
+    /// Answers `path` with `reply` from now on; returns the full URL.
+    pub fn route(&self, path: &str, reply: Reply) -> String {
+        self.routes.lock().expect("routes").insert(path.to_owned(), reply);
+        format!("{}{path}", self.base)
+    }
+}
+
+async fn answer(mut socket: TcpStream, routes: Arc<Mutex<HashMap<String, Reply>>>) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&head);
+    let path = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    let reply = routes.lock().expect("routes").get(&path).cloned().unwrap_or(Reply::Status(404));
+    let _ = match reply {
+        Reply::Bytes(body) => {
+            let header = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            async {
+                socket.write_all(header.as_bytes()).await?;
+                socket.write_all(&body).await
+            }
+            .await
+        }
+        Reply::File(path) => {
+            let mut file = tokio::fs::File::open(&path).await.expect("served file");
+            let len = file.metadata().await.expect("metadata").len();
+            let header = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n");
+            async {
+                socket.write_all(header.as_bytes()).await?;
+                tokio::io::copy(&mut file, &mut socket).await.map(drop)
+            }
+            .await
+        }
+        Reply::Status(code) => {
+            let response = format!("HTTP/1.1 {code} Canned\r\nContent-Length: 6\r\nConnection: close\r\n\r\ncanned");
+            socket.write_all(response.as_bytes()).await
+        }
+        Reply::Redirect(to) => {
+            let response = format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            socket.write_all(response.as_bytes()).await
+        }
+        Reply::Stall(len) => {
+            let header = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n");
+            let _ = socket.write_all(header.as_bytes()).await;
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+            Ok(())
+        }
+    };
+    let _ = socket.shutdown().await;
+}

@@ -1,0 +1,372 @@
+//! `api_image_import`: glance-direct, web-download and copy-image (contract §6).
+//!
+//! fetch (staging area, HTTP, or an existing copy) -> convert when configured -> inspect, hash
+//! and store in each target store -> image `active`, locations, lock released and task
+//! `success` in one transaction. A failure undoes all of it: written copies removed, image
+//! back to `queued` (copy-image: left `active`), stores recorded as failed, staging cleaned.
+
+use glint_core::data::{self, Ingested};
+use glint_core::db::{images, locations, tasks};
+use glint_core::image::Image;
+use glint_core::import::{self, FAILED_IMPORT, IMPORT_TASK, IMPORTING_TO_STORES, ImportJob, Method};
+use glint_core::store::{ByteStream, Store};
+use glint_core::task::{Task, TaskStatus};
+use glint_formats::Format;
+use sea_orm::TransactionTrait;
+use serde_json::json;
+
+use super::{Deps, Progress, core_failure, fetch_failure, store_failure};
+use crate::{Flow, FlowContext, FlowError};
+
+/// Runs interoperable imports.
+pub struct ImportFlow {
+    deps: Deps,
+}
+
+/// Where the data comes from once it has been prepared.
+enum Source {
+    /// A file in the staging area, by name (the image id, or a converted copy).
+    Staged(String),
+    /// A URL, streamed straight into the one target store.
+    Web(String),
+    /// An existing copy of an active image.
+    Copy(locations::Location),
+}
+
+/// One store written.
+struct Written {
+    store: String,
+    data: Ingested,
+    virtual_size: Option<i64>,
+}
+
+impl ImportFlow {
+    /// The flow over `deps`.
+    pub fn new(deps: Deps) -> Self {
+        ImportFlow { deps }
+    }
+
+    fn store_id<'a>(&'a self, target: &'a Option<String>) -> &'a str {
+        target.as_deref().unwrap_or(self.deps.stores.default_id())
+    }
+
+    /// The image, if it still exists and this task holds its import lock.
+    async fn locked_image(&self, ctx: &FlowContext, task: &Task, image_id: &str) -> Result<Image, FlowError> {
+        let image = images::get(&ctx.db, image_id)
+            .await
+            .map_err(core_failure)?
+            .ok_or_else(|| FlowError::Abort("Image has been deleted, aborting import.".into()))?;
+        if image.properties.get(IMPORT_TASK).cloned().flatten().as_deref() != Some(task.id.as_str()) {
+            return Err(FlowError::Abort("The image's import lock was taken over by another import.".into()));
+        }
+        Ok(image)
+    }
+
+    /// Brings the data where the store step can read it, converting it if configured.
+    /// Returns the source and the disk format it is in, when that changed.
+    async fn prepare(&self, ctx: &FlowContext, job: &ImportJob, image: &Image, progress: &Progress) -> Result<(Source, Option<Format>), FlowError> {
+        let staged = match &job.method {
+            Method::CopyImage => {
+                let copies = locations::active(&ctx.db, &image.id).await.map_err(core_failure)?;
+                let copy = copies
+                    .into_iter()
+                    .find(|l| l.store.as_deref().is_some_and(|s| self.deps.stores.get(s).is_some()))
+                    .ok_or_else(|| FlowError::Abort("The image has no data in any configured store to copy from.".into()))?;
+                return Ok((Source::Copy(copy), None));
+            }
+            Method::GlanceDirect => {
+                let size = self.deps.staging.size(&image.id).await.map_err(|_| {
+                    FlowError::Abort("No data is staged for this image: stage it again with PUT /v2/images/{id}/stage.".into())
+                })?;
+                if image.size.is_some_and(|s| u64::try_from(s).ok() != Some(size)) {
+                    return Err(FlowError::Abort(format!(
+                        "The staged data has {size} bytes but the image records {} bytes.",
+                        image.size.unwrap_or_default()
+                    )));
+                }
+                image.id.clone()
+            }
+            Method::WebDownload { uri } => {
+                let target = self.conversion_for(image);
+                if target.is_none() && job.stores.len() == 1 {
+                    return Ok((Source::Web(uri.clone()), None));
+                }
+                let download = self.deps.fetcher.get(uri, self.deps.cap).await.map_err(fetch_failure)?;
+                let body = progress.count(download.body, download.content_length);
+                self.deps.staging.put(&image.id, body, self.deps.cap).await.map_err(store_failure)?;
+                image.id.clone()
+            }
+        };
+        let Some(output) = self.conversion_for(image) else {
+            return Ok((Source::Staged(staged), None));
+        };
+        let converted = self.convert(image, &staged, output).await?;
+        Ok((Source::Staged(converted), Some(output)))
+    }
+
+    /// The format to convert `image` to, if conversion is configured and changes something.
+    fn conversion_for(&self, image: &Image) -> Option<Format> {
+        let output = self.deps.conversion?;
+        let declared = image.disk_format.as_deref()?;
+        (image.container_format.as_deref() == Some("bare") && declared != output.as_str() && declared != "iso").then_some(output)
+    }
+
+    async fn convert(&self, image: &Image, staged: &str, output: Format) -> Result<String, FlowError> {
+        let declared = image.disk_format.clone().unwrap_or_default();
+        let source_format = Format::from_name(&declared)
+            .ok_or_else(|| FlowError::Abort(format!("Cannot convert images of disk_format {declared}")))?;
+        let converted = format!("{}.{}", image.id, output.as_str());
+        let (src, dst) = (self.deps.staging.path(staged), self.deps.staging.path(&converted));
+        let report = tokio::task::spawn_blocking(move || glint_formats::convert(&src, source_format, &dst, output))
+            .await
+            .map_err(|e| FlowError::Retry(format!("conversion thread failed: {e}")))?;
+        match report {
+            Ok(report) => {
+                tracing::info!(image = %image.id, from = %declared, to = output.as_str(), size = report.size, "image converted");
+                Ok(converted)
+            }
+            Err(err) => Err(FlowError::Abort(format!("Image conversion from {declared} to {} failed: {err}", output.as_str()))),
+        }
+    }
+
+    async fn open(&self, source: &Source, progress: &Progress) -> Result<ByteStream, FlowError> {
+        match source {
+            Source::Staged(name) => {
+                let size = self.deps.staging.size(name).await.ok();
+                let body = self.deps.staging.read(name).await.map_err(store_failure)?;
+                Ok(progress.count(body, size))
+            }
+            Source::Web(uri) => {
+                let download = self.deps.fetcher.get(uri, self.deps.cap).await.map_err(fetch_failure)?;
+                Ok(progress.count(download.body, download.content_length))
+            }
+            Source::Copy(location) => {
+                let store = location.store.as_deref().and_then(|s| self.deps.stores.get(s)).ok_or_else(|| {
+                    FlowError::Abort(format!("Store {:?} of the image's data is not configured", location.store))
+                })?;
+                let body = store.get(&location.url, None).await.map_err(store_failure)?;
+                Ok(progress.count(body, None))
+            }
+        }
+    }
+
+    /// Writes the data to one store, inspecting and hashing it; the copy is removed again
+    /// if it fails the checks.
+    async fn write(&self, image: &Image, source: &Source, store: &dyn Store, disk_format: &str, progress: &Progress) -> Result<Written, FlowError> {
+        let body = self.open(source, progress).await?;
+        let copying = matches!(source, Source::Copy(_));
+        let inspector = (!copying && image.container_format.as_deref() == Some("bare")).then(glint_formats::Inspector::new);
+        let (ingested, inspector) = data::ingest(store, &image.id, body, self.deps.cap, inspector).await.map_err(store_failure)?;
+        let mut declared = image.clone();
+        declared.disk_format = Some(disk_format.to_owned());
+        let checked = if copying {
+            match image.checksum.as_deref() {
+                Some(expected) if expected != ingested.checksum => {
+                    Err(FlowError::Abort(format!("The copy's checksum {} differs from the image's {expected}", ingested.checksum)))
+                }
+                _ => Ok(image.virtual_size),
+            }
+        } else {
+            data::verdict(&declared, inspector).map_err(|e| FlowError::Abort(format!("Image format check failed: {e}")))
+        };
+        match checked {
+            Ok(virtual_size) => Ok(Written { store: String::new(), data: ingested, virtual_size }),
+            Err(err) => {
+                remove(store, &image.id, &ingested.location).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Removes every file this import put in the staging area.
+    async fn clean_staging(&self, image_id: &str, method: &Method) {
+        let mut names = vec![format!("{image_id}.raw"), format!("{image_id}.qcow2")];
+        if *method != Method::CopyImage {
+            names.push(image_id.to_owned());
+        }
+        for name in names {
+            if let Err(err) = self.deps.staging.remove(&name).await {
+                tracing::warn!(image = %image_id, error = %err, "could not remove staged data");
+            }
+        }
+    }
+
+    /// The final transaction: image, locations, import properties and task together.
+    /// `Ok(false)` when the claim was lost (nothing written).
+    async fn commit(&self, ctx: &FlowContext, task: &Task, job: &ImportJob, written: &[Written], failed: &[String], converted: Option<Format>) -> Result<bool, FlowError> {
+        let txn = ctx.db.begin().await.map_err(|e| core_failure(e.into()))?;
+        let outcome: Result<bool, FlowError> = async {
+            let finished = tasks::finish(&txn, &task.id, &ctx.worker_id, TaskStatus::Success, Some(json!({"image_id": job.image_id})), "", ctx.task_ttl)
+                .await
+                .map_err(core_failure)?;
+            if !finished {
+                return Ok(false);
+            }
+            let image = images::get(&txn, &job.image_id).await.map_err(core_failure)?;
+            let Some(image) = image else {
+                return Err(FlowError::Abort("Image has been deleted, aborting import.".into()));
+            };
+            if job.method != Method::CopyImage {
+                let first = &written[0];
+                let imported = images::Imported {
+                    data: &first.data,
+                    virtual_size: first.virtual_size,
+                    disk_format: converted.map(|f| f.as_str()),
+                };
+                if !images::activate_import(&txn, &job.image_id, &imported).await.map_err(core_failure)? {
+                    return Err(FlowError::Abort(format!("Image changed status to {} during the import, aborting.", image.status)));
+                }
+            }
+            for copy in written {
+                locations::insert(&txn, &job.image_id, &copy.data.location, &copy.store).await.map_err(core_failure)?;
+            }
+            if !images::remove_property_if(&txn, &job.image_id, IMPORT_TASK, &task.id).await.map_err(core_failure)? {
+                return Err(FlowError::Abort("The image's import lock was taken over by another import.".into()));
+            }
+            set_store_lists(&txn, &image, &self.targets(job), failed).await?;
+            Ok(true)
+        }
+        .await;
+        match outcome {
+            Ok(true) => {
+                txn.commit().await.map_err(|e| core_failure(e.into()))?;
+                Ok(true)
+            }
+            other => {
+                txn.rollback().await.map_err(|e| core_failure(e.into()))?;
+                other
+            }
+        }
+    }
+
+    fn targets(&self, job: &ImportJob) -> Vec<String> {
+        job.stores.iter().flatten().cloned().collect()
+    }
+}
+
+/// Takes `done` off `os_glance_importing_to_stores` and records `failed` in
+/// `os_glance_failed_import`.
+async fn set_store_lists(db: &impl sea_orm::ConnectionTrait, image: &Image, done: &[String], failed: &[String]) -> Result<(), FlowError> {
+    let property = |name: &str| image.properties.get(name).cloned().flatten().unwrap_or_default();
+    let importing = import::remove_stores(&property(IMPORTING_TO_STORES), done);
+    let mut failures: Vec<String> = property(FAILED_IMPORT).split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+    failures.extend(failed.iter().filter(|f| !failures.contains(f)).cloned().collect::<Vec<_>>());
+    let failures = failures.join(",");
+    images::set_properties(db, &image.id, &[(IMPORTING_TO_STORES, Some(&importing)), (FAILED_IMPORT, Some(&failures))])
+        .await
+        .map_err(core_failure)
+}
+
+async fn remove(store: &dyn Store, image_id: &str, location: &str) {
+    if let Err(err) = store.delete(location).await {
+        tracing::error!(image = %image_id, location, error = %err, "could not remove the data of a failed import");
+    }
+}
+
+#[async_trait::async_trait]
+impl Flow for ImportFlow {
+    async fn run(&self, ctx: &FlowContext, task: &Task) -> Result<(), FlowError> {
+        let job = ImportJob::of(task).map_err(|e| FlowError::Abort(e.to_string()))?;
+        let image = self.locked_image(ctx, task, &job.image_id).await?;
+        let progress = Progress::default();
+        let work = async {
+            let (source, converted) = self.prepare(ctx, &job, &image, &progress).await?;
+            let disk_format = converted.map_or_else(|| image.disk_format.clone().unwrap_or_default(), |f| f.as_str().to_owned());
+            let (mut written, mut failed) = (Vec::new(), Vec::new());
+            let mut last_error = None;
+            for target in &job.stores {
+                let store_id = self.store_id(target).to_owned();
+                let store = self.deps.stores.get(&store_id).cloned();
+                let Some(store) = store else {
+                    failed.push(store_id.clone());
+                    last_error = Some(FlowError::Abort(format!("Store {store_id} is not configured")));
+                    continue;
+                };
+                match self.write(&image, &source, store.as_ref(), &disk_format, &progress).await {
+                    Ok(mut copy) => {
+                        copy.store = store_id;
+                        written.push(copy);
+                    }
+                    Err(err) => {
+                        tracing::warn!(task = %task.id, store = %store_id, error = %err, "import to a store failed");
+                        failed.push(store_id);
+                        // A retry would write every store again: only a must-succeed import retries.
+                        let retryable = job.all_stores_must_succeed && matches!(err, FlowError::Retry(_));
+                        last_error = Some(err);
+                        if retryable || job.all_stores_must_succeed {
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok::<_, FlowError>((written, failed, last_error, converted))
+        };
+        let (written, failed, last_error, converted) = progress.around(ctx, task, work).await?;
+        let undo = async |written: &[Written]| {
+            for copy in written {
+                if let Some(store) = self.deps.stores.get(&copy.store) {
+                    remove(store.as_ref(), &job.image_id, &copy.data.location).await;
+                }
+            }
+        };
+        if let Some(err) = last_error
+            && (job.all_stores_must_succeed || written.is_empty())
+        {
+            undo(&written).await;
+            return Err(err);
+        }
+        match self.commit(ctx, task, &job, &written, &failed, converted).await {
+            Ok(true) => {
+                self.clean_staging(&job.image_id, &job.method).await;
+                tracing::info!(task = %task.id, image = %job.image_id, method = job.method.name(), "import succeeded");
+                Ok(())
+            }
+            Ok(false) => {
+                undo(&written).await;
+                Ok(())
+            }
+            Err(err) => {
+                undo(&written).await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn fail(&self, ctx: &FlowContext, task: &Task, reason: &str) -> glint_core::Result<()> {
+        let job = ImportJob::of(task).ok();
+        let txn = ctx.db.begin().await?;
+        let outcome: glint_core::Result<bool> = async {
+            if !tasks::finish(&txn, &task.id, &ctx.worker_id, TaskStatus::Failure, None, reason, ctx.task_ttl).await? {
+                return Ok(false);
+            }
+            let Some(job) = &job else { return Ok(true) };
+            let Some(image) = images::get(&txn, &job.image_id).await? else { return Ok(true) };
+            if !images::remove_property_if(&txn, &image.id, IMPORT_TASK, &task.id).await? {
+                // Someone took the lock over; the image is theirs now.
+                return Ok(true);
+            }
+            if job.method != Method::CopyImage {
+                images::back_to_queued(&txn, &image.id, glint_core::image::Status::Importing).await?;
+            }
+            let targets = self.targets(job);
+            set_store_lists(&txn, &image, &targets, &targets).await.map_err(|e| glint_core::Error::Internal(e.to_string()))?;
+            Ok(true)
+        }
+        .await;
+        match outcome {
+            Ok(true) => txn.commit().await?,
+            Ok(false) => {
+                txn.rollback().await?;
+                return Ok(());
+            }
+            Err(err) => {
+                txn.rollback().await?;
+                return Err(err);
+            }
+        }
+        if let Some(job) = &job {
+            self.clean_staging(&job.image_id, &job.method).await;
+        }
+        Ok(())
+    }
+}

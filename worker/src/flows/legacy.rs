@@ -1,0 +1,100 @@
+//! `import` tasks of the legacy tasks API: create an image from `image_properties` and fill
+//! it from `import_from` (contract §4.14). On failure the image is deleted.
+//!
+//! The API chose the image id (the task's `image_id`), so a retried attempt finds the image
+//! an earlier attempt created instead of making a second one.
+
+use glint_core::context::RequestContext;
+use glint_core::data::{self, Upload};
+use glint_core::db::{images, tasks};
+use glint_core::image::schema::Validator;
+use glint_core::image::{Status, new_image};
+use glint_core::task::{Task, TaskStatus};
+use serde_json::{Value, json};
+
+use super::{Deps, Progress, core_failure, fetch_failure};
+use crate::{Flow, FlowContext, FlowError};
+
+/// Runs legacy `import` tasks.
+pub struct LegacyImportFlow {
+    deps: Deps,
+    validator: Validator,
+}
+
+impl LegacyImportFlow {
+    /// The flow over `deps`.
+    pub fn new(deps: Deps) -> Self {
+        let validator = Validator::new(&deps.config.images);
+        LegacyImportFlow { deps, validator }
+    }
+
+    /// The task's image, created from `image_properties` on the first attempt.
+    async fn image(&self, ctx: &FlowContext, task: &Task, image_id: &str) -> Result<glint_core::image::Image, FlowError> {
+        if let Some(image) = images::get(&ctx.db, image_id).await.map_err(core_failure)? {
+            return Ok(image);
+        }
+        let input = task.input.clone().unwrap_or(Value::Null);
+        let properties = input.get("image_properties").and_then(Value::as_object).cloned().unwrap_or_default();
+        let owner = Some(task.owner.clone()).filter(|o| !o.is_empty());
+        let caller = RequestContext::new(owner, task.user_id.clone(), ["member".to_owned()], task.request_id.clone().unwrap_or_default());
+        let mut image = new_image(properties, &caller, &self.deps.config.images, &self.validator)
+            .map_err(|e| FlowError::Abort(format!("Invalid image_properties: {e}")))?;
+        image.id = image_id.to_owned();
+        images::insert(&ctx.db, &image).await.map_err(core_failure)?;
+        Ok(image)
+    }
+}
+
+#[async_trait::async_trait]
+impl Flow for LegacyImportFlow {
+    async fn run(&self, ctx: &FlowContext, task: &Task) -> Result<(), FlowError> {
+        let image_id = task.image_id.clone().ok_or_else(|| FlowError::Abort("The task names no image".into()))?;
+        let url = task
+            .input
+            .as_ref()
+            .and_then(|i| i.get("import_from"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| FlowError::Abort("The task has no import_from".into()))?
+            .to_owned();
+        let mut image = self.image(ctx, task, &image_id).await?;
+        if image.status == Status::Saving {
+            // An earlier attempt died mid-upload.
+            images::back_to_queued(&ctx.db, &image_id, Status::Saving).await.map_err(core_failure)?;
+            image.status = Status::Queued;
+        }
+        if image.status == Status::Queued {
+            let progress = Progress::default();
+            let work = async {
+                let download = self.deps.fetcher.get(&url, self.deps.cap).await.map_err(fetch_failure)?;
+                let body = progress.count(download.body, download.content_length);
+                let how = Upload { store: None, expected_size: download.content_length, cap: self.deps.cap };
+                data::upload(&ctx.db, &self.deps.stores, &image, body, how).await.map_err(|err| match err {
+                    // The body failing mid-way is the network's doing.
+                    glint_core::Error::BadRequest(_) => FlowError::Retry(err.to_string()),
+                    other => core_failure(other),
+                })
+            };
+            progress.around(ctx, task, work).await?;
+        } else if image.status != Status::Active {
+            return Err(FlowError::Abort(format!("The image is {}, it cannot be imported into", image.status)));
+        }
+        let result = Some(json!({"image_id": image_id}));
+        tasks::finish(&ctx.db, &task.id, &ctx.worker_id, TaskStatus::Success, result, "", ctx.task_ttl)
+            .await
+            .map_err(core_failure)?;
+        Ok(())
+    }
+
+    async fn fail(&self, ctx: &FlowContext, task: &Task, reason: &str) -> glint_core::Result<()> {
+        if !tasks::finish(&ctx.db, &task.id, &ctx.worker_id, TaskStatus::Failure, None, reason, ctx.task_ttl).await? {
+            return Ok(());
+        }
+        if let Some(image_id) = &task.image_id
+            && images::get(&ctx.db, image_id).await?.is_some()
+        {
+            images::delete(&ctx.db, image_id).await?;
+            data::purge(&ctx.db, &self.deps.stores, Some(image_id)).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,136 @@
+//! The import flows, and what they share: progress reports and error classification.
+
+mod import;
+mod legacy;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use glint_core::config::Config;
+use glint_core::db::tasks;
+use glint_core::store::{ByteStream, Staging, StoreError, Stores};
+use glint_core::task::{Task, TaskType};
+use glint_core::web::{FetchError, Fetcher};
+
+use crate::{FlowContext, FlowError, Registry};
+
+pub use import::ImportFlow;
+pub use legacy::LegacyImportFlow;
+
+/// What the flows need besides the database.
+#[derive(Clone)]
+pub struct Deps {
+    /// Where image data goes.
+    pub stores: Stores,
+    /// Staged data.
+    pub staging: Staging,
+    /// Fetches web-download URLs.
+    pub fetcher: Arc<Fetcher>,
+    /// The image size cap.
+    pub cap: u64,
+    /// The disk format imports are converted to, if any.
+    pub conversion: Option<glint_formats::Format>,
+    /// The image schema and limits, for images created by legacy import tasks.
+    pub config: Arc<Config>,
+}
+
+impl Deps {
+    /// The flows' dependencies as configured.
+    pub fn from_config(config: &Config, stores: Stores) -> glint_core::Result<Deps> {
+        let config_error = |e: String| glint_core::Error::Config(e);
+        let staging = Staging::open(&config.import.staging_dir)
+            .map_err(|e| config_error(format!("import.staging_dir {}: {e}", config.import.staging_dir.display())))?;
+        let fetcher = Arc::new(Fetcher::new(&config.import.filtering).map_err(|e| config_error(e.to_string()))?);
+        let conversion = match config.import.conversion_output_format.as_deref() {
+            None => None,
+            Some(name @ ("raw" | "qcow2")) => glint_formats::Format::from_name(name),
+            Some(other) => {
+                return Err(config_error(format!(
+                    "import.conversion_output_format = \"{other}\": Glint converts to \"raw\" or \"qcow2\""
+                )));
+            }
+        };
+        Ok(Deps { stores, staging, fetcher, cap: config.images.image_size_cap, conversion, config: Arc::new(config.clone()) })
+    }
+}
+
+/// Every flow Glint runs, by task type.
+pub fn registry(deps: Deps) -> Registry {
+    Registry::default()
+        .with(TaskType::ApiImageImport, Arc::new(ImportFlow::new(deps.clone())))
+        .with(TaskType::Import, Arc::new(LegacyImportFlow::new(deps)))
+}
+
+/// How often a running task's message shows the bytes copied so far.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Bytes a task has moved, shown in its message while it runs.
+#[derive(Clone, Default)]
+struct Progress {
+    done: Arc<AtomicU64>,
+    total: Arc<AtomicU64>,
+}
+
+impl Progress {
+    /// `body`, counted.
+    fn count(&self, body: ByteStream, total: Option<u64>) -> ByteStream {
+        self.total.store(total.unwrap_or(0), Ordering::Relaxed);
+        let done = self.done.clone();
+        Box::pin(body.inspect_ok(move |chunk| {
+            done.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        }))
+    }
+
+    fn message(&self) -> String {
+        const MIB: u64 = 1 << 20;
+        let (done, total) = (self.done.load(Ordering::Relaxed), self.total.load(Ordering::Relaxed));
+        if total > 0 { format!("Copied {} MiB of {} MiB", done / MIB, total.div_ceil(MIB)) } else { format!("Copied {} MiB", done / MIB) }
+    }
+
+    /// Reports progress every few seconds, for as long as it is polled.
+    async fn report(&self, ctx: &FlowContext, task: &Task) {
+        let mut shown = String::new();
+        loop {
+            tokio::time::sleep(PROGRESS_EVERY).await;
+            let message = self.message();
+            if message != shown {
+                if let Err(err) = tasks::report_progress(&ctx.db, &task.id, &ctx.worker_id, &message).await {
+                    tracing::debug!(task = %task.id, error = %err, "progress report failed");
+                }
+                shown = message;
+            }
+        }
+    }
+
+    /// Runs `work` while reporting progress.
+    async fn around<T>(&self, ctx: &FlowContext, task: &Task, work: impl Future<Output = T>) -> T {
+        tokio::select! {
+            out = work => out,
+            () = self.report(ctx, task) => unreachable!("progress reports never end"),
+        }
+    }
+}
+
+/// A store failure, as a retry (the backend may come back) or a final failure.
+fn store_failure(err: StoreError) -> FlowError {
+    match err {
+        StoreError::TooLarge(_) | StoreError::Full | StoreError::NotFound(_) => FlowError::Abort(format!("Image upload problem: {err}")),
+        StoreError::Denied(_) | StoreError::Source(_) | StoreError::Io(_) => FlowError::Retry(err.to_string()),
+    }
+}
+
+/// A download failure, as a retry (network, server trouble) or a final failure.
+fn fetch_failure(err: FetchError) -> FlowError {
+    if err.is_transient() { FlowError::Retry(err.to_string()) } else { FlowError::Abort(err.to_string()) }
+}
+
+/// A core failure: database and backend trouble is retried, the rest is final.
+fn core_failure(err: glint_core::Error) -> FlowError {
+    use glint_core::Error;
+    match err {
+        Error::Database(_) | Error::Unavailable(_) | Error::Internal(_) => FlowError::Retry(err.to_string()),
+        other => FlowError::Abort(other.to_string()),
+    }
+}
