@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use glint_core::config::{Config, TasksConfig, Transport};
 use glint_core::queue::{MemoryQueue, RabbitQueue, TaskQueue};
-use glint_core::store::Stores;
+use glint_core::store::{Staging, Stores};
 use glint_worker::flows::Deps;
 
 /// Glint: an OpenStack Image (Glance v2) compatible image service.
@@ -115,7 +115,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         _ => None,
     };
     if matches!(command, Command::Serve | Command::Api) {
-        tokio::spawn(glint_core::data::scrub(db.clone(), stores.clone(), SCRUB_INTERVAL));
+        let staging = Staging::open(&config.import.staging_dir)?;
+        tokio::spawn(glint_core::data::scrub(db.clone(), stores.clone(), staging, SCRUB_INTERVAL));
         let listener = tokio::net::TcpListener::bind(config.server.bind).await?;
         tracing::info!(address = %listener.local_addr()?, "glint API listening");
         let state = glint_api::AppState::new(config, db, stores, queue)?;

@@ -400,6 +400,15 @@ mod tests {
     }
 
     #[test]
+    fn compose_config_loads_and_selects_the_production_shape() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc/compose/glint.toml");
+        let config = Config::load(Some(&path)).expect("etc/compose/glint.toml loads");
+        assert_eq!(config.tasks.transport, Transport::Rabbitmq);
+        assert!(!config.server.bind.ip().is_loopback());
+        assert!(config.storage.backends.contains_key(&config.storage.default));
+    }
+
+    #[test]
     fn unknown_key_is_an_error_that_names_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("glint.toml");

@@ -507,7 +507,8 @@ async fn upload_abandoned_by_a_dead_process_is_recovered(app: TestApp) {
             Arc::new(glint_core::store::FilesystemStore::open(&app.store_path).expect("store")) as Arc<dyn Store>,
         )]),
     );
-    glint_core::data::recover_abandoned_uploads(&app.db, &stores, glint_core::data::UPLOAD_STALE_AFTER).await.expect("recover");
+    let staging = glint_core::store::Staging::open(&app.staging_path).expect("staging");
+    glint_core::data::recover_abandoned_uploads(&app.db, &stores, &staging, glint_core::data::UPLOAD_STALE_AFTER).await.expect("recover");
     let image = show(&app, &abandoned).await;
     assert_eq!(image["status"], "queued");
     assert!(image["size"].is_null());

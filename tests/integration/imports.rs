@@ -8,6 +8,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::image_data::{coreutils_digests, image_of, payload, qemu_image};
+use crate::images_show::set_columns;
 use crate::support::web::{Reply, WebServer};
 use crate::support::{TestApp, expect_error, on_every_database, store_listing};
 
@@ -23,6 +24,7 @@ on_every_database!(
     import_by_a_reader_is_403,
     deleting_a_staged_image_removes_the_staged_data,
     info_import_lists_the_enabled_methods,
+    staging_abandoned_by_a_dead_process_is_recovered,
 );
 
 on_every_database!(config = web_allowed;
@@ -148,6 +150,30 @@ async fn stage_over_the_cap_is_413_and_leaves_nothing(app: TestApp) {
     assert_eq!(image["status"], "queued");
     assert!(image["size"].is_null());
     assert!(staged(&app).is_empty(), "{:?}", staged(&app));
+}
+
+async fn staging_abandoned_by_a_dead_process_is_recovered(app: TestApp) {
+    let abandoned = image_of(&app, "raw", "bare").await;
+    let waiting = image_of(&app, "raw", "bare").await;
+    assert_eq!(stage(&app, &waiting, payload(10)).await.status(), 204);
+    // The first died mid-staging an hour ago; the second was staged in full long ago and
+    // waits for its import.
+    for id in [&abandoned, &waiting] {
+        set_columns(&app, id, "status = 'uploading', updated_at = '2020-01-01 00:00:00'").await;
+    }
+    let part = app.staging_path.join(format!(".{abandoned}.0123.part"));
+    std::fs::write(&part, b"half").expect("part file");
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options().write(true).open(&part).and_then(|f| f.set_modified(hour_ago)).expect("age");
+    let local = glint_core::store::FilesystemStore::open(&app.store_path).expect("store");
+    let stores = glint_core::store::Stores::new("local", [("local".to_owned(), std::sync::Arc::new(local) as _)].into());
+    let staging = glint_core::store::Staging::open(&app.staging_path).expect("staging");
+    glint_core::data::recover_abandoned_uploads(&app.db, &stores, &staging, glint_core::data::UPLOAD_STALE_AFTER).await.expect("recover");
+    assert_eq!(show(&app, &abandoned).await["status"], "queued");
+    assert_eq!(show(&app, &waiting).await["status"], "uploading");
+    assert_eq!(staged(&app), [waiting.clone()]);
+    assert_eq!(import(&app, &waiting, json!({"method": {"name": "glance-direct"}})).await.status(), 202);
+    assert_eq!(finished_task(&app, &waiting).await["status"], "success");
 }
 
 async fn glance_direct_import_makes_the_image_active_with_digests_and_virtual_size(app: TestApp) {

@@ -378,6 +378,19 @@ pub async fn reset_stale_uploads(db: &DatabaseConnection, idle: std::time::Durat
     Ok(result.rows_affected)
 }
 
+/// Ids of live images in `status` whose `updated_at` is older than `idle`.
+pub async fn stale_in_status(db: &DatabaseConnection, status: Status, idle: std::time::Duration) -> Result<Vec<String>> {
+    let idle = chrono::Duration::from_std(idle).map_err(|e| Error::Internal(e.to_string()))?;
+    let rows = image::Entity::find()
+        .filter(image::Column::Status.eq(status.as_str()))
+        .filter(image::Column::Deleted.eq(false))
+        .filter(image::Column::UpdatedAt.lt(now() - idle))
+        .limit(500)
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().map(|r| r.id).collect())
+}
+
 /// Puts an image whose upload, staging or import failed back to `queued` (if it is still in
 /// status `from`), as Glance does, clearing its sizes.
 pub async fn back_to_queued(db: &impl ConnectionTrait, id: &str, from: Status) -> Result<()> {
