@@ -9,6 +9,7 @@ mod images;
 mod import;
 mod info;
 mod list;
+mod members;
 mod router;
 mod schemas;
 mod tags;

@@ -6,7 +6,7 @@ use axum::middleware;
 use axum::routing::{MethodRouter, any, get, post, put};
 
 use crate::error::{self, ApiError};
-use crate::{AppState, actions, context, image_data, images, import, info, schemas, tags, tasks, versions};
+use crate::{AppState, actions, context, image_data, images, import, info, members, schemas, tags, tasks, versions};
 
 /// A resource's methods; any other method is a 405 listing `allowed` in `Allow`.
 fn resource(methods: MethodRouter<AppState>, allowed: &'static str) -> MethodRouter<AppState> {
@@ -25,6 +25,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/images/{id}/stage", resource(put(import::stage), "PUT"))
         .route("/v2/images/{id}/import", resource(post(import::import), "POST"))
         .route("/v2/info/import", resource(get(import::info), "GET"))
+        .route("/v2/images/{id}/members", resource(get(members::list).post(members::add), "GET, POST"))
+        .route(
+            "/v2/images/{id}/members/{member_id}",
+            resource(get(members::show).put(members::answer).delete(members::remove), "GET, PUT, DELETE"),
+        )
+        .route("/v2/schemas/member", resource(get(schemas::member), "GET"))
+        .route("/v2/schemas/members", resource(get(schemas::members), "GET"))
         .route("/v2/images/{id}/tags/{tag}", resource(put(tags::add).delete(tags::remove), "PUT, DELETE"))
         .route("/v2/images/{id}/actions/deactivate", resource(post(actions::deactivate), "POST"))
         .route("/v2/images/{id}/actions/reactivate", resource(post(actions::reactivate), "POST"))

@@ -28,3 +28,13 @@ pub async fn task(_: NoBody) -> Json<Value> {
 pub async fn tasks(_: NoBody) -> Json<Value> {
     Json(glint_core::task::tasks_schema())
 }
+
+/// `GET /v2/schemas/member`.
+pub async fn member(_: NoBody) -> Json<Value> {
+    Json(glint_core::member::member_schema())
+}
+
+/// `GET /v2/schemas/members`.
+pub async fn members(_: NoBody) -> Json<Value> {
+    Json(glint_core::member::members_schema())
+}

@@ -103,6 +103,8 @@ pub struct ImagesConfig {
     pub image_property_quota: i64,
     /// Most tags per image; negative = no limit.
     pub image_tag_quota: i64,
+    /// Most members (projects shared with) per image; negative = no limit.
+    pub image_member_quota: i64,
     /// Accepted `disk_format` values.
     pub disk_formats: Vec<String>,
     /// Accepted `container_format` values.
@@ -119,6 +121,7 @@ impl Default for ImagesConfig {
             api_limit_max: 1000,
             image_property_quota: 128,
             image_tag_quota: 128,
+            image_member_quota: 128,
             disk_formats: strings(&["ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop"]),
             container_formats: strings(&["ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compressed"]),
             image_size_cap: 1 << 40,

@@ -11,6 +11,7 @@ pub mod db;
 pub mod error;
 pub mod image;
 pub mod import;
+pub mod member;
 pub mod policy;
 pub mod queue;
 pub mod store;

@@ -12,6 +12,7 @@ mod images_delete;
 mod images_list;
 mod images_patch;
 mod images_show;
+mod members;
 mod image_actions;
 mod image_tags;
 mod migrations;

@@ -3,6 +3,7 @@
 pub mod entity;
 pub mod images;
 pub mod locations;
+pub mod members;
 pub mod tasks;
 
 use std::time::Duration;

@@ -1,0 +1,138 @@
+//! Image members: the projects a shared image is offered to, and who may change what.
+
+use chrono::NaiveDateTime;
+use serde_json::{Value, json};
+
+use crate::context::RequestContext;
+use crate::image::{Image, Visibility};
+use crate::{Error, Result, policy};
+
+string_enum! {
+    /// A member project's answer to the offer.
+    MemberStatus {
+        /// Offered, not answered: the image is usable by id but not listed by default.
+        Pending => "pending",
+        /// Accepted: the image is listed for the member.
+        Accepted => "accepted",
+        /// Declined: still usable by id, listed only on request.
+        Rejected => "rejected",
+    }
+}
+
+/// One membership of an image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Member {
+    pub image_id: String,
+    pub member_id: String,
+    pub status: MemberStatus,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+/// Every member call needs a shared image (403 otherwise).
+pub fn check_shared(image: &Image) -> Result<()> {
+    if image.visibility == Visibility::Shared {
+        Ok(())
+    } else {
+        Err(Error::Forbidden("Only shared images have members.".into()))
+    }
+}
+
+/// Adding and removing members: admin or a member of the owning project.
+pub fn check_manage(ctx: &RequestContext, image: &Image, action: &str) -> Result<()> {
+    policy::check_modify(ctx, image, action)
+}
+
+/// Accepting or rejecting: admin, or the member role in the member project itself (the
+/// image's owner may not answer for its members).
+pub fn check_answer(ctx: &RequestContext, member_id: &str) -> Result<()> {
+    if ctx.is_admin || (ctx.has_role("member") && ctx.project_id.as_deref() == Some(member_id)) {
+        Ok(())
+    } else {
+        Err(Error::Forbidden("You are not authorized to complete modify_member action.".into()))
+    }
+}
+
+/// Which memberships the caller may read: all of them (admin, owning project), or only its
+/// own entry (a member project).
+pub fn readable_by<'a>(ctx: &'a RequestContext, image: &Image) -> Option<&'a str> {
+    if ctx.is_admin || ctx.owns(image.owner.as_deref()) { None } else { Some(ctx.project_id.as_deref().unwrap_or_default()) }
+}
+
+/// The `member` of a `POST .../members` body.
+pub fn member_to_add(body: &Value) -> Result<String> {
+    match body.get("member") {
+        None | Some(Value::Null) => Err(Error::BadRequest("Member to be added not specified".into())),
+        Some(Value::String(member)) if member.trim().is_empty() => Err(Error::BadRequest("Member can't be empty".into())),
+        Some(Value::String(member)) if member.chars().count() > 255 => {
+            Err(Error::BadRequest("Member id is too long (max 255)".into()))
+        }
+        Some(Value::String(member)) => Ok(member.clone()),
+        Some(_) => Err(Error::BadRequest("Expected a member in the form: {\"member\": \"image_id\"}".into())),
+    }
+}
+
+/// The `status` of a `PUT .../members/{member}` body.
+pub fn status_to_set(body: &Value) -> Result<MemberStatus> {
+    match body.get("status") {
+        None | Some(Value::Null) => Err(Error::BadRequest("Status not specified".into())),
+        Some(Value::String(status)) => status
+            .parse()
+            .map_err(|_| Error::BadRequest(format!("Provided image member status '{status}' is not supported"))),
+        Some(other) => Err(Error::BadRequest(format!("Provided image member status '{other}' is not supported"))),
+    }
+}
+
+/// `GET /v2/schemas/member`.
+pub fn member_schema() -> Value {
+    let uuid = "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$";
+    json!({
+        "name": "member",
+        "properties": {
+            "created_at": {"type": "string", "description": "Date and time of image member creation"},
+            "image_id": {"type": "string", "description": "An identifier for the image", "pattern": uuid},
+            "member_id": {"type": "string", "description": "An identifier for the image member (tenantId)"},
+            "status": {"type": "string", "description": "The status of this image member",
+                       "enum": MemberStatus::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>()},
+            "updated_at": {"type": "string", "description": "Date and time of last modification of image member"},
+            "schema": {"readOnly": true, "type": "string"}
+        }
+    })
+}
+
+/// `GET /v2/schemas/members`.
+pub fn members_schema() -> Value {
+    json!({
+        "name": "members",
+        "properties": {"members": {"type": "array", "items": member_schema()}, "schema": {"type": "string"}},
+        "links": [{"rel": "describedby", "href": "{schema}"}]
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_bodies_are_checked_in_glance_words() {
+        let err = |body: Value| member_to_add(&body).expect_err("refused").to_string();
+        assert_eq!(err(json!({})), "Member to be added not specified");
+        assert_eq!(err(json!({"member": ""})), "Member can't be empty");
+        assert!(err(json!({"member": 5})).starts_with("Expected a member"));
+        assert_eq!(member_to_add(&json!({"member": "p2"})).ok().as_deref(), Some("p2"));
+        assert_eq!(status_to_set(&json!({"status": "accepted"})).ok(), Some(MemberStatus::Accepted));
+        assert!(status_to_set(&json!({"status": "maybe"})).is_err());
+        assert!(status_to_set(&json!({})).is_err());
+    }
+
+    #[test]
+    fn only_the_member_project_answers() {
+        let member = RequestContext::new(Some("p2".into()), None, ["member".to_owned()], "req".into());
+        let reader = RequestContext::new(Some("p2".into()), None, ["reader".to_owned()], "req".into());
+        let owner = RequestContext::new(Some("p1".into()), None, ["member".to_owned()], "req".into());
+        assert!(check_answer(&member, "p2").is_ok());
+        assert!(check_answer(&reader, "p2").is_err());
+        assert!(check_answer(&owner, "p2").is_err());
+    }
+}
