@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
 use glint_core::context::RequestContext;
+use glint_core::quota::{self, Resource};
 use glint_core::data::{self, Upload};
 use glint_core::db::{images as repo, locations};
 use glint_core::image::Status;
@@ -62,6 +63,9 @@ pub async fn upload(
     let expected_size = expected_size(&headers)?;
     let image = repo::find_visible(&state.db, &ctx, &id).await?;
     policy::check_modify(&ctx, &image, "upload_image")?;
+    let size = expected_size.map_or(0, quota::mib);
+    let deltas = [(Resource::ImageSizeTotal, size), (Resource::ImageCountUploading, 1)];
+    quota::enforce(&state.db, &state.config.quotas, image.owner.as_deref(), &deltas).await?;
     // Only multistore mode lets the client pick a store, as in Glance.
     let store = header_str(&headers, "x-image-meta-store")
         .filter(|_| state.stores.multistore())

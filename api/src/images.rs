@@ -5,6 +5,7 @@ use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use glint_core::context::RequestContext;
+use glint_core::quota::{self, Resource};
 use glint_core::db::images as repo;
 use glint_core::image::{self, Action, Dialect, Op, PatchOp, PatchPath};
 use glint_core::policy;
@@ -26,6 +27,7 @@ pub async fn create(
         return Err(ApiError::bad_request("Request body must be a JSON object."));
     };
     let image = image::new_image(body, &ctx, &state.config.images, &state.validator)?;
+    quota::enforce(&state.db, &state.config.quotas, image.owner.as_deref(), &[(Resource::ImageCountTotal, 1)]).await?;
     repo::insert(&state.db, &image).await?;
     let location = format!("{}/v2/images/{}", versions::base_url(&state, &headers), image.id);
     let mut response = (StatusCode::CREATED, Json(view::image(&image, state.stores.multistore()))).into_response();

@@ -11,6 +11,7 @@ use futures_util::TryStreamExt;
 use glint_core::context::RequestContext;
 use glint_core::db::images as repo;
 use glint_core::import::{self, Importer};
+use glint_core::quota::{self, Resource};
 use glint_core::store::ByteStream;
 use glint_core::{data, policy};
 use serde_json::{Value, json};
@@ -39,6 +40,9 @@ pub async fn stage(
     let expected_size = expected_size(&headers)?;
     let image = repo::find_visible(&state.db, &ctx, &id).await?;
     policy::check_modify(&ctx, &image, "modify_image")?;
+    let size = expected_size.map_or(0, quota::mib);
+    let deltas = [(Resource::ImageStageTotal, size), (Resource::ImageCountUploading, 1)];
+    quota::enforce(&state.db, &state.config.quotas, image.owner.as_deref(), &deltas).await?;
     let stream: ByteStream = Box::pin(body.into_data_stream().map_err(io::Error::other));
     // Its own task, like uploads: a client that goes away still leaves the image `queued`.
     let task = tokio::spawn(async move {
@@ -59,6 +63,10 @@ pub async fn import(
 ) -> Result<StatusCode, ApiError> {
     let request = import::parse(body, &state.config.import.enabled_import_methods)?;
     let image = repo::find_visible(&state.db, &ctx, &id).await?;
+    // glance-direct images are counted as uploading since their staging.
+    let starts_upload = i64::from(request.method != import::Method::GlanceDirect);
+    let deltas = [(Resource::ImageSizeTotal, 0), (Resource::ImageCountUploading, starts_upload)];
+    quota::enforce(&state.db, &state.config.quotas, image.owner.as_deref(), &deltas).await?;
     let importer = Importer {
         db: &state.db,
         stores: &state.stores,

@@ -1,4 +1,4 @@
-//! `/v2/info/stores` and `/v2/info/stores/detail`: which stores exist (multistore mode only).
+//! `/v2/info/stores[/detail]` (which stores exist, multistore mode only) and `/v2/info/usage`.
 
 use axum::Json;
 use axum::extract::{Extension, State};
@@ -35,6 +35,15 @@ fn stores(state: &AppState, detail: bool) -> Result<Json<Value>, ApiError> {
         })
         .collect();
     Ok(Json(json!({ "stores": list })))
+}
+
+/// `GET /v2/info/usage`: the caller's project's limits and usage (`{}` with quotas off).
+pub async fn usage(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    _: NoBody,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(glint_core::quota::report(&state.db, &state.config.quotas, ctx.project_id.as_deref()).await?))
 }
 
 /// `GET /v2/info/stores`: 404 unless several stores are configured.

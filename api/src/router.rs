@@ -40,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/tasks/{id}", resource(get(tasks::show), "GET"))
         .route("/v2/schemas/task", resource(get(schemas::task), "GET"))
         .route("/v2/schemas/tasks", resource(get(schemas::tasks), "GET"))
+        .route("/v2/info/usage", resource(get(info::usage), "GET"))
         .route("/v2/info/stores", resource(get(info::list), "GET"))
         .route("/v2/info/stores/detail", resource(get(info::detail), "GET"))
         .route("/v2/schemas/image", resource(get(schemas::image), "GET"))

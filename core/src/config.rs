@@ -28,6 +28,8 @@ pub struct Config {
     pub import: ImportConfig,
     /// Task transport, workers and task expiry.
     pub tasks: TasksConfig,
+    /// Per-project limits (Glance's unified-limits names).
+    pub quotas: QuotasConfig,
 }
 
 /// `[server]`: the HTTP listener.
@@ -332,6 +334,76 @@ impl Default for TasksConfig {
             republish_after: 60,
             time_to_live: 48,
         }
+    }
+}
+
+/// `[quotas]`: per-project limits under Glance's unified-limits names. Sizes in MiB; a
+/// negative limit means unlimited.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotasConfig {
+    /// Enforce the limits and report them in /v2/info/usage (Glance's `use_keystone_limits`).
+    pub enabled: bool,
+    /// The limits of every project without an override.
+    pub default: Limits,
+    /// Overrides by project id; a limit left out is the `default` one.
+    pub projects: BTreeMap<String, LimitOverrides>,
+}
+
+/// A project's overrides of the default limits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[allow(missing_docs)]
+pub struct LimitOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_size_total: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_stage_total: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_count_total: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_count_uploading: Option<i64>,
+}
+
+impl QuotasConfig {
+    /// The limits of `project`: its overrides over the defaults.
+    pub fn limits(&self, project: &str) -> Limits {
+        let d = self.default;
+        match self.projects.get(project) {
+            None => d,
+            Some(o) => Limits {
+                image_size_total: o.image_size_total.unwrap_or(d.image_size_total),
+                image_stage_total: o.image_stage_total.unwrap_or(d.image_stage_total),
+                image_count_total: o.image_count_total.unwrap_or(d.image_count_total),
+                image_count_uploading: o.image_count_uploading.unwrap_or(d.image_count_uploading),
+            },
+        }
+    }
+}
+
+impl Default for QuotasConfig {
+    fn default() -> Self {
+        Self { enabled: false, default: Limits::default(), projects: BTreeMap::new() }
+    }
+}
+
+/// One project's limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// MiB of image data stored (each copy counts).
+    pub image_size_total: i64,
+    /// MiB of data staged or being imported.
+    pub image_stage_total: i64,
+    /// Images (not deleted).
+    pub image_count_total: i64,
+    /// Images being uploaded, staged, imported or copied.
+    pub image_count_uploading: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { image_size_total: 1024 * 1024, image_stage_total: 1024 * 1024, image_count_total: 1000, image_count_uploading: 10 }
     }
 }
 

@@ -14,6 +14,7 @@ pub mod import;
 pub mod member;
 pub mod policy;
 pub mod queue;
+pub mod quota;
 pub mod store;
 pub mod task;
 pub mod web;

@@ -17,6 +17,7 @@ mod image_actions;
 mod image_tags;
 mod migrations;
 mod nova_snapshot;
+mod quotas;
 mod s3_store;
 mod schemas;
 mod stores;
