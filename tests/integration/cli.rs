@@ -714,3 +714,30 @@ fn glance_reports_server_errors() {
         .failure_mentioning("403 Forbidden: Attribute 'os_glance_x' is reserved.");
     assert_eq!(c.glance_list_names(&[]), ["first"]);
 }
+
+/// `openstack image add project` and `image set --accept --project` look the project up in
+/// Keystone first, so without an identity service only the member listing is testable here.
+#[test]
+fn openstack_image_member_list_shows_members_and_their_status() {
+    let c = clients_or_skip!();
+    let id = text(&c.create(&["--shared", "offered"]), "id");
+    c.glance(&["member-create", &id, "p2"]).success();
+    c.glance(&["member-update", &id, "p2", "accepted"]).success();
+    let members = c.openstack_json(&["image", "member", "list", &id]);
+    let members: Vec<(String, String)> = rows(&members).iter().map(|r| (text(r, "Member ID"), text(r, "Status"))).collect();
+    assert_eq!(members, [("p2".to_owned(), "accepted".to_owned())]);
+    let private = text(&c.create(&["--private", "mine"]), "id");
+    c.glance(&["member-create", &private, "p2"]).failure_mentioning("Only shared images have members");
+}
+
+#[test]
+fn glance_member_create_update_list_delete() {
+    let c = clients_or_skip!();
+    let id = text(&c.create(&["--shared", "offered"]), "id");
+    c.glance(&["member-create", &id, "p3"]).success();
+    c.glance(&["member-update", &id, "p3", "rejected"]).success();
+    let listed = table_rows(&c.glance(&["member-list", "--image-id", &id]).success().stdout);
+    assert_eq!(listed[1..], [vec![id.clone(), "p3".to_owned(), "rejected".to_owned()]], "{listed:?}");
+    c.glance(&["member-delete", &id, "p3"]).success();
+    assert_eq!(table_rows(&c.glance(&["member-list", "--image-id", &id]).success().stdout).len(), 1, "only the header");
+}
