@@ -7,6 +7,7 @@ mod cli;
 mod errors;
 mod image_data;
 mod images_create;
+mod import_e2e;
 mod imports;
 mod images_delete;
 mod images_list;

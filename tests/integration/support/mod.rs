@@ -1,5 +1,7 @@
 //! Test support: a `TestApp` per test on its own database, and helpers to speak to it.
 
+pub mod broker;
+pub mod cluster;
 pub mod s3;
 pub mod server;
 pub mod venv;

@@ -1,8 +1,12 @@
-//! The real `glint serve` binary, started in a scratch directory on a free loopback port.
+//! The real `glint` binary as separate processes.
 //!
-//! Used by the end-to-end tests that drive Glint with unmodified OpenStack clients: the
-//! process, its configuration from `GLINT__*` variables and its SQLite file are exactly what an
-//! operator gets, nothing is served in-process.
+//! [`Server`]: `glint serve` in a scratch directory on a free loopback port, for the
+//! end-to-end tests that drive Glint with unmodified OpenStack clients: the process, its
+//! configuration from `GLINT__*` variables and its SQLite file are exactly what an operator
+//! gets, nothing is served in-process.
+//!
+//! [`Node`]: one `glint api` or `glint worker` of the production topology (see
+//! `support::cluster`), which a fault test can SIGKILL and start again.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -48,24 +52,10 @@ impl Server {
         let db = dir.path().join("glint.db");
         let log = dir.path().join("glint.log");
         let log_file = File::create(&log).expect("create the server log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_glint"));
-        command
-            .arg("serve")
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("clone the log handle"))
-            .stderr(log_file);
-        // Only what we set here configures the server, not whatever the caller exported.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("GLINT") {
-                command.env_remove(&name);
-            }
-        }
+        let mut command = glint_command("serve", dir.path(), log_file);
         command
             .env("GLINT__SERVER__BIND", addr.to_string())
             .env("GLINT__DATABASE__URL", format!("sqlite://{}?mode=rwc", db.display()))
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-            .env("NO_COLOR", "1")
             .envs(config.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let child = command.spawn().expect("spawn the glint binary");
         let mut server = Server { child, addr, log, dir };
@@ -117,6 +107,237 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `glint <subcommand>` run in `dir`, its output going to `log`, configured only by what the
+/// caller adds: every inherited `GLINT*` variable is removed.
+fn glint_command(subcommand: &str, dir: &Path, log: File) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_glint"));
+    command
+        .arg(subcommand)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone the log handle"))
+        .stderr(log);
+    // Only what we set here configures the process, not whatever the caller exported.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("GLINT") {
+            command.env_remove(&name);
+        }
+    }
+    command
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .env("NO_COLOR", "1");
+    command
+}
+
+/// Runs `glint <subcommand>` (e.g. `migrate`) in `dir` with `config` to its end; panics with
+/// its output unless it succeeds.
+pub fn run_to_completion(subcommand: &str, dir: &Path, config: &[(String, String)]) {
+    std::fs::create_dir_all(dir).expect("create the directory");
+    let log = dir.join(format!("{subcommand}.log"));
+    let mut command = glint_command(subcommand, dir, File::create(&log).expect("create the log"));
+    command.envs(config.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let status = command.status().expect("run the glint binary");
+    let output = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "glint {subcommand} exited with {status}:\n{output}");
+}
+
+/// What a [`Node`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// `glint api`: the HTTP API (and an outbox relay), reached at [`Node::url`].
+    Api,
+    /// `glint worker`: runs tasks woken through the broker (and an outbox relay); no port.
+    Worker,
+}
+
+impl Role {
+    fn subcommand(self) -> &'static str {
+        match self {
+            Role::Api => "api",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+/// The line a worker logs once it runs (it has no HTTP port to probe).
+const WORKER_STARTED: &str = "task worker started";
+
+/// One `glint api` or `glint worker` process of a multi-process test.
+///
+/// It runs in a directory the caller owns, configured only by the given variables (inherited
+/// `GLINT*` variables are removed). [`Node::kill`] sends SIGKILL, as a crash or the OOM killer
+/// would; [`Node::restart`] starts the same configuration again, an API on the same address.
+/// Every incarnation logs to a file of its own and [`Node::output`] joins them. Killed on drop.
+pub struct Node {
+    role: Role,
+    name: String,
+    dir: PathBuf,
+    config: Vec<(String, String)>,
+    addr: Option<SocketAddr>,
+    child: Option<Child>,
+    logs: Vec<PathBuf>,
+    /// Whether an incarnation ever came up (from then on an API keeps its address).
+    started: bool,
+}
+
+impl Node {
+    /// Starts `role` in `dir` (created if missing) and waits until it is ready: an API answers
+    /// `GET /healthcheck` on a free loopback port, a worker has logged "task worker started".
+    /// `name` names its log files (`<name>.<incarnation>.log` in `dir`).
+    ///
+    /// Panics with the process's output if it does not come up within 30 seconds.
+    pub fn start(role: Role, name: &str, dir: &Path, config: &[(String, String)]) -> Node {
+        std::fs::create_dir_all(dir).expect("create the node's directory");
+        let mut node = Node {
+            role,
+            name: name.to_owned(),
+            dir: dir.to_path_buf(),
+            config: config.to_vec(),
+            addr: None,
+            child: None,
+            logs: Vec::new(),
+            started: false,
+        };
+        node.spawn_until_ready();
+        node
+    }
+
+    /// Starts the process (again) and waits until it is ready; an API that cannot bind its
+    /// port (taken between our probe and its bind) gets another one on its first start.
+    fn spawn_until_ready(&mut self) {
+        let mut last_failure = String::new();
+        for _ in 0..3 {
+            if self.role == Role::Api && self.addr.is_none() {
+                self.addr = Some(free_loopback_port());
+            }
+            match self.try_spawn() {
+                Ok(()) => {
+                    self.started = true;
+                    return;
+                }
+                Err(Failure::PortTaken(output)) => {
+                    last_failure = output;
+                    // A restart keeps its address (clients know it); the first start moves on.
+                    if !self.started {
+                        self.addr = None;
+                    }
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                Err(Failure::Fatal(message)) => panic!("{message}"),
+            }
+        }
+        panic!("{} could not bind its port three times; last output:\n{last_failure}", self.name);
+    }
+
+    fn try_spawn(&mut self) -> Result<(), Failure> {
+        let log = self.dir.join(format!("{}.{}.log", self.name, self.logs.len()));
+        let log_file = File::create(&log).expect("create the node log");
+        self.logs.push(log.clone());
+        let mut command = glint_command(self.role.subcommand(), &self.dir, log_file);
+        if let Some(addr) = self.addr {
+            command.env("GLINT__SERVER__BIND", addr.to_string());
+        }
+        command.envs(self.config.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let child = command.spawn().expect("spawn the glint binary");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let child = self.child.as_mut().expect("just spawned");
+            if let Some(status) = child.try_wait().expect("poll the node process") {
+                self.child = None;
+                let output = std::fs::read_to_string(&log).unwrap_or_default();
+                if output.contains("in use") {
+                    return Err(Failure::PortTaken(output));
+                }
+                return Err(Failure::Fatal(format!("{} exited with {status} before it was ready:\n{output}", self.name)));
+            }
+            let ready = match (self.role, self.addr) {
+                (Role::Api, Some(addr)) => healthcheck(addr),
+                _ => std::fs::read_to_string(&log).is_ok_and(|out| out.contains(WORKER_STARTED)),
+            };
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Failure::Fatal(format!(
+                    "{} was not ready within 30 s:\n{}",
+                    self.name,
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGTERM, the signal of a clean stop (requests in flight are finished); see
+    /// [`Node::exited`] and [`Node::kill`].
+    pub fn terminate(&self) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+    }
+
+    /// Whether the process has exited (reaping it if so); `true` when none runs.
+    pub fn exited(&mut self) -> bool {
+        match self.child.as_mut().map(Child::try_wait) {
+            None => true,
+            Some(Ok(None)) => false,
+            Some(_) => {
+                self.child = None;
+                true
+            }
+        }
+    }
+
+    /// SIGKILLs the process (no clean-up of any kind runs) and reaps it; returns its pid.
+    /// Does nothing if it is not running.
+    pub fn kill(&mut self) -> Option<u32> {
+        let mut child = self.child.take()?;
+        let pid = child.id();
+        let _ = child.kill();
+        let _ = child.wait();
+        Some(pid)
+    }
+
+    /// Starts the process again with the same configuration (an API on the same address),
+    /// killing the running one first if there is one; waits until it is ready.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn_until_ready();
+    }
+
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Its name, as given to [`Node::start`].
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The API root, e.g. `http://127.0.0.1:43117`. Panics for a worker.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr.unwrap_or_else(|| panic!("{} is a worker: it has no address", self.name)))
+    }
+
+    /// Everything every incarnation printed, in order, each under a header line.
+    pub fn output(&self) -> String {
+        let mut all = String::new();
+        for (n, log) in self.logs.iter().enumerate() {
+            let text = std::fs::read_to_string(log).unwrap_or_else(|e| format!("(no log: {e})"));
+            all.push_str(&format!("----- {} incarnation {n} -----\n{text}", self.name));
+        }
+        all
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
