@@ -37,6 +37,7 @@ on_every_database!(config = web_allowed;
 );
 
 on_every_database!(config = web_default; web_download_to_loopback_is_refused_by_default);
+on_every_database!(config = impatient; web_download_of_a_stalling_server_fails_after_the_retries);
 on_every_database!(config = converting; imports_are_converted_when_configured);
 on_every_database!(config = two_stores; copy_image_adds_a_store_and_rejects_a_store_already_holding_it);
 on_every_database!(config = small_cap; stage_over_the_cap_is_413_and_leaves_nothing);
@@ -48,6 +49,12 @@ fn web_allowed(config: &mut Config) {
 }
 
 fn web_default(_config: &mut Config) {}
+
+fn impatient(config: &mut Config) {
+    web_allowed(config);
+    config.import.filtering.read_timeout = 1;
+    config.tasks.max_attempts = 2;
+}
 
 fn converting(config: &mut Config) {
     config.import.conversion_output_format = Some("raw".into());
@@ -439,4 +446,18 @@ async fn legacy_import_task_failure_deletes_its_image(app: TestApp) {
     assert!(done["message"].as_str().unwrap_or_default().contains("404"), "{done}");
     assert!(app.list_ids("").await.is_empty(), "the task's image is deleted");
     assert!(store_listing(&app).is_empty());
+}
+
+async fn web_download_of_a_stalling_server_fails_after_the_retries(app: TestApp) {
+    let web = WebServer::start().await;
+    let url = web.route("/slow", Reply::Stall(1000));
+    let id = image_of(&app, "raw", "bare").await;
+    assert_eq!(import(&app, &id, json!({"method": {"name": "web-download", "uri": url}})).await.status(), 202);
+    let task = finished_task(&app, &id).await;
+    assert_eq!(task["status"], "failure");
+    assert!(task["message"].as_str().unwrap_or_default().contains("gave up after 2 attempts"), "{task}");
+    let image = show(&app, &id).await;
+    assert_eq!(image["status"], "queued");
+    assert!(image.get("os_glance_import_task").is_none(), "{image}");
+    assert!(store_listing(&app).iter().all(|f| f.ends_with(".part")), "{:?}", store_listing(&app));
 }

@@ -37,6 +37,10 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection that stayed up this long was healthy, so losing it starts the backoff over.
 const HEALTHY_FOR: Duration = Duration::from_secs(30);
 
+/// Longest wait of a consumer between reconnects. Trying a dead broker costs a refused TCP
+/// connection, while a worker that waits the publishers' 30 s misses a broker that is back.
+const CONSUMER_MAX_WAIT: Duration = Duration::from_secs(3);
+
 /// A RabbitMQ-backed [`TaskQueue`]; clones share one publishing connection.
 ///
 /// Every subscription has a connection of its own, and ends (`next` returns `None`) once the
@@ -341,7 +345,7 @@ impl Subscription for RabbitSubscription {
                 if self.failures > 0 {
                     tokio::select! {
                         () = queue_dropped(&mut self.alive) => continue,
-                        () = tokio::time::sleep(backoff(self.failures - 1)) => {}
+                        () = tokio::time::sleep(backoff(self.failures - 1).min(CONSUMER_MAX_WAIT)) => {}
                     }
                 }
                 self.connect().await;
@@ -354,6 +358,8 @@ impl Subscription for RabbitSubscription {
             match delivery {
                 Some(Ok(delivery)) => match String::from_utf8(delivery.data) {
                     Ok(task_id) => {
+                        // A delivery proves the connection works: the next loss starts over.
+                        self.failures = 0;
                         return Some(Message::new(task_id, Box::new(RabbitSettle { acker: delivery.acker })));
                     }
                     Err(_) => {

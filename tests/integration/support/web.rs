@@ -1,7 +1,6 @@
 //! A loopback HTTP server with canned answers by path: the far end of web-download tests.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -12,8 +11,6 @@ use tokio::net::{TcpListener, TcpStream};
 pub enum Reply {
     /// 200 with these bytes and their Content-Length.
     Bytes(Vec<u8>),
-    /// 200 with the file's bytes, streamed.
-    File(PathBuf),
     /// This status with a short body.
     Status(u16),
     /// 302 to this URL.
@@ -70,16 +67,6 @@ async fn answer(mut socket: TcpStream, routes: Arc<Mutex<HashMap<String, Reply>>
             async {
                 socket.write_all(header.as_bytes()).await?;
                 socket.write_all(&body).await
-            }
-            .await
-        }
-        Reply::File(path) => {
-            let mut file = tokio::fs::File::open(&path).await.expect("served file");
-            let len = file.metadata().await.expect("metadata").len();
-            let header = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n");
-            async {
-                socket.write_all(header.as_bytes()).await?;
-                tokio::io::copy(&mut file, &mut socket).await.map(drop)
             }
             .await
         }
