@@ -12,6 +12,7 @@ pub mod error;
 pub mod image;
 pub mod import;
 pub mod member;
+pub mod metadefs;
 pub mod policy;
 pub mod queue;
 pub mod quota;

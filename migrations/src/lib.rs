@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod m0001_images;
 mod m0002_tasks;
 mod m0003_task_claims;
+mod m0004_metadefs;
 
 /// The ordered list of Glint's migrations.
 pub struct Migrator;
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_images::Migration),
             Box::new(m0002_tasks::Migration),
             Box::new(m0003_task_claims::Migration),
+            Box::new(m0004_metadefs::Migration),
         ]
     }
 }
