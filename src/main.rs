@@ -32,6 +32,11 @@ enum Command {
     Worker,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// The metadata definitions catalog: load or export Glance-format definition files.
+    Metadefs {
+        #[command(subcommand)]
+        action: MetadefsAction,
+    },
     /// Inspect a disk image: format, virtual size, safety verdict (exit 1 if unsafe, 2 if unreadable).
     Inspect {
         /// The image file.
@@ -39,6 +44,20 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum MetadefsAction {
+    /// Load every *.json definition file of DIR (or the file DIR); re-loading updates, never duplicates.
+    Load {
+        /// A directory of definition files (Glance's etc/metadefs format), or one file.
+        dir: PathBuf,
+    },
+    /// Write the catalog into DIR, one definition file per namespace.
+    Export {
+        /// The directory to write to (created if missing).
+        dir: PathBuf,
     },
 }
 
@@ -90,10 +109,24 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     if matches!(command, Command::Migrate) {
         glint_core::db::migrate(&db).await?;
         tracing::info!("migrations applied");
-        return Ok(());
+        return load_default_metadefs(glint_core::metadefs::catalog::load_defaults_if_empty(&db).await?);
     }
     if config.database.migrate_on_start {
         glint_core::db::migrate(&db).await?;
+    }
+    match &command {
+        Command::Metadefs { action: MetadefsAction::Load { dir } } => {
+            let report = glint_core::metadefs::catalog::load_dir(&db, dir).await?;
+            println!("loaded {} files: {} rows added, {} updated", report.files, report.inserted, report.updated);
+            return Ok(());
+        }
+        Command::Metadefs { action: MetadefsAction::Export { dir } } => {
+            let count = glint_core::metadefs::catalog::export_dir(&db, dir).await?;
+            println!("exported {count} namespaces to {}", dir.display());
+            return Ok(());
+        }
+        Command::Serve => load_default_metadefs(glint_core::metadefs::catalog::load_defaults_if_empty(&db).await?)?,
+        _ => {}
     }
     let queue = task_queue(&command, &config.tasks)?;
     let stores = Stores::from_config(&config.storage)?;
@@ -131,6 +164,15 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
     }
     relay.await?;
+    Ok(())
+}
+
+/// Reports the loading of Glint's default metadefs catalog into a fresh installation (a
+/// catalog that has anything in it is left alone, so an operator's deletions stay deleted).
+fn load_default_metadefs(report: Option<glint_core::metadefs::catalog::LoadReport>) -> anyhow::Result<()> {
+    if let Some(report) = report {
+        tracing::info!(namespaces = report.files, rows = report.inserted, "default metadefs catalog loaded");
+    }
     Ok(())
 }
 

@@ -10,6 +10,7 @@ mod import;
 mod info;
 mod list;
 mod members;
+mod metadefs;
 mod router;
 mod schemas;
 mod tags;

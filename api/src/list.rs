@@ -233,6 +233,11 @@ fn sort(pairs: &[(String, String)]) -> Result<Vec<(SortKey, Order)>, ApiError> {
 
 /// The `first` and `next` links: the request's parameters minus `marker`, repeated ones kept.
 pub fn links(pairs: &[(String, String)], next_marker: Option<&str>) -> (String, Option<String>) {
+    links_at("/v2/images", pairs, next_marker)
+}
+
+/// [`links`] of the list at `path`.
+pub fn links_at(path: &str, pairs: &[(String, String)], next_marker: Option<&str>) -> (String, Option<String>) {
     let encode = |extra: Option<(&str, &str)>| {
         let mut serializer = form_urlencoded::Serializer::new(String::new());
         for (k, v) in pairs.iter().filter(|(k, _)| k != "marker") {
@@ -244,8 +249,8 @@ pub fn links(pairs: &[(String, String)], next_marker: Option<&str>) -> (String, 
         serializer.finish()
     };
     let query = encode(None);
-    let first = if query.is_empty() { "/v2/images".to_owned() } else { format!("/v2/images?{query}") };
-    let next = next_marker.map(|m| format!("/v2/images?{}", encode(Some(("marker", m)))));
+    let first = if query.is_empty() { path.to_owned() } else { format!("{path}?{query}") };
+    let next = next_marker.map(|m| format!("{path}?{}", encode(Some(("marker", m)))));
     (first, next)
 }
 

@@ -3,9 +3,10 @@
 use axum::Router;
 use axum::http::{Method, StatusCode};
 use axum::middleware;
-use axum::routing::{MethodRouter, any, get, post, put};
+use axum::routing::{MethodRouter, any, delete, get, post, put};
 
 use crate::error::{self, ApiError};
+use crate::metadefs::{self, objects as md_objects, properties as md_properties, resource_types as md_types, tags as md_tags};
 use crate::{AppState, actions, context, image_data, images, import, info, members, schemas, tags, tasks, versions};
 
 /// A resource's methods; any other method is a 405 listing `allowed` in `Allow`.
@@ -45,6 +46,48 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/info/stores/detail", resource(get(info::detail), "GET"))
         .route("/v2/schemas/image", resource(get(schemas::image), "GET"))
         .route("/v2/schemas/images", resource(get(schemas::images), "GET"))
+        .route("/v2/metadefs/namespaces", resource(get(metadefs::list).post(metadefs::create), "GET, POST"))
+        .route(
+            "/v2/metadefs/namespaces/{ns}",
+            resource(get(metadefs::show).put(metadefs::update).delete(metadefs::delete), "GET, PUT, DELETE"),
+        )
+        .route(
+            "/v2/metadefs/namespaces/{ns}/objects",
+            resource(get(md_objects::list).post(md_objects::create).delete(md_objects::delete_all), "GET, POST, DELETE"),
+        )
+        .route(
+            "/v2/metadefs/namespaces/{ns}/objects/{object}",
+            resource(get(md_objects::show).put(md_objects::update).delete(md_objects::delete), "GET, PUT, DELETE"),
+        )
+        .route(
+            "/v2/metadefs/namespaces/{ns}/properties",
+            resource(
+                get(md_properties::list).post(md_properties::create).delete(md_properties::delete_all),
+                "GET, POST, DELETE",
+            ),
+        )
+        .route(
+            "/v2/metadefs/namespaces/{ns}/properties/{property}",
+            resource(get(md_properties::show).put(md_properties::update).delete(md_properties::delete), "GET, PUT, DELETE"),
+        )
+        .route(
+            "/v2/metadefs/namespaces/{ns}/tags",
+            resource(get(md_tags::list).post(md_tags::create_many).delete(md_tags::delete_all), "GET, POST, DELETE"),
+        )
+        .route(
+            "/v2/metadefs/namespaces/{ns}/tags/{tag}",
+            resource(
+                get(md_tags::show).post(md_tags::create).put(md_tags::rename).delete(md_tags::delete),
+                "GET, POST, PUT, DELETE",
+            ),
+        )
+        .route("/v2/metadefs/resource_types", resource(get(md_types::list), "GET"))
+        .route(
+            "/v2/metadefs/namespaces/{ns}/resource_types",
+            resource(get(md_types::associations).post(md_types::associate), "GET, POST"),
+        )
+        .route("/v2/metadefs/namespaces/{ns}/resource_types/{rt}", resource(delete(md_types::dissociate), "DELETE"))
+        .route("/v2/schemas/metadefs/{name}", resource(get(metadefs::schema), "GET"))
         .route("/v2", any(not_found))
         .route("/v2/{*rest}", any(not_found))
         .layer(middleware::from_fn_with_state(state.clone(), context::authenticate));

@@ -177,11 +177,6 @@ pub fn check_unprotected(ns: &Namespace, what: &str) -> Result<()> {
     }
 }
 
-/// `name` with the association prefix of `resource_type` applied, as `?resource_type=` asks.
-pub fn prefixed(prefix: Option<&str>, name: &str) -> String {
-    format!("{}{name}", prefix.unwrap_or_default())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,135 @@
+//! `/v2/metadefs/namespaces/{ns}/tags[/{tag}]`.
+
+use axum::Json;
+use axum::extract::{Extension, Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use glint_core::context::RequestContext;
+use glint_core::metadefs::{self, body, repo};
+use serde_json::{Value, json};
+
+use super::{last, pairs, sort_dir, to_empty, view};
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{JsonBody, NoBody};
+
+/// `GET .../tags`: names, newest first unless sorted otherwise; `limit` and `marker` (a name).
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let pairs = pairs(query.as_deref());
+    let limit = match last(&pairs, "limit") {
+        None => None,
+        Some(text) => {
+            let n: i64 = text.trim().parse().map_err(|_| ApiError::bad_request("limit param must be an integer"))?;
+            if n < 0 {
+                return Err(ApiError::bad_request("limit param must be positive"));
+            }
+            Some(n as u64)
+        }
+    };
+    let sort_key = last(&pairs, "sort_key").unwrap_or("created_at");
+    if !repo::TAG_SORT_KEYS.contains(&sort_key) {
+        return Err(ApiError::bad_request(format!("Invalid sort key: {sort_key}")));
+    }
+    let query = repo::TagQuery {
+        sort_key: sort_key.to_owned(),
+        ascending: sort_dir(&pairs)?,
+        limit,
+        marker: last(&pairs, "marker").map(str::to_owned),
+    };
+    let ns = repo::find_visible(&state.db, &ctx, &name).await?;
+    metadefs::check_read(&ctx, &ns)?;
+    let tags = repo::tags(&state.db, &ns, &query).await?;
+    Ok(Json(json!({"tags": view::tag_names(tags.iter().map(|t| t.name.as_str()))})))
+}
+
+/// oslo's `bool_from_string`, which Glance applies to `X-Openstack-Append`.
+fn truthy(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-openstack-append")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on" | "y" | "t"))
+}
+
+/// `POST .../tags`: replaces every tag (appends with `X-Openstack-Append: true`), all or nothing.
+pub async fn create_many(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let names = body::tags(&body)?;
+    let ns = repo::find_visible(&state.db, &ctx, &name).await?;
+    metadefs::check_write(&ctx, &ns, "add_metadef_tags")?;
+    repo::replace_tags(&state.db, &ns, &names, truthy(&headers)).await?;
+    Ok((StatusCode::CREATED, Json(json!({"tags": view::tag_names(names.iter().map(String::as_str))}))))
+}
+
+/// `DELETE .../tags`: every tag of the namespace.
+pub async fn delete_all(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let ns = to_empty(&state, &ctx, &name, Some("delete_metadef_tags")).await?;
+    repo::delete_tags(&state.db, &ns).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST .../tags/{tag}`: creates one tag, named by the path (no body).
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path((name, tag)): Path<(String, String)>,
+    _: NoBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    body::tag_name(&tag)?;
+    let ns = repo::find_visible(&state.db, &ctx, &name).await?;
+    metadefs::check_write(&ctx, &ns, "add_metadef_tag")?;
+    let created = repo::create_tag(&state.db, &ns, &tag).await?;
+    Ok((StatusCode::CREATED, Json(view::tag(&created))))
+}
+
+/// `GET .../tags/{tag}`.
+pub async fn show(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path((name, tag)): Path<(String, String)>,
+    _: NoBody,
+) -> Result<Json<Value>, ApiError> {
+    let ns = repo::find_visible(&state.db, &ctx, &name).await?;
+    metadefs::check_read(&ctx, &ns)?;
+    Ok(Json(view::tag(&repo::tag(&state.db, &ns, &tag).await?)))
+}
+
+/// `PUT .../tags/{tag}`: renames it.
+pub async fn rename(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path((name, tag)): Path<(String, String)>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let new_name = body::tag(&body)?;
+    let ns = repo::find_visible(&state.db, &ctx, &name).await?;
+    metadefs::check_write(&ctx, &ns, "modify_metadef_tag")?;
+    Ok(Json(view::tag(&repo::rename_tag(&state.db, &ns, &tag, &new_name).await?)))
+}
+
+/// `DELETE .../tags/{tag}`: 204; 403 in a protected namespace.
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path((name, tag)): Path<(String, String)>,
+    _: NoBody,
+) -> Result<StatusCode, ApiError> {
+    let ns = repo::find_visible(&state.db, &ctx, &name).await?;
+    metadefs::check_write(&ctx, &ns, "delete_metadef_tag")?;
+    repo::tag(&state.db, &ns, &tag).await?;
+    metadefs::check_unprotected(&ns, &format!("Metadata definition tag {tag}"))?;
+    repo::delete_tag(&state.db, &ns, &tag).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
