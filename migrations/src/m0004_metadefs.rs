@@ -37,6 +37,7 @@ enum MetadefResourceTypes {
 #[derive(DeriveIden, Clone, Copy)]
 enum MetadefNamespaceResourceTypes {
     Table,
+    Id,
     ResourceTypeId,
     NamespaceId,
     PropertiesTarget,
@@ -98,7 +99,14 @@ fn index<T: IntoIden + Copy + 'static>(name: &str, table: T, columns: &[T]) -> I
 
 /// A namespace's child table: id, namespace, name (unique per namespace), the given columns,
 /// timestamps.
-fn child_table<T: IntoIden + Copy + 'static>(table: T, id: T, namespace_id: T, name: T, columns: Vec<ColumnDef>, stamps: (T, T)) -> TableCreateStatement {
+fn child_table<T: IntoIden + Copy + 'static>(
+    table: T,
+    id: T,
+    namespace_id: T,
+    name: T,
+    columns: Vec<ColumnDef>,
+    stamps: (T, T),
+) -> TableCreateStatement {
     let mut stmt = Table::create();
     stmt.table(table)
         .col(ColumnDef::new(id).integer().not_null().auto_increment().primary_key())
@@ -133,7 +141,9 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager.create_index(index("uq_metadef_namespaces_namespace", Ns::Table, &[Ns::Namespace]).unique().to_owned()).await?;
+        manager
+            .create_index(index("uq_metadef_namespaces_namespace", Ns::Table, &[Ns::Namespace]).unique().to_owned())
+            .await?;
         manager.create_index(index("ix_metadef_namespaces_owner", Ns::Table, &[Ns::Owner])).await?;
 
         use MetadefResourceTypes as Rt;
@@ -149,20 +159,22 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager.create_index(index("uq_metadef_resource_types_name", Rt::Table, &[Rt::Name]).unique().to_owned()).await?;
+        manager
+            .create_index(index("uq_metadef_resource_types_name", Rt::Table, &[Rt::Name]).unique().to_owned())
+            .await?;
 
         use MetadefNamespaceResourceTypes as Assoc;
         manager
             .create_table(
                 Table::create()
                     .table(Assoc::Table)
+                    .col(ColumnDef::new(Assoc::Id).integer().not_null().auto_increment().primary_key())
                     .col(ColumnDef::new(Assoc::ResourceTypeId).integer().not_null())
                     .col(ColumnDef::new(Assoc::NamespaceId).integer().not_null())
                     .col(ColumnDef::new(Assoc::PropertiesTarget).string_len(80).null())
                     .col(ColumnDef::new(Assoc::Prefix).string_len(80).null())
                     .col(ColumnDef::new(Assoc::CreatedAt).date_time().not_null())
                     .col(ColumnDef::new(Assoc::UpdatedAt).date_time().null())
-                    .primary_key(Index::create().col(Assoc::ResourceTypeId).col(Assoc::NamespaceId))
                     .foreign_key(&mut namespace_fk(Assoc::Table, Assoc::NamespaceId))
                     .foreign_key(
                         &mut ForeignKey::create()
@@ -172,6 +184,19 @@ impl MigrationTrait for Migration {
                             .to_owned(),
                     )
                     .to_owned(),
+            )
+            .await?;
+        // Glance's key is (resource_type_id, namespace_id); a surrogate id keeps the order in
+        // which associations were made, which lists and exports follow.
+        manager
+            .create_index(
+                index(
+                    "uq_metadef_ns_res_types_type_namespace",
+                    Assoc::Table,
+                    &[Assoc::ResourceTypeId, Assoc::NamespaceId],
+                )
+                .unique()
+                .to_owned(),
             )
             .await?;
         manager
@@ -196,7 +221,11 @@ impl MigrationTrait for Migration {
             ))
             .await?;
         manager
-            .create_index(index("uq_metadef_objects_namespace_id_name", Obj::Table, &[Obj::NamespaceId, Obj::Name]).unique().to_owned())
+            .create_index(
+                index("uq_metadef_objects_namespace_id_name", Obj::Table, &[Obj::NamespaceId, Obj::Name])
+                    .unique()
+                    .to_owned(),
+            )
             .await?;
         manager.create_index(index("ix_metadef_objects_name", Obj::Table, &[Obj::Name])).await?;
 
@@ -213,17 +242,30 @@ impl MigrationTrait for Migration {
             .await?;
         manager
             .create_index(
-                index("uq_metadef_properties_namespace_id_name", Prop::Table, &[Prop::NamespaceId, Prop::Name]).unique().to_owned(),
+                index("uq_metadef_properties_namespace_id_name", Prop::Table, &[Prop::NamespaceId, Prop::Name])
+                    .unique()
+                    .to_owned(),
             )
             .await?;
         manager.create_index(index("ix_metadef_properties_name", Prop::Table, &[Prop::Name])).await?;
 
         use MetadefTags as Tag;
         manager
-            .create_table(child_table(Tag::Table, Tag::Id, Tag::NamespaceId, Tag::Name, vec![], (Tag::CreatedAt, Tag::UpdatedAt)))
+            .create_table(child_table(
+                Tag::Table,
+                Tag::Id,
+                Tag::NamespaceId,
+                Tag::Name,
+                vec![],
+                (Tag::CreatedAt, Tag::UpdatedAt),
+            ))
             .await?;
         manager
-            .create_index(index("uq_metadef_tags_namespace_id_name", Tag::Table, &[Tag::NamespaceId, Tag::Name]).unique().to_owned())
+            .create_index(
+                index("uq_metadef_tags_namespace_id_name", Tag::Table, &[Tag::NamespaceId, Tag::Name])
+                    .unique()
+                    .to_owned(),
+            )
             .await?;
         manager.create_index(index("ix_metadef_tags_name", Tag::Table, &[Tag::Name])).await?;
         Ok(())

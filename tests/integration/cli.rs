@@ -741,3 +741,6 @@ fn glance_member_create_update_list_delete() {
     c.glance(&["member-delete", &id, "p3"]).success();
     assert_eq!(table_rows(&c.glance(&["member-list", "--image-id", &id]).success().stdout).len(), 1, "only the header");
 }
+
+// Last, so that it sees the helper macros above.
+mod metadefs;

@@ -14,6 +14,7 @@ mod images_list;
 mod images_patch;
 mod images_show;
 mod members;
+mod metadefs;
 mod image_actions;
 mod image_tags;
 mod migrations;

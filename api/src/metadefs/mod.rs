@@ -43,7 +43,11 @@ fn sort_dir(pairs: &[(String, String)]) -> Result<bool, ApiError> {
 }
 
 /// `resource_type=RT` on a show: the prefix of the namespace's association with RT, if any.
-async fn prefix_for(state: &AppState, ns: &metadefs::Namespace, pairs: &[(String, String)]) -> Result<String, ApiError> {
+async fn prefix_for(
+    state: &AppState,
+    ns: &metadefs::Namespace,
+    pairs: &[(String, String)],
+) -> Result<String, ApiError> {
     let Some(rt) = last(pairs, "resource_type") else { return Ok(String::new()) };
     let associations = repo::associations(&state.db, ns).await?;
     Ok(associations.into_iter().find(|a| a.name == rt).and_then(|a| a.prefix).unwrap_or_default())
@@ -179,7 +183,12 @@ pub async fn delete(
 }
 
 /// The namespace of a "delete all objects/properties/tags" call, once the caller may empty it.
-async fn to_empty(state: &AppState, ctx: &RequestContext, name: &str, extra_rule: Option<&str>) -> Result<metadefs::Namespace, ApiError> {
+async fn to_empty(
+    state: &AppState,
+    ctx: &RequestContext,
+    name: &str,
+    extra_rule: Option<&str>,
+) -> Result<metadefs::Namespace, ApiError> {
     let ns = repo::find_visible(&state.db, ctx, name).await?;
     metadefs::check_write(ctx, &ns, "delete_metadef_namespace")?;
     if let Some(rule) = extra_rule {

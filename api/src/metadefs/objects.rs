@@ -21,10 +21,10 @@ pub async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let pairs = pairs(query.as_deref());
-    if let Some(limit) = last(&pairs, "limit") {
-        if !limit.trim().parse::<i64>().is_ok_and(|n| n > 0) {
-            return Err(ApiError::bad_request("limit param must be positive"));
-        }
+    if let Some(limit) = last(&pairs, "limit")
+        && !limit.trim().parse::<i64>().is_ok_and(|n| n > 0)
+    {
+        return Err(ApiError::bad_request("limit param must be positive"));
     }
     sort_dir(&pairs)?;
     if let Some(v) = last(&pairs, "visibility").filter(|v| !matches!(*v, "public" | "private" | "shared")) {

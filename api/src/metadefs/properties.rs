@@ -68,11 +68,13 @@ pub async fn show(
     metadefs::check_read(&ctx, &ns)?;
     let mut lookup = property.as_str();
     if let Some(rt) = last(&pairs(query.as_deref()), "resource_type") {
-        let association = repo::associations(&state.db, &ns)
-            .await?
-            .into_iter()
-            .find(|a| a.name == rt)
-            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("Resource type {rt} is not associated with namespace {name}")))?;
+        let association =
+            repo::associations(&state.db, &ns).await?.into_iter().find(|a| a.name == rt).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("Resource type {rt} is not associated with namespace {name}"),
+                )
+            })?;
         let prefix = association.prefix.unwrap_or_default();
         lookup = property.strip_prefix(prefix.as_str()).ok_or_else(|| {
             ApiError::new(

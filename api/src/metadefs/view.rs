@@ -13,7 +13,11 @@ fn put_some(map: &mut Map<String, Value>, key: &str, value: Option<&str>) {
     }
 }
 
-fn put_stamps(map: &mut Map<String, Value>, created_at: chrono::NaiveDateTime, updated_at: Option<chrono::NaiveDateTime>) {
+fn put_stamps(
+    map: &mut Map<String, Value>,
+    created_at: chrono::NaiveDateTime,
+    updated_at: Option<chrono::NaiveDateTime>,
+) {
     map.insert("created_at".into(), json!(timestamp(created_at)));
     if let Some(updated_at) = updated_at {
         map.insert("updated_at".into(), json!(timestamp(updated_at)));
@@ -51,7 +55,10 @@ pub fn association(a: &Association) -> Value {
 }
 
 /// A property map (name → rendered fragment, no `name` inside), keys prefixed by `prefix`.
-pub fn property_map<'a>(properties: impl IntoIterator<Item = (&'a String, &'a Value)>, prefix: &str) -> Map<String, Value> {
+pub fn property_map<'a>(
+    properties: impl IntoIterator<Item = (&'a String, &'a Value)>,
+    prefix: &str,
+) -> Map<String, Value> {
     properties
         .into_iter()
         .map(|(name, fragment)| {

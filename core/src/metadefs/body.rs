@@ -48,8 +48,24 @@ pub struct AssociationInput {
 
 /// The keys a property fragment may hold, in the order Glance renders them.
 pub const PROPERTY_KEYS: &[&str] = &[
-    "name", "type", "title", "description", "operators", "default", "readonly", "minimum", "maximum", "enum",
-    "pattern", "minLength", "maxLength", "items", "uniqueItems", "minItems", "maxItems", "additionalItems",
+    "name",
+    "type",
+    "title",
+    "description",
+    "operators",
+    "default",
+    "readonly",
+    "minimum",
+    "maximum",
+    "enum",
+    "pattern",
+    "minLength",
+    "maxLength",
+    "items",
+    "uniqueItems",
+    "minItems",
+    "maxItems",
+    "additionalItems",
 ];
 
 /// The JSON-schema types a property may have.
@@ -71,8 +87,16 @@ pub fn namespace(body: &Value) -> Result<NamespaceInput> {
     allow_only(
         map,
         &[
-            "namespace", "display_name", "description", "visibility", "protected", "owner",
-            "resource_type_associations", "properties", "objects", "tags",
+            "namespace",
+            "display_name",
+            "description",
+            "visibility",
+            "protected",
+            "owner",
+            "resource_type_associations",
+            "properties",
+            "objects",
+            "tags",
         ],
     )?;
     let visibility = optional_string(map, "visibility", None)?;
@@ -81,12 +105,17 @@ pub fn namespace(body: &Value) -> Result<NamespaceInput> {
     }
     let associations = match map.get("resource_type_associations") {
         None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items.iter().map(|item| association_fields(object_of(item, "resource_type_associations")?)).collect::<Result<_>>()?,
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| association_fields(object_of(item, "resource_type_associations")?))
+            .collect::<Result<_>>()?,
         Some(_) => return Err(not_of_type("resource_type_associations", "array")),
     };
     let objects = match map.get("objects") {
         None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items.iter().map(|item| object_fields(object_of(item, "objects")?, Unknown::Drop)).collect::<Result<_>>()?,
+        Some(Value::Array(items)) => {
+            items.iter().map(|item| object_fields(object_of(item, "objects")?, Unknown::Drop)).collect::<Result<_>>()?
+        }
         Some(_) => return Err(not_of_type("objects", "array")),
     };
     let tags = match map.get("tags") {
@@ -187,7 +216,13 @@ pub fn render_property(stored: &Map<String, Value>, with_name: bool) -> Map<Stri
                 None => value.clone(),
             },
             "items" => match value.as_object() {
-                Some(items) => Value::Object(items.iter().filter(|(k, _)| matches!(k.as_str(), "type" | "enum")).map(|(k, v)| (k.clone(), v.clone())).collect()),
+                Some(items) => Value::Object(
+                    items
+                        .iter()
+                        .filter(|(k, _)| matches!(k.as_str(), "type" | "enum"))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                ),
                 None => value.clone(),
             },
             _ => value.clone(),
@@ -343,10 +378,10 @@ fn normalize_property(map: &Map<String, Value>, unknown: Unknown) -> Result<Map<
             return Err(Error::BadRequest(format!("Invalid value for '{key}': must be an integer >= 0")));
         }
     }
-    if let Some(values) = map.get("enum").filter(|v| !v.is_null()) {
-        if !values.as_array().is_some_and(|a| a.iter().all(Value::is_string)) {
-            return Err(not_of_type("enum", "array of strings"));
-        }
+    if let Some(values) = map.get("enum").filter(|v| !v.is_null())
+        && !values.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+    {
+        return Err(not_of_type("enum", "array of strings"));
     }
     if let Some(items) = map.get("items").filter(|v| !v.is_null()) {
         let items = items.as_object().ok_or_else(|| not_of_type("items", "object"))?;
@@ -391,8 +426,13 @@ mod tests {
 
     #[test]
     fn defaults_render_as_python_strings_and_bounds_as_integers() {
-        let (_, stored) = property(&json!({"name": "p", "title": "P", "type": "number", "default": true, "minimum": 0.5})).unwrap_or_default();
-        assert_eq!(Value::Object(stored), json!({"name": "p", "type": "number", "title": "P", "default": "True", "minimum": 0}));
+        let (_, stored) =
+            property(&json!({"name": "p", "title": "P", "type": "number", "default": true, "minimum": 0.5}))
+                .unwrap_or_default();
+        assert_eq!(
+            Value::Object(stored),
+            json!({"name": "p", "type": "number", "title": "P", "default": "True", "minimum": 0})
+        );
     }
 
     #[test]

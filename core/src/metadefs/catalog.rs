@@ -13,7 +13,10 @@
 use std::path::{Path, PathBuf};
 
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, TransactionTrait};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, TransactionTrait,
+};
 use serde_json::{Map, Value, json};
 
 use super::repo::{self, ensure_resource_type, json_map};
@@ -168,7 +171,10 @@ async fn load_one(db: &DatabaseConnection, file: &Value, report: &mut LoadReport
             ns_row::Entity::insert(row).exec_without_returning(&txn).await?;
             report.inserted += 1;
         }
-        Some(row) if (&row.display_name, &row.description, &row.visibility, row.protected, &row.owner) != (&fields.0, &fields.1, &fields.2, fields.3, &fields.4) => {
+        Some(row)
+            if (&row.display_name, &row.description, &row.visibility, row.protected, &row.owner)
+                != (&fields.0, &fields.1, &fields.2, fields.3, &fields.4) =>
+        {
             ns_row::Entity::update_many()
                 .col_expr(ns_row::Column::DisplayName, Expr::value(fields.0.clone()))
                 .col_expr(ns_row::Column::Description, Expr::value(fields.1.clone()))
@@ -208,7 +214,13 @@ async fn load_one(db: &DatabaseConnection, file: &Value, report: &mut LoadReport
             .await?
             .is_some();
         if !exists {
-            let row = tag_row::ActiveModel { namespace_id: Set(ns_id), name: Set(tag), created_at: Set(now()), updated_at: Set(None), ..Default::default() };
+            let row = tag_row::ActiveModel {
+                namespace_id: Set(ns_id),
+                name: Set(tag),
+                created_at: Set(now()),
+                updated_at: Set(None),
+                ..Default::default()
+            };
             tag_row::Entity::insert(row).exec_without_returning(&txn).await?;
             report.inserted += 1;
         }
@@ -218,7 +230,12 @@ async fn load_one(db: &DatabaseConnection, file: &Value, report: &mut LoadReport
     Ok(())
 }
 
-async fn load_association(db: &impl ConnectionTrait, ns_id: i32, file: &Map<String, Value>, report: &mut LoadReport) -> Result<()> {
+async fn load_association(
+    db: &impl ConnectionTrait,
+    ns_id: i32,
+    file: &Map<String, Value>,
+    report: &mut LoadReport,
+) -> Result<()> {
     let name = named(file, "resource_type_associations")?;
     let (prefix, target) = (text(file, "prefix")?, text(file, "properties_target")?);
     let known = type_row::Entity::find().filter(type_row::Column::Name.eq(&name)).one(db).await?.is_some();
@@ -238,6 +255,7 @@ async fn load_association(db: &impl ConnectionTrait, ns_id: i32, file: &Map<Stri
                 prefix: Set(prefix),
                 created_at: Set(now()),
                 updated_at: Set(None),
+                ..Default::default()
             };
             assoc_row::Entity::insert(row).exec_without_returning(db).await?;
             report.inserted += 1;
@@ -258,7 +276,13 @@ async fn load_association(db: &impl ConnectionTrait, ns_id: i32, file: &Map<Stri
     Ok(())
 }
 
-async fn load_property(db: &impl ConnectionTrait, ns_id: i32, name: &str, fragment: &Value, report: &mut LoadReport) -> Result<()> {
+async fn load_property(
+    db: &impl ConnectionTrait,
+    ns_id: i32,
+    name: &str,
+    fragment: &Value,
+    report: &mut LoadReport,
+) -> Result<()> {
     let existing = property_row::Entity::find()
         .filter(property_row::Column::NamespaceId.eq(ns_id))
         .filter(property_row::Column::Name.eq(name))
@@ -291,12 +315,19 @@ async fn load_property(db: &impl ConnectionTrait, ns_id: i32, name: &str, fragme
     Ok(())
 }
 
-async fn load_object(db: &impl ConnectionTrait, ns_id: i32, file: &Map<String, Value>, report: &mut LoadReport) -> Result<()> {
+async fn load_object(
+    db: &impl ConnectionTrait,
+    ns_id: i32,
+    file: &Map<String, Value>,
+    report: &mut LoadReport,
+) -> Result<()> {
     let name = named(file, "objects")?;
     let description = text(file, "description")?;
     let required = match file.get("required") {
         None | Some(Value::Null) => None,
-        Some(Value::Array(items)) if items.iter().all(Value::is_string) => Some(Value::Array(items.clone()).to_string()),
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
+            Some(Value::Array(items.clone()).to_string())
+        }
         Some(_) => return Err(Error::BadRequest(format!("'required' of object {name} must be a list of names"))),
     };
     let properties = Value::Object(fragments(file.get("properties"))?);
@@ -344,7 +375,8 @@ async fn load_object(db: &impl ConnectionTrait, ns_id: i32, file: &Map<String, V
 pub async fn export_namespace(db: &impl ConnectionTrait, ns: &Namespace) -> Result<Value> {
     let mut out = Map::new();
     out.insert("namespace".into(), json!(ns.namespace));
-    let optional = [("display_name", &ns.display_name), ("description", &ns.description), ("visibility", &ns.visibility)];
+    let optional =
+        [("display_name", &ns.display_name), ("description", &ns.description), ("visibility", &ns.visibility)];
     for (key, value) in optional {
         if let Some(value) = value {
             out.insert(key.into(), json!(value));

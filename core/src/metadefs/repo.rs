@@ -95,7 +95,8 @@ pub async fn find_visible(db: &impl ConnectionTrait, ctx: &RequestContext, name:
 }
 
 /// The columns a namespace list may be sorted by.
-pub const SORT_KEYS: &[&str] = &["namespace", "display_name", "description", "visibility", "protected", "owner", "created_at", "updated_at", "id"];
+pub const SORT_KEYS: &[&str] =
+    &["namespace", "display_name", "description", "visibility", "protected", "owner", "created_at", "updated_at", "id"];
 
 /// What `GET /v2/metadefs/namespaces` asks for, already validated.
 #[derive(Clone, Debug)]
@@ -129,7 +130,11 @@ fn compare(a: &Namespace, b: &Namespace, key: &str) -> Ordering {
 }
 
 /// One page of the namespaces visible to the caller, each with its associations.
-pub async fn list(db: &impl ConnectionTrait, ctx: &RequestContext, query: &ListQuery) -> Result<Vec<(Namespace, Vec<Association>)>> {
+pub async fn list(
+    db: &impl ConnectionTrait,
+    ctx: &RequestContext,
+    query: &ListQuery,
+) -> Result<Vec<(Namespace, Vec<Association>)>> {
     let mut all: Vec<Namespace> = ns_row::Entity::find().all(db).await?.into_iter().map(namespace_of).collect();
     let marker = match &query.marker {
         None => None,
@@ -147,9 +152,8 @@ pub async fn list(db: &impl ConnectionTrait, ctx: &RequestContext, query: &ListQ
         all.retain(|ns| associations.get(&ns.id).is_some_and(|list| list.iter().any(|a| types.contains(&a.name))));
     }
     let order = |a: &Namespace, b: &Namespace| {
-        let ordering = compare(a, b, &query.sort_key)
-            .then_with(|| a.created_at.cmp(&b.created_at))
-            .then_with(|| a.id.cmp(&b.id));
+        let ordering =
+            compare(a, b, &query.sort_key).then_with(|| a.created_at.cmp(&b.created_at)).then_with(|| a.id.cmp(&b.id));
         if query.ascending { ordering } else { ordering.reverse() }
     };
     all.sort_by(order);
@@ -202,7 +206,12 @@ pub async fn create_namespace(db: &DatabaseConnection, input: &NamespaceInput, o
 }
 
 /// Replaces the namespace's own fields (absent ones reset: private, unprotected, `owner`).
-pub async fn update_namespace(db: &impl ConnectionTrait, ns: &Namespace, input: &NamespaceInput, owner: &str) -> Result<Namespace> {
+pub async fn update_namespace(
+    db: &impl ConnectionTrait,
+    ns: &Namespace,
+    input: &NamespaceInput,
+    owner: &str,
+) -> Result<Namespace> {
     ns_row::Entity::update_many()
         .col_expr(ns_row::Column::Namespace, Expr::value(input.namespace.clone()))
         .col_expr(ns_row::Column::DisplayName, Expr::value(input.display_name.clone()))
@@ -290,7 +299,12 @@ pub async fn create_object(db: &impl ConnectionTrait, ns: &Namespace, input: &Ob
 }
 
 /// Replaces object `name` (absent fields cleared); renaming onto a taken name is a 409.
-pub async fn update_object(db: &impl ConnectionTrait, ns: &Namespace, name: &str, input: &ObjectInput) -> Result<Object> {
+pub async fn update_object(
+    db: &impl ConnectionTrait,
+    ns: &Namespace,
+    name: &str,
+    input: &ObjectInput,
+) -> Result<Object> {
     let row = object_row_named(db, ns, name).await?;
     object_row::Entity::update_many()
         .col_expr(object_row::Column::Name, Expr::value(input.name.clone()))
@@ -345,7 +359,12 @@ pub async fn property(db: &impl ConnectionTrait, ns: &Namespace, name: &str) -> 
     Ok(Property { schema: json_map(&row.json_schema), name: row.name })
 }
 
-async fn insert_property(db: &impl ConnectionTrait, ns: &Namespace, name: &str, fragment: Map<String, Value>) -> Result<()> {
+async fn insert_property(
+    db: &impl ConnectionTrait,
+    ns: &Namespace,
+    name: &str,
+    fragment: Map<String, Value>,
+) -> Result<()> {
     let at = now();
     let row = property_row::ActiveModel {
         namespace_id: Set(ns.id),
@@ -363,13 +382,24 @@ async fn insert_property(db: &impl ConnectionTrait, ns: &Namespace, name: &str, 
 }
 
 /// Creates property `name` in `ns` with the stored `fragment`; 409 if the name is taken.
-pub async fn create_property(db: &impl ConnectionTrait, ns: &Namespace, name: &str, fragment: Map<String, Value>) -> Result<Property> {
+pub async fn create_property(
+    db: &impl ConnectionTrait,
+    ns: &Namespace,
+    name: &str,
+    fragment: Map<String, Value>,
+) -> Result<Property> {
     insert_property(db, ns, name, fragment).await?;
     property(db, ns, name).await
 }
 
 /// Replaces property `old` by `name` with `fragment`; renaming onto a taken name is a 409.
-pub async fn update_property(db: &impl ConnectionTrait, ns: &Namespace, old: &str, name: &str, fragment: Map<String, Value>) -> Result<Property> {
+pub async fn update_property(
+    db: &impl ConnectionTrait,
+    ns: &Namespace,
+    old: &str,
+    name: &str,
+    fragment: Map<String, Value>,
+) -> Result<Property> {
     let row = property_row_named(db, ns, old).await?;
     property_row::Entity::update_many()
         .col_expr(property_row::Column::Name, Expr::value(name.to_owned()))
@@ -466,7 +496,10 @@ async fn insert_tag(db: &impl ConnectionTrait, ns: &Namespace, name: &str) -> Re
         updated_at: Set(Some(at)),
         ..Default::default()
     };
-    tag_row::Entity::insert(row).exec_without_returning(db).await.map_err(|e| unique(e, || tag_exists(name, &ns.namespace)))?;
+    tag_row::Entity::insert(row)
+        .exec_without_returning(db)
+        .await
+        .map_err(|e| unique(e, || tag_exists(name, &ns.namespace)))?;
     Ok(())
 }
 
@@ -524,17 +557,17 @@ pub async fn delete_tags(db: &impl ConnectionTrait, ns: &Namespace) -> Result<()
 /// Every resource type, in creation order.
 pub async fn resource_types(db: &impl ConnectionTrait) -> Result<Vec<ResourceType>> {
     let rows = type_row::Entity::find().order_by_asc(type_row::Column::Id).all(db).await?;
-    Ok(rows.into_iter().map(|r| ResourceType { name: r.name, created_at: r.created_at, updated_at: r.updated_at }).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| ResourceType { name: r.name, created_at: r.created_at, updated_at: r.updated_at })
+        .collect())
 }
 
 /// Namespace id → its associations, in creation order.
 async fn all_associations(db: &impl ConnectionTrait) -> Result<HashMap<i32, Vec<Association>>> {
-    let types: HashMap<i32, String> = type_row::Entity::find().all(db).await?.into_iter().map(|t| (t.id, t.name)).collect();
-    let rows = assoc_row::Entity::find()
-        .order_by_asc(assoc_row::Column::CreatedAt)
-        .order_by_asc(assoc_row::Column::ResourceTypeId)
-        .all(db)
-        .await?;
+    let types: HashMap<i32, String> =
+        type_row::Entity::find().all(db).await?.into_iter().map(|t| (t.id, t.name)).collect();
+    let rows = assoc_row::Entity::find().order_by_asc(assoc_row::Column::Id).all(db).await?;
     let mut out: HashMap<i32, Vec<Association>> = HashMap::new();
     for row in rows {
         let Some(name) = types.get(&row.resource_type_id) else { continue };
@@ -581,10 +614,14 @@ async fn associate_in(db: &impl ConnectionTrait, ns: &Namespace, input: &Associa
         prefix: Set(input.prefix.clone()),
         created_at: Set(at),
         updated_at: Set(Some(at)),
+        ..Default::default()
     };
     assoc_row::Entity::insert(row).exec_without_returning(db).await.map_err(|e| {
         unique(e, || {
-            format!("The metadata definition resource-type association of resource-type={} to namespace={} already exists.", input.name, ns.namespace)
+            format!(
+                "The metadata definition resource-type association of resource-type={} to namespace={} already exists.",
+                input.name, ns.namespace
+            )
         })
     })?;
     Ok(())

@@ -150,7 +150,10 @@ pub fn object() -> Value {
 /// `GET /v2/schemas/metadefs/property`.
 pub fn property() -> Value {
     let mut defs = positive_definitions();
-    defs.insert("stringArray".into(), json!({"type": "array", "items": {"type": "string"}, "minItems": 1, "uniqueItems": true}));
+    defs.insert(
+        "stringArray".into(),
+        json!({"type": "array", "items": {"type": "string"}, "minItems": 1, "uniqueItems": true}),
+    );
     json!({
         "name": "property",
         "properties": property_fields(),
