@@ -46,6 +46,9 @@ RUN groupadd --system --gid 10001 glint \
 COPY --from=build /out/glint /usr/local/bin/glint
 # Every key with its default, for reference: docker run --rm --entrypoint cat glint /usr/share/doc/glint/glint.toml
 COPY etc/glint.toml /usr/share/doc/glint/glint.toml
+# The default metadefs catalog is compiled into the binary; the files are here to read, edit
+# and re-load: docker run ... glint metadefs load /usr/share/glint/metadefs
+COPY etc/metadefs /usr/share/glint/metadefs
 USER 10001:10001
 WORKDIR /var/lib/glint
 EXPOSE 9292

@@ -46,6 +46,11 @@ fn glance_md_namespace_create_list_show_update_delete() {
             .stdout,
     );
     assert!(prop(&hardware, "properties").contains("hw_disk_bus"), "{hardware:?}");
+    // md-namespace-update PUTs back the whole namespace it read, nested parts and all.
+    let updated = properties(
+        &c.glance(&["md-namespace-update", "Glint::VirtualHardware", "--display-name", "Hardware"]).success().stdout,
+    );
+    assert_eq!((prop(&updated, "display_name"), prop(&updated, "visibility")), ("Hardware", "public"));
 }
 
 #[test]
