@@ -6,6 +6,7 @@
 //! lose their associations.
 
 use sea_orm_migration::prelude::*;
+use sea_orm_migration::sea_orm::DbBackend;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -97,9 +98,23 @@ fn index<T: IntoIden + Copy + 'static>(name: &str, table: T, columns: &[T]) -> I
     stmt.to_owned()
 }
 
+/// A name column (`VARCHAR(80) NOT NULL`) compared exactly: MySQL's and MariaDB's default
+/// collations ignore case, SQLite's and PostgreSQL's do not, and a catalog must mean the same
+/// thing on every database (`Tag` and `tag` are two tags).
+fn name_column<T: IntoIden>(backend: DbBackend, column: T) -> ColumnDef {
+    let mut def = ColumnDef::new(column);
+    if backend == DbBackend::MySql {
+        def.custom(Alias::new("VARCHAR(80) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"));
+    } else {
+        def.string_len(80);
+    }
+    def.not_null().to_owned()
+}
+
 /// A namespace's child table: id, namespace, name (unique per namespace), the given columns,
 /// timestamps.
 fn child_table<T: IntoIden + Copy + 'static>(
+    backend: DbBackend,
     table: T,
     id: T,
     namespace_id: T,
@@ -111,7 +126,7 @@ fn child_table<T: IntoIden + Copy + 'static>(
     stmt.table(table)
         .col(ColumnDef::new(id).integer().not_null().auto_increment().primary_key())
         .col(ColumnDef::new(namespace_id).integer().not_null())
-        .col(ColumnDef::new(name).string_len(80).not_null());
+        .col(&mut name_column(backend, name));
     for mut column in columns {
         stmt.col(&mut column);
     }
@@ -124,13 +139,14 @@ fn child_table<T: IntoIden + Copy + 'static>(
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let backend = manager.get_database_backend();
         use MetadefNamespaces as Ns;
         manager
             .create_table(
                 Table::create()
                     .table(Ns::Table)
                     .col(ColumnDef::new(Ns::Id).integer().not_null().auto_increment().primary_key())
-                    .col(ColumnDef::new(Ns::Namespace).string_len(80).not_null())
+                    .col(&mut name_column(backend, Ns::Namespace))
                     .col(ColumnDef::new(Ns::DisplayName).string_len(80).null())
                     .col(ColumnDef::new(Ns::Description).text().null())
                     .col(ColumnDef::new(Ns::Visibility).string_len(32).null())
@@ -152,7 +168,7 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(Rt::Table)
                     .col(ColumnDef::new(Rt::Id).integer().not_null().auto_increment().primary_key())
-                    .col(ColumnDef::new(Rt::Name).string_len(80).not_null())
+                    .col(&mut name_column(backend, Rt::Name))
                     .col(ColumnDef::new(Rt::Protected).boolean().not_null().default(false))
                     .col(ColumnDef::new(Rt::CreatedAt).date_time().not_null())
                     .col(ColumnDef::new(Rt::UpdatedAt).date_time().null())
@@ -206,6 +222,7 @@ impl MigrationTrait for Migration {
         use MetadefObjects as Obj;
         manager
             .create_table(child_table(
+                backend,
                 Obj::Table,
                 Obj::Id,
                 Obj::NamespaceId,
@@ -232,6 +249,7 @@ impl MigrationTrait for Migration {
         use MetadefProperties as Prop;
         manager
             .create_table(child_table(
+                backend,
                 Prop::Table,
                 Prop::Id,
                 Prop::NamespaceId,
@@ -252,6 +270,7 @@ impl MigrationTrait for Migration {
         use MetadefTags as Tag;
         manager
             .create_table(child_table(
+                backend,
                 Tag::Table,
                 Tag::Id,
                 Tag::NamespaceId,

@@ -16,6 +16,7 @@ on_every_database!(
     tags_bulk_create_with_an_empty_list_changes_nothing,
     tags_bulk_bodies_breaking_the_schema_are_400,
     tags_list_sorts_and_pages_by_name_markers,
+    metadef_names_are_case_sensitive_on_every_database,
 );
 
 fn names(body: &Value) -> Vec<String> {
@@ -140,4 +141,21 @@ async fn tags_list_sorts_and_pages_by_name_markers(app: TestApp) {
     expect_error(app.get(&ns_path("ns", "/tags?marker=zz")).await, 404).await;
     expect_error(app.get(&ns_path("ns", "/tags?sort_key=bogus")).await, 400).await;
     expect_error(app.get(&ns_path("ns", "/tags?limit=-1")).await, 400).await;
+}
+
+async fn metadef_names_are_case_sensitive_on_every_database(app: TestApp) {
+    create_namespace(&app, json!({"namespace": "Case"})).await;
+    create_namespace(&app, json!({"namespace": "case", "tags": [{"name": "Tag"}, {"name": "tag"}]})).await;
+    expect_error(app.get(&ns_path("CASE", "")).await, 404).await;
+    assert_eq!(sorted_names(&app, "case").await, ["Tag", "tag"]);
+    expect_error(app.get(&ns_path("case", "/tags/TAG")).await, 404).await;
+    let object = app.post_json(&ns_path("case", "/objects"), &json!({"name": "Obj"})).await;
+    assert_eq!(object.status(), 201);
+    assert_eq!(app.post_json(&ns_path("case", "/objects"), &json!({"name": "obj"})).await.status(), 201);
+    let property = json!({"name": "P", "title": "P", "type": "string"});
+    assert_eq!(app.post_json(&ns_path("case", "/properties"), &property).await.status(), 201);
+    let lower = json!({"name": "p", "title": "p", "type": "string"});
+    assert_eq!(app.post_json(&ns_path("case", "/properties"), &lower).await.status(), 201);
+    json_of(app.post_json(&ns_path("case", "/resource_types"), &json!({"name": "OS::Type"})).await, 201).await;
+    json_of(app.post_json(&ns_path("case", "/resource_types"), &json!({"name": "os::type"})).await, 201).await;
 }
