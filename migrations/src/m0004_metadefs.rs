@@ -126,9 +126,9 @@ fn child_table<T: IntoIden + Copy + 'static>(
     stmt.table(table)
         .col(ColumnDef::new(id).integer().not_null().auto_increment().primary_key())
         .col(ColumnDef::new(namespace_id).integer().not_null())
-        .col(&mut name_column(backend, name));
-    for mut column in columns {
-        stmt.col(&mut column);
+        .col(name_column(backend, name));
+    for column in columns {
+        stmt.col(column);
     }
     stmt.col(ColumnDef::new(stamps.0).date_time().not_null())
         .col(ColumnDef::new(stamps.1).date_time().null())
@@ -146,7 +146,7 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(Ns::Table)
                     .col(ColumnDef::new(Ns::Id).integer().not_null().auto_increment().primary_key())
-                    .col(&mut name_column(backend, Ns::Namespace))
+                    .col(name_column(backend, Ns::Namespace))
                     .col(ColumnDef::new(Ns::DisplayName).string_len(80).null())
                     .col(ColumnDef::new(Ns::Description).text().null())
                     .col(ColumnDef::new(Ns::Visibility).string_len(32).null())
@@ -168,7 +168,7 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(Rt::Table)
                     .col(ColumnDef::new(Rt::Id).integer().not_null().auto_increment().primary_key())
-                    .col(&mut name_column(backend, Rt::Name))
+                    .col(name_column(backend, Rt::Name))
                     .col(ColumnDef::new(Rt::Protected).boolean().not_null().default(false))
                     .col(ColumnDef::new(Rt::CreatedAt).date_time().not_null())
                     .col(ColumnDef::new(Rt::UpdatedAt).date_time().null())

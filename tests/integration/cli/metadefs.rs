@@ -2,6 +2,8 @@
 //! `openstack image metadef ...` commands against `glint serve`, which starts with Glint's
 //! default catalog loaded.
 
+use serde_json::json;
+
 use super::*;
 
 /// Column `column` of every data row of a prettytable.
@@ -191,6 +193,40 @@ fn openstack_image_metadef_namespace_create_list_show_set_delete() {
     assert_eq!((text(&shown, "description"), text(&shown, "visibility")), ("hello".to_owned(), "public".to_owned()));
     c.openstack(&["image", "metadef", "namespace", "delete", "osc-ns"]).success();
     c.openstack(&["image", "metadef", "namespace", "show", "osc-ns"]).failure_mentioning("osc-ns");
+}
+
+#[test]
+fn openstack_image_metadef_namespace_set_and_unset_tags() {
+    let c = clients_or_skip!();
+    c.openstack(&["image", "metadef", "namespace", "create", "osc-tags"]).success();
+    c.openstack(&["image", "metadef", "namespace", "set", "--tag", "alpha", "--tag", "beta", "osc-tags"]).success();
+    let tags = |c: &Clients| sorted(column(&c.glance(&["md-tag-list", "osc-tags"]).success().stdout, "name"));
+    assert_eq!(tags(&c), ["alpha", "beta"]);
+    c.openstack(&["image", "metadef", "namespace", "unset", "--tag", "alpha", "osc-tags"]).success();
+    assert_eq!(tags(&c), ["beta"]);
+    c.openstack(&["image", "metadef", "namespace", "unset", "--all-tags", "osc-tags"]).success();
+    assert!(tags(&c).is_empty());
+}
+
+#[test]
+fn openstack_image_metadef_object_update_and_object_property_show() {
+    let c = clients_or_skip!();
+    c.openstack(&["image", "metadef", "namespace", "create", "osc-objs"]).success();
+    let schema = r#"{"properties": {"quota:cpu_period": {"type": "integer", "title": "Period", "minimum": 1000}}}"#;
+    c.glance(&["md-object-create", "osc-objs", "--name", "CPU Limits", "--schema", schema]).success();
+    let property = c.openstack_json(&[
+        "image",
+        "metadef",
+        "object",
+        "property",
+        "show",
+        "osc-objs",
+        "CPU Limits",
+        "quota:cpu_period",
+    ]);
+    assert_eq!((text(&property, "title"), &property["minimum"]), ("Period".to_owned(), &json!(1000)));
+    c.openstack(&["image", "metadef", "object", "update", "--name", "CPU Quota", "osc-objs", "CPU Limits"]).success();
+    assert_eq!(names(&c.openstack_json(&["image", "metadef", "object", "list", "osc-objs"]), "name"), ["CPU Quota"]);
 }
 
 #[test]
