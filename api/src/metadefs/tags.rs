@@ -13,6 +13,7 @@ use crate::error::ApiError;
 use crate::extract::{JsonBody, NoBody};
 
 /// `GET .../tags`: names, newest first unless sorted otherwise; `limit` and `marker` (a name).
+/// `visibility` is validated and then ignored, as in Glance.
 pub async fn list(
     State(state): State<AppState>,
     Extension(ctx): Extension<RequestContext>,
@@ -33,6 +34,9 @@ pub async fn list(
     let sort_key = last(&pairs, "sort_key").unwrap_or("created_at");
     if !repo::TAG_SORT_KEYS.contains(&sort_key) {
         return Err(ApiError::bad_request(format!("Invalid sort key: {sort_key}")));
+    }
+    if let Some(v) = last(&pairs, "visibility").filter(|v| !matches!(*v, "public" | "private" | "shared")) {
+        return Err(ApiError::bad_request(format!("Invalid visibility value: {v}")));
     }
     let query = repo::TagQuery {
         sort_key: sort_key.to_owned(),

@@ -141,6 +141,7 @@ async fn tags_list_sorts_and_pages_by_name_markers(app: TestApp) {
     expect_error(app.get(&ns_path("ns", "/tags?marker=zz")).await, 404).await;
     expect_error(app.get(&ns_path("ns", "/tags?sort_key=bogus")).await, 400).await;
     expect_error(app.get(&ns_path("ns", "/tags?limit=-1")).await, 400).await;
+    expect_error(app.get(&ns_path("ns", "/tags?visibility=everyone")).await, 400).await;
 }
 
 async fn metadef_names_are_case_sensitive_on_every_database(app: TestApp) {
