@@ -69,7 +69,11 @@ pub struct DatabaseConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: "sqlite://data/glint.db?mode=rwc".into(), max_connections: 16, migrate_on_start: true }
+        Self {
+            url: "sqlite://data/glint.db?mode=rwc".into(),
+            max_connections: 16,
+            migrate_on_start: true,
+        }
     }
 }
 
@@ -82,6 +86,71 @@ pub struct AuthConfig {
     pub mode: AuthMode,
     /// Allow `noauth` on a non-loopback address. Anyone who can reach the port is admin then.
     pub allow_noauth_on_non_loopback: bool,
+    /// `[auth.keystone]`: the identity service that validates tokens in `keystone` mode.
+    pub keystone: KeystoneConfig,
+}
+
+/// `[auth.keystone]`: Keystone as keystonemiddleware's `[keystone_authtoken]` configures it.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeystoneConfig {
+    /// Identity v3 endpoint the service user authenticates and validates tokens at
+    /// (`auth_url`), e.g. `http://keystone:5000/v3` or `http://keystone:5000`.
+    pub auth_url: String,
+    /// Identity endpoint named in `WWW-Authenticate` of 401s (clients authenticate there);
+    /// defaults to `auth_url`.
+    pub www_authenticate_uri: Option<String>,
+    /// The service user Glint validates tokens as (needs the `service` or `admin` role).
+    pub username: String,
+    /// Its password.
+    pub password: String,
+    /// The project its token is scoped to.
+    pub project_name: String,
+    /// Domain of the service user.
+    pub user_domain_name: String,
+    /// Domain of the service project.
+    pub project_domain_name: String,
+    /// Seconds a validated token is trusted without asking Keystone again (also how long a
+    /// revoked token keeps working at most); never past the token's own expiry.
+    pub cache_ttl: u64,
+    /// Most tokens kept in the cache; the oldest go first.
+    pub cache_size: usize,
+    /// Seconds to wait for Keystone before answering 503.
+    pub timeout: u64,
+}
+
+impl Default for KeystoneConfig {
+    fn default() -> Self {
+        Self {
+            auth_url: String::new(),
+            www_authenticate_uri: None,
+            username: "glint".into(),
+            password: String::new(),
+            project_name: "service".into(),
+            user_domain_name: "Default".into(),
+            project_domain_name: "Default".into(),
+            cache_ttl: 300,
+            cache_size: 10_000,
+            timeout: 10,
+        }
+    }
+}
+
+impl std::fmt::Debug for KeystoneConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeystoneConfig")
+            .field("auth_url", &self.auth_url)
+            .field("www_authenticate_uri", &self.www_authenticate_uri)
+            .field("username", &self.username)
+            .field("password", &"<hidden>")
+            .field("project_name", &self.project_name)
+            .field("user_domain_name", &self.user_domain_name)
+            .field("project_domain_name", &self.project_domain_name)
+            .field("cache_ttl", &self.cache_ttl)
+            .field("cache_size", &self.cache_size)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// The authentication strategies.
@@ -91,6 +160,8 @@ pub enum AuthMode {
     /// Trusted identity headers, for the embedded default and behind a trusted proxy.
     #[default]
     Noauth,
+    /// `X-Auth-Token` validated against Keystone (`[auth.keystone]`), as keystonemiddleware does.
+    Keystone,
 }
 
 /// `[images]`: limits and formats of the images API (Glance's option names).
@@ -124,8 +195,19 @@ impl Default for ImagesConfig {
             image_property_quota: 128,
             image_tag_quota: 128,
             image_member_quota: 128,
-            disk_formats: strings(&["ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop"]),
-            container_formats: strings(&["ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compressed"]),
+            disk_formats: strings(&[
+                "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop",
+            ]),
+            container_formats: strings(&[
+                "ami",
+                "ari",
+                "aki",
+                "bare",
+                "ovf",
+                "ova",
+                "docker",
+                "compressed",
+            ]),
             image_size_cap: 1 << 40,
         }
     }
@@ -143,7 +225,10 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { default: "local".into(), backends: BTreeMap::new() }
+        Self {
+            default: "local".into(),
+            backends: BTreeMap::new(),
+        }
     }
 }
 
@@ -230,7 +315,9 @@ pub struct ImportConfig {
 impl Default for ImportConfig {
     fn default() -> Self {
         Self {
-            enabled_import_methods: ["glance-direct", "web-download", "copy-image"].map(String::from).to_vec(),
+            enabled_import_methods: ["glance-direct", "web-download", "copy-image"]
+                .map(String::from)
+                .to_vec(),
             staging_dir: "data/staging".into(),
             conversion_output_format: None,
             filtering: FilteringConfig::default(),
@@ -383,7 +470,11 @@ impl QuotasConfig {
 
 impl Default for QuotasConfig {
     fn default() -> Self {
-        Self { enabled: false, default: Limits::default(), projects: BTreeMap::new() }
+        Self {
+            enabled: false,
+            default: Limits::default(),
+            projects: BTreeMap::new(),
+        }
     }
 }
 
@@ -403,7 +494,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { image_size_total: 1024 * 1024, image_stage_total: 1024 * 1024, image_count_total: 1000, image_count_uploading: 10 }
+        Self {
+            image_size_total: 1024 * 1024,
+            image_stage_total: 1024 * 1024,
+            image_count_total: 1000,
+            image_count_uploading: 10,
+        }
     }
 }
 
@@ -411,7 +507,10 @@ impl StorageConfig {
     /// The configured stores, or the implicit `local` filesystem store when none is.
     pub fn effective_backends(&self) -> BTreeMap<String, BackendConfig> {
         if self.backends.is_empty() {
-            let local = BackendConfig::Filesystem { path: "data/images".into(), description: None };
+            let local = BackendConfig::Filesystem {
+                path: "data/images".into(),
+                description: None,
+            };
             BTreeMap::from([(self.default.clone(), local)])
         } else {
             self.backends.clone()
@@ -425,21 +524,32 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             if !path.exists() {
-                return Err(Error::Config(format!("config file {} does not exist", path.display())));
+                return Err(Error::Config(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
             }
             figment = figment.merge(Toml::file(path));
         }
         figment = figment.merge(Env::prefixed("GLINT__").split("__"));
-        let config: Config = figment.extract().map_err(|e| Error::Config(e.to_string()))?;
+        let config: Config = figment
+            .extract()
+            .map_err(|e| Error::Config(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<()> {
         if self.images.api_limit_max == 0 {
-            return Err(Error::Config("images.api_limit_max must be at least 1".into()));
+            return Err(Error::Config(
+                "images.api_limit_max must be at least 1".into(),
+            ));
         }
-        if !self.storage.effective_backends().contains_key(&self.storage.default) {
+        if !self
+            .storage
+            .effective_backends()
+            .contains_key(&self.storage.default)
+        {
             return Err(Error::Config(format!(
                 "storage.default = \"{}\" names no store in storage.backends",
                 self.storage.default
@@ -454,6 +564,25 @@ impl Config {
                  (set auth.allow_noauth_on_non_loopback = true to do it anyway)",
                 self.server.bind
             )));
+        }
+        if self.auth.mode == AuthMode::Keystone {
+            let keystone = &self.auth.keystone;
+            for (key, value) in [
+                ("auth_url", &keystone.auth_url),
+                ("username", &keystone.username),
+                ("password", &keystone.password),
+            ] {
+                if value.trim().is_empty() {
+                    return Err(Error::Config(format!(
+                        "auth.mode = \"keystone\" needs auth.keystone.{key}"
+                    )));
+                }
+            }
+            if keystone.cache_size == 0 {
+                return Err(Error::Config(
+                    "auth.keystone.cache_size must be at least 1".into(),
+                ));
+            }
         }
         Ok(())
     }
@@ -470,7 +599,9 @@ mod tests {
     #[test]
     fn sample_config_equals_the_defaults() {
         let text = std::fs::read_to_string(sample()).expect("etc/glint.toml");
-        let parsed: Config = Figment::from(Toml::string(&text)).extract().expect("sample parses");
+        let parsed: Config = Figment::from(Toml::string(&text))
+            .extract()
+            .expect("sample parses");
         assert_eq!(parsed, Config::default());
     }
 
@@ -480,7 +611,12 @@ mod tests {
         let config = Config::load(Some(&path)).expect("etc/compose/glint.toml loads");
         assert_eq!(config.tasks.transport, Transport::Rabbitmq);
         assert!(!config.server.bind.ip().is_loopback());
-        assert!(config.storage.backends.contains_key(&config.storage.default));
+        assert!(
+            config
+                .storage
+                .backends
+                .contains_key(&config.storage.default)
+        );
     }
 
     #[test]
@@ -496,7 +632,10 @@ mod tests {
     #[allow(clippy::result_large_err)] // figment's Jail dictates the closure's error type
     fn environment_overrides_file() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("glint.toml", "[database]\nurl = \"sqlite://file.db\"\nmax_connections = 3\n")?;
+            jail.create_file(
+                "glint.toml",
+                "[database]\nurl = \"sqlite://file.db\"\nmax_connections = 3\n",
+            )?;
             jail.set_env("GLINT__DATABASE__URL", "postgres://127.0.0.1/test");
             let config = Config::load(Some(Path::new("glint.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(config.database.url, "postgres://127.0.0.1/test");
@@ -510,12 +649,37 @@ mod tests {
         let text = "[storage]\ndefault = \"s3\"\n[storage.backends.s3]\ntype = \"s3\"\nbucket = \"images\"\n\
                     access_key_id = \"AKID\"\nsecret_access_key = \"s3cr3t\"\n";
         let parsed: Config = Figment::from(Toml::string(text)).extract().expect("parses");
-        let Some(BackendConfig::S3(s3)) = parsed.storage.backends.get("s3") else { panic!("{parsed:?}") };
-        assert_eq!((s3.region.as_str(), s3.endpoint.as_deref(), s3.prefix.as_deref(), s3.allow_http), ("us-east-1", None, None, false));
+        let Some(BackendConfig::S3(s3)) = parsed.storage.backends.get("s3") else {
+            panic!("{parsed:?}")
+        };
+        assert_eq!(
+            (
+                s3.region.as_str(),
+                s3.endpoint.as_deref(),
+                s3.prefix.as_deref(),
+                s3.allow_http
+            ),
+            ("us-east-1", None, None, false)
+        );
         assert!(!format!("{parsed:?}").contains("s3cr3t"));
         let typo = text.replace("bucket =", "buckett =");
-        let err = Figment::from(Toml::string(&typo)).extract::<Config>().expect_err("unknown key");
+        let err = Figment::from(Toml::string(&typo))
+            .extract::<Config>()
+            .expect_err("unknown key");
         assert!(err.to_string().contains("buckett"), "{err}");
+    }
+
+    #[test]
+    fn keystone_mode_needs_its_service_user_and_hides_the_password() {
+        let mut config = Config::default();
+        config.auth.mode = AuthMode::Keystone;
+        let err = config.validate().expect_err("no auth_url");
+        assert!(err.to_string().contains("auth.keystone.auth_url"), "{err}");
+        config.auth.keystone.auth_url = "http://keystone:5000/v3".into();
+        config.auth.keystone.password = "pa55word".into();
+        config.server.bind = SocketAddr::from(([0, 0, 0, 0], 9292));
+        config.validate().expect("keystone may listen anywhere");
+        assert!(!format!("{config:?}").contains("pa55word"));
     }
 
     #[test]
