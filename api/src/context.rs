@@ -16,22 +16,12 @@ const MAX_REQUEST_ID_LENGTH: usize = 64;
 
 /// Middleware: assigns the request id (the caller's `X-Openstack-Request-Id` if sent),
 /// builds the caller's context, and echoes the id on the response.
-pub async fn authenticate(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let request_id = match request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-    {
+pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let request_id = match request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
         Some(given) if given.len() > MAX_REQUEST_ID_LENGTH => {
             return ApiError::new(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                format!(
-                    "Request ID length exceeds the maximum of {MAX_REQUEST_ID_LENGTH} characters."
-                ),
+                format!("Request ID length exceeds the maximum of {MAX_REQUEST_ID_LENGTH} characters."),
             )
             .into_response();
         }
@@ -40,12 +30,10 @@ pub async fn authenticate(
         _ => format!("req-{}", uuid::Uuid::new_v4()),
     };
     let context = match (state.config.auth.mode, &state.keystone) {
-        (AuthMode::Keystone, Some(keystone)) => {
-            match token_context(keystone, request.headers(), &request_id).await {
-                Ok(context) => context,
-                Err(refusal) => return refusal,
-            }
-        }
+        (AuthMode::Keystone, Some(keystone)) => match token_context(keystone, request.headers(), &request_id).await {
+            Ok(context) => context,
+            Err(refusal) => return refusal,
+        },
         _ => trusted_headers(request.headers(), request_id.clone()),
     };
     request.extensions_mut().insert(context);
@@ -59,75 +47,41 @@ pub async fn authenticate(
 /// Keystone mode: the identity is the token's, whatever identity headers the client sent.
 /// 401s carry `WWW-Authenticate` (as keystonemiddleware adds) and no request id (as they come
 /// from the auth layer, before Glance's request-id handling).
-async fn token_context(
-    keystone: &Keystone,
-    headers: &HeaderMap,
-    request_id: &str,
-) -> Result<RequestContext, Response> {
-    let token = headers
-        .get("x-auth-token")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
+async fn token_context(keystone: &Keystone, headers: &HeaderMap, request_id: &str) -> Result<RequestContext, Response> {
+    let token = headers.get("x-auth-token").and_then(|v| v.to_str().ok()).map(str::trim).filter(|t| !t.is_empty());
     let identity = match token {
         Some(token) => keystone.validate(token).await,
         None => Err(glint_core::Error::Unauthorized(UNAUTHORIZED.into())),
     };
     let identity = identity.map_err(|err| match err {
         glint_core::Error::Unauthorized(_) => ApiError::from(err)
-            .with_dynamic_header(
-                header::WWW_AUTHENTICATE,
-                format!("Keystone uri=\"{}\"", keystone.www_authenticate_uri()),
-            )
+            .with_dynamic_header(header::WWW_AUTHENTICATE, format!("Keystone uri=\"{}\"", keystone.www_authenticate_uri()))
             .into_response(),
         // keystonemiddleware's answer; the cause is for the operator's log, not the caller.
         err => {
             tracing::error!(error = %err, "cannot validate a token");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The Keystone service is temporarily unavailable.",
-            )
-            .into_response()
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "The Keystone service is temporarily unavailable.").into_response()
         }
     })?;
     let Some(project) = identity.project_id else {
         // Every image and metadef rule is project-scoped; Glance answers system- and
         // domain-scoped (and unscoped) tokens with 403 all the same.
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "Only project-scoped tokens are accepted.",
-        )
-        .into_response());
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "Only project-scoped tokens are accepted.").into_response());
     };
-    Ok(RequestContext::new(
-        Some(project),
-        Some(identity.user_id),
-        identity.roles,
-        request_id.to_owned(),
-    ))
+    Ok(RequestContext::new(Some(project), Some(identity.user_id), identity.roles, request_id.to_owned()))
 }
 
 /// No-auth mode: identity headers are trusted as a proxy would set them; a request without
 /// a project is Glance's unauthenticated admin.
 fn trusted_headers(headers: &HeaderMap, request_id: String) -> RequestContext {
     let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned)
+        headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
     };
     let Some(project) = header("x-project-id").or_else(|| header("x-tenant-id")) else {
         return RequestContext::anonymous_admin(request_id);
     };
     let roles = header("x-roles").unwrap_or_default();
-    RequestContext::new(
-        Some(project),
-        header("x-user-id"),
-        roles.split(',').map(str::to_owned),
-        request_id,
-    )
+    RequestContext::new(Some(project), header("x-user-id"), roles.split(',').map(str::to_owned), request_id)
 }
 
 #[cfg(test)]
@@ -150,10 +104,7 @@ mod tests {
 
     #[test]
     fn tenant_id_is_the_legacy_project_header() {
-        let ctx = trusted_headers(
-            &headers(&[("x-tenant-id", "p1"), ("x-roles", "Member, reader")]),
-            "req-1".into(),
-        );
+        let ctx = trusted_headers(&headers(&[("x-tenant-id", "p1"), ("x-roles", "Member, reader")]), "req-1".into());
         assert_eq!(ctx.project_id.as_deref(), Some("p1"));
         assert!(ctx.has_role("member") && !ctx.is_admin);
     }

@@ -25,11 +25,7 @@ pub struct ErrorBody(pub String);
 impl ApiError {
     /// An error with `status` and the message a person reads.
     pub fn new(status: StatusCode, explanation: impl Into<String>) -> Self {
-        Self {
-            status,
-            explanation: explanation.into(),
-            headers: Vec::new(),
-        }
+        Self { status, explanation: explanation.into(), headers: Vec::new() }
     }
 
     /// 400 with `explanation`.
@@ -53,11 +49,8 @@ impl ApiError {
 
     /// 405 for `method` on a resource that accepts `allow` (e.g. "GET, PATCH, DELETE").
     pub fn method_not_allowed(method: &Method, allow: &'static str) -> Self {
-        Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("The method {method} is not allowed for this resource."),
-        )
-        .with_header(header::ALLOW, allow)
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, format!("The method {method} is not allowed for this resource."))
+            .with_header(header::ALLOW, allow)
     }
 }
 
@@ -73,9 +66,7 @@ impl From<Error> for ApiError {
             Error::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Gone(_) => StatusCode::GONE,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Internal(_) | Error::Config(_) | Error::Database(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Error::Internal(_) | Error::Config(_) | Error::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {
             let mut chain = err.to_string();
@@ -99,9 +90,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = self.status.into_response();
         response.headers_mut().extend(self.headers);
-        response
-            .extensions_mut()
-            .insert(ErrorBody(self.explanation));
+        response.extensions_mut().insert(ErrorBody(self.explanation));
         response
     }
 }
@@ -115,9 +104,7 @@ enum ErrorFormat {
 }
 
 fn negotiate(accept: Option<&str>) -> ErrorFormat {
-    let Some(accept) = accept else {
-        return ErrorFormat::Plain;
-    };
+    let Some(accept) = accept else { return ErrorFormat::Plain };
     // For each offer: the q of the most specific matching range (exact beats type/* beats */*).
     let quality = |offer: &str| -> f32 {
         let (offer_type, _) = offer.split_once('/').unwrap_or((offer, ""));
@@ -126,11 +113,7 @@ fn negotiate(accept: Option<&str>) -> ErrorFormat {
             let mut parts = range.split(';');
             let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
             let q = parts
-                .filter_map(|p| {
-                    p.trim()
-                        .strip_prefix("q=")
-                        .and_then(|v| v.trim().parse::<f32>().ok())
-                })
+                .filter_map(|p| p.trim().strip_prefix("q=").and_then(|v| v.trim().parse::<f32>().ok()))
                 .next()
                 .unwrap_or(1.0);
             let specificity = if media == offer {
@@ -160,16 +143,9 @@ fn negotiate(accept: Option<&str>) -> ErrorFormat {
 }
 
 fn render(status: StatusCode, explanation: &str, format: ErrorFormat) -> (&'static str, String) {
-    let line = format!(
-        "{} {}",
-        status.as_str(),
-        status.canonical_reason().unwrap_or("")
-    );
+    let line = format!("{} {}", status.as_str(), status.canonical_reason().unwrap_or(""));
     match format {
-        ErrorFormat::Plain => (
-            "text/plain; charset=UTF-8",
-            format!("{line}\n\n{explanation}\n\n   "),
-        ),
+        ErrorFormat::Plain => ("text/plain; charset=UTF-8", format!("{line}\n\n{explanation}\n\n   ")),
         ErrorFormat::Html => (
             "text/html; charset=UTF-8",
             format!(
@@ -190,20 +166,13 @@ fn render(status: StatusCode, explanation: &str, format: ErrorFormat) -> (&'stat
 }
 
 fn html_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// Middleware: writes the body of every error response, negotiated on the request's `Accept`.
 /// Errors raised outside handlers (unknown routes, axum rejections) get Glance's body too.
 pub async fn render_errors(request: Request, next: Next) -> Response {
-    let accept = request
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let accept = request.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let mut response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -223,24 +192,17 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
             rendered.headers_mut().insert(name.clone(), value.clone());
         }
     }
-    rendered
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    rendered.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     rendered
 }
 
 fn default_explanation(status: StatusCode) -> String {
     match status {
         StatusCode::NOT_FOUND => "The resource could not be found.".into(),
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            "The request is larger than the server is willing or able to process.".into()
-        }
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-            "The request media type is not supported by this server.".into()
-        }
+        StatusCode::PAYLOAD_TOO_LARGE => "The request is larger than the server is willing or able to process.".into(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "The request media type is not supported by this server.".into(),
         other if other.is_server_error() => {
-            "The server has either erred or is incapable of performing the requested operation."
-                .into()
+            "The server has either erred or is incapable of performing the requested operation.".into()
         }
         other => other.canonical_reason().unwrap_or("Error").to_owned(),
     }
@@ -267,10 +229,7 @@ mod tests {
 
     #[test]
     fn json_preferred_by_q_gets_json() {
-        assert_eq!(
-            negotiate(Some("text/html;q=0.5, application/json")),
-            ErrorFormat::Json
-        );
+        assert_eq!(negotiate(Some("text/html;q=0.5, application/json")), ErrorFormat::Json);
     }
 
     #[test]
@@ -280,17 +239,10 @@ mod tests {
 
     #[test]
     fn json_body_is_flat() {
-        let (_, body) = render(
-            StatusCode::NOT_FOUND,
-            "No image found with ID x",
-            ErrorFormat::Json,
-        );
+        let (_, body) = render(StatusCode::NOT_FOUND, "No image found with ID x", ErrorFormat::Json);
         let value: serde_json::Value = serde_json::from_str(&body).expect("json");
         assert_eq!(value["code"], "404 Not Found");
         assert_eq!(value["title"], "Not Found");
-        assert_eq!(
-            value["message"],
-            "No image found with ID x<br /><br />\n\n\n"
-        );
+        assert_eq!(value["message"], "No image found with ID x<br /><br />\n\n\n");
     }
 }

@@ -23,8 +23,8 @@ use std::sync::Arc;
 use axum::ServiceExt;
 use axum::extract::Request;
 use glint_core::config::{AuthMode, Config};
-use glint_core::image::schema::Validator;
 use glint_core::keystone::Keystone;
+use glint_core::image::schema::Validator;
 use glint_core::queue::TaskQueue;
 use glint_core::store::{Staging, Stores};
 use glint_core::web::Fetcher;
@@ -58,37 +58,17 @@ pub struct AppState {
 impl AppState {
     /// State for `config` over the pool `db`, writing data to `stores` and waking workers
     /// through `queue`.
-    pub fn new(
-        config: Config,
-        db: DatabaseConnection,
-        stores: Stores,
-        queue: Arc<dyn TaskQueue>,
-    ) -> glint_core::Result<Self> {
+    pub fn new(config: Config, db: DatabaseConnection, stores: Stores, queue: Arc<dyn TaskQueue>) -> glint_core::Result<Self> {
         let validator = Arc::new(Validator::new(&config.images));
         let staging = Staging::open(&config.import.staging_dir).map_err(|e| {
-            glint_core::Error::Config(format!(
-                "import.staging_dir {}: {e}",
-                config.import.staging_dir.display()
-            ))
+            glint_core::Error::Config(format!("import.staging_dir {}: {e}", config.import.staging_dir.display()))
         })?;
-        let fetcher = Arc::new(
-            Fetcher::new(&config.import.filtering)
-                .map_err(|e| glint_core::Error::Config(e.to_string()))?,
-        );
+        let fetcher = Arc::new(Fetcher::new(&config.import.filtering).map_err(|e| glint_core::Error::Config(e.to_string()))?);
         let keystone = match config.auth.mode {
             AuthMode::Keystone => Some(Arc::new(Keystone::new(&config.auth.keystone)?)),
             AuthMode::Noauth => None,
         };
-        Ok(Self {
-            db,
-            config: Arc::new(config),
-            validator,
-            stores,
-            staging,
-            fetcher,
-            queue,
-            keystone,
-        })
+        Ok(Self { db, config: Arc::new(config), validator, stores, staging, fetcher, queue, keystone })
     }
 
     pub(crate) fn task_ttl(&self) -> std::time::Duration {

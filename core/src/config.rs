@@ -69,11 +69,7 @@ pub struct DatabaseConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self {
-            url: "sqlite://data/glint.db?mode=rwc".into(),
-            max_connections: 16,
-            migrate_on_start: true,
-        }
+        Self { url: "sqlite://data/glint.db?mode=rwc".into(), max_connections: 16, migrate_on_start: true }
     }
 }
 
@@ -195,19 +191,8 @@ impl Default for ImagesConfig {
             image_property_quota: 128,
             image_tag_quota: 128,
             image_member_quota: 128,
-            disk_formats: strings(&[
-                "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop",
-            ]),
-            container_formats: strings(&[
-                "ami",
-                "ari",
-                "aki",
-                "bare",
-                "ovf",
-                "ova",
-                "docker",
-                "compressed",
-            ]),
+            disk_formats: strings(&["ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop"]),
+            container_formats: strings(&["ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compressed"]),
             image_size_cap: 1 << 40,
         }
     }
@@ -225,10 +210,7 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self {
-            default: "local".into(),
-            backends: BTreeMap::new(),
-        }
+        Self { default: "local".into(), backends: BTreeMap::new() }
     }
 }
 
@@ -315,9 +297,7 @@ pub struct ImportConfig {
 impl Default for ImportConfig {
     fn default() -> Self {
         Self {
-            enabled_import_methods: ["glance-direct", "web-download", "copy-image"]
-                .map(String::from)
-                .to_vec(),
+            enabled_import_methods: ["glance-direct", "web-download", "copy-image"].map(String::from).to_vec(),
             staging_dir: "data/staging".into(),
             conversion_output_format: None,
             filtering: FilteringConfig::default(),
@@ -470,11 +450,7 @@ impl QuotasConfig {
 
 impl Default for QuotasConfig {
     fn default() -> Self {
-        Self {
-            enabled: false,
-            default: Limits::default(),
-            projects: BTreeMap::new(),
-        }
+        Self { enabled: false, default: Limits::default(), projects: BTreeMap::new() }
     }
 }
 
@@ -494,12 +470,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            image_size_total: 1024 * 1024,
-            image_stage_total: 1024 * 1024,
-            image_count_total: 1000,
-            image_count_uploading: 10,
-        }
+        Self { image_size_total: 1024 * 1024, image_stage_total: 1024 * 1024, image_count_total: 1000, image_count_uploading: 10 }
     }
 }
 
@@ -507,10 +478,7 @@ impl StorageConfig {
     /// The configured stores, or the implicit `local` filesystem store when none is.
     pub fn effective_backends(&self) -> BTreeMap<String, BackendConfig> {
         if self.backends.is_empty() {
-            let local = BackendConfig::Filesystem {
-                path: "data/images".into(),
-                description: None,
-            };
+            let local = BackendConfig::Filesystem { path: "data/images".into(), description: None };
             BTreeMap::from([(self.default.clone(), local)])
         } else {
             self.backends.clone()
@@ -524,32 +492,21 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             if !path.exists() {
-                return Err(Error::Config(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
+                return Err(Error::Config(format!("config file {} does not exist", path.display())));
             }
             figment = figment.merge(Toml::file(path));
         }
         figment = figment.merge(Env::prefixed("GLINT__").split("__"));
-        let config: Config = figment
-            .extract()
-            .map_err(|e| Error::Config(e.to_string()))?;
+        let config: Config = figment.extract().map_err(|e| Error::Config(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<()> {
         if self.images.api_limit_max == 0 {
-            return Err(Error::Config(
-                "images.api_limit_max must be at least 1".into(),
-            ));
+            return Err(Error::Config("images.api_limit_max must be at least 1".into()));
         }
-        if !self
-            .storage
-            .effective_backends()
-            .contains_key(&self.storage.default)
-        {
+        if !self.storage.effective_backends().contains_key(&self.storage.default) {
             return Err(Error::Config(format!(
                 "storage.default = \"{}\" names no store in storage.backends",
                 self.storage.default
@@ -567,21 +524,13 @@ impl Config {
         }
         if self.auth.mode == AuthMode::Keystone {
             let keystone = &self.auth.keystone;
-            for (key, value) in [
-                ("auth_url", &keystone.auth_url),
-                ("username", &keystone.username),
-                ("password", &keystone.password),
-            ] {
+            for (key, value) in [("auth_url", &keystone.auth_url), ("username", &keystone.username), ("password", &keystone.password)] {
                 if value.trim().is_empty() {
-                    return Err(Error::Config(format!(
-                        "auth.mode = \"keystone\" needs auth.keystone.{key}"
-                    )));
+                    return Err(Error::Config(format!("auth.mode = \"keystone\" needs auth.keystone.{key}")));
                 }
             }
             if keystone.cache_size == 0 {
-                return Err(Error::Config(
-                    "auth.keystone.cache_size must be at least 1".into(),
-                ));
+                return Err(Error::Config("auth.keystone.cache_size must be at least 1".into()));
             }
         }
         Ok(())
@@ -599,9 +548,7 @@ mod tests {
     #[test]
     fn sample_config_equals_the_defaults() {
         let text = std::fs::read_to_string(sample()).expect("etc/glint.toml");
-        let parsed: Config = Figment::from(Toml::string(&text))
-            .extract()
-            .expect("sample parses");
+        let parsed: Config = Figment::from(Toml::string(&text)).extract().expect("sample parses");
         assert_eq!(parsed, Config::default());
     }
 
@@ -611,12 +558,7 @@ mod tests {
         let config = Config::load(Some(&path)).expect("etc/compose/glint.toml loads");
         assert_eq!(config.tasks.transport, Transport::Rabbitmq);
         assert!(!config.server.bind.ip().is_loopback());
-        assert!(
-            config
-                .storage
-                .backends
-                .contains_key(&config.storage.default)
-        );
+        assert!(config.storage.backends.contains_key(&config.storage.default));
     }
 
     #[test]
@@ -632,10 +574,7 @@ mod tests {
     #[allow(clippy::result_large_err)] // figment's Jail dictates the closure's error type
     fn environment_overrides_file() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file(
-                "glint.toml",
-                "[database]\nurl = \"sqlite://file.db\"\nmax_connections = 3\n",
-            )?;
+            jail.create_file("glint.toml", "[database]\nurl = \"sqlite://file.db\"\nmax_connections = 3\n")?;
             jail.set_env("GLINT__DATABASE__URL", "postgres://127.0.0.1/test");
             let config = Config::load(Some(Path::new("glint.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(config.database.url, "postgres://127.0.0.1/test");
@@ -649,23 +588,11 @@ mod tests {
         let text = "[storage]\ndefault = \"s3\"\n[storage.backends.s3]\ntype = \"s3\"\nbucket = \"images\"\n\
                     access_key_id = \"AKID\"\nsecret_access_key = \"s3cr3t\"\n";
         let parsed: Config = Figment::from(Toml::string(text)).extract().expect("parses");
-        let Some(BackendConfig::S3(s3)) = parsed.storage.backends.get("s3") else {
-            panic!("{parsed:?}")
-        };
-        assert_eq!(
-            (
-                s3.region.as_str(),
-                s3.endpoint.as_deref(),
-                s3.prefix.as_deref(),
-                s3.allow_http
-            ),
-            ("us-east-1", None, None, false)
-        );
+        let Some(BackendConfig::S3(s3)) = parsed.storage.backends.get("s3") else { panic!("{parsed:?}") };
+        assert_eq!((s3.region.as_str(), s3.endpoint.as_deref(), s3.prefix.as_deref(), s3.allow_http), ("us-east-1", None, None, false));
         assert!(!format!("{parsed:?}").contains("s3cr3t"));
         let typo = text.replace("bucket =", "buckett =");
-        let err = Figment::from(Toml::string(&typo))
-            .extract::<Config>()
-            .expect_err("unknown key");
+        let err = Figment::from(Toml::string(&typo)).extract::<Config>().expect_err("unknown key");
         assert!(err.to_string().contains("buckett"), "{err}");
     }
 

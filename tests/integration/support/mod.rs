@@ -57,32 +57,19 @@ impl TestDatabase {
             "glint_t_{}_{}_{}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed),
-            uuid::Uuid::new_v4()
-                .simple()
-                .to_string()
-                .get(..8)
-                .unwrap_or("x")
+            uuid::Uuid::new_v4().simple().to_string().get(..8).unwrap_or("x")
         );
         match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("tempdir");
-                let url = format!(
-                    "sqlite://{}?mode=rwc",
-                    dir.path().join("glint.db").display()
-                );
-                Some(TestDatabase {
-                    backend,
-                    name,
-                    url,
-                    _dir: Some(dir),
-                })
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("glint.db").display());
+                Some(TestDatabase { backend, name, url, _dir: Some(dir) })
             }
             Backend::Postgres | Backend::Mariadb => {
                 let admin = match Database::connect(backend.admin_url()).await {
                     Ok(admin) => admin,
                     Err(err) => {
-                        let why =
-                            format!("{backend:?} at {} unreachable: {err}", backend.admin_url());
+                        let why = format!("{backend:?} at {} unreachable: {err}", backend.admin_url());
                         if std::env::var("CI").as_deref() == Ok("true") {
                             panic!("{why} (CI=true: server databases are required)");
                         }
@@ -90,22 +77,10 @@ impl TestDatabase {
                         return None;
                     }
                 };
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                    .await
-                    .expect("create database");
+                admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create database");
                 admin.close().await.ok();
-                let base = backend
-                    .admin_url()
-                    .rsplit_once('/')
-                    .map(|(b, _)| b)
-                    .unwrap_or_default();
-                Some(TestDatabase {
-                    backend,
-                    url: format!("{base}/{name}"),
-                    name,
-                    _dir: None,
-                })
+                let base = backend.admin_url().rsplit_once('/').map(|(b, _)| b).unwrap_or_default();
+                Some(TestDatabase { backend, url: format!("{base}/{name}"), name, _dir: None })
             }
         }
     }
@@ -121,10 +96,7 @@ impl Drop for TestDatabase {
         };
         // Drop runs inside the test's runtime: do the async cleanup on a thread of its own.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             runtime.block_on(async {
                 let admin = Database::connect(backend.admin_url()).await.ok()?;
                 admin.execute_unprepared(&statement).await.ok()?;
@@ -204,13 +176,9 @@ impl TestApp {
         config.database.max_connections = 4;
         config.import.staging_dir = staging.path().to_path_buf();
         adjust(&mut config);
-        let db = glint_core::db::connect(&config.database)
-            .await
-            .expect("connect");
+        let db = glint_core::db::connect(&config.database).await.expect("connect");
         glint_core::db::migrate(&db).await.expect("migrate");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (shutdown, stopping) = tokio::sync::watch::channel(false);
         let stopped = move || {
@@ -221,40 +189,19 @@ impl TestApp {
         };
         // Tests that configure stores get Glance's multistore mode, the others one local store.
         let stores = if config.storage.backends.is_empty() {
-            let local =
-                Arc::new(FilesystemStore::open(store.path()).expect("store")) as Arc<dyn Store>;
-            Stores::new(
-                "local",
-                std::collections::BTreeMap::from([("local".to_owned(), wrap(local))]),
-            )
+            let local = Arc::new(FilesystemStore::open(store.path()).expect("store")) as Arc<dyn Store>;
+            Stores::new("local", std::collections::BTreeMap::from([("local".to_owned(), wrap(local))]))
         } else {
             Stores::from_config(&config.storage).expect("stores")
         };
         // The in-process shape of `glint serve`: API, one worker and the outbox relay.
         let queue: Arc<dyn TaskQueue> = Arc::new(MemoryQueue::new());
         if workers {
-            let flows = glint_worker::flows::registry(
-                Deps::from_config(&config, stores.clone()).expect("flow deps"),
-            );
+            let flows = glint_worker::flows::registry(Deps::from_config(&config, stores.clone()).expect("flow deps"));
             let settings = glint_worker::Settings::from_config(&config.tasks);
-            tokio::spawn(glint_worker::run(
-                db.clone(),
-                queue.clone(),
-                flows,
-                settings,
-                stopped(),
-            ));
-            let (every, republish) = (
-                Duration::from_secs(config.tasks.relay_interval),
-                Duration::from_secs(config.tasks.republish_after),
-            );
-            tokio::spawn(glint_worker::relay(
-                db.clone(),
-                queue.clone(),
-                every,
-                republish,
-                stopped(),
-            ));
+            tokio::spawn(glint_worker::run(db.clone(), queue.clone(), flows, settings, stopped()));
+            let (every, republish) = (Duration::from_secs(config.tasks.relay_interval), Duration::from_secs(config.tasks.republish_after));
+            tokio::spawn(glint_worker::relay(db.clone(), queue.clone(), every, republish, stopped()));
         }
         let state = glint_api::AppState::new(config, db.clone(), stores, queue).expect("app state");
         tokio::spawn(glint_api::serve(state, listener, stopped()));
@@ -265,40 +212,26 @@ impl TestApp {
             staging_path: staging.path().canonicalize().expect("staging path"),
             client: reqwest::Client::new(),
             headers: Vec::new(),
-            _running: Arc::new(Running {
-                shutdown,
-                _database: database,
-                _store: store,
-                _staging: staging,
-            }),
+            _running: Arc::new(Running { shutdown, _database: database, _store: store, _staging: staging }),
         })
     }
 
     /// A view of the same server that sends the identity headers of `project` with `roles`.
     pub fn as_project(&self, project: &str, roles: &str) -> TestApp {
         TestApp {
-            headers: vec![
-                ("X-Project-Id".into(), project.into()),
-                ("X-Roles".into(), roles.into()),
-            ],
+            headers: vec![("X-Project-Id".into(), project.into()), ("X-Roles".into(), roles.into())],
             ..self.clone()
         }
     }
 
     /// A view of the same server that sends `token` as `X-Auth-Token` (keystone mode).
     pub fn with_token(&self, token: &str) -> TestApp {
-        TestApp {
-            headers: vec![("X-Auth-Token".into(), token.into())],
-            ..self.clone()
-        }
+        TestApp { headers: vec![("X-Auth-Token".into(), token.into())], ..self.clone() }
     }
 
     /// A view that sends no credentials at all.
     pub fn anonymous(&self) -> TestApp {
-        TestApp {
-            headers: Vec::new(),
-            ..self.clone()
-        }
+        TestApp { headers: Vec::new(), ..self.clone() }
     }
 
     /// A request to `path` (relative to the service root) with this view's identity, asking
@@ -317,10 +250,7 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> Response {
-        self.request(Method::GET, path)
-            .send()
-            .await
-            .expect("request")
+        self.request(Method::GET, path).send().await.expect("request")
     }
 
     pub async fn get_json(&self, path: &str) -> Value {
@@ -330,24 +260,16 @@ impl TestApp {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> Response {
-        self.request(Method::POST, path)
-            .json(body)
-            .send()
-            .await
-            .expect("request")
+        self.request(Method::POST, path).json(body).send().await.expect("request")
     }
 
     pub async fn delete(&self, path: &str) -> Response {
-        self.request(Method::DELETE, path)
-            .send()
-            .await
-            .expect("request")
+        self.request(Method::DELETE, path).send().await.expect("request")
     }
 
     /// PATCH in the v2.1 dialect (glanceclient, openstacksdk).
     pub async fn patch(&self, id: &str, ops: &Value) -> Response {
-        self.patch_as(id, "application/openstack-images-v2.1-json-patch", ops)
-            .await
+        self.patch_as(id, "application/openstack-images-v2.1-json-patch", ops).await
     }
 
     pub async fn patch_as(&self, id: &str, content_type: &str, ops: &Value) -> Response {
@@ -397,21 +319,11 @@ pub fn ids(body: &Value) -> Vec<String> {
 
 /// Asserts `response` has `status` and Glance's flat JSON error body, and returns its message.
 pub async fn expect_error(response: Response, status: u16) -> String {
-    assert_eq!(
-        response.status(),
-        status,
-        "unexpected status for {}",
-        response.url()
-    );
+    assert_eq!(response.status(), status, "unexpected status for {}", response.url());
     let body = response.text().await.expect("body");
     let value: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     if value.is_object() {
-        assert!(
-            value["code"]
-                .as_str()
-                .is_some_and(|c| c.starts_with(&status.to_string())),
-            "{body}"
-        );
+        assert!(value["code"].as_str().is_some_and(|c| c.starts_with(&status.to_string())), "{body}");
         return value["message"].as_str().unwrap_or_default().to_owned();
     }
     body
