@@ -3,6 +3,7 @@
 
 mod support;
 
+mod authorization;
 mod cli;
 mod errors;
 mod image_data;
