@@ -60,19 +60,13 @@ impl AppState {
     /// through `queue`.
     pub fn new(config: Config, db: DatabaseConnection, stores: Stores, queue: Arc<dyn TaskQueue>) -> glint_core::Result<Self> {
         let validator = Arc::new(Validator::new(&config.images));
-        let staging = Staging::open(&config.import.staging_dir).map_err(|e| {
-            glint_core::Error::Config(format!("import.staging_dir {}: {e}", config.import.staging_dir.display()))
-        })?;
+        let staging = Staging::from_config(&config.import)?;
         let fetcher = Arc::new(Fetcher::new(&config.import.filtering).map_err(|e| glint_core::Error::Config(e.to_string()))?);
         let keystone = match config.auth.mode {
             AuthMode::Keystone => Some(Arc::new(Keystone::new(&config.auth.keystone)?)),
             AuthMode::Noauth => None,
         };
         Ok(Self { db, config: Arc::new(config), validator, stores, staging, fetcher, queue, keystone })
-    }
-
-    pub(crate) fn task_ttl(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.config.tasks.time_to_live * 3600)
     }
 
     /// Wakes a worker for recorded task `id`, in the background: the row is the truth, and the

@@ -377,6 +377,13 @@ pub struct TasksConfig {
     pub time_to_live: u64,
 }
 
+impl TasksConfig {
+    /// How long a finished task is kept, as a duration.
+    pub fn task_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.time_to_live.saturating_mul(3600))
+    }
+}
+
 /// Task transports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
