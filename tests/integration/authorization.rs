@@ -14,8 +14,8 @@ use futures_util::future::join_all;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::support::keystone::{Keystone, User};
-use crate::support::TestApp;
+use crate::support::keystone::{Keystone, User, keystone};
+use crate::support::{TestApp, on_every_database};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
@@ -164,7 +164,9 @@ struct Callers {
 }
 
 impl Callers {
-    async fn new(app: &TestApp, keystone: &'static Keystone) -> Callers {
+    /// The views of `app`, which runs in keystone mode against the test Keystone.
+    async fn new(app: &TestApp) -> Callers {
+        let keystone = keystone().expect("the app's Keystone");
         let mut views = BTreeMap::new();
         for (name, user) in [("admin", User::Admin), ("owner", User::Alice), ("reader", User::Rita), ("other", User::Bob)] {
             views.insert(name, app.with_token(&keystone.token(user).await));
@@ -262,8 +264,8 @@ impl Callers {
     }
 }
 
-async fn every_cell_of_the_matrix_has_its_status_code(app: TestApp, keystone: &'static Keystone) {
-    let callers = Callers::new(&app, keystone).await;
+async fn every_cell_of_the_matrix_has_its_status_code(app: TestApp) {
+    let callers = Callers::new(&app).await;
     let mut wrong = Vec::new();
     let mut rows = MATRIX.to_vec();
     // Anonymous callers never get past the auth layer.
@@ -289,8 +291,8 @@ async fn every_cell_of_the_matrix_has_its_status_code(app: TestApp, keystone: &'
     assert!(wrong.is_empty(), "{} cells differ from the matrix:\n{}", wrong.len(), wrong.join("\n"));
 }
 
-async fn each_caller_lists_exactly_the_images_it_may_see(app: TestApp, keystone: &'static Keystone) {
-    let callers = Callers::new(&app, keystone).await;
+async fn each_caller_lists_exactly_the_images_it_may_see(app: TestApp) {
+    let callers = Callers::new(&app).await;
     let mut kinds_by_id = BTreeMap::new();
     for kind in KINDS {
         kinds_by_id.insert(callers.image(kind, Show).await, kind);
@@ -307,31 +309,4 @@ async fn each_caller_lists_exactly_the_images_it_may_see(app: TestApp, keystone:
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
-/// One test per database for each matrix, in keystone mode.
-macro_rules! with_keystone_on_every_database {
-    ($($name:ident),+ $(,)?) => {
-        $(
-            mod $name {
-                use crate::support::{Backend, keystone::keystone};
-
-                async fn run(backend: Backend) {
-                    let Some(keystone) = keystone() else { return };
-                    if let Some(app) = crate::support::TestApp::spawn_with(backend, |c| keystone.configure(c)).await {
-                        super::$name(app, keystone).await;
-                    }
-                }
-
-                #[tokio::test]
-                async fn sqlite() { run(Backend::Sqlite).await }
-
-                #[tokio::test]
-                async fn postgres() { run(Backend::Postgres).await }
-
-                #[tokio::test]
-                async fn mariadb() { run(Backend::Mariadb).await }
-            }
-        )+
-    };
-}
-
-with_keystone_on_every_database!(every_cell_of_the_matrix_has_its_status_code, each_caller_lists_exactly_the_images_it_may_see);
+on_every_database!(keystone; every_cell_of_the_matrix_has_its_status_code, each_caller_lists_exactly_the_images_it_may_see);
