@@ -105,7 +105,7 @@ measure() {
     local dir="$TMP/$key" port pid id out
     mkdir -p "$dir"
     port=$(free_port)
-    (cd "$dir" && env GLINT__SERVER__BIND="127.0.0.1:$port" GLINT__DATABASE__URL="sqlite://$dir/glint.db?mode=rwc" \
+    (cd "$dir" && exec env GLINT__SERVER__BIND="127.0.0.1:$port" GLINT__DATABASE__URL="sqlite://$dir/glint.db?mode=rwc" \
         RUST_LOG=warn "$@" "$GLINT" serve >"$dir/glint.log" 2>&1) &
     pid=$!
     PIDS+=("$pid")
