@@ -148,7 +148,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         _ => None,
     };
     if matches!(command, Command::Serve | Command::Api) {
-        let staging = Staging::open(&config.import.staging_dir)?;
+        let staging = Staging::from_config(&config.import)?;
         tokio::spawn(glint_core::data::scrub(db.clone(), stores.clone(), staging, SCRUB_INTERVAL));
         let listener = tokio::net::TcpListener::bind(config.server.bind).await?;
         tracing::info!(address = %listener.local_addr()?, "glint API listening");

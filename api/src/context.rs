@@ -1,11 +1,12 @@
 //! The auth layer: gives every `/v2` request its request id and [`RequestContext`].
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use glint_core::config::AuthMode;
 use glint_core::context::RequestContext;
+use glint_core::keystone::{Keystone, UNAUTHORIZED};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -28,8 +29,12 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
         Some(given) if !given.is_empty() => format!("req-{given}"),
         _ => format!("req-{}", uuid::Uuid::new_v4()),
     };
-    let context = match state.config.auth.mode {
-        AuthMode::Noauth => trusted_headers(request.headers(), request_id.clone()),
+    let context = match (state.config.auth.mode, &state.keystone) {
+        (AuthMode::Keystone, Some(keystone)) => match token_context(keystone, request.headers(), &request_id).await {
+            Ok(context) => context,
+            Err(refusal) => return refusal,
+        },
+        _ => trusted_headers(request.headers(), request_id.clone()),
     };
     request.extensions_mut().insert(context);
     let mut response = next.run(request).await;
@@ -37,6 +42,33 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
         response.headers_mut().insert(REQUEST_ID, value);
     }
     response
+}
+
+/// Keystone mode: the identity is the token's, whatever identity headers the client sent.
+/// 401s carry `WWW-Authenticate` (as keystonemiddleware adds) and no request id (as they come
+/// from the auth layer, before Glance's request-id handling).
+async fn token_context(keystone: &Keystone, headers: &HeaderMap, request_id: &str) -> Result<RequestContext, Response> {
+    let token = headers.get("x-auth-token").and_then(|v| v.to_str().ok()).map(str::trim).filter(|t| !t.is_empty());
+    let identity = match token {
+        Some(token) => keystone.validate(token).await,
+        None => Err(glint_core::Error::Unauthorized(UNAUTHORIZED.into())),
+    };
+    let identity = identity.map_err(|err| match err {
+        glint_core::Error::Unauthorized(_) => ApiError::from(err)
+            .with_dynamic_header(header::WWW_AUTHENTICATE, format!("Keystone uri=\"{}\"", keystone.www_authenticate_uri()))
+            .into_response(),
+        // keystonemiddleware's answer; the cause is for the operator's log, not the caller.
+        err => {
+            tracing::error!(error = %err, "cannot validate a token");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "The Keystone service is temporarily unavailable.").into_response()
+        }
+    })?;
+    let Some(project) = identity.project_id else {
+        // Every image and metadef rule is project-scoped; Glance answers system- and
+        // domain-scoped (and unscoped) tokens with 403 all the same.
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "Only project-scoped tokens are accepted.").into_response());
+    };
+    Ok(RequestContext::new(Some(project), Some(identity.user_id), identity.roles, request_id.to_owned()))
 }
 
 /// No-auth mode: identity headers are trusted as a proxy would set them; a request without

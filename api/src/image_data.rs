@@ -71,14 +71,23 @@ pub async fn upload(
         .filter(|_| state.stores.multistore())
         .map(str::to_owned);
     let stream: ByteStream = Box::pin(body.into_data_stream().map_err(io::Error::other));
-    // The upload runs in its own task: if the client disconnects and this handler is dropped,
-    // the upload still sees the body fail and puts the image back to `queued`.
-    let task = tokio::spawn(async move {
+    outliving_the_client("upload", async move {
         let how = Upload { store: store.as_deref(), expected_size, cap: state.config.images.image_size_cap };
         data::upload(&state.db, &state.stores, &image, stream, how).await
-    });
-    task.await.map_err(|e| ApiError::from(glint_core::Error::Internal(format!("upload task failed: {e}"))))??;
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Runs `work`, which consumes a request body, in a task of its own: if the client disconnects
+/// and the handler is dropped, `work` still sees the body fail and puts the image back.
+pub(crate) async fn outliving_the_client(
+    what: &str,
+    work: impl Future<Output = glint_core::Result<()>> + Send + 'static,
+) -> Result<(), ApiError> {
+    let finished = tokio::spawn(work).await;
+    finished.map_err(|e| ApiError::from(glint_core::Error::Internal(format!("{what} task failed: {e}"))))??;
+    Ok(())
 }
 
 /// `GET /v2/images/{id}/file`: 200 with the data, 206 for a range, 204 when there is none.

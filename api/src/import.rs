@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, NoBody};
-use crate::image_data::{expected_size, header_str, require_octet_stream};
+use crate::image_data::{expected_size, header_str, outliving_the_client, require_octet_stream};
 
 fn enabled(state: &AppState, method: &str) -> bool {
     state.config.import.enabled_import_methods.iter().any(|m| m == method)
@@ -44,12 +44,11 @@ pub async fn stage(
     let deltas = [(Resource::ImageStageTotal, size), (Resource::ImageCountUploading, 1)];
     quota::enforce(&state.db, &state.config.quotas, image.owner.as_deref(), &deltas).await?;
     let stream: ByteStream = Box::pin(body.into_data_stream().map_err(io::Error::other));
-    // Its own task, like uploads: a client that goes away still leaves the image `queued`.
-    let task = tokio::spawn(async move {
+    outliving_the_client("staging", async move {
         let cap = state.config.images.image_size_cap;
         data::stage(&state.db, &state.staging, &image, stream, expected_size, cap).await
-    });
-    task.await.map_err(|e| ApiError::from(glint_core::Error::Internal(format!("staging task failed: {e}"))))??;
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -71,7 +70,7 @@ pub async fn import(
         db: &state.db,
         stores: &state.stores,
         fetcher: &state.fetcher,
-        task_ttl: state.task_ttl(),
+        task_ttl: state.config.tasks.task_ttl(),
     };
     let header_store = header_str(&headers, "x-image-meta-store");
     if let Some(task) = importer.accept(&ctx, &image, &request, header_store).await? {

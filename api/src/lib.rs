@@ -23,7 +23,8 @@ use std::sync::Arc;
 
 use axum::ServiceExt;
 use axum::extract::Request;
-use glint_core::config::Config;
+use glint_core::config::{AuthMode, Config};
+use glint_core::keystone::Keystone;
 use glint_core::image::schema::Validator;
 use glint_core::queue::TaskQueue;
 use glint_core::store::{Staging, Stores};
@@ -51,6 +52,8 @@ pub struct AppState {
     pub fetcher: Arc<Fetcher>,
     /// Where task wake-ups are published.
     pub queue: Arc<dyn TaskQueue>,
+    /// Validates tokens in `keystone` auth mode.
+    pub keystone: Option<Arc<Keystone>>,
 }
 
 impl AppState {
@@ -58,15 +61,13 @@ impl AppState {
     /// through `queue`.
     pub fn new(config: Config, db: DatabaseConnection, stores: Stores, queue: Arc<dyn TaskQueue>) -> glint_core::Result<Self> {
         let validator = Arc::new(Validator::new(&config.images));
-        let staging = Staging::open(&config.import.staging_dir).map_err(|e| {
-            glint_core::Error::Config(format!("import.staging_dir {}: {e}", config.import.staging_dir.display()))
-        })?;
+        let staging = Staging::from_config(&config.import)?;
         let fetcher = Arc::new(Fetcher::new(&config.import.filtering).map_err(|e| glint_core::Error::Config(e.to_string()))?);
-        Ok(Self { db, config: Arc::new(config), validator, stores, staging, fetcher, queue })
-    }
-
-    pub(crate) fn task_ttl(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.config.tasks.time_to_live * 3600)
+        let keystone = match config.auth.mode {
+            AuthMode::Keystone => Some(Arc::new(Keystone::new(&config.auth.keystone)?)),
+            AuthMode::Noauth => None,
+        };
+        Ok(Self { db, config: Arc::new(config), validator, stores, staging, fetcher, queue, keystone })
     }
 
     /// Wakes a worker for recorded task `id`, in the background: the row is the truth, and the

@@ -82,6 +82,71 @@ pub struct AuthConfig {
     pub mode: AuthMode,
     /// Allow `noauth` on a non-loopback address. Anyone who can reach the port is admin then.
     pub allow_noauth_on_non_loopback: bool,
+    /// `[auth.keystone]`: the identity service that validates tokens in `keystone` mode.
+    pub keystone: KeystoneConfig,
+}
+
+/// `[auth.keystone]`: Keystone as keystonemiddleware's `[keystone_authtoken]` configures it.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeystoneConfig {
+    /// Identity v3 endpoint the service user authenticates and validates tokens at
+    /// (`auth_url`), e.g. `http://keystone:5000/v3` or `http://keystone:5000`.
+    pub auth_url: String,
+    /// Identity endpoint named in `WWW-Authenticate` of 401s (clients authenticate there);
+    /// defaults to `auth_url`.
+    pub www_authenticate_uri: Option<String>,
+    /// The service user Glint validates tokens as (needs the `service` or `admin` role).
+    pub username: String,
+    /// Its password.
+    pub password: String,
+    /// The project its token is scoped to.
+    pub project_name: String,
+    /// Domain of the service user.
+    pub user_domain_name: String,
+    /// Domain of the service project.
+    pub project_domain_name: String,
+    /// Seconds a validated token is trusted without asking Keystone again (also how long a
+    /// revoked token keeps working at most); never past the token's own expiry.
+    pub cache_ttl: u64,
+    /// Most tokens kept in the cache; the oldest go first.
+    pub cache_size: usize,
+    /// Seconds to wait for Keystone before answering 503.
+    pub timeout: u64,
+}
+
+impl Default for KeystoneConfig {
+    fn default() -> Self {
+        Self {
+            auth_url: String::new(),
+            www_authenticate_uri: None,
+            username: "glint".into(),
+            password: String::new(),
+            project_name: "service".into(),
+            user_domain_name: "Default".into(),
+            project_domain_name: "Default".into(),
+            cache_ttl: 300,
+            cache_size: 10_000,
+            timeout: 10,
+        }
+    }
+}
+
+impl std::fmt::Debug for KeystoneConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeystoneConfig")
+            .field("auth_url", &self.auth_url)
+            .field("www_authenticate_uri", &self.www_authenticate_uri)
+            .field("username", &self.username)
+            .field("password", &"<hidden>")
+            .field("project_name", &self.project_name)
+            .field("user_domain_name", &self.user_domain_name)
+            .field("project_domain_name", &self.project_domain_name)
+            .field("cache_ttl", &self.cache_ttl)
+            .field("cache_size", &self.cache_size)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// The authentication strategies.
@@ -91,6 +156,8 @@ pub enum AuthMode {
     /// Trusted identity headers, for the embedded default and behind a trusted proxy.
     #[default]
     Noauth,
+    /// `X-Auth-Token` validated against Keystone (`[auth.keystone]`), as keystonemiddleware does.
+    Keystone,
 }
 
 /// `[images]`: limits and formats of the images API (Glance's option names).
@@ -310,6 +377,13 @@ pub struct TasksConfig {
     pub time_to_live: u64,
 }
 
+impl TasksConfig {
+    /// How long a finished task is kept, as a duration.
+    pub fn task_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.time_to_live.saturating_mul(3600))
+    }
+}
+
 /// Task transports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -455,6 +529,17 @@ impl Config {
                 self.server.bind
             )));
         }
+        if self.auth.mode == AuthMode::Keystone {
+            let keystone = &self.auth.keystone;
+            for (key, value) in [("auth_url", &keystone.auth_url), ("username", &keystone.username), ("password", &keystone.password)] {
+                if value.trim().is_empty() {
+                    return Err(Error::Config(format!("auth.mode = \"keystone\" needs auth.keystone.{key}")));
+                }
+            }
+            if keystone.cache_size == 0 {
+                return Err(Error::Config("auth.keystone.cache_size must be at least 1".into()));
+            }
+        }
         Ok(())
     }
 }
@@ -516,6 +601,19 @@ mod tests {
         let typo = text.replace("bucket =", "buckett =");
         let err = Figment::from(Toml::string(&typo)).extract::<Config>().expect_err("unknown key");
         assert!(err.to_string().contains("buckett"), "{err}");
+    }
+
+    #[test]
+    fn keystone_mode_needs_its_service_user_and_hides_the_password() {
+        let mut config = Config::default();
+        config.auth.mode = AuthMode::Keystone;
+        let err = config.validate().expect_err("no auth_url");
+        assert!(err.to_string().contains("auth.keystone.auth_url"), "{err}");
+        config.auth.keystone.auth_url = "http://keystone:5000/v3".into();
+        config.auth.keystone.password = "pa55word".into();
+        config.server.bind = SocketAddr::from(([0, 0, 0, 0], 9292));
+        config.validate().expect("keystone may listen anywhere");
+        assert!(!format!("{config:?}").contains("pa55word"));
     }
 
     #[test]

@@ -6,6 +6,9 @@ pub enum Error {
     /// The request is malformed or breaks a schema rule (400).
     #[error("{0}")]
     BadRequest(String),
+    /// The request carries no valid credentials (401).
+    #[error("{0}")]
+    Unauthorized(String),
     /// The caller may see the resource but not do this to it (403).
     #[error("{0}")]
     Forbidden(String),

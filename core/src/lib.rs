@@ -11,6 +11,7 @@ pub mod db;
 pub mod error;
 pub mod image;
 pub mod import;
+pub mod keystone;
 pub mod member;
 pub mod metadefs;
 pub mod policy;

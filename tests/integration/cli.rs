@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::keystone::{Keystone, User, keystone};
 use crate::support::server::Server;
 use crate::support::venv;
 
@@ -59,6 +60,22 @@ impl Clients {
         let server = Server::start_with(config);
         std::fs::write(server.dir().join(DISK_FILE), disk()).expect("write the image data file");
         Some(Clients { bin, server })
+    }
+
+    /// Like [`Clients::start_with`], the server in keystone mode against the test Keystone.
+    fn start_keystone(config: &[(String, String)]) -> Option<(Clients, &'static Keystone)> {
+        let keystone = keystone()?;
+        let mut all = keystone.server_env();
+        all.extend_from_slice(config);
+        Some((Self::start_with(&all)?, keystone))
+    }
+
+    /// The clients logged in to `keystone` as `user` (the server must be in keystone mode).
+    fn logged_in(&self, keystone: &Keystone, user: User) -> LoggedIn<'_> {
+        let mut env = keystone.client_env(user);
+        // The test Keystone's catalog has no image service: the clients are told where it is.
+        env.push(("OS_IMAGE_ENDPOINT_OVERRIDE".into(), self.server.url()));
+        LoggedIn { clients: self, env }
     }
 
     /// The bytes of the file `name` in the clients' working directory.
@@ -119,6 +136,41 @@ impl Clients {
     }
 }
 
+/// The clients with a Keystone user's credentials in their environment.
+struct LoggedIn<'a> {
+    clients: &'a Clients,
+    env: Vec<(String, String)>,
+}
+
+impl LoggedIn<'_> {
+    /// `openstack <args>`, authenticating with Keystone.
+    fn openstack(&self, args: &[&str]) -> Run {
+        let all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        run_with_env(&self.clients.bin.join("openstack"), &all, &self.env, &self.clients.server)
+    }
+
+    /// `openstack <args> -f json`, which must succeed; its parsed output.
+    fn openstack_json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-f", "json"]);
+        self.openstack(&all).success().json()
+    }
+
+    /// `glance <args>`, authenticating with Keystone.
+    fn glance(&self, args: &[&str]) -> Run {
+        let mut all = vec!["--os-image-url".to_owned(), self.clients.server.url()];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        run_with_env(&self.clients.bin.join("glance"), &all, &self.env, &self.clients.server)
+    }
+
+    /// The ids `openstack image list <args>` prints.
+    fn list_ids(&self, args: &[&str]) -> BTreeSet<String> {
+        let mut all = vec!["image", "list"];
+        all.extend(args);
+        rows(&self.openstack_json(&all)).iter().map(|row| text(row, "ID")).collect()
+    }
+}
+
 /// One finished client invocation.
 struct Run {
     command: String,
@@ -170,6 +222,11 @@ impl Run {
 /// Runs `program args` with a deadline, a pseudo-terminal as stdin and no `OS_*` variables
 /// from the caller's environment (no clouds.yaml selection, no stray credentials).
 fn run(program: &Path, args: &[String], server: &Server) -> Run {
+    run_with_env(program, args, &[], server)
+}
+
+/// [`run`] with the variables `env` set (a Keystone login).
+fn run_with_env(program: &Path, args: &[String], env: &[(String, String)], server: &Server) -> Run {
     let command_line = format!("{} {}", program.display(), args.join(" "));
     let pty = nix::pty::openpty(None, None).expect("open a pseudo-terminal for the client's stdin");
     let mut command = Command::new(program);
@@ -184,6 +241,7 @@ fn run(program: &Path, args: &[String], server: &Server) -> Run {
     for name in inherited.iter().filter(|n| n.to_string_lossy().starts_with("OS_")) {
         command.env_remove(name);
     }
+    command.envs(env.iter().map(|(k, v)| (k, v)));
     let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot start {command_line}: {e}"));
     // The child has its copy of the terminal; ours goes with the Command.
     drop(command);
@@ -716,7 +774,7 @@ fn glance_reports_server_errors() {
 }
 
 /// `openstack image add project` and `image set --accept --project` look the project up in
-/// Keystone first, so without an identity service only the member listing is testable here.
+/// Keystone first: see the Keystone tests at the end for them.
 #[test]
 fn openstack_image_member_list_shows_members_and_their_status() {
     let c = clients_or_skip!();
@@ -740,6 +798,96 @@ fn glance_member_create_update_list_delete() {
     assert_eq!(listed[1..], [vec![id.clone(), "p3".to_owned(), "rejected".to_owned()]], "{listed:?}");
     c.glance(&["member-delete", &id, "p3"]).success();
     assert_eq!(table_rows(&c.glance(&["member-list", "--image-id", &id]).success().stdout).len(), 1, "only the header");
+}
+
+// --- with Keystone ----------------------------------------------------------------------------
+
+macro_rules! keystone_clients_or_skip {
+    ($config:expr) => {
+        match Clients::start_keystone($config) {
+            Some(started) => started,
+            None => return,
+        }
+    };
+}
+
+#[test]
+fn openstack_with_keystone_creates_lists_shows_sets_and_deletes_as_the_token_s_project() {
+    let (c, keystone) = keystone_clients_or_skip!(&[]);
+    let alice = c.logged_in(keystone, User::Alice);
+    let created = alice.openstack_json(&[
+        "image", "create", "--disk-format", "raw", "--container-format", "bare", "--file", DISK_FILE, "--private", "alices",
+    ]);
+    let id = text(&created, "id");
+    assert_eq!(text(&created, "owner"), keystone.project_of(User::Alice));
+    assert_eq!(text(&created, "status"), "active");
+    assert_eq!(alice.list_ids(&[]), set(&[&id]));
+    alice.openstack(&["image", "set", "--property", "os_distro=cirros", "--name", "renamed", &id]).success();
+    let shown = alice.openstack_json(&["image", "show", &id]);
+    assert_eq!((text(&shown, "name"), shown["properties"]["os_distro"].as_str()), ("renamed".to_owned(), Some("cirros")));
+
+    let bob = c.logged_in(keystone, User::Bob);
+    assert!(bob.list_ids(&[]).is_empty(), "another project lists no private image");
+    bob.openstack(&["image", "show", &id]).failure_mentioning("No Image found");
+    let rita = c.logged_in(keystone, User::Rita);
+    assert_eq!(rita.list_ids(&[]), set(&[&id]), "the project's reader lists it");
+    rita.openstack(&["image", "delete", &id]).failure_mentioning("403");
+
+    alice.openstack(&["image", "delete", &id]).success();
+    assert!(alice.list_ids(&[]).is_empty());
+}
+
+#[test]
+fn openstack_image_add_project_and_set_accept_share_an_image() {
+    let (c, keystone) = keystone_clients_or_skip!(&[]);
+    let (alice, bob) = (c.logged_in(keystone, User::Alice), c.logged_in(keystone, User::Bob));
+    let id = text(&alice.openstack_json(&["image", "create", "--shared", "to-share"]), "id");
+    let two = keystone.project("two");
+    let added = alice.openstack_json(&["image", "add", "project", &id, two]);
+    assert_eq!((text(&added, "member_id"), text(&added, "status")), (two.to_owned(), "pending".to_owned()));
+    assert!(bob.list_ids(&[]).is_empty(), "pending images are not in the member's default list");
+    assert_eq!(bob.list_ids(&["--member-status", "pending"]), set(&[&id]));
+
+    bob.openstack(&["image", "set", "--accept", &id]).success();
+    assert_eq!(bob.list_ids(&[]), set(&[&id]));
+    let members = alice.openstack_json(&["image", "member", "list", &id]);
+    let members: Vec<(String, String)> = rows(&members).iter().map(|r| (text(r, "Member ID"), text(r, "Status"))).collect();
+    assert_eq!(members, [(two.to_owned(), "accepted".to_owned())]);
+    // The owner cannot answer for the member project.
+    alice.openstack(&["image", "set", "--reject", "--project", two, &id]).failure_mentioning("403");
+
+    bob.openstack(&["image", "set", "--reject", &id]).success();
+    assert!(bob.list_ids(&[]).is_empty());
+    alice.openstack(&["image", "remove", "project", &id, two]).success();
+    bob.openstack(&["image", "show", &id]).failure_mentioning("No Image found");
+}
+
+#[test]
+fn openstack_and_glance_with_keystone_report_quota_refusals() {
+    let quota = [
+        ("GLINT__QUOTAS__ENABLED".to_owned(), "true".to_owned()),
+        ("GLINT__QUOTAS__DEFAULT__IMAGE_COUNT_TOTAL".to_owned(), "1".to_owned()),
+    ];
+    let (c, keystone) = keystone_clients_or_skip!(&quota);
+    let alice = c.logged_in(keystone, User::Alice);
+    alice.openstack_json(&["image", "create", "first"]);
+    alice.openstack(&["image", "create", "second"]).failure_mentioning("413");
+    alice.glance(&["image-create", "--name", "third"]).failure_mentioning("image_count_total");
+    // The limit is per project: bob's project has its own.
+    c.logged_in(keystone, User::Bob).openstack_json(&["image", "create", "bobs"]);
+}
+
+#[test]
+fn glance_with_keystone_works_as_a_member_and_is_refused_as_a_reader() {
+    let (c, keystone) = keystone_clients_or_skip!(&[]);
+    let alice = c.logged_in(keystone, User::Alice);
+    let created = properties(&alice.glance(&["image-create", "--name", "g", "--disk-format", "raw", "--container-format", "bare", "--file", DISK_FILE]).success().stdout);
+    assert_eq!(prop(&created, "owner"), keystone.project_of(User::Alice));
+    let rita = c.logged_in(keystone, User::Rita);
+    let listed = listing(&rita.glance(&["image-list"]).success().stdout);
+    assert_eq!(listed.iter().map(|(_, name)| name.as_str()).collect::<Vec<_>>(), ["g"]);
+    rita.glance(&["image-create", "--name", "r"]).failure_mentioning("403 Forbidden");
+    rita.glance(&["image-download", "--file", "r.raw", prop(&created, "id")]).failure_mentioning("403 Forbidden");
 }
 
 // Last, so that it sees the helper macros above.

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod authorization;
 mod cli;
 mod errors;
 mod image_data;
@@ -13,6 +14,7 @@ mod images_delete;
 mod images_list;
 mod images_patch;
 mod images_show;
+mod keystone;
 mod members;
 mod metadefs;
 mod image_actions;

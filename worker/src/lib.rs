@@ -119,7 +119,7 @@ impl Settings {
             worker_id: format!("{host}:{}:{}", std::process::id(), &suffix[..8]),
             lease: Duration::from_secs(cfg.lease.max(3)),
             prefetch: cfg.worker_concurrency.max(1),
-            task_ttl: Duration::from_secs(cfg.time_to_live.saturating_mul(3600)),
+            task_ttl: cfg.task_ttl(),
             max_attempts: cfg.max_attempts.max(1),
         }
     }

@@ -21,6 +21,13 @@ impl Staging {
         Ok(Staging { files: Arc::new(FilesystemStore::open(dir)?) })
     }
 
+    /// The staging area `[import] staging_dir` names; a configuration error if unusable.
+    pub fn from_config(config: &crate::config::ImportConfig) -> crate::Result<Staging> {
+        Staging::open(&config.staging_dir).map_err(|e| {
+            crate::Error::Config(format!("import.staging_dir {}: {e}", config.staging_dir.display()))
+        })
+    }
+
     /// The file holding `image_id`'s staged data (it may not exist).
     pub fn path(&self, image_id: &str) -> PathBuf {
         self.files.dir().join(image_id)

@@ -2,6 +2,7 @@
 
 pub mod broker;
 pub mod cluster;
+pub mod keystone;
 pub mod s3;
 pub mod server;
 pub mod venv;
@@ -223,6 +224,16 @@ impl TestApp {
         }
     }
 
+    /// A view of the same server that sends `token` as `X-Auth-Token` (keystone mode).
+    pub fn with_token(&self, token: &str) -> TestApp {
+        TestApp { headers: vec![("X-Auth-Token".into(), token.into())], ..self.clone() }
+    }
+
+    /// A view that sends no credentials at all.
+    pub fn anonymous(&self) -> TestApp {
+        TestApp { headers: Vec::new(), ..self.clone() }
+    }
+
     /// A request to `path` (relative to the service root) with this view's identity, asking
     /// for JSON error bodies as Tempest does.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
@@ -319,15 +330,17 @@ pub async fn expect_error(response: Response, status: u16) -> String {
 }
 
 /// Generates one `#[tokio::test]` per backend for each `async fn name(app: TestApp)`;
-/// `config = f;` first applies `fn f(&mut Config)` to every app.
+/// `config = f;` first applies `fn f(&mut Config)` to every app, `idle;` spawns apps without
+/// the worker, `keystone;` apps in keystone mode against the test Keystone.
 macro_rules! on_every_database {
-    (idle; $($name:ident),+ $(,)?) => {
+    (@spawn |$backend:ident| $spawn:expr; $($name:ident),+) => {
         $(
             mod $name {
-                use $crate::support::{Backend, TestApp};
+                #[allow(unused_imports)]
+                use $crate::support::{Backend, TestApp, keystone::keystone};
 
-                async fn run(backend: Backend) {
-                    if let Some(app) = TestApp::spawn_idle(backend).await {
+                async fn run($backend: Backend) {
+                    if let Some(app) = $spawn.await {
                         super::$name(app).await;
                     }
                 }
@@ -342,50 +355,21 @@ macro_rules! on_every_database {
                 async fn mariadb() { run(Backend::Mariadb).await }
             }
         )+
+    };
+    (idle; $($name:ident),+ $(,)?) => {
+        on_every_database!(@spawn |backend| TestApp::spawn_idle(backend); $($name),+);
     };
     (config = $config:ident; $($name:ident),+ $(,)?) => {
-        $(
-            mod $name {
-                use $crate::support::{Backend, TestApp};
-
-                async fn run(backend: Backend) {
-                    if let Some(app) = TestApp::spawn_with(backend, super::$config).await {
-                        super::$name(app).await;
-                    }
-                }
-
-                #[tokio::test]
-                async fn sqlite() { run(Backend::Sqlite).await }
-
-                #[tokio::test]
-                async fn postgres() { run(Backend::Postgres).await }
-
-                #[tokio::test]
-                async fn mariadb() { run(Backend::Mariadb).await }
-            }
-        )+
+        on_every_database!(@spawn |backend| TestApp::spawn_with(backend, super::$config); $($name),+);
+    };
+    (keystone; $($name:ident),+ $(,)?) => {
+        on_every_database!(@spawn |backend| async {
+            let keystone = keystone()?;
+            TestApp::spawn_with(backend, |config| keystone.configure(config)).await
+        }; $($name),+);
     };
     ($($name:ident),+ $(,)?) => {
-        $(
-            mod $name {
-                use $crate::support::{Backend, TestApp};
-
-                async fn run(backend: Backend) {
-                    if let Some(app) = TestApp::spawn(backend).await {
-                        super::$name(app).await;
-                    }
-                }
-
-                #[tokio::test]
-                async fn sqlite() { run(Backend::Sqlite).await }
-
-                #[tokio::test]
-                async fn postgres() { run(Backend::Postgres).await }
-
-                #[tokio::test]
-                async fn mariadb() { run(Backend::Mariadb).await }
-            }
-        )+
+        on_every_database!(@spawn |backend| TestApp::spawn(backend); $($name),+);
     };
 }
 pub(crate) use on_every_database;

@@ -40,8 +40,7 @@ impl Deps {
     /// The flows' dependencies as configured.
     pub fn from_config(config: &Config, stores: Stores) -> glint_core::Result<Deps> {
         let config_error = |e: String| glint_core::Error::Config(e);
-        let staging = Staging::open(&config.import.staging_dir)
-            .map_err(|e| config_error(format!("import.staging_dir {}: {e}", config.import.staging_dir.display())))?;
+        let staging = Staging::from_config(&config.import)?;
         let fetcher = Arc::new(Fetcher::new(&config.import.filtering).map_err(|e| config_error(e.to_string()))?);
         let conversion = match config.import.conversion_output_format.as_deref() {
             None => None,

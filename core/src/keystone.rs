@@ -1,0 +1,324 @@
+//! Keystone token validation, as keystonemiddleware's auth_token does it: a service token,
+//! `GET /v3/auth/tokens`, and a bounded cache of the answers.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::KeystoneConfig;
+use crate::{Error, Result};
+
+/// Who a valid token speaks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The project the token is scoped to; `None` for unscoped, domain- or system-scoped tokens.
+    pub project_id: Option<String>,
+    /// The user the token was issued to.
+    pub user_id: String,
+    /// Role names on that scope, implied roles included (Keystone expands them).
+    pub roles: Vec<String>,
+    /// When Keystone stops honouring the token.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Validates tokens against one Keystone, caching answers for `cache_ttl`.
+pub struct Keystone {
+    config: KeystoneConfig,
+    tokens_url: String,
+    http: reqwest::Client,
+    service_token: tokio::sync::Mutex<Option<ServiceToken>>,
+    cache: Mutex<Cache>,
+}
+
+struct ServiceToken {
+    token: String,
+    expires_at: DateTime<Utc>,
+}
+
+/// Keystone's answer about one token, as remembered.
+#[derive(Clone)]
+enum Verdict {
+    Valid(Identity),
+    Invalid,
+}
+
+struct Cached {
+    verdict: Verdict,
+    until: Instant,
+}
+
+/// Tokens are keyed by their SHA-256, so a memory dump holds no usable token; eviction is
+/// oldest-first, which keeps a flood of bogus tokens from growing the map without bound.
+struct Cache {
+    entries: HashMap<[u8; 32], Cached>,
+    order: VecDeque<[u8; 32]>,
+    capacity: usize,
+}
+
+impl Cache {
+    fn get(&mut self, key: &[u8; 32], now: Instant) -> Option<Verdict> {
+        match self.entries.get(key) {
+            Some(cached) if cached.until > now => Some(cached.verdict.clone()),
+            Some(_) => {
+                self.entries.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn put(&mut self, key: [u8; 32], cached: Cached) {
+        if self.entries.insert(key, cached).is_some() {
+            return;
+        }
+        self.order.push_back(key);
+        while self.order.len() > self.capacity {
+            if let Some(oldest) = self.order.pop_front() {
+                self.entries.remove(&oldest);
+            }
+        }
+        // Entries dropped by `get` leave their key in `order`; compact once they dominate.
+        if self.order.len() > 2 * self.entries.len() + 64 {
+            let entries = &self.entries;
+            self.order.retain(|k| entries.contains_key(k));
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenBody {
+    token: TokenData,
+}
+
+#[derive(Deserialize)]
+struct TokenData {
+    expires_at: DateTime<Utc>,
+    user: Named,
+    project: Option<Named>,
+    #[serde(default)]
+    roles: Vec<Role>,
+}
+
+#[derive(Deserialize)]
+struct Named {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct Role {
+    name: String,
+}
+
+/// What a 401 says, whatever the reason (WebOb's text, which Glance sends): unknown, malformed,
+/// expired and revoked tokens are not told apart to the caller.
+pub const UNAUTHORIZED: &str = "This server could not verify that you are authorized to access the document you \
+     requested. Either you supplied the wrong credentials (e.g., bad password), or your browser does not understand \
+     how to supply the credentials required.";
+
+impl Keystone {
+    /// A validator for the Keystone `config` names; fails only if the HTTP client cannot be built.
+    pub fn new(config: &KeystoneConfig) -> Result<Self> {
+        let base = config.auth_url.trim_end_matches('/');
+        let base = base.strip_suffix("/v3").unwrap_or(base);
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("glint/", env!("CARGO_PKG_VERSION")))
+            .timeout(Duration::from_secs(config.timeout))
+            .build()
+            .map_err(|e| {
+                Error::Config(format!("auth.keystone: cannot set up the HTTP client: {e}"))
+            })?;
+        Ok(Self {
+            config: config.clone(),
+            tokens_url: format!("{base}/v3/auth/tokens"),
+            http,
+            service_token: tokio::sync::Mutex::new(None),
+            cache: Mutex::new(Cache {
+                entries: HashMap::new(),
+                order: VecDeque::new(),
+                capacity: config.cache_size,
+            }),
+        })
+    }
+
+    /// The endpoint clients are sent to by `WWW-Authenticate` on a 401.
+    pub fn www_authenticate_uri(&self) -> &str {
+        self.config
+            .www_authenticate_uri
+            .as_deref()
+            .unwrap_or(&self.config.auth_url)
+    }
+
+    /// Who `token` speaks for. `Unauthorized` when Keystone says it is not valid (or it expired
+    /// since), `Unavailable` when Keystone cannot be asked.
+    pub async fn validate(&self, token: &str) -> Result<Identity> {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key, Instant::now());
+        let verdict = match cached {
+            Some(verdict) => verdict,
+            None => {
+                let verdict = self.ask(token).await?;
+                let ttl = Duration::from_secs(self.config.cache_ttl);
+                let until = Instant::now() + ttl;
+                self.cache.lock().unwrap_or_else(|p| p.into_inner()).put(
+                    key,
+                    Cached {
+                        verdict: verdict.clone(),
+                        until,
+                    },
+                );
+                verdict
+            }
+        };
+        match verdict {
+            Verdict::Valid(identity) if identity.expires_at > Utc::now() => Ok(identity),
+            _ => Err(Error::Unauthorized(UNAUTHORIZED.into())),
+        }
+    }
+
+    /// Asks Keystone about `token`, renewing the service token once if Keystone no longer takes it.
+    async fn ask(&self, token: &str) -> Result<Verdict> {
+        for renewed in [false, true] {
+            let service = self.service_token(renewed).await?;
+            let response = self
+                .http
+                .get(format!("{}?nocatalog", self.tokens_url))
+                .header("X-Auth-Token", service)
+                .header("X-Subject-Token", token)
+                .send()
+                .await
+                .map_err(|e| unreachable(&e))?;
+            match response.status().as_u16() {
+                200 => {
+                    let body: TokenBody = response.json().await.map_err(|e| {
+                        Error::Unavailable(format!("Keystone sent an unreadable token: {e}"))
+                    })?;
+                    let token = body.token;
+                    return Ok(Verdict::Valid(Identity {
+                        project_id: token.project.map(|p| p.id),
+                        user_id: token.user.id,
+                        roles: token.roles.into_iter().map(|r| r.name).collect(),
+                        expires_at: token.expires_at,
+                    }));
+                }
+                // 400: not even a token's shape; 404: unknown, expired or revoked.
+                400 | 404 => return Ok(Verdict::Invalid),
+                401 if !renewed => continue,
+                status => {
+                    return Err(Error::Unavailable(format!(
+                        "Keystone refused to validate tokens for the service user (HTTP {status})"
+                    )));
+                }
+            }
+        }
+        Err(Error::Unavailable(
+            "Keystone does not accept the service user's token".into(),
+        ))
+    }
+
+    /// The service user's token: the remembered one unless it is about to expire or `renew`.
+    async fn service_token(&self, renew: bool) -> Result<String> {
+        let mut held = self.service_token.lock().await;
+        if let Some(current) = held.as_ref() {
+            if !renew && current.expires_at > Utc::now() + chrono::Duration::seconds(60) {
+                return Ok(current.token.clone());
+            }
+        }
+        let c = &self.config;
+        let body = serde_json::json!({"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {
+                "name": c.username, "domain": {"name": c.user_domain_name}, "password": c.password}}},
+            "scope": {"project": {"name": c.project_name, "domain": {"name": c.project_domain_name}}},
+        }});
+        let response = self
+            .http
+            .post(format!("{}?nocatalog", self.tokens_url))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(Error::Unavailable(format!(
+                "Keystone refused the service user {:?} (HTTP {}); check [auth.keystone]",
+                c.username,
+                status.as_u16()
+            )));
+        }
+        let token = response
+            .headers()
+            .get("x-subject-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Unavailable("Keystone issued no X-Subject-Token".into()))?;
+        let body: TokenBody = response
+            .json()
+            .await
+            .map_err(|e| Error::Unavailable(format!("Keystone sent an unreadable token: {e}")))?;
+        *held = Some(ServiceToken {
+            token: token.clone(),
+            expires_at: body.token.expires_at,
+        });
+        Ok(token)
+    }
+}
+
+fn unreachable(err: &reqwest::Error) -> Error {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    Error::Unavailable(format!("The identity service is unavailable: {text}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cached(until: Instant) -> Cached {
+        Cached {
+            verdict: Verdict::Invalid,
+            until,
+        }
+    }
+
+    #[test]
+    fn cache_forgets_the_oldest_tokens_beyond_its_size() {
+        let mut cache = Cache {
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: 2,
+        };
+        let later = Instant::now() + Duration::from_secs(60);
+        for k in 1..=3u8 {
+            cache.put([k; 32], cached(later));
+        }
+        let now = Instant::now();
+        assert!(cache.get(&[1; 32], now).is_none());
+        assert!(cache.get(&[2; 32], now).is_some() && cache.get(&[3; 32], now).is_some());
+    }
+
+    #[test]
+    fn cache_entries_end_at_their_deadline() {
+        let mut cache = Cache {
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: 8,
+        };
+        let now = Instant::now();
+        cache.put([7; 32], cached(now + Duration::from_secs(1)));
+        assert!(cache.get(&[7; 32], now).is_some());
+        assert!(cache.get(&[7; 32], now + Duration::from_secs(2)).is_none());
+        assert!(cache.entries.is_empty());
+    }
+}

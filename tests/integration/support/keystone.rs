@@ -1,0 +1,405 @@
+//! A real Keystone shared by the tests of one process (keystone_server.py), with the projects,
+//! users and roles the identity tests speak as.
+//!
+//! | user  | project | roles on it | |
+//! |-------|---------|-------------|---|
+//! | admin | admin   | admin (⇒ member, reader) | Keystone's bootstrap admin |
+//! | alice | one     | member      | owner member |
+//! | rita  | one     | reader      | owner reader |
+//! | bob   | two     | member      | another project's member |
+//! | glint | service | service     | Glint's service user |
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use glint_core::config::{AuthMode, Config};
+use serde_json::{Value, json};
+
+use super::venv;
+
+/// The people (and the service) in the test Keystone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum User {
+    /// Cloud admin (role admin on project `admin`).
+    Admin,
+    /// Member of project `one`.
+    Alice,
+    /// Reader of project `one`.
+    Rita,
+    /// Member of project `two`.
+    Bob,
+}
+
+impl User {
+    /// Keystone user name, password and project name.
+    fn credentials(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            User::Admin => ("admin", "secret", "admin"),
+            User::Alice => ("alice", "alice-pw", "one"),
+            User::Rita => ("rita", "rita-pw", "one"),
+            User::Bob => ("bob", "bob-pw", "two"),
+        }
+    }
+}
+
+const SERVICE_USER: (&str, &str) = ("glint", "glint-service-pw");
+
+/// The running Keystone.
+pub struct Keystone {
+    /// Its identity v3 endpoint, `http://127.0.0.1:N/v3`.
+    pub url: String,
+    projects: HashMap<&'static str, String>,
+    users: HashMap<User, String>,
+    _server: Server,
+    _dir: tempfile::TempDir,
+}
+
+/// Kills keystone_server.py if the test process unwinds before it exits on its own (it also
+/// exits when its parent goes away).
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The process-wide Keystone, started on first use. `None` (after "skipped: ...") when it
+/// cannot be installed or started outside CI; under `CI=true` that panics.
+pub fn keystone() -> Option<&'static Keystone> {
+    static KEYSTONE: OnceLock<Result<Keystone, String>> = OnceLock::new();
+    let bin = venv::keystone()?;
+    // Setting up talks HTTP: on a thread of its own, as callers run inside a test's runtime.
+    let started = KEYSTONE.get_or_init(|| {
+        std::thread::spawn(move || start(&bin))
+            .join()
+            .unwrap_or_else(|_| Err("setup panicked".into()))
+    });
+    match started {
+        Ok(keystone) => Some(keystone),
+        Err(why) => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("keystone could not be started (required when CI=true): {why}");
+            }
+            eprintln!("skipped: keystone could not be started: {why}");
+            None
+        }
+    }
+}
+
+fn start(bin: &std::path::Path) -> Result<Keystone, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/integration/support/keystone_server.py"
+    );
+    let mut child = Command::new(bin.join("python"))
+        .arg(script)
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.path().join("server.log")).map_err(|e| e.to_string())?,
+        ))
+        .spawn()
+        .map_err(|e| format!("cannot run {script}: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let server = Server(child);
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let Some(port) = line.trim().strip_prefix("port ") else {
+        let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+        return Err(format!(
+            "keystone_server.py did not start: {}",
+            log.lines().rev().take(15).collect::<Vec<_>>().join("\n")
+        ));
+    };
+    let url = format!("http://127.0.0.1:{port}/v3");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (projects, users) = runtime.block_on(populate(&url))?;
+    Ok(Keystone {
+        url,
+        projects,
+        users,
+        _server: server,
+        _dir: dir,
+    })
+}
+
+/// Creates the projects, users and role assignments of the table above.
+async fn populate(
+    url: &str,
+) -> Result<(HashMap<&'static str, String>, HashMap<User, String>), String> {
+    let http = reqwest::Client::new();
+    let admin = password_token(&http, url, "admin", "secret", "admin").await?;
+    let call = |method: reqwest::Method, path: String, body: Option<Value>| {
+        let (http, admin) = (http.clone(), admin.clone());
+        async move {
+            let mut request = http
+                .request(method.clone(), format!("{url}{path}"))
+                .header("X-Auth-Token", admin);
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|e| format!("{method} {path}: {e}"))?;
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            if !status.is_success() {
+                return Err(format!("{method} {path}: {status} {text}"));
+            }
+            Ok::<Value, String>(serde_json::from_str(&text).unwrap_or(Value::Null))
+        }
+    };
+    let mut projects = HashMap::new();
+    let listed = call(reqwest::Method::GET, "/projects?name=admin".into(), None).await?;
+    projects.insert(
+        "admin",
+        listed["projects"][0]["id"]
+            .as_str()
+            .ok_or("no admin project")?
+            .to_owned(),
+    );
+    for name in ["one", "two", "service"] {
+        let made = call(
+            reqwest::Method::POST,
+            "/projects".into(),
+            Some(json!({"project": {"name": name, "domain_id": "default"}})),
+        )
+        .await?;
+        projects.insert(
+            name,
+            made["project"]["id"]
+                .as_str()
+                .ok_or("project id")?
+                .to_owned(),
+        );
+    }
+    let mut roles = HashMap::new();
+    for role in call(reqwest::Method::GET, "/roles".into(), None).await?["roles"]
+        .as_array()
+        .ok_or("roles")?
+    {
+        roles.insert(
+            role["name"].as_str().unwrap_or_default().to_owned(),
+            role["id"].as_str().unwrap_or_default().to_owned(),
+        );
+    }
+    if !roles.contains_key("service") {
+        let made = call(
+            reqwest::Method::POST,
+            "/roles".into(),
+            Some(json!({"role": {"name": "service"}})),
+        )
+        .await?;
+        roles.insert(
+            "service".into(),
+            made["role"]["id"].as_str().ok_or("role id")?.to_owned(),
+        );
+    }
+    let mut users = HashMap::new();
+    let admin_user = call(reqwest::Method::GET, "/users?name=admin".into(), None).await?;
+    users.insert(
+        User::Admin,
+        admin_user["users"][0]["id"]
+            .as_str()
+            .ok_or("admin user")?
+            .to_owned(),
+    );
+    let people = [
+        (Some(User::Alice), "member"),
+        (Some(User::Rita), "reader"),
+        (Some(User::Bob), "member"),
+        (None, "service"),
+    ];
+    for (user, role) in people {
+        let (name, password, project) = match user {
+            Some(user) => user.credentials(),
+            None => (SERVICE_USER.0, SERVICE_USER.1, "service"),
+        };
+        let made = call(
+            reqwest::Method::POST,
+            "/users".into(),
+            Some(json!({"user": {"name": name, "password": password, "domain_id": "default"}})),
+        )
+        .await?;
+        let id = made["user"]["id"].as_str().ok_or("user id")?.to_owned();
+        let path = format!(
+            "/projects/{}/users/{id}/roles/{}",
+            projects[project], roles[role]
+        );
+        call(reqwest::Method::PUT, path, None).await?;
+        if let Some(user) = user {
+            users.insert(user, id);
+        }
+    }
+    Ok((projects, users))
+}
+
+async fn password_token(
+    http: &reqwest::Client,
+    url: &str,
+    user: &str,
+    password: &str,
+    project: &str,
+) -> Result<String, String> {
+    let body = json!({"auth": {
+        "identity": {"methods": ["password"], "password": {"user": {"name": user, "domain": {"id": "default"}, "password": password}}},
+        "scope": {"project": {"name": project, "domain": {"id": "default"}}},
+    }});
+    issue(http, url, &body).await
+}
+
+async fn issue(http: &reqwest::Client, url: &str, body: &Value) -> Result<String, String> {
+    let response = http
+        .post(format!("{url}/auth/tokens?nocatalog"))
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| format!("POST /auth/tokens: {e}"))?;
+    let status = response.status();
+    let token = response
+        .headers()
+        .get("x-subject-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    match token {
+        Some(token) if status.is_success() => Ok(token),
+        _ => Err(format!(
+            "POST /auth/tokens: {status} {}",
+            response.text().await.unwrap_or_default()
+        )),
+    }
+}
+
+impl Keystone {
+    /// Puts `config` in keystone mode, validating tokens as the `glint` service user.
+    pub fn configure(&self, config: &mut Config) {
+        config.auth.mode = AuthMode::Keystone;
+        let keystone = &mut config.auth.keystone;
+        keystone.auth_url = self.url.clone();
+        (keystone.username, keystone.password) = (SERVICE_USER.0.into(), SERVICE_USER.1.into());
+        keystone.project_name = "service".into();
+    }
+
+    /// The `GLINT__...` variables that put a `glint` process in keystone mode.
+    pub fn server_env(&self) -> Vec<(String, String)> {
+        let mut config = Config::default();
+        self.configure(&mut config);
+        let k = &config.auth.keystone;
+        [
+            ("GLINT__AUTH__MODE", "keystone"),
+            ("GLINT__AUTH__KEYSTONE__AUTH_URL", k.auth_url.as_str()),
+            ("GLINT__AUTH__KEYSTONE__USERNAME", k.username.as_str()),
+            ("GLINT__AUTH__KEYSTONE__PASSWORD", k.password.as_str()),
+            (
+                "GLINT__AUTH__KEYSTONE__PROJECT_NAME",
+                k.project_name.as_str(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    /// A fresh project-scoped token of `user`.
+    pub async fn token(&self, user: User) -> String {
+        let (name, password, project) = user.credentials();
+        password_token(&reqwest::Client::new(), &self.url, name, password, project)
+            .await
+            .expect("token")
+    }
+
+    /// A token of `user` that Keystone expires `seconds` from now (issued through an
+    /// application credential that ends then: Keystone caps the token's expiry at it).
+    pub async fn short_lived_token(&self, user: User, seconds: i64) -> String {
+        let http = reqwest::Client::new();
+        let own = self.token(user).await;
+        let expires_at = (chrono::Utc::now() + chrono::Duration::seconds(seconds))
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string();
+        let name = format!("short-{}", uuid::Uuid::new_v4().simple());
+        let response = http
+            .post(format!(
+                "{}/users/{}/application_credentials",
+                self.url, self.users[&user]
+            ))
+            .header("X-Auth-Token", own)
+            .json(&json!({"application_credential": {"name": name, "expires_at": expires_at}}))
+            .send()
+            .await
+            .expect("application credential");
+        assert_eq!(response.status(), 201, "application credential");
+        let made: Value = response.json().await.expect("json");
+        let credential = &made["application_credential"];
+        let body = json!({"auth": {"identity": {"methods": ["application_credential"],
+            "application_credential": {"id": credential["id"], "secret": credential["secret"]}}}});
+        issue(&http, &self.url, &body)
+            .await
+            .expect("short-lived token")
+    }
+
+    /// A system-scoped token of the admin (bootstrap grants admin on the system), which
+    /// Glance's project-scoped rules never admit.
+    pub async fn system_token(&self) -> String {
+        let (name, password, _) = User::Admin.credentials();
+        let body = json!({"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {"name": name, "domain": {"id": "default"}, "password": password}}},
+            "scope": {"system": {"all": true}},
+        }});
+        issue(&reqwest::Client::new(), &self.url, &body)
+            .await
+            .expect("system token")
+    }
+
+    /// Revokes `token` (its own holder may).
+    pub async fn revoke(&self, token: &str) {
+        let response = reqwest::Client::new()
+            .delete(format!("{}/auth/tokens", self.url))
+            .header("X-Auth-Token", token)
+            .header("X-Subject-Token", token)
+            .send()
+            .await
+            .expect("revoke");
+        assert_eq!(response.status(), 204, "revoke");
+    }
+
+    /// The id of project `name` (`admin`, `one`, `two`).
+    pub fn project(&self, name: &str) -> &str {
+        &self.projects[name]
+    }
+
+    /// The id of `user`'s project.
+    pub fn project_of(&self, user: User) -> &str {
+        self.project(user.credentials().2)
+    }
+
+    /// The `OS_*` variables that make `openstack` and `glance` log in as `user`.
+    pub fn client_env(&self, user: User) -> Vec<(String, String)> {
+        let (name, password, project) = user.credentials();
+        [
+            ("OS_AUTH_URL", self.url.as_str()),
+            ("OS_IDENTITY_API_VERSION", "3"),
+            ("OS_AUTH_TYPE", "password"),
+            ("OS_USERNAME", name),
+            ("OS_PASSWORD", password),
+            ("OS_PROJECT_NAME", project),
+            ("OS_USER_DOMAIN_ID", "default"),
+            ("OS_PROJECT_DOMAIN_ID", "default"),
+            ("OS_INTERFACE", "public"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+}
