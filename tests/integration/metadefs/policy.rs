@@ -7,7 +7,8 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{create_namespace, ns_path};
+use super::{create_namespace, json_of, ns_path};
+use crate::support::keystone::{User, keystone};
 use crate::support::{TestApp, on_every_database};
 
 on_every_database!(
@@ -15,6 +16,8 @@ on_every_database!(
     namespace_list_shows_each_persona_what_it_may_see,
     callers_without_a_role_get_404_even_for_lists,
 );
+
+on_every_database!(keystone; the_policy_applies_to_keystone_tokens);
 
 /// The owning project of every namespace here.
 const P: &str = "owner-project";
@@ -224,4 +227,38 @@ async fn callers_without_a_role_get_404_even_for_lists(app: TestApp) {
     }
     let created = nobody.post_json("/v2/metadefs/namespaces", &json!({"namespace": "x"})).await;
     assert_eq!(created.status(), 404);
+}
+
+/// The same rules with the caller taken from real Keystone tokens instead of trusted headers.
+async fn the_policy_applies_to_keystone_tokens(app: TestApp) {
+    let keystone = keystone().expect("the keystone arm started it");
+    let as_user = async |user| app.with_token(&keystone.token(user).await);
+    let (admin, alice, rita, bob) =
+        (as_user(User::Admin).await, as_user(User::Alice).await, as_user(User::Rita).await, as_user(User::Bob).await);
+    let one = keystone.project_of(User::Alice);
+    for (name, visibility) in [("one-private", "private"), ("one-public", "public")] {
+        let created = json_of(
+            admin
+                .post_json(
+                    "/v2/metadefs/namespaces",
+                    &json!({"namespace": name, "visibility": visibility, "owner": one}),
+                )
+                .await,
+            201,
+        )
+        .await;
+        assert_eq!(created["owner"], one);
+    }
+    assert_eq!(rita.get(&ns_path("one-private", "")).await.status(), 200, "the owner's reader reads");
+    assert_eq!(bob.get(&ns_path("one-private", "")).await.status(), 404, "another project does not see it");
+    assert_eq!(bob.get(&ns_path("one-public", "")).await.status(), 200);
+    let rename = json!({"namespace": "one-public", "description": "mine"});
+    assert_eq!(
+        alice.request(Method::PUT, &ns_path("one-public", "")).json(&rename).send().await.unwrap().status(),
+        403
+    );
+    let create = alice.post_json("/v2/metadefs/namespaces", &json!({"namespace": "alices"})).await;
+    assert_eq!(create.status(), 403, "members may not create namespaces");
+    assert_eq!(app.get("/v2/metadefs/namespaces").await.status(), 401, "no token");
+    assert_eq!(admin.delete(&ns_path("one-private", "")).await.status(), 204);
 }
