@@ -14,8 +14,11 @@ use crate::context::RequestContext;
 use crate::task::{Task, TaskStatus, TaskType};
 use crate::{Error, Result};
 
-/// Records a new task with its info; part of the caller's transaction when there is one.
-pub async fn insert(db: &impl ConnectionTrait, task: &Task) -> Result<()> {
+/// Records a new task with its info, both or neither (a savepoint inside the caller's
+/// transaction): the outbox relay publishes any pending task row at once, and a worker that
+/// claimed a task without its info would abort it for want of an input.
+pub async fn insert(db: &impl TransactionTrait, task: &Task) -> Result<()> {
+    let txn = db.begin().await?;
     let row = task::ActiveModel {
         id: Set(task.id.clone()),
         task_type: Set(task.task_type.as_str().to_owned()),
@@ -34,14 +37,24 @@ pub async fn insert(db: &impl ConnectionTrait, task: &Task) -> Result<()> {
         published_at: Set(None),
         attempts: Set(0),
     };
-    task::Entity::insert(row).exec_without_returning(db).await?;
     let info = task_info::ActiveModel {
         task_id: Set(task.id.clone()),
         input: Set(task.input.clone()),
         result: Set(task.result.clone()),
         message: Set(task.message.clone()),
     };
-    task_info::Entity::insert(info).exec_without_returning(db).await?;
+    let inserted = async {
+        task::Entity::insert(row).exec_without_returning(&txn).await?;
+        task_info::Entity::insert(info).exec_without_returning(&txn).await
+    }
+    .await;
+    match inserted {
+        Ok(_) => txn.commit().await?,
+        Err(err) => {
+            txn.rollback().await?;
+            return Err(err.into());
+        }
+    }
     Ok(())
 }
 
