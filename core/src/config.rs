@@ -413,7 +413,7 @@ impl Default for TasksConfig {
 
 /// `[quotas]`: per-project limits under Glance's unified-limits names. Sizes in MiB; a
 /// negative limit means unlimited.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QuotasConfig {
     /// Enforce the limits and report them in /v2/info/usage (Glance's `use_keystone_limits`).
@@ -452,12 +452,6 @@ impl QuotasConfig {
                 image_count_uploading: o.image_count_uploading.unwrap_or(d.image_count_uploading),
             },
         }
-    }
-}
-
-impl Default for QuotasConfig {
-    fn default() -> Self {
-        Self { enabled: false, default: Limits::default(), projects: BTreeMap::new() }
     }
 }
 

@@ -226,10 +226,11 @@ impl Keystone {
     /// The service user's token: the remembered one unless it is about to expire or `renew`.
     async fn service_token(&self, renew: bool) -> Result<String> {
         let mut held = self.service_token.lock().await;
-        if let Some(current) = held.as_ref() {
-            if !renew && current.expires_at > Utc::now() + chrono::Duration::seconds(60) {
-                return Ok(current.token.clone());
-            }
+        if let Some(current) = held.as_ref()
+            && !renew
+            && current.expires_at > Utc::now() + chrono::Duration::seconds(60)
+        {
+            return Ok(current.token.clone());
         }
         let c = &self.config;
         let body = serde_json::json!({"auth": {

@@ -178,7 +178,7 @@ async fn staging_abandoned_by_a_dead_process_is_recovered(app: TestApp) {
     glint_core::data::recover_abandoned_uploads(&app.db, &stores, &staging, glint_core::data::UPLOAD_STALE_AFTER).await.expect("recover");
     assert_eq!(show(&app, &abandoned).await["status"], "queued");
     assert_eq!(show(&app, &waiting).await["status"], "uploading");
-    assert_eq!(staged(&app), [waiting.clone()]);
+    assert_eq!(staged(&app), std::slice::from_ref(&waiting));
     assert_eq!(import(&app, &waiting, json!({"method": {"name": "glance-direct"}})).await.status(), 202);
     assert_eq!(finished_task(&app, &waiting).await["status"], "success");
 }
