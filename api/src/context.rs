@@ -48,8 +48,19 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
 /// 401s carry `WWW-Authenticate` (as keystonemiddleware adds) and no request id (as they come
 /// from the auth layer, before Glance's request-id handling).
 async fn token_context(keystone: &Keystone, headers: &HeaderMap, request_id: &str) -> Result<RequestContext, Response> {
-    let token = headers.get("x-auth-token").and_then(|v| v.to_str().ok()).map(str::trim).filter(|t| !t.is_empty());
-    let identity = match token {
+    let token = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|t| !t.is_empty());
+    // A valid service token with the service (or admin) role lets an expired user token
+    // through, as keystonemiddleware's service tokens do; an invalid one is simply not used.
+    let by_a_service = match token("x-service-token") {
+        Some(service) => match keystone.validate(service).await {
+            Ok(identity) => identity.roles.iter().any(|r| r.eq_ignore_ascii_case("service") || r.eq_ignore_ascii_case("admin")),
+            Err(glint_core::Error::Unauthorized(_)) => false,
+            Err(err) => return Err(keystone_unavailable(&err)),
+        },
+        None => false,
+    };
+    let identity = match token("x-auth-token") {
+        Some(token) if by_a_service => keystone.validate_allowing_expired(token).await,
         Some(token) => keystone.validate(token).await,
         None => Err(glint_core::Error::Unauthorized(UNAUTHORIZED.into())),
     };
@@ -57,11 +68,7 @@ async fn token_context(keystone: &Keystone, headers: &HeaderMap, request_id: &st
         glint_core::Error::Unauthorized(_) => ApiError::from(err)
             .with_dynamic_header(header::WWW_AUTHENTICATE, format!("Keystone uri=\"{}\"", keystone.www_authenticate_uri()))
             .into_response(),
-        // keystonemiddleware's answer; the cause is for the operator's log, not the caller.
-        err => {
-            tracing::error!(error = %err, "cannot validate a token");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "The Keystone service is temporarily unavailable.").into_response()
-        }
+        err => keystone_unavailable(&err),
     })?;
     let Some(project) = identity.project_id else {
         // Every image and metadef rule is project-scoped; Glance answers system- and
@@ -69,6 +76,13 @@ async fn token_context(keystone: &Keystone, headers: &HeaderMap, request_id: &st
         return Err(ApiError::new(StatusCode::FORBIDDEN, "Only project-scoped tokens are accepted.").into_response());
     };
     Ok(RequestContext::new(Some(project), Some(identity.user_id), identity.roles, request_id.to_owned()))
+}
+
+/// keystonemiddleware's answer when Keystone cannot be asked; the cause is for the operator's
+/// log, not the caller.
+fn keystone_unavailable(err: &glint_core::Error) -> Response {
+    tracing::error!(error = %err, "cannot validate a token");
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "The Keystone service is temporarily unavailable.").into_response()
 }
 
 /// No-auth mode: identity headers are trusted as a proxy would set them; a request without

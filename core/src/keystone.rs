@@ -155,7 +155,19 @@ impl Keystone {
     /// Who `token` speaks for. `Unauthorized` when Keystone says it is not valid (or it expired
     /// since), `Unavailable` when Keystone cannot be asked.
     pub async fn validate(&self, token: &str) -> Result<Identity> {
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.check(token, false).await
+    }
+
+    /// Like [`Keystone::validate`], but a token that expired recently (within Keystone's
+    /// `allow_expired_window`) still counts: for requests that also carry a valid service
+    /// token, as keystonemiddleware allows, so that a service (Nova uploading a snapshot) can
+    /// finish work a user started with a token that has expired since.
+    pub async fn validate_allowing_expired(&self, token: &str) -> Result<Identity> {
+        self.check(token, true).await
+    }
+
+    async fn check(&self, token: &str, allow_expired: bool) -> Result<Identity> {
+        let key: [u8; 32] = Sha256::new().chain_update([u8::from(allow_expired)]).chain_update(token.as_bytes()).finalize().into();
         let cached = self
             .cache
             .lock()
@@ -164,7 +176,7 @@ impl Keystone {
         let verdict = match cached {
             Some(verdict) => verdict,
             None => {
-                let verdict = self.ask(token).await?;
+                let verdict = self.ask(token, allow_expired).await?;
                 let ttl = Duration::from_secs(self.config.cache_ttl);
                 let until = Instant::now() + ttl;
                 self.cache.lock().unwrap_or_else(|p| p.into_inner()).put(
@@ -178,18 +190,19 @@ impl Keystone {
             }
         };
         match verdict {
-            Verdict::Valid(identity) if identity.expires_at > Utc::now() => Ok(identity),
+            Verdict::Valid(identity) if allow_expired || identity.expires_at > Utc::now() => Ok(identity),
             _ => Err(Error::Unauthorized(UNAUTHORIZED.into())),
         }
     }
 
     /// Asks Keystone about `token`, renewing the service token once if Keystone no longer takes it.
-    async fn ask(&self, token: &str) -> Result<Verdict> {
+    async fn ask(&self, token: &str, allow_expired: bool) -> Result<Verdict> {
+        let url = format!("{}?nocatalog{}", self.tokens_url, if allow_expired { "&allow_expired=1" } else { "" });
         for renewed in [false, true] {
             let service = self.service_token(renewed).await?;
             let response = self
                 .http
-                .get(format!("{}?nocatalog", self.tokens_url))
+                .get(&url)
                 .header("X-Auth-Token", service)
                 .header("X-Subject-Token", token)
                 .send()

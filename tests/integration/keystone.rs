@@ -141,6 +141,30 @@ async fn an_expired_token_is_401_even_while_cached() {
 }
 
 #[tokio::test]
+async fn an_expired_token_with_a_valid_service_token_is_accepted() {
+    let (app, keystone) = keystone_app!();
+    let token = keystone.short_lived_token(User::Alice, 6).await;
+    let alice = app.with_token(&token);
+    let image = alice.create_image(json!({"name": "snapshot", "disk_format": "raw", "container_format": "bare"})).await;
+    let id = image["id"].as_str().unwrap();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let upload = |service: &str| {
+        alice.raw(Method::PUT, &format!("/v2/images/{id}/file"))
+            .header("Content-Type", "application/octet-stream")
+            .header("X-Service-Token", service)
+            .body("snapshot data")
+    };
+    expect_error(upload("not-a-token").send().await.unwrap(), 401).await;
+    let bob = keystone.token(User::Bob).await;
+    expect_error(upload(&bob).send().await.unwrap(), 401).await;
+    // Nova's [service_user]: its service token carries the user's expired token through.
+    let response = upload(&keystone.service_user_token().await).send().await.unwrap();
+    assert_eq!(response.status(), 204);
+    let shown = app.with_token(&keystone.token(User::Alice).await).get_json(&format!("/v2/images/{id}")).await;
+    assert_eq!((shown["status"].as_str(), shown["owner"].as_str()), (Some("active"), Some(keystone.project_of(User::Alice))));
+}
+
+#[tokio::test]
 async fn a_token_of_another_project_does_not_see_private_images() {
     let (app, keystone) = keystone_app!();
     let alice = app.with_token(&keystone.token(User::Alice).await);

@@ -320,6 +320,12 @@ impl Keystone {
             .expect("token")
     }
 
+    /// A token of Glint's service user (role `service`), as a service such as Nova sends in
+    /// `X-Service-Token`.
+    pub async fn service_user_token(&self) -> String {
+        password_token(&reqwest::Client::new(), &self.url, SERVICE_USER.0, SERVICE_USER.1, "service").await.expect("service token")
+    }
+
     /// A token of `user` that Keystone expires `seconds` from now (issued through an
     /// application credential that ends then: Keystone caps the token's expiry at it).
     pub async fn short_lived_token(&self, user: User, seconds: i64) -> String {
