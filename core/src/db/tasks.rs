@@ -161,11 +161,7 @@ pub async fn preempt(db: &impl ConnectionTrait, id: &str, message: &str, ttl: st
         .exec(db)
         .await?;
     if result.rows_affected == 1 {
-        task_info::Entity::update_many()
-            .col_expr(task_info::Column::Message, Expr::value(message))
-            .filter(task_info::Column::TaskId.eq(id))
-            .exec(db)
-            .await?;
+        set_message(db, id, message).await?;
     }
     Ok(())
 }
@@ -182,12 +178,18 @@ pub async fn report_progress(db: &impl ConnectionTrait, id: &str, worker: &str, 
     if claimed.rows_affected == 0 {
         return Ok(false);
     }
+    set_message(db, id, message).await?;
+    Ok(true)
+}
+
+/// Sets the `message` of task `id` (its `task_info` row), once the caller has changed the task.
+async fn set_message(db: &impl ConnectionTrait, id: &str, message: &str) -> Result<()> {
     task_info::Entity::update_many()
         .col_expr(task_info::Column::Message, Expr::value(message))
         .filter(task_info::Column::TaskId.eq(id))
         .exec(db)
         .await?;
-    Ok(true)
+    Ok(())
 }
 
 /// Gives `worker`'s task `id` back to `pending` for another attempt (a transient failure).
