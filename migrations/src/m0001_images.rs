@@ -2,6 +2,8 @@
 
 use sea_orm_migration::prelude::*;
 
+use crate::builders::{cascade_fk, index};
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -76,20 +78,7 @@ enum ImageLocations {
 }
 
 fn image_fk<T: IntoIden + Copy + 'static>(table: T, column: T) -> ForeignKeyCreateStatement {
-    ForeignKey::create()
-        .from(table, column)
-        .to(Images::Table, Images::Id)
-        .on_delete(ForeignKeyAction::Cascade)
-        .to_owned()
-}
-
-fn index<T: IntoIden + Copy + 'static>(name: &str, table: T, columns: &[T]) -> IndexCreateStatement {
-    let mut stmt = Index::create();
-    stmt.name(name).table(table);
-    for column in columns {
-        stmt.col(*column);
-    }
-    stmt.to_owned()
+    cascade_fk(table, column, Images::Table, Images::Id)
 }
 
 #[async_trait::async_trait]

@@ -2,6 +2,8 @@
 
 use sea_orm_migration::prelude::*;
 
+use crate::builders::cascade_fk;
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -73,13 +75,7 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(TaskInfo::Input).json().null())
                     .col(ColumnDef::new(TaskInfo::Result).json().null())
                     .col(ColumnDef::new(TaskInfo::Message).text().not_null())
-                    .foreign_key(
-                        &mut ForeignKey::create()
-                            .from(TaskInfo::Table, TaskInfo::TaskId)
-                            .to(Tasks::Table, Tasks::Id)
-                            .on_delete(ForeignKeyAction::Cascade)
-                            .to_owned(),
-                    )
+                    .foreign_key(&mut cascade_fk(TaskInfo::Table, TaskInfo::TaskId, Tasks::Table, Tasks::Id))
                     .to_owned(),
             )
             .await?;

@@ -8,6 +8,8 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::DbBackend;
 
+use crate::builders::{cascade_fk, index};
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -82,20 +84,7 @@ enum MetadefTags {
 }
 
 fn namespace_fk<T: IntoIden + Copy + 'static>(table: T, column: T) -> ForeignKeyCreateStatement {
-    ForeignKey::create()
-        .from(table, column)
-        .to(MetadefNamespaces::Table, MetadefNamespaces::Id)
-        .on_delete(ForeignKeyAction::Cascade)
-        .to_owned()
-}
-
-fn index<T: IntoIden + Copy + 'static>(name: &str, table: T, columns: &[T]) -> IndexCreateStatement {
-    let mut stmt = Index::create();
-    stmt.name(name).table(table);
-    for column in columns {
-        stmt.col(*column);
-    }
-    stmt.to_owned()
+    cascade_fk(table, column, MetadefNamespaces::Table, MetadefNamespaces::Id)
 }
 
 /// A name column (`VARCHAR(80) NOT NULL`) compared exactly: MySQL's and MariaDB's default
@@ -192,13 +181,7 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Assoc::CreatedAt).date_time().not_null())
                     .col(ColumnDef::new(Assoc::UpdatedAt).date_time().null())
                     .foreign_key(&mut namespace_fk(Assoc::Table, Assoc::NamespaceId))
-                    .foreign_key(
-                        &mut ForeignKey::create()
-                            .from(Assoc::Table, Assoc::ResourceTypeId)
-                            .to(Rt::Table, Rt::Id)
-                            .on_delete(ForeignKeyAction::Cascade)
-                            .to_owned(),
-                    )
+                    .foreign_key(&mut cascade_fk(Assoc::Table, Assoc::ResourceTypeId, Rt::Table, Rt::Id))
                     .to_owned(),
             )
             .await?;
