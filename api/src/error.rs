@@ -69,14 +69,7 @@ impl From<Error> for ApiError {
             Error::Internal(_) | Error::Config(_) | Error::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {
-            let mut chain = err.to_string();
-            let mut source = std::error::Error::source(&err);
-            while let Some(cause) = source {
-                chain.push_str(": ");
-                chain.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            tracing::error!(error = %chain, "request failed");
+            tracing::error!(error = %glint_core::error::chain(&err), "request failed");
             return ApiError::new(
                 status,
                 "The server has either erred or is incapable of performing the requested operation.",

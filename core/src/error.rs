@@ -41,6 +41,18 @@ pub enum Error {
     Database(#[from] sea_orm::DbErr),
 }
 
+/// `err` and its sources, `: `-separated, for logs and messages.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Result with the core [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

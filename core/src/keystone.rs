@@ -285,14 +285,7 @@ impl Keystone {
 }
 
 fn unreachable(err: &reqwest::Error) -> Error {
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    Error::Unavailable(format!("The identity service is unavailable: {text}"))
+    Error::Unavailable(format!("The identity service is unavailable: {}", crate::error::chain(err)))
 }
 
 #[cfg(test)]

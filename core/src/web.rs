@@ -22,6 +22,7 @@ use reqwest::header::LOCATION;
 use url::{Host, Url};
 
 use crate::config::FilteringConfig;
+use crate::error::chain;
 use crate::store::ByteStream;
 
 /// Fetches images over HTTP(S) for web-download and legacy import tasks, refusing what the filter forbids.
@@ -521,17 +522,6 @@ fn find<'a, E: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Option<&'
 
 /// An error with its causes: reqwest's own message alone ("error sending request") says
 /// little. Callers strip reqwest's URL: the message names it already, without its password.
-fn chain(e: &(dyn StdError + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// `url` for messages, which are stored and shown: without its password.
 fn shown(url: &Url) -> String {
     let mut url = url.clone();
