@@ -160,7 +160,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     if let Some(worker) = worker {
         match tokio::time::timeout(WORKER_GRACE, worker).await {
             Ok(joined) => joined??,
-            Err(_) => tracing::warn!("tasks still running at shutdown; other workers take them over when their leases expire"),
+            Err(_) => {
+                tracing::warn!("tasks still running at shutdown; other workers take them over when their leases expire")
+            }
         }
     }
     relay.await?;
@@ -184,7 +186,9 @@ fn task_queue(command: &Command, cfg: &TasksConfig) -> anyhow::Result<Arc<dyn Ta
             "tasks.transport = \"memory\" only reaches workers inside `glint serve`; \
              separate api and worker processes need tasks.transport = \"rabbitmq\""
         ),
-        (Transport::Rabbitmq, _) => Ok(Arc::new(RabbitQueue::new(&cfg.broker_url, &cfg.queue_name).map_err(anyhow::Error::msg)?)),
+        (Transport::Rabbitmq, _) => {
+            Ok(Arc::new(RabbitQueue::new(&cfg.broker_url, &cfg.queue_name).map_err(anyhow::Error::msg)?))
+        }
     }
 }
 
@@ -220,11 +224,7 @@ fn inspect(file: &Path, json: bool) -> ExitCode {
             } else {
                 print!("{report}");
             }
-            if report.is_safe() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
+            if report.is_safe() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
         Err(err) => {
             eprintln!("glint: {err}");

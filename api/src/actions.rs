@@ -11,7 +11,13 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::NoBody;
 
-async fn run(state: &AppState, ctx: &RequestContext, id: &str, action: Action, rule: &str) -> Result<StatusCode, ApiError> {
+async fn run(
+    state: &AppState,
+    ctx: &RequestContext,
+    id: &str,
+    action: Action,
+    rule: &str,
+) -> Result<StatusCode, ApiError> {
     let image = repo::find_visible(&state.db, ctx, id).await?;
     policy::check_modify(ctx, &image, rule)?;
     let next = image.status.next(action)?;

@@ -53,7 +53,9 @@ async fn token_context(keystone: &Keystone, headers: &HeaderMap, request_id: &st
     // through, as keystonemiddleware's service tokens do; an invalid one is simply not used.
     let by_a_service = match token("x-service-token") {
         Some(service) => match keystone.validate(service).await {
-            Ok(identity) => identity.roles.iter().any(|r| r.eq_ignore_ascii_case("service") || r.eq_ignore_ascii_case("admin")),
+            Ok(identity) => {
+                identity.roles.iter().any(|r| r.eq_ignore_ascii_case("service") || r.eq_ignore_ascii_case("admin"))
+            }
             Err(glint_core::Error::Unauthorized(_)) => false,
             Err(err) => return Err(keystone_unavailable(&err)),
         },
@@ -66,7 +68,10 @@ async fn token_context(keystone: &Keystone, headers: &HeaderMap, request_id: &st
     };
     let identity = identity.map_err(|err| match err {
         glint_core::Error::Unauthorized(_) => ApiError::from(err)
-            .with_dynamic_header(header::WWW_AUTHENTICATE, format!("Keystone uri=\"{}\"", keystone.www_authenticate_uri()))
+            .with_dynamic_header(
+                header::WWW_AUTHENTICATE,
+                format!("Keystone uri=\"{}\"", keystone.www_authenticate_uri()),
+            )
             .into_response(),
         err => keystone_unavailable(&err),
     })?;

@@ -22,15 +22,14 @@ impl<S: Send + Sync> FromRequestParts<S> for NoBody {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(0);
         let encoded = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH)
-            && parts
-                .headers
-                .get(header::TRANSFER_ENCODING)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| {
-                    v.split(',').any(|e| {
-                        matches!(e.trim().to_ascii_lowercase().as_str(), "chunked" | "compress" | "deflate" | "gzip" | "identity")
-                    })
-                });
+            && parts.headers.get(header::TRANSFER_ENCODING).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+                v.split(',').any(|e| {
+                    matches!(
+                        e.trim().to_ascii_lowercase().as_str(),
+                        "chunked" | "compress" | "deflate" | "gzip" | "identity"
+                    )
+                })
+            });
         if length > 0 || encoded {
             Err(ApiError::bad_request("A body is not expected with this request."))
         } else {
@@ -46,9 +45,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+        let bytes = Bytes::from_request(request, state).await.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::bad_request("Body expected in request."));
         }

@@ -9,11 +9,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
 use glint_core::context::RequestContext;
-use glint_core::quota::{self, Resource};
 use glint_core::data::{self, Upload};
 use glint_core::db::{images as repo, locations};
 use glint_core::image::Status;
 use glint_core::policy;
+use glint_core::quota::{self, Resource};
 use glint_core::store::ByteStream;
 
 use crate::AppState;
@@ -40,14 +40,13 @@ pub(crate) fn require_octet_stream(headers: &HeaderMap) -> Result<(), ApiError> 
 
 /// The announced size: `x-openstack-image-size`, else `Content-Length`; 0 means unknown.
 pub(crate) fn expected_size(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
-    let announced = match header_str(headers, "x-openstack-image-size") {
-        Some(text) => Some(
-            text.trim()
-                .parse::<u64>()
-                .map_err(|_| ApiError::bad_request(format!("x-openstack-image-size must be an integer, got '{text}'")))?,
-        ),
-        None => header_str(headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.trim().parse::<u64>().ok()),
-    };
+    let announced =
+        match header_str(headers, "x-openstack-image-size") {
+            Some(text) => Some(text.trim().parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("x-openstack-image-size must be an integer, got '{text}'"))
+            })?),
+            None => header_str(headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.trim().parse::<u64>().ok()),
+        };
     Ok(announced.filter(|n| *n > 0))
 }
 
@@ -67,9 +66,7 @@ pub async fn upload(
     let deltas = [(Resource::ImageSizeTotal, size), (Resource::ImageCountUploading, 1)];
     quota::enforce(&state.db, &state.config.quotas, image.owner.as_deref(), &deltas).await?;
     // Only multistore mode lets the client pick a store, as in Glance.
-    let store = header_str(&headers, "x-image-meta-store")
-        .filter(|_| state.stores.multistore())
-        .map(str::to_owned);
+    let store = header_str(&headers, "x-image-meta-store").filter(|_| state.stores.multistore()).map(str::to_owned);
     let stream: ByteStream = Box::pin(body.into_data_stream().map_err(io::Error::other));
     outliving_the_client("upload", async move {
         let how = Upload { store: store.as_deref(), expected_size, cap: state.config.images.image_size_cap };
@@ -142,9 +139,10 @@ fn data_response(stream: ByteStream, size: u64, range: Option<Range<u64>>, check
         out.insert("content-md5", md5);
     }
     if let Some(r) = range
-        && let Ok(value) = HeaderValue::from_str(&format!("bytes {}-{}/{size}", r.start, r.end - 1)) {
-            out.insert(header::CONTENT_RANGE, value);
-        }
+        && let Ok(value) = HeaderValue::from_str(&format!("bytes {}-{}/{size}", r.start, r.end - 1))
+    {
+        out.insert(header::CONTENT_RANGE, value);
+    }
     response
 }
 

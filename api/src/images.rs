@@ -5,10 +5,10 @@ use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use glint_core::context::RequestContext;
-use glint_core::quota::{self, Resource};
 use glint_core::db::images as repo;
 use glint_core::image::{self, Action, Dialect, Op, PatchOp, PatchPath};
 use glint_core::policy;
+use glint_core::quota::{self, Resource};
 use serde_json::{Value, json};
 
 use crate::AppState;

@@ -58,7 +58,10 @@ pub async fn detail(
     _: NoBody,
 ) -> Result<Json<Value>, ApiError> {
     if !(ctx.is_admin || ctx.has_role("service")) {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "You are not authorized to complete stores_info_detail action."));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "You are not authorized to complete stores_info_detail action.",
+        ));
     }
     stores(&state, true)
 }

@@ -24,8 +24,8 @@ use std::sync::Arc;
 use axum::ServiceExt;
 use axum::extract::Request;
 use glint_core::config::{AuthMode, Config};
-use glint_core::keystone::Keystone;
 use glint_core::image::schema::Validator;
+use glint_core::keystone::Keystone;
 use glint_core::queue::TaskQueue;
 use glint_core::store::{Staging, Stores};
 use glint_core::web::Fetcher;
@@ -59,10 +59,16 @@ pub struct AppState {
 impl AppState {
     /// State for `config` over the pool `db`, writing data to `stores` and waking workers
     /// through `queue`.
-    pub fn new(config: Config, db: DatabaseConnection, stores: Stores, queue: Arc<dyn TaskQueue>) -> glint_core::Result<Self> {
+    pub fn new(
+        config: Config,
+        db: DatabaseConnection,
+        stores: Stores,
+        queue: Arc<dyn TaskQueue>,
+    ) -> glint_core::Result<Self> {
         let validator = Arc::new(Validator::new(&config.images));
         let staging = Staging::from_config(&config.import)?;
-        let fetcher = Arc::new(Fetcher::new(&config.import.filtering).map_err(|e| glint_core::Error::Config(e.to_string()))?);
+        let fetcher =
+            Arc::new(Fetcher::new(&config.import.filtering).map_err(|e| glint_core::Error::Config(e.to_string()))?);
         let keystone = match config.auth.mode {
             AuthMode::Keystone => Some(Arc::new(Keystone::new(&config.auth.keystone)?)),
             AuthMode::Noauth => None,
@@ -86,7 +92,5 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let rewrite = versions::rewrite_version_prefix(state.stores.multistore());
     let app = MapRequestLayer::new(rewrite).layer(router::router(state));
-    axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, ServiceExt::<Request>::into_make_service(app)).with_graceful_shutdown(shutdown).await
 }

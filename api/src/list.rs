@@ -10,7 +10,8 @@ use sea_orm::{Order, Value};
 use crate::error::ApiError;
 
 /// Parameters that are not filters.
-const CONTROL: &[&str] = &["limit", "marker", "sort_key", "sort_dir", "sort", "visibility", "member_status", "tag", "os_hidden"];
+const CONTROL: &[&str] =
+    &["limit", "marker", "sort_key", "sort_dir", "sort", "visibility", "member_status", "tag", "os_hidden"];
 
 /// Parses the decoded query pairs of an image list request.
 pub fn parse(pairs: &[(String, String)], cfg: &ImagesConfig) -> Result<ListQuery, ApiError> {
@@ -35,7 +36,11 @@ pub fn parse(pairs: &[(String, String)], cfg: &ImagesConfig) -> Result<ListQuery
     let os_hidden = match last("os_hidden").map(str::to_ascii_lowercase).as_deref() {
         None | Some("false") => false,
         Some("true") => true,
-        Some(v) => return Err(ApiError::bad_request(format!("Invalid value '{v}' for 'os_hidden' filter. Valid values are 'true' or 'false'."))),
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "Invalid value '{v}' for 'os_hidden' filter. Valid values are 'true' or 'false'."
+            )));
+        }
     };
 
     let mut filters = Vec::new();
@@ -68,7 +73,9 @@ pub fn limit(text: Option<&str>, cfg: &ImagesConfig) -> Result<u64, ApiError> {
 fn filter(key: &str, value: &str) -> Result<Filter, ApiError> {
     let column = |c: Column| Field::Column(c);
     Ok(match key {
-        "changes-since" => return Err(ApiError::bad_request("The 'changes-since' filter is no longer available on v2.")),
+        "changes-since" => {
+            return Err(ApiError::bad_request("The 'changes-since' filter is no longer available on v2."));
+        }
         "name" | "id" | "status" | "container_format" | "disk_format" => {
             let col = match key {
                 "name" => Column::Name,
@@ -160,7 +167,8 @@ fn split_in_list(list: &str) -> Result<Vec<String>, ApiError> {
 }
 
 fn time_filter(value: &str) -> Result<(Cmp, NaiveDateTime), ApiError> {
-    let ops = [("gte", Cmp::Gte), ("gt", Cmp::Gt), ("lte", Cmp::Lte), ("lt", Cmp::Lt), ("neq", Cmp::Ne), ("eq", Cmp::Eq)];
+    let ops =
+        [("gte", Cmp::Gte), ("gt", Cmp::Gt), ("lte", Cmp::Lte), ("lt", Cmp::Lt), ("neq", Cmp::Ne), ("eq", Cmp::Eq)];
     let (cmp, time) = match value.split_once(':') {
         Some((op, rest)) if op.chars().all(|c| c.is_ascii_alphabetic()) => {
             let cmp = ops
@@ -288,7 +296,10 @@ mod tests {
     #[test]
     fn sort_forms_cannot_be_mixed() {
         assert!(sort(&pairs("sort=name:asc&sort_key=name")).is_err());
-        assert_eq!(sort(&pairs("sort=name:asc,size")).ok(), Some(vec![(SortKey::Name, Order::Asc), (SortKey::Size, Order::Desc)]));
+        assert_eq!(
+            sort(&pairs("sort=name:asc,size")).ok(),
+            Some(vec![(SortKey::Name, Order::Asc), (SortKey::Size, Order::Desc)])
+        );
     }
 
     #[test]

@@ -6,7 +6,9 @@ use axum::middleware;
 use axum::routing::{MethodRouter, any, delete, get, post, put};
 
 use crate::error::{self, ApiError};
-use crate::metadefs::{self, objects as md_objects, properties as md_properties, resource_types as md_types, tags as md_tags};
+use crate::metadefs::{
+    self, objects as md_objects, properties as md_properties, resource_types as md_types, tags as md_tags,
+};
 use crate::{AppState, actions, context, image_data, images, import, info, members, schemas, tags, tasks, versions};
 
 /// A resource's methods; any other method is a 405 listing `allowed` in `Allow`.
@@ -53,7 +55,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/v2/metadefs/namespaces/{ns}/objects",
-            resource(get(md_objects::list).post(md_objects::create).delete(md_objects::delete_all), "GET, POST, DELETE"),
+            resource(
+                get(md_objects::list).post(md_objects::create).delete(md_objects::delete_all),
+                "GET, POST, DELETE",
+            ),
         )
         .route(
             "/v2/metadefs/namespaces/{ns}/objects/{object}",
@@ -68,7 +73,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/v2/metadefs/namespaces/{ns}/properties/{property}",
-            resource(get(md_properties::show).put(md_properties::update).delete(md_properties::delete), "GET, PUT, DELETE"),
+            resource(
+                get(md_properties::show).put(md_properties::update).delete(md_properties::delete),
+                "GET, PUT, DELETE",
+            ),
         )
         .route(
             "/v2/metadefs/namespaces/{ns}/tags",

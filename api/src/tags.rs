@@ -20,7 +20,9 @@ pub async fn add(
     let before = repo::find_visible(&state.db, &ctx, &id).await?;
     policy::check_modify(&ctx, &before, "modify_image")?;
     if tag.chars().count() > 255 {
-        return Err(ApiError::bad_request(format!("Provided object does not match schema 'image': '{tag}' is too long")));
+        return Err(ApiError::bad_request(format!(
+            "Provided object does not match schema 'image': '{tag}' is too long"
+        )));
     }
     if before.tags.contains(&tag) {
         return Ok(StatusCode::NO_CONTENT);

@@ -6,8 +6,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::NaiveDateTime;
 use glint_core::context::RequestContext;
-use glint_core::db::tasks::{self as repo, TaskQuery, TaskSortKey};
 use glint_core::db::images;
+use glint_core::db::tasks::{self as repo, TaskQuery, TaskSortKey};
 use glint_core::image::schema::is_uuid;
 use glint_core::task::{Task, TaskStatus, TaskType};
 use sea_orm::Order;
@@ -89,7 +89,9 @@ fn parse_query(pairs: &[(String, String)], state: &AppState) -> Result<TaskQuery
     let last = |name: &str| pairs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let limit = crate::list::limit(last("limit"), &state.config.images)?;
     let marker = match last("marker") {
-        Some(marker) if !is_uuid(marker) => return Err(ApiError::bad_request(format!("Invalid marker format: {marker}"))),
+        Some(marker) if !is_uuid(marker) => {
+            return Err(ApiError::bad_request(format!("Invalid marker format: {marker}")));
+        }
         other => other.map(str::to_owned),
     };
     let sort_key = TaskSortKey::parse(last("sort_key").unwrap_or("created_at"))?;
@@ -154,7 +156,8 @@ pub async fn create(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     check_tasks_api(&ctx)?;
-    let task = glint_core::import::legacy_task(&ctx, &body, &state.fetcher, &state.config.images, &state.validator).await?;
+    let task =
+        glint_core::import::legacy_task(&ctx, &body, &state.fetcher, &state.config.images, &state.validator).await?;
     repo::insert(&state.db, &task).await?;
     tracing::info!(task = %task.id, "legacy import task accepted");
     state.announce(&task.id);

@@ -75,7 +75,8 @@ pub async fn multiple_choices(State(state): State<AppState>, headers: HeaderMap)
 /// Rewrites `/v2.N/...` to `/v2/...` for every advertised minor version, before routing.
 /// Unadvertised minors are left alone and end at the 300 document.
 pub fn rewrite_version_prefix(multistore: bool) -> impl Fn(Request) -> Request + Clone {
-    let minors: Vec<&'static str> = advertised(multistore).iter().filter_map(|(id, _)| id.strip_prefix("v2.")).collect();
+    let minors: Vec<&'static str> =
+        advertised(multistore).iter().filter_map(|(id, _)| id.strip_prefix("v2.")).collect();
     move |request| rewrite(request, &minors)
 }
 
@@ -96,19 +97,14 @@ fn rewrite(mut request: Request, minors: &[&str]) -> Request {
 /// `GET|HEAD /healthcheck`: no auth; 503 while the operator's disable file exists.
 pub async fn healthcheck(State(state): State<AppState>, method: Method, headers: HeaderMap) -> Response {
     let disabled = state.config.server.healthcheck_disable_file.as_ref().is_some_and(|p| p.exists());
-    let (status, reason) = if disabled {
-        (StatusCode::SERVICE_UNAVAILABLE, "DISABLED BY FILE")
-    } else {
-        (StatusCode::OK, "OK")
-    };
+    let (status, reason) =
+        if disabled { (StatusCode::SERVICE_UNAVAILABLE, "DISABLED BY FILE") } else { (StatusCode::OK, "OK") };
     if method == Method::HEAD {
         let status = if disabled { status } else { StatusCode::NO_CONTENT };
         return status.into_response();
     }
-    let wants_json = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/json"));
+    let wants_json =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/json"));
     if wants_json {
         (status, axum::Json(json!({"detailed": false, "reasons": [reason]}))).into_response()
     } else {

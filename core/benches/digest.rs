@@ -24,11 +24,7 @@ const CHUNK: usize = 256 * 1024;
 const OPENSSL: usize = 4;
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(default)
 }
 
 /// Deterministic incompressible-looking bytes (splitmix64); content does not change the cost.
@@ -81,34 +77,19 @@ fn md5(data: &[u8]) -> String {
 
 /// `openssl dgst -sha512 FILE`: the hex digest, or why not.
 fn openssl_sha512(bin: &str, file: &std::path::Path) -> Result<String, String> {
-    let out = Command::new(bin)
-        .args(["dgst", "-sha512", "-r"])
-        .arg(file)
-        .output()
-        .map_err(|e| format!("{bin}: {e}"))?;
+    let out =
+        Command::new(bin).args(["dgst", "-sha512", "-r"]).arg(file).output().map_err(|e| format!("{bin}: {e}"))?;
     if !out.status.success() {
-        return Err(format!(
-            "{bin} dgst: {} {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(format!("{bin} dgst: {} {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
     }
     // `-r` prints "<hex> *<file>", coreutils style, whatever the OpenSSL version.
     let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .next()
-        .map(str::to_owned)
-        .ok_or_else(|| format!("unexpected output: {text}"))
+    text.split_whitespace().next().map(str::to_owned).ok_or_else(|| format!("unexpected output: {text}"))
 }
 
 /// CPU time this thread has had, in ns (`/proc/thread-self/schedstat`, Linux); None elsewhere.
 fn thread_cpu_ns() -> Option<u64> {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    std::fs::read_to_string("/proc/thread-self/schedstat").ok()?.split_whitespace().next()?.parse().ok()
 }
 
 /// CPU time of the waited-for children (cutime + cstime of `/proc/self/stat`), in clock ticks.
@@ -132,11 +113,7 @@ fn clock_ticks() -> f64 {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
 }
 
 struct Contender {
@@ -158,31 +135,12 @@ fn main() {
 
     // Known answers first: a fast digest that is wrong is no candidate.
     const ABC_SHA512: &str = "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f";
-    assert_eq!(
-        sha2_sha512(b"abc"),
-        ABC_SHA512,
-        "sha2 fails the FIPS 180-2 'abc' vector"
-    );
-    assert_eq!(
-        ring_sha512(b"abc"),
-        ABC_SHA512,
-        "ring fails the FIPS 180-2 'abc' vector"
-    );
-    assert_eq!(
-        aws_lc_sha512(b"abc"),
-        ABC_SHA512,
-        "aws-lc-rs fails the FIPS 180-2 'abc' vector"
-    );
-    assert_eq!(
-        md5(b"abc"),
-        "900150983cd24fb0d6963f7d28e17f72",
-        "md-5 fails the RFC 1321 'abc' vector"
-    );
+    assert_eq!(sha2_sha512(b"abc"), ABC_SHA512, "sha2 fails the FIPS 180-2 'abc' vector");
+    assert_eq!(ring_sha512(b"abc"), ABC_SHA512, "ring fails the FIPS 180-2 'abc' vector");
+    assert_eq!(aws_lc_sha512(b"abc"), ABC_SHA512, "aws-lc-rs fails the FIPS 180-2 'abc' vector");
+    assert_eq!(md5(b"abc"), "900150983cd24fb0d6963f7d28e17f72", "md-5 fails the RFC 1321 'abc' vector");
 
-    eprintln!(
-        "digest bench: {mib} MiB in memory, {} KiB chunks, {rounds} interleaved rounds",
-        CHUNK / 1024
-    );
+    eprintln!("digest bench: {mib} MiB in memory, {} KiB chunks, {rounds} interleaved rounds", CHUNK / 1024);
     let bytes = data(len);
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("data.bin");
@@ -236,13 +194,7 @@ fn main() {
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .take(2)
-                .collect::<Vec<_>>()
-                .join(" ")
-        });
+        .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().take(2).collect::<Vec<_>>().join(" "));
     let mut openssl_error = None;
     match &openssl_version {
         Some(v) => contenders[OPENSSL].note = format!("{v}; separate process, page cache warm"),
@@ -273,13 +225,9 @@ fn main() {
             };
             let secs = t.elapsed().as_secs_f64();
             let cpu_secs = if i == OPENSSL {
-                children_cpu_ticks()
-                    .zip(child0)
-                    .map(|(b, a)| b.saturating_sub(a) as f64 / ticks)
+                children_cpu_ticks().zip(child0).map(|(b, a)| b.saturating_sub(a) as f64 / ticks)
             } else {
-                thread_cpu_ns()
-                    .zip(cpu0)
-                    .map(|(b, a)| b.saturating_sub(a) as f64 / 1e9)
+                thread_cpu_ns().zip(cpu0).map(|(b, a)| b.saturating_sub(a) as f64 / 1e9)
             };
             c.mbps.push(mb / secs);
             if let Some(cpu) = cpu_secs.filter(|s| *s > 0.0) {
@@ -288,57 +236,33 @@ fn main() {
             if c.digest.is_empty() {
                 c.digest = digest;
             } else {
-                assert_eq!(
-                    c.digest, digest,
-                    "{} gave a different digest in round {round}",
-                    c.name
-                );
+                assert_eq!(c.digest, digest, "{} gave a different digest in round {round}", c.name);
             }
-            let on_cpu =
-                cpu_secs.map_or("-".to_owned(), |cpu| format!("{:.0}%", 100.0 * cpu / secs));
-            eprintln!(
-                "  round {round}: {:<28} {:>8.1} MB/s  (on CPU {on_cpu} of the time)",
-                c.name,
-                mb / secs
-            );
+            let on_cpu = cpu_secs.map_or("-".to_owned(), |cpu| format!("{:.0}%", 100.0 * cpu / secs));
+            eprintln!("  round {round}: {:<28} {:>8.1} MB/s  (on CPU {on_cpu} of the time)", c.name, mb / secs);
         }
     }
 
     // Soundness: the three SHA-512s must agree on the 512 MiB.
-    assert_eq!(
-        contenders[0].digest, contenders[1].digest,
-        "sha2 and ring disagree"
-    );
-    assert_eq!(
-        contenders[0].digest, contenders[2].digest,
-        "sha2 and aws-lc-rs disagree"
-    );
+    assert_eq!(contenders[0].digest, contenders[1].digest, "sha2 and ring disagree");
+    assert_eq!(contenders[0].digest, contenders[2].digest, "sha2 and aws-lc-rs disagree");
     if !contenders[OPENSSL].digest.is_empty() {
-        assert_eq!(
-            contenders[0].digest, contenders[OPENSSL].digest,
-            "sha2 and openssl disagree"
-        );
+        assert_eq!(contenders[0].digest, contenders[OPENSSL].digest, "sha2 and openssl disagree");
     }
 
-    let reference =
-        (!contenders[OPENSSL].mbps.is_empty()).then(|| median(contenders[OPENSSL].mbps.clone()));
+    let reference = (!contenders[OPENSSL].mbps.is_empty()).then(|| median(contenders[OPENSSL].mbps.clone()));
     println!();
     println!(
         "SHA-512 micro-benchmark: {mib} MiB in memory, {} KiB chunks, median of {rounds} interleaved rounds, 1 thread; loadavg at start: {}",
         CHUNK / 1024,
-        load_at_start
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        load_at_start.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
     println!();
     println!(
         "| digest | MB/s (median) | min..max | vs openssl | vs sha2 | on-CPU MB/s (median) | on-CPU vs sha2 | note |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---|");
-    let sha2_cpu =
-        (!contenders[0].cpu_mbps.is_empty()).then(|| median(contenders[0].cpu_mbps.clone()));
+    let sha2_cpu = (!contenders[0].cpu_mbps.is_empty()).then(|| median(contenders[0].cpu_mbps.clone()));
     let sha2_median = median(contenders[0].mbps.clone());
     for c in &contenders {
         if c.mbps.is_empty() {
@@ -350,9 +274,7 @@ fn main() {
         let vs_openssl = reference.map_or("-".to_owned(), |r| format!("{:.2}", m / r));
         let cpu = (!c.cpu_mbps.is_empty()).then(|| median(c.cpu_mbps.clone()));
         let cpu_text = cpu.map_or("-".to_owned(), |v| format!("{v:.1}"));
-        let cpu_vs = cpu
-            .zip(sha2_cpu)
-            .map_or("-".to_owned(), |(v, s)| format!("{:.2}", v / s));
+        let cpu_vs = cpu.zip(sha2_cpu).map_or("-".to_owned(), |(v, s)| format!("{:.2}", v / s));
         println!(
             "| {} | {m:.1} | {lo:.0}..{hi:.0} | {vs_openssl} | {:.2} | {cpu_text} | {cpu_vs} | {} |",
             c.name,

@@ -47,11 +47,7 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self {
-            bind: SocketAddr::from(([127, 0, 0, 1], 9292)),
-            public_endpoint: None,
-            healthcheck_disable_file: None,
-        }
+        Self { bind: SocketAddr::from(([127, 0, 0, 1], 9292)), public_endpoint: None, healthcheck_disable_file: None }
     }
 }
 
@@ -471,7 +467,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { image_size_total: 1024 * 1024, image_stage_total: 1024 * 1024, image_count_total: 1000, image_count_uploading: 10 }
+        Self {
+            image_size_total: 1024 * 1024,
+            image_stage_total: 1024 * 1024,
+            image_count_total: 1000,
+            image_count_uploading: 10,
+        }
     }
 }
 
@@ -525,7 +526,9 @@ impl Config {
         }
         if self.auth.mode == AuthMode::Keystone {
             let keystone = &self.auth.keystone;
-            for (key, value) in [("auth_url", &keystone.auth_url), ("username", &keystone.username), ("password", &keystone.password)] {
+            for (key, value) in
+                [("auth_url", &keystone.auth_url), ("username", &keystone.username), ("password", &keystone.password)]
+            {
                 if value.trim().is_empty() {
                     return Err(Error::Config(format!("auth.mode = \"keystone\" needs auth.keystone.{key}")));
                 }
@@ -590,7 +593,10 @@ mod tests {
                     access_key_id = \"AKID\"\nsecret_access_key = \"s3cr3t\"\n";
         let parsed: Config = Figment::from(Toml::string(text)).extract().expect("parses");
         let Some(BackendConfig::S3(s3)) = parsed.storage.backends.get("s3") else { panic!("{parsed:?}") };
-        assert_eq!((s3.region.as_str(), s3.endpoint.as_deref(), s3.prefix.as_deref(), s3.allow_http), ("us-east-1", None, None, false));
+        assert_eq!(
+            (s3.region.as_str(), s3.endpoint.as_deref(), s3.prefix.as_deref(), s3.allow_http),
+            ("us-east-1", None, None, false)
+        );
         assert!(!format!("{parsed:?}").contains("s3cr3t"));
         let typo = text.replace("bucket =", "buckett =");
         let err = Figment::from(Toml::string(&typo)).extract::<Config>().expect_err("unknown key");

@@ -24,11 +24,8 @@ impl RequestContext {
         roles: impl IntoIterator<Item = String>,
         request_id: String,
     ) -> Self {
-        let mut roles: Vec<String> = roles
-            .into_iter()
-            .map(|r| r.trim().to_lowercase())
-            .filter(|r| !r.is_empty())
-            .collect();
+        let mut roles: Vec<String> =
+            roles.into_iter().map(|r| r.trim().to_lowercase()).filter(|r| !r.is_empty()).collect();
         let implied: &[(&str, &str)] = &[("admin", "member"), ("member", "reader")];
         for (role, implies) in implied {
             if roles.iter().any(|r| r == role) && !roles.iter().any(|r| r == implies) {

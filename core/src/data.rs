@@ -159,12 +159,7 @@ pub async fn ingest<O: Observer>(
     let (sha, size) = sha_done.await.map_err(joined)?;
     let location = stored?;
     Ok((
-        Ingested {
-            size,
-            checksum: hex::encode(md5.finalize()),
-            os_hash_value: hex::encode(sha.finalize()),
-            location,
-        },
+        Ingested { size, checksum: hex::encode(md5.finalize()), os_hash_value: hex::encode(sha.finalize()), location },
         observer,
     ))
 }
@@ -183,7 +178,13 @@ pub struct Upload<'a> {
 /// Data of `bare` images is inspected on the way (contract §7.2): content that is not the
 /// declared `disk_format`, or fails the safety checks, is a 415. On any failure the image is
 /// back in `queued` and no bytes are left in the store.
-pub async fn upload(db: &DatabaseConnection, stores: &Stores, image: &Image, body: ByteStream, how: Upload<'_>) -> Result<()> {
+pub async fn upload(
+    db: &DatabaseConnection,
+    stores: &Stores,
+    image: &Image,
+    body: ByteStream,
+    how: Upload<'_>,
+) -> Result<()> {
     let store_id = how.store.unwrap_or(stores.default_id());
     let store = stores.get(store_id).ok_or_else(|| Error::BadRequest(format!("Store {store_id} is not available")))?;
     image.status.next(Action::Upload)?;
@@ -315,7 +316,9 @@ pub async fn purge(db: &DatabaseConnection, stores: &Stores, image_id: Option<&s
                 locations::mark_deleted(db, location.id).await?;
                 removed += 1;
             }
-            Err(err) => tracing::warn!(image = %location.image_id, location = %location.url, error = %err, "removing image data failed; will retry"),
+            Err(err) => {
+                tracing::warn!(image = %location.image_id, location = %location.url, error = %err, "removing image data failed; will retry")
+            }
         }
     }
     Ok(removed)
@@ -325,7 +328,12 @@ pub async fn purge(db: &DatabaseConnection, stores: &Stores, image_id: Option<&s
 /// `queued`, and partial bytes idle for `idle` are removed from every store and the staging
 /// area. An `uploading` image whose data was staged in full is waiting for its import, not
 /// abandoned: it is left alone.
-pub async fn recover_abandoned_uploads(db: &DatabaseConnection, stores: &Stores, staging: &Staging, idle: Duration) -> Result<()> {
+pub async fn recover_abandoned_uploads(
+    db: &DatabaseConnection,
+    stores: &Stores,
+    staging: &Staging,
+    idle: Duration,
+) -> Result<()> {
     let reset = images::reset_stale_uploads(db, idle).await?;
     if reset > 0 {
         tracing::warn!(images = reset, "uploads abandoned by a dead process: images back to queued");
@@ -375,9 +383,8 @@ mod tests {
     async fn ingest_hashes_counts_and_stores() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = FilesystemStore::open(dir.path()).expect("open");
-        let body: ByteStream = Box::pin(futures_util::stream::iter(
-            [&b"hello "[..], b"world"].map(|c| Ok(Bytes::from_static(c))),
-        ));
+        let body: ByteStream =
+            Box::pin(futures_util::stream::iter([&b"hello "[..], b"world"].map(|c| Ok(Bytes::from_static(c)))));
         let (ingested, ()) = ingest(&store, "img", body, 1 << 20, ()).await.expect("ingest");
         assert_eq!(ingested.size, 11);
         assert_eq!(ingested.checksum, "5eb63bbbe01eeed093cb22bb8f5acdc3");
@@ -399,7 +406,8 @@ mod tests {
     async fn ingest_of_nothing_is_the_empty_digests() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = FilesystemStore::open(dir.path()).expect("open");
-        let (ingested, ()) = ingest(&store, "img", Box::pin(futures_util::stream::empty()), 10, ()).await.expect("ingest");
+        let (ingested, ()) =
+            ingest(&store, "img", Box::pin(futures_util::stream::empty()), 10, ()).await.expect("ingest");
         assert_eq!(ingested.size, 0);
         assert_eq!(ingested.checksum, "d41d8cd98f00b204e9800998ecf8427e");
         assert!(ingested.os_hash_value.starts_with("cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce"));

@@ -82,7 +82,8 @@ pub struct ImportRequest {
 
 /// Parses an import body (validation steps 1 and 2 of the contract, §4.9).
 pub fn parse(body: Value, enabled: &[String]) -> Result<ImportRequest> {
-    let method = body.get("method").ok_or_else(|| Error::BadRequest("Import request requires a 'method' field.".into()))?;
+    let method =
+        body.get("method").ok_or_else(|| Error::BadRequest("Import request requires a 'method' field.".into()))?;
     let name = method
         .get("name")
         .and_then(Value::as_str)
@@ -156,7 +157,9 @@ impl Importer<'_> {
             return Ok(None);
         };
         if !request.all_stores_must_succeed && !self.stores.multistore() {
-            return Err(Error::BadRequest("all_stores_must_succeed can only be false when multiple stores are configured".into()));
+            return Err(Error::BadRequest(
+                "all_stores_must_succeed can only be false when multiple stores are configured".into(),
+            ));
         }
         if let Method::WebDownload { uri } = &request.method {
             let refused = || Error::BadRequest(format!("URI for web-download does not pass filtering: {uri}"));
@@ -201,8 +204,12 @@ impl Importer<'_> {
             let failed = image.properties.get(FAILED_IMPORT).cloned().flatten().unwrap_or_default();
             let still_failed = remove_stores(&failed, &importing);
             let importing = join_stores(&image.properties, IMPORTING_TO_STORES, &importing);
-            images::set_properties(&txn, &image.id, &[(IMPORTING_TO_STORES, Some(&importing)), (FAILED_IMPORT, Some(&still_failed))])
-                .await
+            images::set_properties(
+                &txn,
+                &image.id,
+                &[(IMPORTING_TO_STORES, Some(&importing)), (FAILED_IMPORT, Some(&still_failed))],
+            )
+            .await
         }
         .await;
         match recorded {
@@ -241,7 +248,12 @@ impl Importer<'_> {
     }
 
     /// The stores to import to (step 8): `[None]` in single-store mode.
-    fn targets(&self, image: &Image, request: &ImportRequest, header_store: Option<&str>) -> Result<Option<Vec<Option<String>>>> {
+    fn targets(
+        &self,
+        image: &Image,
+        request: &ImportRequest,
+        header_store: Option<&str>,
+    ) -> Result<Option<Vec<Option<String>>>> {
         if !self.stores.multistore() {
             return Ok(Some(vec![None]));
         }
@@ -299,12 +311,17 @@ pub async fn legacy_task(
         Some(Value::Object(input)) => input,
         Some(_) => return Err(bad("Task 'input' must be a JSON object".into())),
     };
-    let url = input.get("import_from").and_then(Value::as_str).ok_or_else(|| bad("Input does not contain 'import_from' field".into()))?;
+    let url = input
+        .get("import_from")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("Input does not contain 'import_from' field".into()))?;
     if url.to_ascii_lowercase().starts_with("file:") {
         return Err(bad("File based imports are not allowed. Please use a non-local source of image data.".into()));
     }
     if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(bad(format!("The given uri is not valid. Please specify a valid uri from the following list of supported uri ['http', 'https']: {url}")));
+        return Err(bad(format!(
+            "The given uri is not valid. Please specify a valid uri from the following list of supported uri ['http', 'https']: {url}"
+        )));
     }
     if let Err(err) = fetcher.check(url).await {
         tracing::info!(uri = %url, reason = %err, "legacy import refused");
@@ -397,7 +414,10 @@ mod tests {
         let err = |body: Value| parse(body, &enabled()).expect_err("refused").to_string();
         assert_eq!(err(json!({})), "Import request requires a 'method' field.");
         assert_eq!(err(json!({"method": {}})), "Import request requires a 'name' field.");
-        assert_eq!(err(json!({"method": {"name": "glance-download"}})), "Unknown import method name 'glance-download'.");
+        assert_eq!(
+            err(json!({"method": {"name": "glance-download"}})),
+            "Unknown import method name 'glance-download'."
+        );
         let only_direct = vec!["glance-direct".to_owned()];
         assert!(parse(json!({"method": {"name": "web-download", "uri": "http://x/"}}), &only_direct).is_err());
     }
@@ -408,7 +428,10 @@ mod tests {
         assert!(matches!(parse(body, &enabled()), Err(Error::BadRequest(_))));
         let body = json!({"method": {"name": "copy-image"}, "all_stores_must_succeed": false, "stores": ["a"]});
         let request = parse(body, &enabled()).expect("parses");
-        assert_eq!((request.method, request.all_stores_must_succeed, request.stores), (Method::CopyImage, false, Some(vec!["a".into()])));
+        assert_eq!(
+            (request.method, request.all_stores_must_succeed, request.stores),
+            (Method::CopyImage, false, Some(vec!["a".into()]))
+        );
     }
 
     #[test]

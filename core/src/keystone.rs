@@ -128,28 +128,19 @@ impl Keystone {
             .user_agent(concat!("glint/", env!("CARGO_PKG_VERSION")))
             .timeout(Duration::from_secs(config.timeout))
             .build()
-            .map_err(|e| {
-                Error::Config(format!("auth.keystone: cannot set up the HTTP client: {e}"))
-            })?;
+            .map_err(|e| Error::Config(format!("auth.keystone: cannot set up the HTTP client: {e}")))?;
         Ok(Self {
             config: config.clone(),
             tokens_url: format!("{base}/v3/auth/tokens"),
             http,
             service_token: tokio::sync::Mutex::new(None),
-            cache: Mutex::new(Cache {
-                entries: HashMap::new(),
-                order: VecDeque::new(),
-                capacity: config.cache_size,
-            }),
+            cache: Mutex::new(Cache { entries: HashMap::new(), order: VecDeque::new(), capacity: config.cache_size }),
         })
     }
 
     /// The endpoint clients are sent to by `WWW-Authenticate` on a 401.
     pub fn www_authenticate_uri(&self) -> &str {
-        self.config
-            .www_authenticate_uri
-            .as_deref()
-            .unwrap_or(&self.config.auth_url)
+        self.config.www_authenticate_uri.as_deref().unwrap_or(&self.config.auth_url)
     }
 
     /// Who `token` speaks for. `Unauthorized` when Keystone says it is not valid (or it expired
@@ -167,25 +158,19 @@ impl Keystone {
     }
 
     async fn check(&self, token: &str, allow_expired: bool) -> Result<Identity> {
-        let key: [u8; 32] = Sha256::new().chain_update([u8::from(allow_expired)]).chain_update(token.as_bytes()).finalize().into();
-        let cached = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key, Instant::now());
+        let key: [u8; 32] =
+            Sha256::new().chain_update([u8::from(allow_expired)]).chain_update(token.as_bytes()).finalize().into();
+        let cached = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key, Instant::now());
         let verdict = match cached {
             Some(verdict) => verdict,
             None => {
                 let verdict = self.ask(token, allow_expired).await?;
                 let ttl = Duration::from_secs(self.config.cache_ttl);
                 let until = Instant::now() + ttl;
-                self.cache.lock().unwrap_or_else(|p| p.into_inner()).put(
-                    key,
-                    Cached {
-                        verdict: verdict.clone(),
-                        until,
-                    },
-                );
+                self.cache
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .put(key, Cached { verdict: verdict.clone(), until });
                 verdict
             }
         };
@@ -210,9 +195,10 @@ impl Keystone {
                 .map_err(|e| unreachable(&e))?;
             match response.status().as_u16() {
                 200 => {
-                    let body: TokenBody = response.json().await.map_err(|e| {
-                        Error::Unavailable(format!("Keystone sent an unreadable token: {e}"))
-                    })?;
+                    let body: TokenBody = response
+                        .json()
+                        .await
+                        .map_err(|e| Error::Unavailable(format!("Keystone sent an unreadable token: {e}")))?;
                     let token = body.token;
                     return Ok(Verdict::Valid(Identity {
                         project_id: token.project.map(|p| p.id),
@@ -231,9 +217,7 @@ impl Keystone {
                 }
             }
         }
-        Err(Error::Unavailable(
-            "Keystone does not accept the service user's token".into(),
-        ))
+        Err(Error::Unavailable("Keystone does not accept the service user's token".into()))
     }
 
     /// The service user's token: the remembered one unless it is about to expire or `renew`.
@@ -272,14 +256,9 @@ impl Keystone {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
             .ok_or_else(|| Error::Unavailable("Keystone issued no X-Subject-Token".into()))?;
-        let body: TokenBody = response
-            .json()
-            .await
-            .map_err(|e| Error::Unavailable(format!("Keystone sent an unreadable token: {e}")))?;
-        *held = Some(ServiceToken {
-            token: token.clone(),
-            expires_at: body.token.expires_at,
-        });
+        let body: TokenBody =
+            response.json().await.map_err(|e| Error::Unavailable(format!("Keystone sent an unreadable token: {e}")))?;
+        *held = Some(ServiceToken { token: token.clone(), expires_at: body.token.expires_at });
         Ok(token)
     }
 }
@@ -293,19 +272,12 @@ mod tests {
     use super::*;
 
     fn cached(until: Instant) -> Cached {
-        Cached {
-            verdict: Verdict::Invalid,
-            until,
-        }
+        Cached { verdict: Verdict::Invalid, until }
     }
 
     #[test]
     fn cache_forgets_the_oldest_tokens_beyond_its_size() {
-        let mut cache = Cache {
-            entries: HashMap::new(),
-            order: VecDeque::new(),
-            capacity: 2,
-        };
+        let mut cache = Cache { entries: HashMap::new(), order: VecDeque::new(), capacity: 2 };
         let later = Instant::now() + Duration::from_secs(60);
         for k in 1..=3u8 {
             cache.put([k; 32], cached(later));
@@ -317,11 +289,7 @@ mod tests {
 
     #[test]
     fn cache_entries_end_at_their_deadline() {
-        let mut cache = Cache {
-            entries: HashMap::new(),
-            order: VecDeque::new(),
-            capacity: 8,
-        };
+        let mut cache = Cache { entries: HashMap::new(), order: VecDeque::new(), capacity: 8 };
         let now = Instant::now();
         cache.put([7; 32], cached(now + Duration::from_secs(1)));
         assert!(cache.get(&[7; 32], now).is_some());

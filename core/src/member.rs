@@ -57,14 +57,20 @@ pub fn check_answer(ctx: &RequestContext, member_id: &str) -> Result<()> {
 /// Which memberships the caller may read: all of them (admin, owning project), or only its
 /// own entry (a member project).
 pub fn readable_by<'a>(ctx: &'a RequestContext, image: &Image) -> Option<&'a str> {
-    if ctx.is_admin || ctx.owns(image.owner.as_deref()) { None } else { Some(ctx.project_id.as_deref().unwrap_or_default()) }
+    if ctx.is_admin || ctx.owns(image.owner.as_deref()) {
+        None
+    } else {
+        Some(ctx.project_id.as_deref().unwrap_or_default())
+    }
 }
 
 /// The `member` of a `POST .../members` body.
 pub fn member_to_add(body: &Value) -> Result<String> {
     match body.get("member") {
         None | Some(Value::Null) => Err(Error::BadRequest("Member to be added not specified".into())),
-        Some(Value::String(member)) if member.trim().is_empty() => Err(Error::BadRequest("Member can't be empty".into())),
+        Some(Value::String(member)) if member.trim().is_empty() => {
+            Err(Error::BadRequest("Member can't be empty".into()))
+        }
         Some(Value::String(member)) if member.chars().count() > 255 => {
             Err(Error::BadRequest("Member id is too long (max 255)".into()))
         }

@@ -82,9 +82,5 @@ pub fn check_visibility(ctx: &RequestContext, owner: Option<&str>, visibility: V
 
 /// Replacing the owner is an admin's business (upstream checks `replace` only; we check both).
 pub fn check_owner_change(ctx: &RequestContext) -> Result<()> {
-    if ctx.is_admin {
-        Ok(())
-    } else {
-        Err(Error::Forbidden("Owner can't be updated by non admin.".into()))
-    }
+    if ctx.is_admin { Ok(()) } else { Err(Error::Forbidden("Owner can't be updated by non admin.".into())) }
 }

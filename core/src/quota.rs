@@ -127,7 +127,12 @@ pub async fn usage(db: &DatabaseConnection, project: &str) -> Result<Usage> {
 
 /// Refuses (413) when `project` would go over a limit by adding `deltas` (MiB or counts) to
 /// its usage. Does nothing when quotas are off or the caller has no project.
-pub async fn enforce(db: &DatabaseConnection, cfg: &QuotasConfig, project: Option<&str>, deltas: &[(Resource, i64)]) -> Result<()> {
+pub async fn enforce(
+    db: &DatabaseConnection,
+    cfg: &QuotasConfig,
+    project: Option<&str>,
+    deltas: &[(Resource, i64)],
+) -> Result<()> {
     let Some(project) = project.filter(|_| cfg.enabled) else {
         return Ok(());
     };

@@ -36,7 +36,10 @@ impl TaskStatus {
     /// pending -> failure; success and failure are final.
     pub fn can_become(self, next: TaskStatus) -> bool {
         use TaskStatus::*;
-        matches!((self, next), (Pending, Processing) | (Pending, Failure) | (Processing, Success) | (Processing, Failure))
+        matches!(
+            (self, next),
+            (Pending, Processing) | (Pending, Failure) | (Processing, Success) | (Processing, Failure)
+        )
     }
 
     /// Moves to `next`, or says why not (409).

@@ -29,16 +29,13 @@ fn main() -> ExitCode {
     let outcome = match words.as_slice() {
         ["convert", src, from, dst, to] => run_convert(src, from, dst, to),
         ["qcow2-raw", src, dst] => run_qcow2_raw(src, dst),
-        ["inspect-memory", bytes] => bytes
-            .parse()
-            .map_err(|err| format!("bad byte count {bytes}: {err}"))
-            .map(inspect_memory),
+        ["inspect-memory", bytes] => {
+            bytes.parse().map_err(|err| format!("bad byte count {bytes}: {err}")).map(inspect_memory)
+        }
         ["inspect-file", path] => inspect_file(path),
-        _ => Err(
-            "usage: convert SRC SRC_FORMAT DST DST_FORMAT | qcow2-raw SRC DST | \
+        _ => Err("usage: convert SRC SRC_FORMAT DST DST_FORMAT | qcow2-raw SRC DST | \
                   inspect-memory BYTES | inspect-file FILE"
-                .to_owned(),
-        ),
+            .to_owned()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -56,14 +53,8 @@ fn format(name: &str) -> Result<Format, String> {
 fn run_convert(src: &str, from: &str, dst: &str, to: &str) -> Result<(), String> {
     let (from, to) = (format(from)?, format(to)?);
     let start = Instant::now();
-    let report =
-        convert(Path::new(src), from, Path::new(dst), to).map_err(|err| err.to_string())?;
-    println!(
-        "seconds={:.4} size={} virtual_size={}",
-        start.elapsed().as_secs_f64(),
-        report.size,
-        report.virtual_size
-    );
+    let report = convert(Path::new(src), from, Path::new(dst), to).map_err(|err| err.to_string())?;
+    println!("seconds={:.4} size={} virtual_size={}", start.elapsed().as_secs_f64(), report.size, report.virtual_size);
     Ok(())
 }
 
@@ -75,10 +66,7 @@ fn run_qcow2_raw(src: &str, dst: &str) -> Result<(), String> {
         qcow2_to_raw(input, &mut output)
     })();
     let virtual_size = result.map_err(|err| err.to_string())?;
-    println!(
-        "seconds={:.4} virtual_size={virtual_size}",
-        start.elapsed().as_secs_f64()
-    );
+    println!("seconds={:.4} virtual_size={virtual_size}", start.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -132,9 +120,7 @@ fn inspect_file(path: &str) -> Result<(), String> {
         let mut total = 0u64;
         let start = Instant::now();
         loop {
-            let read = file
-                .read(&mut buffer)
-                .map_err(|err| format!("{path}: {err}"))?;
+            let read = file.read(&mut buffer).map_err(|err| format!("{path}: {err}"))?;
             if read == 0 {
                 break;
             }

@@ -11,10 +11,7 @@ use crate::report::Report;
 /// Errors come in Glance's order: undecided format, then mismatch, then safety. A deployment
 /// running with `require_image_format_match = false` logs the first two but must still refuse
 /// an unsafe image: [`Report::is_safe`] tells.
-pub fn check_declared(
-    declared_disk_format: &str,
-    report: &Report,
-) -> Result<Option<u64>, FormatError> {
+pub fn check_declared(declared_disk_format: &str, report: &Report) -> Result<Option<u64>, FormatError> {
     check_declared_allowing(declared_disk_format, report, &[])
 }
 
@@ -26,9 +23,7 @@ pub fn check_declared_allowing(
     gpt_nonfatal: &[&str],
 ) -> Result<Option<u64>, FormatError> {
     let Some(detected) = report.format else {
-        return Err(FormatError::MultipleFormats {
-            formats: report.matched.clone(),
-        });
+        return Err(FormatError::MultipleFormats { formats: report.matched.clone() });
     };
     let declared = Format::from_name(declared_disk_format);
     let virtual_size = if declared == Some(detected) {
@@ -42,21 +37,12 @@ pub fn check_declared_allowing(
         Some(report.bytes_read)
     } else {
         // Rule 4.
-        return Err(FormatError::Mismatch {
-            declared: declared_disk_format.to_owned(),
-            detected,
-        });
+        return Err(FormatError::Mismatch { declared: declared_disk_format.to_owned(), detected });
     };
     // Rule 5.
-    let fatal = report
-        .failures
-        .keys()
-        .any(|check| detected != Format::Gpt || !gpt_nonfatal.contains(&check.as_str()));
+    let fatal = report.failures.keys().any(|check| detected != Format::Gpt || !gpt_nonfatal.contains(&check.as_str()));
     if fatal {
-        return Err(FormatError::Unsafe {
-            format: detected,
-            failures: report.failures.clone(),
-        });
+        return Err(FormatError::Unsafe { format: detected, failures: report.failures.clone() });
     }
     Ok(virtual_size.filter(|size| *size > 0))
 }

@@ -93,17 +93,9 @@ pub enum FormatError {
 }
 
 fn join(formats: &[Format]) -> String {
-    formats
-        .iter()
-        .map(|format| format.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+    formats.iter().map(|format| format.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 fn describe(failures: &BTreeMap<String, String>) -> String {
-    failures
-        .iter()
-        .map(|(check, reason)| format!("{check}: {reason}"))
-        .collect::<Vec<_>>()
-        .join("; ")
+    failures.iter().map(|(check, reason)| format!("{check}: {reason}")).collect::<Vec<_>>().join("; ")
 }

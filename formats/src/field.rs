@@ -35,12 +35,8 @@ const QUOTE_LIMIT: usize = 80;
 
 /// `bytes` as a quoted, escaped string for an error message, shortened with `...`.
 pub(crate) fn quote(bytes: &[u8]) -> String {
-    let shown: String = bytes
-        .iter()
-        .take(QUOTE_LIMIT)
-        .flat_map(|byte| std::ascii::escape_default(*byte))
-        .map(char::from)
-        .collect();
+    let shown: String =
+        bytes.iter().take(QUOTE_LIMIT).flat_map(|byte| std::ascii::escape_default(*byte)).map(char::from).collect();
     let ellipsis = if bytes.len() > QUOTE_LIMIT { "..." } else { "" };
     format!("\"{shown}{ellipsis}\"")
 }

@@ -64,9 +64,7 @@ impl Format {
     /// The format with Glance's name `name`; `None` for names the inspector cannot recognise
     /// (`ami`, `ari`, `aki`, `ploop`, ...), which are exactly the non-inspectable formats.
     pub fn from_name(name: &str) -> Option<Format> {
-        Format::ALL
-            .into_iter()
-            .find(|format| format.as_str() == name)
+        Format::ALL.into_iter().find(|format| format.as_str() == name)
     }
 }
 

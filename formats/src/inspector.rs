@@ -86,21 +86,8 @@ impl Inspector {
 
     /// Ends the stream and reports what it was.
     pub fn finish(self) -> Report {
-        let Self {
-            position,
-            head,
-            mut tail,
-            qcow2,
-            vmdk,
-            vhdx,
-            iso,
-            max_virtual_size,
-        } = self;
-        let end = Ended {
-            head: &head,
-            tail: tail.contents(),
-            total: position,
-        };
+        let Self { position, head, mut tail, qcow2, vmdk, vhdx, iso, max_virtual_size } = self;
+        let end = Ended { head: &head, tail: tail.contents(), total: position };
         let found: Vec<Finding> = [
             qcow2.finish(&end),
             qed::inspect(&end),
@@ -121,9 +108,7 @@ impl Inspector {
                 if let Some(size) = finding.virtual_size.filter(|size| *size > max_virtual_size) {
                     finding.fail(
                         "virtual_size",
-                        format!(
-                            "virtual size of {size} bytes exceeds the limit of {max_virtual_size}"
-                        ),
+                        format!("virtual size of {size} bytes exceeds the limit of {max_virtual_size}"),
                     );
                 }
                 Report {
@@ -158,9 +143,7 @@ fn decide(mut found: Vec<Finding>, total: u64) -> Result<Finding, Vec<Format>> {
         return Ok(raw);
     }
     if found.len() == 2 && found.iter().any(|finding| finding.format == Format::Gpt) {
-        let other = found
-            .iter()
-            .position(|finding| finding.format == Format::Iso || finding.wraps_guest_disk);
+        let other = found.iter().position(|finding| finding.format == Format::Iso || finding.wraps_guest_disk);
         if let Some(index) = other {
             return Ok(found.swap_remove(index));
         }

@@ -39,10 +39,7 @@ const FILE_CHUNK: usize = 64 * 1024;
 /// The file is read once, front to back, exactly like an upload, so a staged file and an
 /// in-flight upload of the same bytes get the same [`Report`].
 pub fn inspect_file(path: &Path) -> Result<Report, FormatError> {
-    let io_error = |source| FormatError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_error = |source| FormatError::Io { path: path.to_path_buf(), source };
     let mut file = File::open(path).map_err(io_error)?;
     let mut inspector = Inspector::new();
     let mut buffer = vec![0u8; FILE_CHUNK];

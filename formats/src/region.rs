@@ -16,11 +16,7 @@ pub(crate) struct Region {
 
 impl Region {
     pub(crate) fn new(offset: u64, len: usize) -> Self {
-        Self {
-            offset,
-            len,
-            data: Vec::new(),
-        }
+        Self { offset, len, data: Vec::new() }
     }
 
     pub(crate) fn offset(&self) -> u64 {
@@ -50,10 +46,7 @@ impl Region {
         let Some(next) = self.offset.checked_add(self.data.len() as u64) else {
             return;
         };
-        let Some(skip) = next
-            .checked_sub(start)
-            .and_then(|skip| usize::try_from(skip).ok())
-        else {
+        let Some(skip) = next.checked_sub(start).and_then(|skip| usize::try_from(skip).ok()) else {
             return;
         };
         if let Some(available) = chunk.get(skip..) {
@@ -71,16 +64,11 @@ pub(crate) struct Tail {
 
 impl Tail {
     pub(crate) fn new(capacity: usize) -> Self {
-        Self {
-            capacity,
-            bytes: VecDeque::with_capacity(capacity),
-        }
+        Self { capacity, bytes: VecDeque::with_capacity(capacity) }
     }
 
     pub(crate) fn push(&mut self, chunk: &[u8]) {
-        let fresh = chunk
-            .get(chunk.len().saturating_sub(self.capacity)..)
-            .unwrap_or_default();
+        let fresh = chunk.get(chunk.len().saturating_sub(self.capacity)..).unwrap_or_default();
         let overflow = (self.bytes.len() + fresh.len()).saturating_sub(self.capacity);
         self.bytes.drain(..overflow.min(self.bytes.len()));
         self.bytes.extend(fresh);

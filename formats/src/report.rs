@@ -34,16 +34,10 @@ impl Report {
 
     /// The report as JSON: `format`, `virtual_size`, `bytes_read`, `safe`, `failures`.
     pub fn to_json(&self) -> Value {
-        let failures: Map<String, Value> = self
-            .failures
-            .iter()
-            .map(|(check, reason)| (check.clone(), Value::from(reason.as_str())))
-            .collect();
+        let failures: Map<String, Value> =
+            self.failures.iter().map(|(check, reason)| (check.clone(), Value::from(reason.as_str()))).collect();
         let mut json = Map::new();
-        json.insert(
-            "format".to_owned(),
-            Value::from(self.format.map(Format::as_str)),
-        );
+        json.insert("format".to_owned(), Value::from(self.format.map(Format::as_str)));
         json.insert("virtual_size".to_owned(), Value::from(self.virtual_size));
         json.insert("bytes_read".to_owned(), Value::from(self.bytes_read));
         json.insert("safe".to_owned(), Value::from(self.is_safe()));
@@ -63,8 +57,7 @@ impl fmt::Display for Report {
         match self.format {
             Some(format) => writeln!(f, "format:       {format}")?,
             None => {
-                let matched: Vec<&str> =
-                    self.matched.iter().map(|format| format.as_str()).collect();
+                let matched: Vec<&str> = self.matched.iter().map(|format| format.as_str()).collect();
                 writeln!(f, "format:       undecided ({})", matched.join(", "))?;
             }
         }

@@ -52,19 +52,13 @@ impl SparseOutput for Discard {
 }
 
 fuzz_target!(|image: &[u8]| {
-    let virtual_size = image
-        .get(24..32)
-        .and_then(|field| field.try_into().ok())
-        .map_or(0, u64::from_be_bytes);
+    let virtual_size = image.get(24..32).and_then(|field| field.try_into().ok()).map_or(0, u64::from_be_bytes);
     if virtual_size > MAX_VIRTUAL_SIZE {
         return;
     }
     let mut out = Discard::default();
     if let Ok(size) = qcow2_to_raw(Cursor::new(image), &mut out) {
         assert_eq!(out.len, size, "the output is not the virtual size");
-        assert!(
-            out.written_end <= size,
-            "data was written past the virtual size"
-        );
+        assert!(out.written_end <= size, "data was written past the virtual size");
     }
 });

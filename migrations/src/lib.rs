@@ -2,11 +2,11 @@
 
 pub use sea_orm_migration::prelude::*;
 
+mod builders;
 mod m0001_images;
 mod m0002_tasks;
 mod m0003_task_claims;
 mod m0004_metadefs;
-mod builders;
 
 /// The ordered list of Glint's migrations.
 pub struct Migrator;

@@ -140,9 +140,13 @@ impl MigrationTrait for Migration {
             .await?;
         manager
             .create_index(
-                index("ux_image_properties_image_name", ImageProperties::Table, &[ImageProperties::ImageId, ImageProperties::Name])
-                    .unique()
-                    .to_owned(),
+                index(
+                    "ux_image_properties_image_name",
+                    ImageProperties::Table,
+                    &[ImageProperties::ImageId, ImageProperties::Name],
+                )
+                .unique()
+                .to_owned(),
             )
             .await?;
         manager
@@ -167,9 +171,7 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(index("ix_image_tags_value", ImageTags::Table, &[ImageTags::Value]))
-            .await?;
+        manager.create_index(index("ix_image_tags_value", ImageTags::Table, &[ImageTags::Value])).await?;
 
         manager
             .create_table(
@@ -191,13 +193,21 @@ impl MigrationTrait for Migration {
         // A removed member is revived rather than re-inserted, so one row per (image, member).
         manager
             .create_index(
-                index("ux_image_members_image_member", ImageMembers::Table, &[ImageMembers::ImageId, ImageMembers::Member])
-                    .unique()
-                    .to_owned(),
+                index(
+                    "ux_image_members_image_member",
+                    ImageMembers::Table,
+                    &[ImageMembers::ImageId, ImageMembers::Member],
+                )
+                .unique()
+                .to_owned(),
             )
             .await?;
         manager
-            .create_index(index("ix_image_members_member", ImageMembers::Table, &[ImageMembers::Member, ImageMembers::Status]))
+            .create_index(index(
+                "ix_image_members_member",
+                ImageMembers::Table,
+                &[ImageMembers::Member, ImageMembers::Status],
+            ))
             .await?;
 
         manager

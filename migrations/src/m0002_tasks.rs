@@ -63,9 +63,7 @@ impl MigrationTrait for Migration {
             ("ix_tasks_updated_at", Tasks::UpdatedAt),
             ("ix_tasks_expires_at", Tasks::ExpiresAt),
         ] {
-            manager
-                .create_index(Index::create().name(name).table(Tasks::Table).col(column).to_owned())
-                .await?;
+            manager.create_index(Index::create().name(name).table(Tasks::Table).col(column).to_owned()).await?;
         }
         manager
             .create_table(

@@ -168,7 +168,9 @@ impl Callers {
     async fn new(app: &TestApp) -> Callers {
         let keystone = keystone().expect("the app's Keystone");
         let mut views = BTreeMap::new();
-        for (name, user) in [("admin", User::Admin), ("owner", User::Alice), ("reader", User::Rita), ("other", User::Bob)] {
+        for (name, user) in
+            [("admin", User::Admin), ("owner", User::Alice), ("reader", User::Rita), ("other", User::Bob)]
+        {
             views.insert(name, app.with_token(&keystone.token(user).await));
         }
         views.insert("anonymous", app.anonymous());
@@ -198,7 +200,8 @@ impl Callers {
         let created = owner.create_image(json!({"name": format!("{kind:?}"), "visibility": visibility, "disk_format": "raw", "container_format": "bare"})).await;
         let id = created["id"].as_str().unwrap().to_owned();
         if kind == Kind::Public {
-            let response = admin.patch(&id, &json!([{"op": "replace", "path": "/visibility", "value": "public"}])).await;
+            let response =
+                admin.patch(&id, &json!([{"op": "replace", "path": "/visibility", "value": "public"}])).await;
             assert_eq!(response.status(), 200, "publicize {kind:?}");
         }
         let two = self.keystone.project("two");
@@ -212,15 +215,28 @@ impl Callers {
             _ => None,
         };
         if let Some(status) = answer {
-            let response = self.of(Other).request(Method::PUT, &format!("/v2/images/{id}/members/{two}")).json(&json!({"status": status})).send().await.unwrap();
+            let response = self
+                .of(Other)
+                .request(Method::PUT, &format!("/v2/images/{id}/members/{two}"))
+                .json(&json!({"status": status}))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(response.status(), 200, "answer membership");
         }
         if !matches!(op, Upload | Stage) {
-            let response = owner.request(Method::PUT, &format!("/v2/images/{id}/file")).header("Content-Type", "application/octet-stream").body("matrix data").send().await.unwrap();
+            let response = owner
+                .request(Method::PUT, &format!("/v2/images/{id}/file"))
+                .header("Content-Type", "application/octet-stream")
+                .body("matrix data")
+                .send()
+                .await
+                .unwrap();
             assert_eq!(response.status(), 204, "upload");
         }
         if op == Reactivate {
-            let response = admin.request(Method::POST, &format!("/v2/images/{id}/actions/deactivate")).send().await.unwrap();
+            let response =
+                admin.request(Method::POST, &format!("/v2/images/{id}/actions/deactivate")).send().await.unwrap();
             assert_eq!(response.status(), 204, "deactivate");
         }
         id
@@ -256,9 +272,11 @@ impl Callers {
             Communitize => view.patch(id, &visibility("community")).await,
             AddMember => view.post_json(&format!("{image}/members"), &json!({"member": "a-third-project"})).await,
             RemoveMember => view.delete(&format!("{image}/members/{two}")).await,
-            AcceptMembership => {
-                request(Method::PUT, format!("{image}/members/{two}")).json(&json!({"status": "accepted"})).send().await.unwrap()
-            }
+            AcceptMembership => request(Method::PUT, format!("{image}/members/{two}"))
+                .json(&json!({"status": "accepted"}))
+                .send()
+                .await
+                .unwrap(),
         };
         response.status().as_u16()
     }
@@ -299,7 +317,8 @@ async fn each_caller_lists_exactly_the_images_it_may_see(app: TestApp) {
     }
     let mut wrong = Vec::new();
     for (caller, query, expected) in LISTS {
-        let listed: BTreeSet<Kind> = callers.of(*caller).list_ids(query).await.iter().map(|id| kinds_by_id[id]).collect();
+        let listed: BTreeSet<Kind> =
+            callers.of(*caller).list_ids(query).await.iter().map(|id| kinds_by_id[id]).collect();
         let expected: BTreeSet<Kind> = expected.iter().copied().collect();
         if listed != expected {
             wrong.push(format!("{caller:?} GET /v2/images{query}: expected {expected:?}, got {listed:?}"));

@@ -375,14 +375,22 @@ macro_rules! clients_or_skip {
 fn openstack_image_create_with_properties_and_tags() {
     let c = clients_or_skip!();
     let created = c.create(&[
-        "--disk-format", "qcow2",
-        "--container-format", "bare",
-        "--min-disk", "1",
-        "--min-ram", "64",
-        "--property", "os_distro=cirros",
-        "--property", "hw_disk_bus=virtio",
-        "--tag", "t1",
-        "--tag", "t2",
+        "--disk-format",
+        "qcow2",
+        "--container-format",
+        "bare",
+        "--min-disk",
+        "1",
+        "--min-ram",
+        "64",
+        "--property",
+        "os_distro=cirros",
+        "--property",
+        "hw_disk_bus=virtio",
+        "--tag",
+        "t1",
+        "--tag",
+        "t2",
         "cirros",
     ]);
     let id = text(&created, "id");
@@ -477,13 +485,20 @@ fn openstack_image_set_and_unset() {
     let c = clients_or_skip!();
     let id = text(&c.create(&["--property", "k0=v0", "--tag", "t1", "img"]), "id");
     c.openstack(&[
-        "image", "set",
-        "--name", "img2",
-        "--property", "k0=v0b",
-        "--property", "k1=v1",
-        "--tag", "t2",
-        "--min-ram", "512",
-        "--min-disk", "2",
+        "image",
+        "set",
+        "--name",
+        "img2",
+        "--property",
+        "k0=v0b",
+        "--property",
+        "k1=v1",
+        "--tag",
+        "t2",
+        "--min-ram",
+        "512",
+        "--min-disk",
+        "2",
         "--public",
         "--protected",
         "--hidden",
@@ -546,7 +561,8 @@ fn openstack_and_glance_round_trip_image_data_through_the_s3_store() {
     ]
     .into();
     let Some(c) = Clients::start_with(&config) else { return };
-    let image = c.create(&["--file", DISK_FILE, "--disk-format", "raw", "--container-format", "bare", "--progress", "up"]);
+    let image =
+        c.create(&["--file", DISK_FILE, "--disk-format", "raw", "--container-format", "bare", "--progress", "up"]);
     assert_eq!(text(&image, "status"), "active");
     assert_eq!(text(&image["properties"], "os_hash_value"), DISK_SHA512);
     let id = text(&image, "id");
@@ -623,14 +639,23 @@ fn glance_image_create_list_show_update_delete() {
     let created = properties(
         &c.glance(&[
             "image-create",
-            "--name", "gl1",
-            "--disk-format", "raw",
-            "--container-format", "bare",
-            "--os-distro", "fedora",
-            "--property", "foo=bar",
-            "--tags", "a", "b",
-            "--visibility", "private",
-            "--min-ram", "64",
+            "--name",
+            "gl1",
+            "--disk-format",
+            "raw",
+            "--container-format",
+            "bare",
+            "--os-distro",
+            "fedora",
+            "--property",
+            "foo=bar",
+            "--tags",
+            "a",
+            "b",
+            "--visibility",
+            "private",
+            "--min-ram",
+            "64",
         ])
         .success()
         .stdout,
@@ -660,11 +685,16 @@ fn glance_image_create_list_show_update_delete() {
     let updated = properties(
         &c.glance(&[
             "image-update",
-            "--name", "gl1-new",
-            "--property", "foo=baz",
-            "--property", "extra=1",
-            "--remove-property", "os_distro",
-            "--min-disk", "2",
+            "--name",
+            "gl1-new",
+            "--property",
+            "foo=baz",
+            "--property",
+            "extra=1",
+            "--remove-property",
+            "os_distro",
+            "--min-disk",
+            "2",
             &id,
         ])
         .success()
@@ -705,7 +735,9 @@ fn glance_image_tag_update_and_delete() {
 fn glance_image_upload_and_download() {
     let c = clients_or_skip!();
     let created = properties(
-        &c.glance(&["image-create", "--name", "later", "--disk-format", "raw", "--container-format", "bare"]).success().stdout,
+        &c.glance(&["image-create", "--name", "later", "--disk-format", "raw", "--container-format", "bare"])
+            .success()
+            .stdout,
     );
     assert_eq!(prop(&created, "status"), "queued");
     let id = prop(&created, "id").to_owned();
@@ -730,9 +762,19 @@ fn glance_image_deactivate_and_reactivate() {
         .failure_mentioning("403 Forbidden: Not allowed to deactivate image in status 'queued'");
 
     let created = properties(
-        &c.glance(&["image-create", "--name", "img", "--disk-format", "raw", "--container-format", "bare", "--file", DISK_FILE])
-            .success()
-            .stdout,
+        &c.glance(&[
+            "image-create",
+            "--name",
+            "img",
+            "--disk-format",
+            "raw",
+            "--container-format",
+            "bare",
+            "--file",
+            DISK_FILE,
+        ])
+        .success()
+        .stdout,
     );
     assert_eq!(prop(&created, "status"), "active");
     let id = prop(&created, "id").to_owned();
@@ -782,7 +824,8 @@ fn openstack_image_member_list_shows_members_and_their_status() {
     c.glance(&["member-create", &id, "p2"]).success();
     c.glance(&["member-update", &id, "p2", "accepted"]).success();
     let members = c.openstack_json(&["image", "member", "list", &id]);
-    let members: Vec<(String, String)> = rows(&members).iter().map(|r| (text(r, "Member ID"), text(r, "Status"))).collect();
+    let members: Vec<(String, String)> =
+        rows(&members).iter().map(|r| (text(r, "Member ID"), text(r, "Status"))).collect();
     assert_eq!(members, [("p2".to_owned(), "accepted".to_owned())]);
     let private = text(&c.create(&["--private", "mine"]), "id");
     c.glance(&["member-create", &private, "p2"]).failure_mentioning("Only shared images have members");
@@ -816,7 +859,16 @@ fn openstack_with_keystone_creates_lists_shows_sets_and_deletes_as_the_token_s_p
     let (c, keystone) = keystone_clients_or_skip!(&[]);
     let alice = c.logged_in(keystone, User::Alice);
     let created = alice.openstack_json(&[
-        "image", "create", "--disk-format", "raw", "--container-format", "bare", "--file", DISK_FILE, "--private", "alices",
+        "image",
+        "create",
+        "--disk-format",
+        "raw",
+        "--container-format",
+        "bare",
+        "--file",
+        DISK_FILE,
+        "--private",
+        "alices",
     ]);
     let id = text(&created, "id");
     assert_eq!(text(&created, "owner"), keystone.project_of(User::Alice));
@@ -824,7 +876,10 @@ fn openstack_with_keystone_creates_lists_shows_sets_and_deletes_as_the_token_s_p
     assert_eq!(alice.list_ids(&[]), set(&[&id]));
     alice.openstack(&["image", "set", "--property", "os_distro=cirros", "--name", "renamed", &id]).success();
     let shown = alice.openstack_json(&["image", "show", &id]);
-    assert_eq!((text(&shown, "name"), shown["properties"]["os_distro"].as_str()), ("renamed".to_owned(), Some("cirros")));
+    assert_eq!(
+        (text(&shown, "name"), shown["properties"]["os_distro"].as_str()),
+        ("renamed".to_owned(), Some("cirros"))
+    );
 
     let bob = c.logged_in(keystone, User::Bob);
     assert!(bob.list_ids(&[]).is_empty(), "another project lists no private image");
@@ -851,7 +906,8 @@ fn openstack_image_add_project_and_set_accept_share_an_image() {
     bob.openstack(&["image", "set", "--accept", &id]).success();
     assert_eq!(bob.list_ids(&[]), set(&[&id]));
     let members = alice.openstack_json(&["image", "member", "list", &id]);
-    let members: Vec<(String, String)> = rows(&members).iter().map(|r| (text(r, "Member ID"), text(r, "Status"))).collect();
+    let members: Vec<(String, String)> =
+        rows(&members).iter().map(|r| (text(r, "Member ID"), text(r, "Status"))).collect();
     assert_eq!(members, [(two.to_owned(), "accepted".to_owned())]);
     // The owner cannot answer for the member project.
     alice.openstack(&["image", "set", "--reject", "--project", two, &id]).failure_mentioning("403");
@@ -881,7 +937,22 @@ fn openstack_and_glance_with_keystone_report_quota_refusals() {
 fn glance_with_keystone_works_as_a_member_and_is_refused_as_a_reader() {
     let (c, keystone) = keystone_clients_or_skip!(&[]);
     let alice = c.logged_in(keystone, User::Alice);
-    let created = properties(&alice.glance(&["image-create", "--name", "g", "--disk-format", "raw", "--container-format", "bare", "--file", DISK_FILE]).success().stdout);
+    let created = properties(
+        &alice
+            .glance(&[
+                "image-create",
+                "--name",
+                "g",
+                "--disk-format",
+                "raw",
+                "--container-format",
+                "bare",
+                "--file",
+                DISK_FILE,
+            ])
+            .success()
+            .stdout,
+    );
     assert_eq!(prop(&created, "owner"), keystone.project_of(User::Alice));
     let rita = c.logged_in(keystone, User::Rita);
     let listed = listing(&rita.glance(&["image-list"]).success().stdout);

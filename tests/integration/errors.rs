@@ -88,7 +88,8 @@ async fn every_v2_response_carries_a_request_id() {
 #[tokio::test]
 async fn callers_request_id_is_echoed_with_req_prefix() {
     let app = app().await;
-    let response = app.request(Method::GET, "/v2/images").header("X-Openstack-Request-Id", "req-abc").send().await.unwrap();
+    let response =
+        app.request(Method::GET, "/v2/images").header("X-Openstack-Request-Id", "req-abc").send().await.unwrap();
     assert_eq!(response.headers()["x-openstack-request-id"], "req-abc");
     let response = app.request(Method::GET, "/v2/images").header("X-Openstack-Request-Id", "abc").send().await.unwrap();
     assert_eq!(response.headers()["x-openstack-request-id"], "req-abc");
@@ -97,11 +98,7 @@ async fn callers_request_id_is_echoed_with_req_prefix() {
 #[tokio::test]
 async fn request_id_longer_than_64_is_431() {
     let app = app().await;
-    let response = app
-        .request(Method::GET, "/v2/images")
-        .header("X-Openstack-Request-Id", "r".repeat(65))
-        .send()
-        .await
-        .unwrap();
+    let response =
+        app.request(Method::GET, "/v2/images").header("X-Openstack-Request-Id", "r".repeat(65)).send().await.unwrap();
     assert_eq!(response.status(), 431);
 }

@@ -71,12 +71,8 @@ async fn actions_by_another_project_are_403_or_404(app: TestApp) {
 
 async fn actions_with_a_body_are_400(app: TestApp) {
     let id = active_image(&app, &app, "shared").await;
-    let response = app
-        .request(Method::POST, &format!("/v2/images/{id}/actions/deactivate"))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let response =
+        app.request(Method::POST, &format!("/v2/images/{id}/actions/deactivate")).body("{}").send().await.unwrap();
     expect_error(response, 400).await;
     assert_eq!(status(&app, &id).await, "active");
 }

@@ -324,7 +324,8 @@ async fn download_of_image_without_data_is_204(app: TestApp) {
 async fn download_of_deactivated_image_is_403_except_for_admins(app: TestApp) {
     let owner = app.as_project("p1", "member");
     let id = uploaded(&owner, b"secret").await;
-    let deactivate = owner.request(Method::POST, &format!("/v2/images/{id}/actions/deactivate")).send().await.expect("request");
+    let deactivate =
+        owner.request(Method::POST, &format!("/v2/images/{id}/actions/deactivate")).send().await.expect("request");
     assert_eq!(deactivate.status(), 204);
     let message = expect_error(owner.get(&format!("/v2/images/{id}/file")).await, 403).await;
     assert!(message.contains("The requested image has been deactivated"), "{message}");
@@ -385,7 +386,8 @@ impl Store for FailingStore {
 }
 
 async fn failing_store_leaves_image_queued_and_store_empty(backend: Backend, full: bool, status: u16) {
-    let Some(app) = TestApp::spawn_full(backend, |_| {}, |inner| Arc::new(FailingStore { inner, budget: 100_000, full })).await
+    let Some(app) =
+        TestApp::spawn_full(backend, |_| {}, |inner| Arc::new(FailingStore { inner, budget: 100_000, full })).await
     else {
         return;
     };
@@ -508,7 +510,9 @@ async fn upload_abandoned_by_a_dead_process_is_recovered(app: TestApp) {
         )]),
     );
     let staging = glint_core::store::Staging::open(&app.staging_path).expect("staging");
-    glint_core::data::recover_abandoned_uploads(&app.db, &stores, &staging, glint_core::data::UPLOAD_STALE_AFTER).await.expect("recover");
+    glint_core::data::recover_abandoned_uploads(&app.db, &stores, &staging, glint_core::data::UPLOAD_STALE_AFTER)
+        .await
+        .expect("recover");
     let image = show(&app, &abandoned).await;
     assert_eq!(image["status"], "queued");
     assert!(image["size"].is_null());
@@ -547,22 +551,31 @@ async fn failed_data_removal_is_retried_and_the_image_stays_deleted() {
     for backend in [Backend::Sqlite, Backend::Postgres, Backend::Mariadb] {
         let flaky: Arc<std::sync::Mutex<Option<Arc<dyn Store>>>> = Arc::default();
         let keep = flaky.clone();
-        let Some(app) = TestApp::spawn_full(backend, |_| {}, move |inner| {
-            let store: Arc<dyn Store> = Arc::new(FlakyDeletes { inner, failures: AtomicU64::new(1) });
-            *keep.lock().unwrap() = Some(store.clone());
-            store
-        })
+        let Some(app) = TestApp::spawn_full(
+            backend,
+            |_| {},
+            move |inner| {
+                let store: Arc<dyn Store> = Arc::new(FlakyDeletes { inner, failures: AtomicU64::new(1) });
+                *keep.lock().unwrap() = Some(store.clone());
+                store
+            },
+        )
         .await
         else {
             continue;
         };
         let id = uploaded(&app, b"stubborn").await;
-        assert_eq!(app.delete(&format!("/v2/images/{id}")).await.status(), 204, "the client is not made to wait for the store");
+        assert_eq!(
+            app.delete(&format!("/v2/images/{id}")).await.status(),
+            204,
+            "the client is not made to wait for the store"
+        );
         expect_error(app.get(&format!("/v2/images/{id}")).await, 404).await;
         assert_eq!(store_listing(&app), vec![id.clone()], "the first removal failed");
 
         let store = flaky.lock().unwrap().clone().unwrap();
-        let stores = glint_core::store::Stores::new("local", std::collections::BTreeMap::from([("local".to_owned(), store)]));
+        let stores =
+            glint_core::store::Stores::new("local", std::collections::BTreeMap::from([("local".to_owned(), store)]));
         assert_eq!(glint_core::data::purge(&app.db, &stores, None).await.unwrap(), 1, "the scrubber's pass removes it");
         assert!(store_listing(&app).is_empty());
         assert_eq!(glint_core::data::purge(&app.db, &stores, None).await.unwrap(), 0, "and nothing is left to do");

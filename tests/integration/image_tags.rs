@@ -15,7 +15,8 @@ on_every_database!(
 );
 
 async fn tags_of(app: &TestApp, id: &str) -> Vec<String> {
-    let mut tags: Vec<String> = serde_json::from_value(app.get_json(&format!("/v2/images/{id}")).await["tags"].clone()).unwrap();
+    let mut tags: Vec<String> =
+        serde_json::from_value(app.get_json(&format!("/v2/images/{id}")).await["tags"].clone()).unwrap();
     tags.sort();
     tags
 }

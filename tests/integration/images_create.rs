@@ -43,7 +43,16 @@ async fn create_returns_201_with_location_and_glance_defaults(app: TestApp) {
     assert_eq!(image["min_ram"], 0);
     assert_eq!(image["min_disk"], 0);
     assert_eq!(image["tags"], json!([]));
-    for always_null in ["checksum", "os_hash_algo", "os_hash_value", "size", "virtual_size", "disk_format", "container_format", "owner"] {
+    for always_null in [
+        "checksum",
+        "os_hash_algo",
+        "os_hash_value",
+        "size",
+        "virtual_size",
+        "disk_format",
+        "container_format",
+        "owner",
+    ] {
         assert!(image[always_null].is_null(), "{always_null} should be null: {image}");
     }
     assert_eq!(image["self"], format!("/v2/images/{id}"));
@@ -111,9 +120,16 @@ async fn create_with_malformed_id_is_400(app: TestApp) {
 
 async fn create_with_read_only_attribute_is_403(app: TestApp) {
     for (key, value) in [
-        ("status", json!("active")), ("size", json!(5)), ("checksum", json!("abc")),
-        ("self", json!("/x")), ("file", json!("/x")), ("schema", json!("/x")), ("direct_url", json!("x")),
-        ("created_at", json!("2024-05-05T17:15:10Z")), ("os_hash_value", json!("ab")), ("virtual_size", json!(1)),
+        ("status", json!("active")),
+        ("size", json!(5)),
+        ("checksum", json!("abc")),
+        ("self", json!("/x")),
+        ("file", json!("/x")),
+        ("schema", json!("/x")),
+        ("direct_url", json!("x")),
+        ("created_at", json!("2024-05-05T17:15:10Z")),
+        ("os_hash_value", json!("ab")),
+        ("virtual_size", json!(1)),
     ] {
         let message = expect_error(app.post_json("/v2/images", &json!({ key: value })).await, 403).await;
         assert!(message.contains(&format!("Attribute '{key}' is read-only.")), "{message}");

@@ -114,7 +114,8 @@ async fn list_with_unknown_marker_is_400(app: TestApp) {
 
 async fn list_with_marker_of_invisible_image_is_403(app: TestApp) {
     let private = app.as_project("p1", "member").create_image(json!({"visibility": "private"})).await;
-    let response = app.as_project("p2", "member").get(&format!("/v2/images?marker={}", private["id"].as_str().unwrap())).await;
+    let response =
+        app.as_project("p2", "member").get(&format!("/v2/images?marker={}", private["id"].as_str().unwrap())).await;
     expect_error(response, 403).await;
 }
 
@@ -151,7 +152,11 @@ async fn list_sorts_nulls_as_empty(app: TestApp) {
 
 async fn list_with_bad_sort_parameters_is_400(app: TestApp) {
     for query in [
-        "sort_key=owner", "sort_dir=sideways", "sort=name:up", "sort=bogus", "sort=name&sort_key=name",
+        "sort_key=owner",
+        "sort_dir=sideways",
+        "sort=name:up",
+        "sort=bogus",
+        "sort=name&sort_key=name",
         "sort_key=name&sort_key=size&sort_key=id&sort_dir=asc&sort_dir=desc",
     ] {
         expect_error(app.get(&format!("/v2/images?{query}")).await, 400).await;
@@ -232,7 +237,8 @@ async fn list_filters_by_size_range(app: TestApp) {
 async fn list_filters_by_created_at_and_updated_at_operators(app: TestApp) {
     let created = create_named(&app, &["2020", "2022", "2024"]).await;
     for (id, year) in created.iter().zip([2020, 2022, 2024]) {
-        set_columns(&app, id, &format!("created_at = '{year}-06-01 12:00:00', updated_at = '{year}-06-02 12:00:00'")).await;
+        set_columns(&app, id, &format!("created_at = '{year}-06-01 12:00:00', updated_at = '{year}-06-02 12:00:00'"))
+            .await;
     }
     assert_eq!(app.list_ids("?created_at=gt:2021-01-01T00:00:00Z").await.len(), 2);
     assert_eq!(app.list_ids("?created_at=gte:2022-06-01T12:00:00Z").await.len(), 2);

@@ -42,15 +42,19 @@ async fn ok(app: &TestApp, id: &str, ops: Value) -> Value {
 
 async fn patch_v21_replaces_adds_and_removes(app: TestApp) {
     let id = image(&app, json!({"name": "Fedora", "os_version": "39", "tags": ["old"]})).await;
-    let patched = ok(&app, &id, json!([
-        {"op": "replace", "path": "/name", "value": "Fedora 40"},
-        {"op": "replace", "path": "/tags", "value": ["fedora", "beefy"]},
-        {"op": "add", "path": "/hw_qemu_guest_agent", "value": "yes"},
-        {"op": "add", "path": "/min_ram", "value": 1024},
-        {"op": "remove", "path": "/os_version"},
-        {"op": "replace", "path": "/visibility", "value": "private"},
-        {"op": "replace", "path": "/name", "value": null}
-    ]))
+    let patched = ok(
+        &app,
+        &id,
+        json!([
+            {"op": "replace", "path": "/name", "value": "Fedora 40"},
+            {"op": "replace", "path": "/tags", "value": ["fedora", "beefy"]},
+            {"op": "add", "path": "/hw_qemu_guest_agent", "value": "yes"},
+            {"op": "add", "path": "/min_ram", "value": 1024},
+            {"op": "remove", "path": "/os_version"},
+            {"op": "replace", "path": "/visibility", "value": "private"},
+            {"op": "replace", "path": "/name", "value": null}
+        ]),
+    )
     .await;
     assert!(patched["name"].is_null());
     assert_eq!(patched["hw_qemu_guest_agent"], "yes");
@@ -66,11 +70,15 @@ async fn patch_v21_replaces_adds_and_removes(app: TestApp) {
 async fn patch_v20_dialect_as_tempest_sends_it(app: TestApp) {
     let id = image(&app, json!({"name": "old", "os_version": "1"})).await;
     let response = app
-        .patch_as(&id, "application/openstack-images-v2.0-json-patch; charset=UTF-8", &json!([
-            {"replace": "/name", "value": "new"},
-            {"add": "/os_distro", "value": "fedora"},
-            {"remove": "/os_version"}
-        ]))
+        .patch_as(
+            &id,
+            "application/openstack-images-v2.0-json-patch; charset=UTF-8",
+            &json!([
+                {"replace": "/name", "value": "new"},
+                {"add": "/os_distro", "value": "fedora"},
+                {"remove": "/os_version"}
+            ]),
+        )
         .await;
     assert_eq!(response.status(), 200);
     let patched: Value = response.json().await.unwrap();
@@ -91,7 +99,21 @@ async fn patch_with_other_media_type_is_415_with_accept_patch(app: TestApp) {
 
 async fn patch_of_read_only_attribute_is_403(app: TestApp) {
     let id = image(&app, json!({"name": "x"})).await;
-    for key in ["status", "size", "virtual_size", "checksum", "created_at", "updated_at", "id", "self", "file", "schema", "os_hash_algo", "os_hash_value", "direct_url"] {
+    for key in [
+        "status",
+        "size",
+        "virtual_size",
+        "checksum",
+        "created_at",
+        "updated_at",
+        "id",
+        "self",
+        "file",
+        "schema",
+        "os_hash_algo",
+        "os_hash_value",
+        "direct_url",
+    ] {
         let response = app.patch(&id, &json!([{"op": "replace", "path": format!("/{key}"), "value": "x"}])).await;
         let message = expect_error(response, 403).await;
         assert!(message.contains(&format!("Attribute '{key}' is read-only.")), "{message}");
@@ -134,9 +156,15 @@ async fn patch_v20_add_of_existing_property_is_409(app: TestApp) {
 async fn patch_with_invalid_value_is_400(app: TestApp) {
     let id = image(&app, json!({})).await;
     for (path, value) in [
-        ("/min_ram", json!("x")), ("/min_ram", json!(-1)), ("/min_disk", json!(2_147_483_648i64)),
-        ("/visibility", json!("bogus")), ("/disk_format", json!("qcow3")), ("/protected", json!("true")),
-        ("/os_distro", json!(5)), ("/tags", json!(["ok", 7])), ("/name", json!("n".repeat(256))),
+        ("/min_ram", json!("x")),
+        ("/min_ram", json!(-1)),
+        ("/min_disk", json!(2_147_483_648i64)),
+        ("/visibility", json!("bogus")),
+        ("/disk_format", json!("qcow3")),
+        ("/protected", json!("true")),
+        ("/os_distro", json!(5)),
+        ("/tags", json!(["ok", 7])),
+        ("/name", json!("n".repeat(256))),
         ("/kernel_id", json!("not-a-uuid")),
     ] {
         let response = app.patch(&id, &json!([{"op": "replace", "path": path, "value": value}])).await;
@@ -181,11 +209,14 @@ async fn patch_is_atomic(app: TestApp) {
     let id = image(&app, json!({"name": "before"})).await;
     let before = app.get_json(&format!("/v2/images/{id}")).await;
     let response = app
-        .patch(&id, &json!([
-            {"op": "replace", "path": "/name", "value": "after"},
-            {"op": "add", "path": "/os_distro", "value": "x"},
-            {"op": "remove", "path": "/does_not_exist"}
-        ]))
+        .patch(
+            &id,
+            &json!([
+                {"op": "replace", "path": "/name", "value": "after"},
+                {"op": "add", "path": "/os_distro", "value": "x"},
+                {"op": "remove", "path": "/does_not_exist"}
+            ]),
+        )
         .await;
     expect_error(response, 409).await;
     assert_eq!(app.get_json(&format!("/v2/images/{id}")).await, before);
@@ -193,14 +224,20 @@ async fn patch_is_atomic(app: TestApp) {
 
 async fn patch_of_disk_format_after_queued_is_403(app: TestApp) {
     let id = image(&app, json!({"disk_format": "raw", "container_format": "bare"})).await;
-    assert_eq!(ok(&app, &id, json!([{"op": "replace", "path": "/disk_format", "value": "qcow2"}])).await["disk_format"], "qcow2");
+    assert_eq!(
+        ok(&app, &id, json!([{"op": "replace", "path": "/disk_format", "value": "qcow2"}])).await["disk_format"],
+        "qcow2"
+    );
     set_columns(&app, &id, "status = 'active'").await;
     for (path, value) in [("/disk_format", "raw"), ("/disk_format", "qcow2"), ("/container_format", "ovf")] {
         let response = app.patch(&id, &json!([{"op": "replace", "path": path, "value": value}])).await;
         let message = expect_error(response, 403).await;
         assert!(message.contains("can be only replaced for a queued image"), "{message}");
     }
-    assert_eq!(ok(&app, &id, json!([{"op": "replace", "path": "/name", "value": "still editable"}])).await["name"], "still editable");
+    assert_eq!(
+        ok(&app, &id, json!([{"op": "replace", "path": "/name", "value": "still editable"}])).await["name"],
+        "still editable"
+    );
 }
 
 async fn patch_tags_replace_the_whole_set(app: TestApp) {
@@ -237,12 +274,19 @@ async fn patch_owner_and_publicize_need_admin(app: TestApp) {
     }
     let response = member.patch(&id, &json!([{"op": "replace", "path": "/visibility", "value": "public"}])).await;
     expect_error(response, 403).await;
-    assert_eq!(ok(&member, &id, json!([{"op": "replace", "path": "/visibility", "value": "community"}])).await["visibility"], "community");
+    assert_eq!(
+        ok(&member, &id, json!([{"op": "replace", "path": "/visibility", "value": "community"}])).await["visibility"],
+        "community"
+    );
     let admin = app.as_project("adm", "admin");
-    let patched = ok(&admin, &id, json!([
-        {"op": "replace", "path": "/visibility", "value": "public"},
-        {"op": "replace", "path": "/owner", "value": "p2"}
-    ]))
+    let patched = ok(
+        &admin,
+        &id,
+        json!([
+            {"op": "replace", "path": "/visibility", "value": "public"},
+            {"op": "replace", "path": "/owner", "value": "p2"}
+        ]),
+    )
     .await;
     assert_eq!(patched["visibility"], "public");
     assert_eq!(patched["owner"], "p2");
@@ -262,7 +306,9 @@ async fn patch_by_another_project_is_403_or_404(app: TestApp) {
 
 async fn patch_locations_while_invisible_is_403(app: TestApp) {
     let id = image(&app, json!({})).await;
-    let response = app.patch(&id, &json!([{"op": "add", "path": "/locations/-", "value": {"url": "http://x/y", "metadata": {}}}])).await;
+    let response = app
+        .patch(&id, &json!([{"op": "add", "path": "/locations/-", "value": {"url": "http://x/y", "metadata": {}}}]))
+        .await;
     let message = expect_error(response, 403).await;
     assert!(message.contains("locations are invisible"), "{message}");
 }
@@ -275,7 +321,8 @@ async fn patch_over_property_quota_is_413(app: TestApp) {
     let id = image(&app, Value::Object(body)).await;
     let response = app.patch(&id, &json!([{"op": "add", "path": "/one_more", "value": "v"}])).await;
     expect_error(response, 413).await;
-    let swapped = ok(&app, &id, json!([{"op": "remove", "path": "/p0"}, {"op": "add", "path": "/one_more", "value": "v"}])).await;
+    let swapped =
+        ok(&app, &id, json!([{"op": "remove", "path": "/p0"}, {"op": "add", "path": "/one_more", "value": "v"}])).await;
     assert_eq!(swapped["one_more"], "v");
 }
 

@@ -32,7 +32,6 @@ use crate::support::cluster::{Cluster, SlowServer, Spec, listing, md5sum, proper
 use crate::support::venv;
 use crate::support::web::{Reply, WebServer};
 
-
 /// How long an ordinary import may take to settle.
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -53,7 +52,10 @@ async fn clients_and_cluster(spec: Spec) -> Option<(std::path::PathBuf, Cluster)
 fn cell(table: &[Vec<String>], id: &str, key: &str) -> String {
     let header = table.first().unwrap_or_else(|| panic!("no table"));
     let column = header.iter().position(|h| h == key).unwrap_or_else(|| panic!("no column {key} in {header:?}"));
-    let row = table.iter().find(|r| r.first().map(String::as_str) == Some(id)).unwrap_or_else(|| panic!("no row {id} in {table:?}"));
+    let row = table
+        .iter()
+        .find(|r| r.first().map(String::as_str) == Some(id))
+        .unwrap_or_else(|| panic!("no row {id} in {table:?}"));
     row[column].clone()
 }
 
@@ -73,23 +75,41 @@ async fn glance_web_download_import_through_api_and_worker_processes_makes_the_i
     let (md5, sha512) = coreutils_digests(&data);
     let web = WebServer::start().await;
     let url = web.route("/cirros.qcow2", Reply::Bytes(data.clone()));
-    let created = cluster.glance(&bin, 0, &[
-        "image-create-via-import", "--name", "cirros-web",
-        "--disk-format", "qcow2", "--container-format", "bare",
-        "--import-method", "web-download", "--uri", &url,
-    ]);
+    let created = cluster.glance(
+        &bin,
+        0,
+        &[
+            "image-create-via-import",
+            "--name",
+            "cirros-web",
+            "--disk-format",
+            "qcow2",
+            "--container-format",
+            "bare",
+            "--import-method",
+            "web-download",
+            "--uri",
+            &url,
+        ],
+    );
     let id = properties(&created.stdout)["id"].clone();
     cluster.wait_active(&id, SETTLE).await;
     // The other API shows what the worker did.
     let shown = properties(&cluster.glance(&bin, 1, &["image-show", &id]).stdout);
     assert_eq!(shown["status"], "active", "{shown:?}");
     assert_eq!((shown["checksum"].as_str(), shown["os_hash_value"].as_str()), (md5.as_str(), sha512.as_str()));
-    assert_eq!((shown["size"].clone(), shown["virtual_size"].clone()), (data.len().to_string(), (10u64 << 20).to_string()));
+    assert_eq!(
+        (shown["size"].clone(), shown["virtual_size"].clone()),
+        (data.len().to_string(), (10u64 << 20).to_string())
+    );
     assert_eq!(shown["stores"], "local");
     assert!(!shown.contains_key("os_glance_import_task"), "the import lock is released: {shown:?}");
     assert_eq!(md5sum(&cluster.store_dir("local").join(&id)), md5);
     let task = only_task(&cluster, &id).await;
-    assert_eq!((task["status"].as_str(), task["input"]["import_req"]["method"]["uri"].as_str()), (Some("success"), Some(url.as_str())));
+    assert_eq!(
+        (task["status"].as_str(), task["input"]["import_req"]["method"]["uri"].as_str()),
+        (Some("success"), Some(url.as_str()))
+    );
     cluster.audit(&[id], &BTreeSet::new(), 1).await.assert_clean(&cluster);
 }
 
@@ -99,11 +119,23 @@ async fn glance_direct_import_with_file_stages_on_one_api_and_the_worker_activat
     let data = qemu_image(&["-f", "qcow2"]);
     let (md5, _) = coreutils_digests(&data);
     std::fs::write(cluster.clients_dir().join("cirros.qcow2"), &data).expect("write the image file");
-    let created = cluster.glance(&bin, 1, &[
-        "image-create-via-import", "--name", "cirros-direct",
-        "--disk-format", "qcow2", "--container-format", "bare",
-        "--import-method", "glance-direct", "--file", "cirros.qcow2",
-    ]);
+    let created = cluster.glance(
+        &bin,
+        1,
+        &[
+            "image-create-via-import",
+            "--name",
+            "cirros-direct",
+            "--disk-format",
+            "qcow2",
+            "--container-format",
+            "bare",
+            "--import-method",
+            "glance-direct",
+            "--file",
+            "cirros.qcow2",
+        ],
+    );
     let id = properties(&created.stdout)["id"].clone();
     cluster.wait_active(&id, SETTLE).await;
     let shown = properties(&cluster.glance(&bin, 0, &["image-show", &id]).stdout);
@@ -111,7 +143,11 @@ async fn glance_direct_import_with_file_stages_on_one_api_and_the_worker_activat
     assert_eq!(shown["virtual_size"], (10u64 << 20).to_string());
     assert_eq!(md5sum(&cluster.store_dir("local").join(&id)), md5);
     assert_eq!(only_task(&cluster, &id).await["input"]["import_req"]["method"]["name"], "glance-direct");
-    assert!(listing(cluster.staging_dir()).is_empty(), "the staged data is removed: {:?}", listing(cluster.staging_dir()));
+    assert!(
+        listing(cluster.staging_dir()).is_empty(),
+        "the staged data is removed: {:?}",
+        listing(cluster.staging_dir())
+    );
     cluster.audit(&[id], &BTreeSet::new(), 1).await.assert_clean(&cluster);
 }
 
@@ -123,11 +159,23 @@ async fn glance_copy_image_import_adds_the_second_store() {
     let (md5, _) = coreutils_digests(&data);
     let web = WebServer::start().await;
     let url = web.route("/cirros.qcow2", Reply::Bytes(data));
-    let created = cluster.glance(&bin, 0, &[
-        "image-create-via-import", "--name", "cirros-copy",
-        "--disk-format", "qcow2", "--container-format", "bare",
-        "--import-method", "web-download", "--uri", &url,
-    ]);
+    let created = cluster.glance(
+        &bin,
+        0,
+        &[
+            "image-create-via-import",
+            "--name",
+            "cirros-copy",
+            "--disk-format",
+            "qcow2",
+            "--container-format",
+            "bare",
+            "--import-method",
+            "web-download",
+            "--uri",
+            &url,
+        ],
+    );
     let id = properties(&created.stdout)["id"].clone();
     let image = cluster.wait_active(&id, SETTLE).await;
     assert_eq!(image["stores"], "fast");
@@ -140,13 +188,23 @@ async fn glance_copy_image_import_adds_the_second_store() {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
-    assert_eq!((shown["status"].as_str(), shown["stores"].as_str()), ("active", "cheap,fast"), "{shown:?}\n{}", cluster.logs(30));
+    assert_eq!(
+        (shown["status"].as_str(), shown["stores"].as_str()),
+        ("active", "cheap,fast"),
+        "{shown:?}\n{}",
+        cluster.logs(30)
+    );
     assert_eq!(shown["os_glance_importing_to_stores"], "", "{shown:?}");
     assert_eq!(shown["os_glance_failed_import"], "", "{shown:?}");
     assert_eq!(md5sum(&cluster.store_dir("cheap").join(&id)), md5);
     assert_eq!(md5sum(&cluster.store_dir("fast").join(&id)), md5);
     let tasks = cluster.get_json(0, &format!("/v2/images/{id}/tasks")).await;
-    let mut methods: Vec<&str> = tasks["tasks"].as_array().expect("tasks").iter().map(|t| t["input"]["import_req"]["method"]["name"].as_str().unwrap_or("?")).collect();
+    let mut methods: Vec<&str> = tasks["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(|t| t["input"]["import_req"]["method"]["name"].as_str().unwrap_or("?"))
+        .collect();
     // Ordered by created_at, kept at whole seconds: two tasks of the same second come in id order.
     methods.sort_unstable();
     assert_eq!(methods, ["copy-image", "web-download"]);
@@ -156,17 +214,30 @@ async fn glance_copy_image_import_adds_the_second_store() {
 /// A web-download through `glance image-create-via-import` and a legacy `glance task-create`
 /// import, both run to success; returns (image id of the first, its task id, legacy task id).
 async fn two_finished_imports(bin: &std::path::Path, cluster: &Cluster, url: &str) -> (String, String, String) {
-    let created = cluster.glance(bin, 0, &[
-        "image-create-via-import", "--name", "tasked",
-        "--disk-format", "qcow2", "--container-format", "bare",
-        "--import-method", "web-download", "--uri", url,
-    ]);
+    let created = cluster.glance(
+        bin,
+        0,
+        &[
+            "image-create-via-import",
+            "--name",
+            "tasked",
+            "--disk-format",
+            "qcow2",
+            "--container-format",
+            "bare",
+            "--import-method",
+            "web-download",
+            "--uri",
+            url,
+        ],
+    );
     let image = properties(&created.stdout)["id"].clone();
     cluster.wait_active(&image, SETTLE).await;
     let task = only_task(cluster, &image).await["id"].as_str().expect("task id").to_owned();
     let input = json!({"import_from": url, "import_from_format": "qcow2",
         "image_properties": {"disk_format": "qcow2", "container_format": "bare", "name": "legacy"}});
-    let legacy = properties(&cluster.glance(bin, 1, &["task-create", "--type", "import", "--input", &input.to_string()]).stdout);
+    let legacy =
+        properties(&cluster.glance(bin, 1, &["task-create", "--type", "import", "--input", &input.to_string()]).stdout);
     let legacy_id = legacy["id"].clone();
     let until = Instant::now() + SETTLE;
     loop {
@@ -194,13 +265,17 @@ async fn glance_task_list_and_task_show_report_the_finished_imports() {
     assert_eq!(filtered.iter().skip(1).map(|r| r[0].as_str()).collect::<Vec<_>>(), [legacy.as_str()]);
     let shown = properties(&cluster.glance(&bin, 0, &["task-show", &task]).stdout);
     assert_eq!((shown["status"].as_str(), shown["type"].as_str()), ("success", "api_image_import"), "{shown:?}");
-    let result: Value = serde_json::from_str(&shown["result"]).unwrap_or_else(|e| panic!("result {:?}: {e}", shown["result"]));
+    let result: Value =
+        serde_json::from_str(&shown["result"]).unwrap_or_else(|e| panic!("result {:?}: {e}", shown["result"]));
     assert_eq!(result, json!({"image_id": image}));
     assert!(shown["input"].contains("web-download") && shown["input"].contains(&url), "{shown:?}");
     assert!(!shown["expires_at"].is_empty(), "{shown:?}");
     let shown = properties(&cluster.glance(&bin, 1, &["task-show", &legacy]).stdout);
     assert_eq!(shown["status"], "success", "{shown:?}");
-    let legacy_image = serde_json::from_str::<Value>(&shown["result"]).expect("result")["image_id"].as_str().expect("image id").to_owned();
+    let legacy_image = serde_json::from_str::<Value>(&shown["result"]).expect("result")["image_id"]
+        .as_str()
+        .expect("image id")
+        .to_owned();
     cluster.wait_active(&legacy_image, SETTLE).await;
     cluster.audit(&[image, legacy_image], &BTreeSet::new(), 1).await.assert_clean(&cluster);
 }
@@ -218,10 +293,17 @@ async fn openstack_image_task_list_and_show_report_the_finished_imports() {
     let rows = list.as_array().expect("rows");
     assert_eq!(rows.len(), 2, "{list:#}");
     let row = |id: &str| rows.iter().find(|r| r["ID"] == id).unwrap_or_else(|| panic!("no {id} in {list:#}")).clone();
-    assert_eq!((row(&task)["Type"].as_str(), row(&task)["Status"].as_str()), (Some("api_image_import"), Some("success")));
+    assert_eq!(
+        (row(&task)["Type"].as_str(), row(&task)["Status"].as_str()),
+        (Some("api_image_import"), Some("success"))
+    );
     assert_eq!((row(&legacy)["Type"].as_str(), row(&legacy)["Status"].as_str()), (Some("import"), Some("success")));
     let shown = json_of(cluster.openstack(&bin, 0, &["image", "task", "show", &task, "-f", "json"]));
-    assert_eq!((shown["status"].as_str(), shown["type"].as_str()), (Some("success"), Some("api_image_import")), "{shown:#}");
+    assert_eq!(
+        (shown["status"].as_str(), shown["type"].as_str()),
+        (Some("success"), Some("api_image_import")),
+        "{shown:#}"
+    );
     let result = if shown["result"].is_string() {
         serde_json::from_str(shown["result"].as_str().unwrap_or_default()).expect("result")
     } else {
@@ -292,7 +374,11 @@ async fn worker_sigkilled_mid_download_is_taken_over_and_the_image_becomes_activ
         let (victim, claim) = mid_download(&cluster, &id).await;
         cluster.workers[victim].kill();
         let task = cluster.task_of(&id).await.expect("task");
-        assert_eq!((task.status.as_str(), task.claimed_by.as_deref()), ("processing", Some(claim.as_str())), "the kill interrupted the download");
+        assert_eq!(
+            (task.status.as_str(), task.claimed_by.as_deref()),
+            ("processing", Some(claim.as_str())),
+            "the kill interrupted the download"
+        );
         interrupted.insert(id.clone());
         // The replacement: a new process (new pid, new worker id) with the same configuration.
         cluster.workers[victim].restart();
@@ -300,7 +386,10 @@ async fn worker_sigkilled_mid_download_is_taken_over_and_the_image_becomes_activ
         assert_eq!(image["checksum"].as_str(), Some(md5.as_str()), "{image}");
         let task = cluster.task_of(&id).await.expect("task");
         assert_eq!(task.status, "success", "{task:?}");
-        assert!(task.claimed_by.as_deref() != Some(claim.as_str()) && task.attempts >= 2, "completed by another worker: {task:?}");
+        assert!(
+            task.claimed_by.as_deref() != Some(claim.as_str()) && task.attempts >= 2,
+            "completed by another worker: {task:?}"
+        );
         took.push(round_started.elapsed());
     }
     let audit = cluster.audit(&accepted, &interrupted, 1).await;
@@ -343,9 +432,18 @@ async fn imports_accepted_while_rabbitmq_is_stopped_all_complete_once_it_is_back
             let mut n = 0usize;
             while !stop.load(Ordering::Relaxed) {
                 let at = Instant::now();
-                let id = cluster.create_image(n % 2, &json!({"name": format!("outage-{n}"), "disk_format": "raw", "container_format": "bare"})).await;
+                let id = cluster
+                    .create_image(
+                        n % 2,
+                        &json!({"name": format!("outage-{n}"), "disk_format": "raw", "container_format": "bare"}),
+                    )
+                    .await;
                 let body = json!({"method": {"name": "web-download", "uri": url}});
-                let status = cluster.import((n + 1) % 2, &id, &body).await.map(|r| r.status().as_u16()).map_err(|e| e.to_string());
+                let status = cluster
+                    .import((n + 1) % 2, &id, &body)
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .map_err(|e| e.to_string());
                 submitted.push(Submitted { id, at, status, took: at.elapsed() });
                 n += 1;
                 tokio::time::sleep(Duration::from_millis(400)).await;
@@ -368,7 +466,8 @@ async fn imports_accepted_while_rabbitmq_is_stopped_all_complete_once_it_is_back
     std::thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::Relaxed);
     let submitted = submitter.await.expect("submitter");
-    let refused: Vec<String> = submitted.iter().filter(|s| s.status != Ok(202)).map(|s| format!("{}: {:?}", s.id, s.status)).collect();
+    let refused: Vec<String> =
+        submitted.iter().filter(|s| s.status != Ok(202)).map(|s| format!("{}: {:?}", s.id, s.status)).collect();
     assert!(refused.is_empty(), "every import is accepted whatever the broker does: {refused:?}");
     let during = submitted.iter().filter(|s| outages.iter().any(|(down, up, _)| s.at >= *down && s.at <= *up)).count();
     let slowest = submitted.iter().map(|s| s.took).max().unwrap_or_default();
@@ -406,7 +505,12 @@ async fn imports_survive_api_restarts() {
         // Six images made through the other API: three to download, three staged.
         let mut imports = Vec::new();
         for k in 0..6 {
-            let id = cluster.create_image(other, &json!({"name": format!("restart-{round}-{k}"), "disk_format": "raw", "container_format": "bare"})).await;
+            let id = cluster
+                .create_image(
+                    other,
+                    &json!({"name": format!("restart-{round}-{k}"), "disk_format": "raw", "container_format": "bare"}),
+                )
+                .await;
             let body = if k % 2 == 0 {
                 json!({"method": {"name": "web-download", "uri": url}})
             } else {

@@ -173,9 +173,12 @@ async fn staging_abandoned_by_a_dead_process_is_recovered(app: TestApp) {
     let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
     std::fs::File::options().write(true).open(&part).and_then(|f| f.set_modified(hour_ago)).expect("age");
     let local = glint_core::store::FilesystemStore::open(&app.store_path).expect("store");
-    let stores = glint_core::store::Stores::new("local", [("local".to_owned(), std::sync::Arc::new(local) as _)].into());
+    let stores =
+        glint_core::store::Stores::new("local", [("local".to_owned(), std::sync::Arc::new(local) as _)].into());
     let staging = glint_core::store::Staging::open(&app.staging_path).expect("staging");
-    glint_core::data::recover_abandoned_uploads(&app.db, &stores, &staging, glint_core::data::UPLOAD_STALE_AFTER).await.expect("recover");
+    glint_core::data::recover_abandoned_uploads(&app.db, &stores, &staging, glint_core::data::UPLOAD_STALE_AFTER)
+        .await
+        .expect("recover");
     assert_eq!(show(&app, &abandoned).await["status"], "queued");
     assert_eq!(show(&app, &waiting).await["status"], "uploading");
     assert_eq!(staged(&app), std::slice::from_ref(&waiting));
@@ -196,7 +199,10 @@ async fn glance_direct_import_makes_the_image_active_with_digests_and_virtual_si
     let image = show(&app, &id).await;
     let (md5, sha512) = coreutils_digests(&data);
     assert_eq!(image["status"], "active");
-    assert_eq!((image["checksum"].as_str(), image["os_hash_value"].as_str()), (Some(md5.as_str()), Some(sha512.as_str())));
+    assert_eq!(
+        (image["checksum"].as_str(), image["os_hash_value"].as_str()),
+        (Some(md5.as_str()), Some(sha512.as_str()))
+    );
     assert_eq!((image["size"].as_u64(), image["virtual_size"].as_u64()), (Some(data.len() as u64), Some(10 << 20)));
     assert!(image.get("os_glance_import_task").is_none(), "the lock is released: {image}");
     assert_eq!(image["os_glance_importing_to_stores"], "");
@@ -305,9 +311,12 @@ async fn web_download_to_loopback_is_refused_by_default(app: TestApp) {
     let web = WebServer::start().await;
     let url = web.route("/x", Reply::Bytes(payload(10)));
     let id = image_of(&app, "raw", "bare").await;
-    let message = expect_error(import(&app, &id, json!({"method": {"name": "web-download", "uri": url}})).await, 400).await;
+    let message =
+        expect_error(import(&app, &id, json!({"method": {"name": "web-download", "uri": url}})).await, 400).await;
     assert!(message.contains("URI for web-download does not pass filtering"), "{message}");
-    for refused in ["file:///etc/passwd", "http://169.254.169.254/latest/meta-data/", "http://2130706433/", "http://localhost/x"] {
+    for refused in
+        ["file:///etc/passwd", "http://169.254.169.254/latest/meta-data/", "http://2130706433/", "http://localhost/x"]
+    {
         let body = json!({"method": {"name": "web-download", "uri": refused}});
         expect_error(import(&app, &id, body).await, 400).await;
     }
@@ -417,13 +426,18 @@ async fn legacy_import_task_creates_and_fills_an_image(app: TestApp) {
     assert_eq!(done["status"], "success", "{done}");
     let image_id = done["result"]["image_id"].as_str().expect("image id");
     let image = show(&app, image_id).await;
-    assert_eq!((image["status"].as_str(), image["name"].as_str(), image["os_distro"].as_str()), (Some("active"), Some("legacy"), Some("cirros")));
+    assert_eq!(
+        (image["status"].as_str(), image["name"].as_str(), image["os_distro"].as_str()),
+        (Some("active"), Some("legacy"), Some("cirros"))
+    );
     assert_eq!(image["checksum"].as_str(), Some(coreutils_digests(&data).0.as_str()));
 }
 
 async fn legacy_import_task_with_a_bad_url_is_400(app: TestApp) {
-    let task = |url: &str| json!({"type": "import", "input": {"import_from": url, "import_from_format": "raw",
-        "image_properties": {"disk_format": "raw", "container_format": "bare"}}});
+    let task = |url: &str| {
+        json!({"type": "import", "input": {"import_from": url, "import_from_format": "raw",
+        "image_properties": {"disk_format": "raw", "container_format": "bare"}}})
+    };
     let message = expect_error(create_task(&app, task("file:///etc/passwd")).await, 400).await;
     assert!(message.contains("File based imports are not allowed"), "{message}");
     expect_error(create_task(&app, task("ftp://example.org/x")).await, 400).await;

@@ -40,17 +40,9 @@ async fn a_valid_token_acts_as_its_project_user_and_roles() {
     let alice = app.with_token(&keystone.token(User::Alice).await);
     let image = alice.create_image(json!({"name": "mine"})).await;
     assert_eq!(image["owner"], keystone.project_of(User::Alice));
-    assert_eq!(
-        alice.list_ids("").await,
-        vec![image["id"].as_str().unwrap().to_owned()]
-    );
+    assert_eq!(alice.list_ids("").await, vec![image["id"].as_str().unwrap().to_owned()]);
     let rita = app.with_token(&keystone.token(User::Rita).await);
-    expect_error(
-        rita.post_json("/v2/images", &json!({"name": "reader's"}))
-            .await,
-        403,
-    )
-    .await;
+    expect_error(rita.post_json("/v2/images", &json!({"name": "reader's"})).await, 403).await;
 }
 
 #[tokio::test]
@@ -58,34 +50,19 @@ async fn a_request_without_a_token_is_401_with_www_authenticate() {
     let (app, keystone) = keystone_app!();
     let response = app.anonymous().get("/v2/images").await;
     assert_eq!(response.status(), 401);
-    let challenge = response
-        .headers()
-        .get("www-authenticate")
-        .expect("WWW-Authenticate")
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let challenge = response.headers().get("www-authenticate").expect("WWW-Authenticate").to_str().unwrap().to_owned();
     assert_eq!(challenge, format!("Keystone uri=\"{}\"", keystone.url));
-    assert!(
-        response.headers().get("x-openstack-request-id").is_none(),
-        "401s of the auth layer carry no request id"
-    );
+    assert!(response.headers().get("x-openstack-request-id").is_none(), "401s of the auth layer carry no request id");
     let message = expect_error(response, 401).await;
-    assert!(
-        message.contains("could not verify that you are authorized"),
-        "{message}"
-    );
+    assert!(message.contains("could not verify that you are authorized"), "{message}");
 }
 
 #[tokio::test]
 async fn the_challenge_names_www_authenticate_uri_when_configured() {
-    let (app, _) = keystone_app!(|c: &mut Config| c.auth.keystone.www_authenticate_uri =
-        Some("https://id.example.org/v3".into()));
+    let (app, _) =
+        keystone_app!(|c: &mut Config| c.auth.keystone.www_authenticate_uri = Some("https://id.example.org/v3".into()));
     let response = app.anonymous().get("/v2/images").await;
-    assert_eq!(
-        response.headers()["www-authenticate"],
-        "Keystone uri=\"https://id.example.org/v3\""
-    );
+    assert_eq!(response.headers()["www-authenticate"], "Keystone uri=\"https://id.example.org/v3\"");
 }
 
 #[tokio::test]
@@ -149,7 +126,8 @@ async fn an_expired_token_with_a_valid_service_token_is_accepted() {
     let id = image["id"].as_str().unwrap();
     tokio::time::sleep(Duration::from_secs(7)).await;
     let upload = |service: &str| {
-        alice.raw(Method::PUT, &format!("/v2/images/{id}/file"))
+        alice
+            .raw(Method::PUT, &format!("/v2/images/{id}/file"))
             .header("Content-Type", "application/octet-stream")
             .header("X-Service-Token", service)
             .body("snapshot data")
@@ -161,16 +139,17 @@ async fn an_expired_token_with_a_valid_service_token_is_accepted() {
     let response = upload(&keystone.service_user_token().await).send().await.unwrap();
     assert_eq!(response.status(), 204);
     let shown = app.with_token(&keystone.token(User::Alice).await).get_json(&format!("/v2/images/{id}")).await;
-    assert_eq!((shown["status"].as_str(), shown["owner"].as_str()), (Some("active"), Some(keystone.project_of(User::Alice))));
+    assert_eq!(
+        (shown["status"].as_str(), shown["owner"].as_str()),
+        (Some("active"), Some(keystone.project_of(User::Alice)))
+    );
 }
 
 #[tokio::test]
 async fn a_token_of_another_project_does_not_see_private_images() {
     let (app, keystone) = keystone_app!();
     let alice = app.with_token(&keystone.token(User::Alice).await);
-    let private = alice
-        .create_image(json!({"name": "p", "visibility": "private"}))
-        .await;
+    let private = alice.create_image(json!({"name": "p", "visibility": "private"})).await;
     let id = private["id"].as_str().unwrap();
     let bob = app.with_token(&keystone.token(User::Bob).await);
     expect_error(bob.get(&format!("/v2/images/{id}")).await, 404).await;
@@ -182,9 +161,7 @@ async fn a_token_of_another_project_does_not_see_private_images() {
 async fn identity_headers_sent_by_the_client_are_ignored() {
     let (app, keystone) = keystone_app!();
     let alice = app.with_token(&keystone.token(User::Alice).await);
-    let private = alice
-        .create_image(json!({"name": "p", "visibility": "private"}))
-        .await;
+    let private = alice.create_image(json!({"name": "p", "visibility": "private"})).await;
     let id = private["id"].as_str().unwrap();
     let bob_token = keystone.token(User::Bob).await;
     let spoofed = |method: Method, path: &str| {
@@ -197,22 +174,12 @@ async fn identity_headers_sent_by_the_client_are_ignored() {
             .header("X-Identity-Status", "Confirmed")
             .header("X-Service-Roles", "service,admin")
     };
-    let response = spoofed(Method::GET, &format!("/v2/images/{id}"))
-        .send()
-        .await
-        .unwrap();
+    let response = spoofed(Method::GET, &format!("/v2/images/{id}")).send().await.unwrap();
     expect_error(response, 404).await;
-    let response = spoofed(Method::POST, "/v2/images")
-        .json(&json!({"name": "b", "visibility": "public"}))
-        .send()
-        .await
-        .unwrap();
+    let response =
+        spoofed(Method::POST, "/v2/images").json(&json!({"name": "b", "visibility": "public"})).send().await.unwrap();
     expect_error(response, 403).await;
-    let response = spoofed(Method::POST, "/v2/images")
-        .json(&json!({"name": "b"}))
-        .send()
-        .await
-        .unwrap();
+    let response = spoofed(Method::POST, "/v2/images").json(&json!({"name": "b"})).send().await.unwrap();
     assert_eq!(response.status(), 201);
     let created: serde_json::Value = response.json().await.unwrap();
     assert_eq!(created["owner"], keystone.project_of(User::Bob));
@@ -241,27 +208,15 @@ async fn an_unreachable_keystone_is_503() {
         c.auth.keystone.auth_url = "http://127.0.0.1:9/v3".into();
         c.auth.keystone.timeout = 5;
     });
-    let response = app
-        .with_token(&keystone.token(User::Alice).await)
-        .get("/v2/images")
-        .await;
+    let response = app.with_token(&keystone.token(User::Alice).await).get("/v2/images").await;
     let message = expect_error(response, 503).await;
-    assert!(
-        message.contains("Keystone service is temporarily unavailable"),
-        "{message}"
-    );
+    assert!(message.contains("Keystone service is temporarily unavailable"), "{message}");
 }
 
 #[tokio::test]
 async fn a_wrong_service_password_is_503_not_401() {
     let (app, keystone) = keystone_app!(|c: &mut Config| c.auth.keystone.password = "wrong".into());
-    let response = app
-        .with_token(&keystone.token(User::Alice).await)
-        .get("/v2/images")
-        .await;
+    let response = app.with_token(&keystone.token(User::Alice).await).get("/v2/images").await;
     let message = expect_error(response, 503).await;
-    assert!(
-        message.contains("Keystone service is temporarily unavailable"),
-        "{message}"
-    );
+    assert!(message.contains("Keystone service is temporarily unavailable"), "{message}");
 }

@@ -44,7 +44,12 @@ async fn answer(app: &TestApp, id: &str, member: &str, status: &str) -> reqwest:
 }
 
 fn member_ids(list: &Value) -> Vec<String> {
-    list["members"].as_array().expect("members").iter().map(|m| m["member_id"].as_str().expect("id").to_owned()).collect()
+    list["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| m["member_id"].as_str().expect("id").to_owned())
+        .collect()
 }
 
 async fn owner_adds_a_member_as_pending_with_200(app: TestApp) {
@@ -55,7 +60,11 @@ async fn owner_adds_a_member_as_pending_with_200(app: TestApp) {
     assert_eq!((member["image_id"].as_str(), member["member_id"].as_str()), (Some(id.as_str()), Some("p2")));
     assert_eq!((member["status"].as_str(), member["schema"].as_str()), (Some("pending"), Some("/v2/schemas/member")));
     assert!(member["created_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{member}");
-    assert_eq!(app.as_project("p2", "reader").get_json(&format!("/v2/images/{id}")).await["id"], json!(id), "a pending member may use the image by id");
+    assert_eq!(
+        app.as_project("p2", "reader").get_json(&format!("/v2/images/{id}")).await["id"],
+        json!(id),
+        "a pending member may use the image by id"
+    );
 }
 
 async fn member_list_is_complete_for_the_owner_and_own_entry_for_a_member(app: TestApp) {
@@ -87,7 +96,9 @@ async fn adding_needs_an_owner_member_and_a_valid_body(app: TestApp) {
     let id = shared_image(&app).await;
     let path = format!("/v2/images/{id}/members");
     let owner = app.as_project("p1", "member");
-    for (body, text) in [(json!({}), "Member to be added not specified"), (json!({"member": ""}), "Member can't be empty")] {
+    for (body, text) in
+        [(json!({}), "Member to be added not specified"), (json!({"member": ""}), "Member can't be empty")]
+    {
         let message = expect_error(owner.post_json(&path, &body).await, 400).await;
         assert!(message.contains(text), "{message}");
     }

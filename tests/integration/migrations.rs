@@ -10,8 +10,18 @@ async fn migrations_create_glances_tables_and_are_idempotent(app: TestApp) {
     glint_core::db::migrate(&app.db).await.expect("second run is a no-op");
     let backend = app.db.get_database_backend();
     let tables = [
-        "images", "image_properties", "image_tags", "image_members", "image_locations", "tasks", "task_info",
-        "metadef_namespaces", "metadef_objects", "metadef_properties", "metadef_tags", "metadef_resource_types",
+        "images",
+        "image_properties",
+        "image_tags",
+        "image_members",
+        "image_locations",
+        "tasks",
+        "task_info",
+        "metadef_namespaces",
+        "metadef_objects",
+        "metadef_properties",
+        "metadef_tags",
+        "metadef_resource_types",
         "metadef_namespace_resource_types",
     ];
     for table in tables {

@@ -5,7 +5,10 @@ use serde_json::{Value, json};
 
 use crate::support::{TestApp, on_every_database};
 
-on_every_database!(image_backed_snapshot_ends_active_with_data_and_properties, volume_backed_snapshot_is_an_empty_raw_image);
+on_every_database!(
+    image_backed_snapshot_ends_active_with_data_and_properties,
+    volume_backed_snapshot_is_an_empty_raw_image
+);
 
 /// A request as Nova's glanceclient sends it: `Accept: */*`, its user agent, a global request id.
 fn nova(app: &TestApp, method: Method, path: &str) -> reqwest::RequestBuilder {
@@ -22,7 +25,8 @@ async fn json_of(response: reqwest::Response, status: u16) -> Value {
 
 async fn image_backed_snapshot_ends_active_with_data_and_properties(app: TestApp) {
     let project = app.as_project("demo-project", "member,reader");
-    let base = project.create_image(json!({"name": "cirros", "disk_format": "qcow2", "container_format": "bare"})).await;
+    let base =
+        project.create_image(json!({"name": "cirros", "disk_format": "qcow2", "container_format": "bare"})).await;
     let instance = "9c2a7d4e-3f51-4b8a-9d6e-0f1e2d3c4b5a";
 
     // 1. nova-api creates the snapshot record, without formats.
@@ -86,8 +90,13 @@ async fn image_backed_snapshot_ends_active_with_data_and_properties(app: TestApp
     assert_eq!(image["visibility"], "private");
     assert_eq!(image["min_ram"], 512);
     for (key, value) in [
-        ("image_type", "snapshot"), ("instance_uuid", instance), ("image_location", "snapshot"),
-        ("image_state", "available"), ("owner_project_name", "demo"), ("os_type", "linux"), ("hw_disk_bus", "virtio"),
+        ("image_type", "snapshot"),
+        ("instance_uuid", instance),
+        ("image_location", "snapshot"),
+        ("image_state", "available"),
+        ("owner_project_name", "demo"),
+        ("os_type", "linux"),
+        ("hw_disk_bus", "virtio"),
     ] {
         assert_eq!(image[key], value, "{key}");
     }
@@ -95,10 +104,14 @@ async fn image_backed_snapshot_ends_active_with_data_and_properties(app: TestApp
     assert!(image["kernel_id"].is_null() && image["ramdisk_id"].is_null());
 
     // Backup rotation lists by properties, newest first.
-    let listed = nova(&project, Method::GET, &format!("/v2/images?image_type=snapshot&instance_uuid={instance}&sort_key=created_at&sort_dir=desc&limit=2"))
-        .send()
-        .await
-        .expect("list");
+    let listed = nova(
+        &project,
+        Method::GET,
+        &format!("/v2/images?image_type=snapshot&instance_uuid={instance}&sort_key=created_at&sort_dir=desc&limit=2"),
+    )
+    .send()
+    .await
+    .expect("list");
     let listed = json_of(listed, 200).await;
     assert_eq!(listed["images"][0]["id"], id.as_str());
 

@@ -64,7 +64,10 @@ async fn usage_reports_every_limit_and_what_the_project_uses(app: TestApp) {
             "image_count_uploading": {"limit": 10, "usage": 1},
         }})
     );
-    assert_eq!(app.as_project("p2", "member").get_json("/v2/info/usage").await["usage"]["image_count_total"]["usage"], 0);
+    assert_eq!(
+        app.as_project("p2", "member").get_json("/v2/info/usage").await["usage"]["image_count_total"]["usage"],
+        0
+    );
 }
 
 async fn creating_beyond_image_count_total_is_413(app: TestApp) {

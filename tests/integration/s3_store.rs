@@ -29,7 +29,10 @@ impl Setup {
         let (local_path, s3_config) = (local.path().join("local"), s3.config(Some(PREFIX)));
         let app = TestApp::spawn_with(backend, move |config: &mut Config| {
             config.storage.default = "s3".into();
-            config.storage.backends.insert("local".into(), BackendConfig::Filesystem { path: local_path, description: None });
+            config
+                .storage
+                .backends
+                .insert("local".into(), BackendConfig::Filesystem { path: local_path, description: None });
             config.storage.backends.insert("s3".into(), BackendConfig::S3(s3_config));
             adjust(config);
         })
@@ -131,7 +134,12 @@ async fn ranged_download_is_206_with_the_requested_bytes() {
         ("bytes=0-0".to_owned(), 0, 1),
         ("bytes=-5".to_owned(), size - 5, size),
     ] {
-        let response = app.request(Method::GET, &format!("/v2/images/{id}/file")).header("Range", &range).send().await.expect("get");
+        let response = app
+            .request(Method::GET, &format!("/v2/images/{id}/file"))
+            .header("Range", &range)
+            .send()
+            .await
+            .expect("get");
         assert_eq!(response.status(), 206, "{range}");
         assert_eq!(response.headers()["content-range"], format!("bytes {start}-{}/{size}", end - 1).as_str());
         assert_eq!(response.bytes().await.expect("body"), &data[start..end], "{range}");
@@ -153,7 +161,9 @@ async fn delete_removes_the_object() {
 #[tokio::test]
 async fn upload_over_the_cap_is_413_and_leaves_no_object_nor_multipart_upload() {
     let cap = 12 * MIB;
-    let Some(setup) = Setup::start(Backend::Sqlite, |config| config.images.image_size_cap = cap as u64).await else { return };
+    let Some(setup) = Setup::start(Backend::Sqlite, |config| config.images.image_size_cap = cap as u64).await else {
+        return;
+    };
     let app = &setup.app;
     let id = queued_image(app).await;
     // Past one part, so the cap is hit in the middle of a multipart upload.
@@ -239,8 +249,11 @@ async fn health_check_fails_for_a_missing_bucket() {
     let missing = glint_core::config::S3Config { bucket: "no-such-bucket".into(), ..s3.config(None) };
     let storage = StorageConfig {
         default: "s3".into(),
-        backends: [("s3".to_owned(), BackendConfig::S3(s3.config(Some(PREFIX)))), ("gone".to_owned(), BackendConfig::S3(missing))]
-            .into(),
+        backends: [
+            ("s3".to_owned(), BackendConfig::S3(s3.config(Some(PREFIX)))),
+            ("gone".to_owned(), BackendConfig::S3(missing)),
+        ]
+        .into(),
     };
     let stores = Stores::from_config(&storage).expect("stores");
     stores.get("s3").expect("s3").health().await.expect("healthy");

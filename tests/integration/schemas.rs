@@ -34,7 +34,10 @@ async fn image_schema_is_what_glanceclient_enforces() {
     assert_eq!(props["min_ram"]["type"], "integer");
     assert_eq!(props["locations"]["items"]["required"], json!(["url", "metadata"]));
     for (name, prop) in props.as_object().unwrap() {
-        assert!(prop["description"].is_string() || name == "locations" && prop["description"].is_string(), "{name} lacks a description");
+        assert!(
+            prop["description"].is_string() || name == "locations" && prop["description"].is_string(),
+            "{name} lacks a description"
+        );
     }
 }
 

@@ -11,14 +11,19 @@ async fn multistore(backend: Backend, dir: &tempfile::TempDir) -> Option<TestApp
     let (fast, cheap) = (dir.path().join("fast"), dir.path().join("cheap"));
     TestApp::spawn_with(backend, move |config: &mut Config| {
         config.storage.default = "fast".into();
-        config.storage.backends.insert("fast".into(), BackendConfig::Filesystem { path: fast, description: Some("Fast store".into()) });
+        config
+            .storage
+            .backends
+            .insert("fast".into(), BackendConfig::Filesystem { path: fast, description: Some("Fast store".into()) });
         config.storage.backends.insert("cheap".into(), BackendConfig::Filesystem { path: cheap, description: None });
     })
     .await
 }
 
 fn files(dir: &std::path::Path) -> Vec<String> {
-    std::fs::read_dir(dir).map(|d| d.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default()
+    std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -35,7 +40,10 @@ async fn info_stores_lists_the_stores_and_the_default() {
     let dir = tempfile::tempdir().expect("tempdir");
     let app = multistore(Backend::Sqlite, &dir).await.expect("sqlite");
     let body = app.get_json("/v2/info/stores").await;
-    assert_eq!(body, json!({"stores": [{"id": "cheap"}, {"id": "fast", "description": "Fast store", "default": "true"}]}));
+    assert_eq!(
+        body,
+        json!({"stores": [{"id": "cheap"}, {"id": "fast", "description": "Fast store", "default": "true"}]})
+    );
     let detail = app.get_json("/v2/info/stores/detail").await;
     let fast = &detail["stores"][1];
     assert_eq!(fast["type"], "file");
@@ -50,7 +58,8 @@ async fn multistore_advertises_the_store_api_versions() {
     let dir = tempfile::tempdir().expect("tempdir");
     let app = multistore(Backend::Sqlite, &dir).await.expect("sqlite");
     let versions: Value = app.raw(Method::GET, "/versions").send().await.expect("versions").json().await.expect("json");
-    let ids: Vec<&str> = versions["versions"].as_array().expect("list").iter().map(|v| v["id"].as_str().expect("id")).collect();
+    let ids: Vec<&str> =
+        versions["versions"].as_array().expect("list").iter().map(|v| v["id"].as_str().expect("id")).collect();
     for id in ["v2.8", "v2.9", "v2.10", "v2.11", "v2.12", "v2.13", "v2.17"] {
         assert_eq!(ids.iter().filter(|i| **i == id).count(), 1, "{id} in {ids:?}");
     }

@@ -66,7 +66,10 @@ async fn claim_is_exclusive_under_a_race(app: TestApp) {
 async fn claim_of_a_running_or_finished_task_is_refused(app: TestApp) {
     pending(&app, ID).await;
     assert!(tasks::claim(&app.db, ID, "w1", HOUR).await.expect("claim").is_some());
-    assert!(tasks::claim(&app.db, ID, "w2", HOUR).await.expect("claim").is_none(), "a redelivered wake-up runs nothing");
+    assert!(
+        tasks::claim(&app.db, ID, "w2", HOUR).await.expect("claim").is_none(),
+        "a redelivered wake-up runs nothing"
+    );
     assert!(tasks::finish(&app.db, ID, "w1", TaskStatus::Success, None, "", HOUR).await.expect("finish"));
     assert!(tasks::claim(&app.db, ID, "w2", HOUR).await.expect("claim").is_none());
     assert!(tasks::claim(&app.db, "bbbbbbbb-0000-4000-8000-000000000002", "w2", HOUR).await.expect("claim").is_none());
@@ -95,7 +98,11 @@ async fn finish_needs_the_claim_and_sets_the_expiry(app: TestApp) {
     assert!(!tasks::finish(&app.db, ID, "w1", TaskStatus::Failure, None, "x", HOUR).await.expect("finish"));
     tasks::claim(&app.db, ID, "w1", HOUR).await.expect("claim").expect("claimed");
     let result = json!({"image_id": "8b1a0000-0000-4000-8000-000000000001"});
-    assert!(tasks::finish(&app.db, ID, "w1", TaskStatus::Success, Some(result.clone()), "", 48 * HOUR).await.expect("finish"));
+    assert!(
+        tasks::finish(&app.db, ID, "w1", TaskStatus::Success, Some(result.clone()), "", 48 * HOUR)
+            .await
+            .expect("finish")
+    );
     let task = app.get_json(&format!("/v2/tasks/{ID}")).await;
     assert_eq!(task["status"], "success");
     assert_eq!(task["result"], result);
@@ -108,7 +115,11 @@ async fn outbox_lists_unconfirmed_pending_tasks(app: TestApp) {
     assert_eq!(tasks::unpublished(&app.db, HOUR, 10).await.expect("outbox"), vec![ID.to_owned()]);
     tasks::mark_published(&app.db, ID).await.expect("mark");
     assert!(tasks::unpublished(&app.db, HOUR, 10).await.expect("outbox").is_empty());
-    assert_eq!(tasks::unpublished(&app.db, Duration::ZERO, 10).await.expect("outbox"), vec![ID.to_owned()], "republished once stale");
+    assert_eq!(
+        tasks::unpublished(&app.db, Duration::ZERO, 10).await.expect("outbox"),
+        vec![ID.to_owned()],
+        "republished once stale"
+    );
     tasks::claim(&app.db, ID, "w1", HOUR).await.expect("claim");
     assert!(tasks::unpublished(&app.db, Duration::ZERO, 10).await.expect("outbox").is_empty());
 }

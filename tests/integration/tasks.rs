@@ -62,7 +62,8 @@ async fn tasks_api_is_for_admins(app: TestApp) {
 async fn task_list_filters_sorts_and_pages(app: TestApp) {
     task(&app, T1, TaskStatus::Pending, "p1", "2024-01-01 00:00:00", None).await;
     task(&app, T2, TaskStatus::Success, "p2", "2024-01-02 00:00:00", None).await;
-    task(&app, T3, TaskStatus::Failure, "p1", "2024-01-03 00:00:00", Some("8b1a0000-0000-4000-8000-000000000001")).await;
+    task(&app, T3, TaskStatus::Failure, "p1", "2024-01-03 00:00:00", Some("8b1a0000-0000-4000-8000-000000000001"))
+        .await;
     let body = app.get_json("/v2/tasks").await;
     assert_eq!(ids(&body), [T3, T2, T1]);
     assert_eq!(body["first"], "/v2/tasks");
@@ -90,8 +91,14 @@ async fn task_list_filters_sorts_and_pages(app: TestApp) {
 
 async fn task_list_rejects_bad_parameters(app: TestApp) {
     for query in [
-        "status=done", "type=api_image_import", "sort_dir=up", "sort_key=message", "limit=x", "limit=-1",
-        "marker=not-a-uuid", "marker=99999999-0000-4000-8000-000000000009",
+        "status=done",
+        "type=api_image_import",
+        "sort_dir=up",
+        "sort_key=message",
+        "limit=x",
+        "limit=-1",
+        "marker=not-a-uuid",
+        "marker=99999999-0000-4000-8000-000000000009",
     ] {
         expect_error(app.get(&format!("/v2/tasks?{query}")).await, 400).await;
     }
@@ -139,7 +146,23 @@ async fn image_tasks_lists_the_images_tasks_as_upstream_does(app: TestApp) {
     keys.sort();
     assert_eq!(
         keys,
-        ["created_at", "deleted", "deleted_at", "expires_at", "id", "image_id", "input", "message", "owner", "request_id", "result", "status", "type", "updated_at", "user_id"]
+        [
+            "created_at",
+            "deleted",
+            "deleted_at",
+            "expires_at",
+            "id",
+            "image_id",
+            "input",
+            "message",
+            "owner",
+            "request_id",
+            "result",
+            "status",
+            "type",
+            "updated_at",
+            "user_id"
+        ]
     );
     assert_eq!(entry["created_at"], "2024-01-01T00:00:00.000000");
     assert_eq!(entry["type"], "api_image_import");

@@ -105,7 +105,8 @@ async fn healthcheck_is_503_while_the_disable_file_exists() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("healthcheck_disable");
     let path = file.clone();
-    let app = TestApp::spawn_with(Backend::Sqlite, move |c| c.server.healthcheck_disable_file = Some(path)).await.unwrap();
+    let app =
+        TestApp::spawn_with(Backend::Sqlite, move |c| c.server.healthcheck_disable_file = Some(path)).await.unwrap();
     assert_eq!(app.raw(Method::GET, "/healthcheck").send().await.unwrap().status(), 200);
     std::fs::write(&file, "").unwrap();
     let response = app.raw(Method::GET, "/healthcheck").send().await.unwrap();

@@ -11,11 +11,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use glint_core::db::tasks;
 use glint_core::queue::{Message, TaskQueue, backoff};
 use glint_core::task::{Task, TaskStatus, TaskType};
 use sea_orm::DatabaseConnection;
-use futures_util::StreamExt;
 use tokio::task::JoinSet;
 
 pub mod flows;
@@ -241,7 +241,12 @@ async fn attempts_of(db: &DatabaseConnection, id: &str) -> i32 {
 }
 
 /// Runs `flow`, renewing the claim every third of the lease; `None` if the claim was lost.
-async fn run_leased(ctx: &FlowContext, settings: &Settings, flow: &dyn Flow, task: &Task) -> Option<Result<(), FlowError>> {
+async fn run_leased(
+    ctx: &FlowContext,
+    settings: &Settings,
+    flow: &dyn Flow,
+    task: &Task,
+) -> Option<Result<(), FlowError>> {
     let renew = async {
         loop {
             tokio::time::sleep(settings.lease / 3).await;
@@ -284,7 +289,11 @@ pub async fn relay(
 }
 
 /// One relay pass; returns how many wake-ups were published.
-pub async fn relay_once(db: &DatabaseConnection, queue: &dyn TaskQueue, republish_after: Duration) -> glint_core::Result<usize> {
+pub async fn relay_once(
+    db: &DatabaseConnection,
+    queue: &dyn TaskQueue,
+    republish_after: Duration,
+) -> glint_core::Result<usize> {
     let released = tasks::release_expired_leases(db).await?;
     if released > 0 {
         tracing::warn!(tasks = released, "released tasks whose worker stopped renewing its lease");

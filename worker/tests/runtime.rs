@@ -55,7 +55,8 @@ struct Harness {
 async fn start(behaviour: Behaviour) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("glint.db").display());
-    let db = glint_core::db::connect(&DatabaseConfig { url, max_connections: 4, migrate_on_start: true }).await.unwrap();
+    let db =
+        glint_core::db::connect(&DatabaseConfig { url, max_connections: 4, migrate_on_start: true }).await.unwrap();
     glint_core::db::migrate(&db).await.unwrap();
     let queue = Arc::new(MemoryQueue::new());
     let flow = Arc::new(TestFlow { runs: AtomicUsize::new(0), behaviour });
@@ -130,7 +131,11 @@ async fn a_published_task_runs_once_even_when_woken_several_times() {
     assert_eq!(h.outcome(ID).await.0, TaskStatus::Success);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(h.flow.runs.load(Ordering::SeqCst), 1);
-    assert_eq!(glint_worker::relay_once(&h.db, h.queue.as_ref(), Duration::ZERO).await.unwrap(), 0, "nothing left to publish");
+    assert_eq!(
+        glint_worker::relay_once(&h.db, h.queue.as_ref(), Duration::ZERO).await.unwrap(),
+        0,
+        "nothing left to publish"
+    );
     h.stop().await;
 }
 
@@ -139,7 +144,10 @@ async fn an_aborted_flow_fails_the_task_with_its_message() {
     let h = start(Behaviour::Abort).await;
     h.pending_task(ID).await;
     glint_worker::relay_once(&h.db, h.queue.as_ref(), Duration::from_secs(60)).await.unwrap();
-    assert_eq!(h.outcome(ID).await, (TaskStatus::Failure, "Image disk_format qcow2 does not match stream data raw".into()));
+    assert_eq!(
+        h.outcome(ID).await,
+        (TaskStatus::Failure, "Image disk_format qcow2 does not match stream data raw".into())
+    );
     h.stop().await;
 }
 
@@ -171,8 +179,17 @@ async fn a_task_whose_worker_died_is_taken_over() {
 async fn a_worker_without_flows_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("glint.db").display());
-    let db = glint_core::db::connect(&DatabaseConfig { url, max_connections: 1, migrate_on_start: true }).await.unwrap();
-    let settings = Settings { worker_id: "w".into(), lease: Duration::from_secs(1), prefetch: 1, task_ttl: Duration::from_secs(1), max_attempts: 1 };
-    let outcome = glint_worker::run(db, Arc::new(MemoryQueue::new()), Registry::default(), settings, std::future::pending()).await;
+    let db =
+        glint_core::db::connect(&DatabaseConfig { url, max_connections: 1, migrate_on_start: true }).await.unwrap();
+    let settings = Settings {
+        worker_id: "w".into(),
+        lease: Duration::from_secs(1),
+        prefetch: 1,
+        task_ttl: Duration::from_secs(1),
+        max_attempts: 1,
+    };
+    let outcome =
+        glint_worker::run(db, Arc::new(MemoryQueue::new()), Registry::default(), settings, std::future::pending())
+            .await;
     assert!(matches!(outcome, Err(glint_worker::Error::NoFlows)));
 }

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query, SelectStatement};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    Order, QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, Order,
+    QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionTrait,
 };
 
 use super::entity::{image, image_member, image_property, image_tag};
@@ -92,10 +92,7 @@ async fn insert_tags<'a>(
 
 /// The live (non-deleted) image `id`, whoever owns it.
 pub async fn get(db: &impl ConnectionTrait, id: &str) -> Result<Option<Image>> {
-    let row = image::Entity::find_by_id(id.to_owned())
-        .filter(image::Column::Deleted.eq(false))
-        .one(db)
-        .await?;
+    let row = image::Entity::find_by_id(id.to_owned()).filter(image::Column::Deleted.eq(false)).one(db).await?;
     match row {
         Some(row) => Ok(assemble(db, vec![row]).await?.pop()),
         None => Ok(None),
@@ -214,7 +211,12 @@ pub async fn set_properties(db: &impl ConnectionTrait, id: &str, changes: &[(&st
 
 /// Adds property `name = value` to image `id` only if the image does not have it yet: the
 /// unique (image, name) index makes this a lock. `false` when someone else holds it.
-pub async fn add_property_if_absent(db: &sea_orm::DatabaseTransaction, id: &str, name: &str, value: &str) -> Result<bool> {
+pub async fn add_property_if_absent(
+    db: &sea_orm::DatabaseTransaction,
+    id: &str,
+    name: &str,
+    value: &str,
+) -> Result<bool> {
     let row = image_property::ActiveModel {
         image_id: Set(id.to_owned()),
         name: Set(name.to_owned()),
@@ -305,7 +307,9 @@ pub async fn finish_upload(
         .exec(&txn)
         .await?;
     if result.rows_affected == 0 {
-        return Err(Error::Gone(format!("Image {id} could not be found after upload. The image may have been deleted during the upload.")));
+        return Err(Error::Gone(format!(
+            "Image {id} could not be found after upload. The image may have been deleted during the upload."
+        )));
     }
     super::locations::insert(&txn, id, &data.location, store_id).await?;
     txn.commit().await?;
@@ -379,7 +383,11 @@ pub async fn reset_stale_uploads(db: &DatabaseConnection, idle: std::time::Durat
 }
 
 /// Ids of live images in `status` whose `updated_at` is older than `idle`.
-pub async fn stale_in_status(db: &DatabaseConnection, status: Status, idle: std::time::Duration) -> Result<Vec<String>> {
+pub async fn stale_in_status(
+    db: &DatabaseConnection,
+    status: Status,
+    idle: std::time::Duration,
+) -> Result<Vec<String>> {
     let idle = chrono::Duration::from_std(idle).map_err(|e| Error::Internal(e.to_string()))?;
     let rows = image::Entity::find()
         .filter(image::Column::Status.eq(status.as_str()))
@@ -419,17 +427,18 @@ pub async fn finish_stage(db: &DatabaseConnection, id: &str, size: u64) -> Resul
         .exec(db)
         .await?;
     if result.rows_affected == 0 {
-        return Err(Error::Gone(format!("Image {id} could not be found after staging. The image may have been deleted meanwhile.")));
+        return Err(Error::Gone(format!(
+            "Image {id} could not be found after staging. The image may have been deleted meanwhile."
+        )));
     }
     Ok(())
 }
 
 async fn lost_race(db: &impl ConnectionTrait, id: &str) -> Error {
     match get(db, id).await {
-        Ok(Some(image)) => Error::Conflict(format!(
-            "Image {id} changed status to {} while the request was processed",
-            image.status
-        )),
+        Ok(Some(image)) => {
+            Error::Conflict(format!("Image {id} changed status to {} while the request was processed", image.status))
+        }
         Ok(None) => Error::NotFound(format!("No image found with ID {id}")),
         Err(err) => err,
     }
@@ -443,8 +452,19 @@ async fn assemble(db: &impl ConnectionTrait, rows: Vec<image::Model>) -> Result<
     if !ids.is_empty() {
         // Independent queries: on a pool they run side by side, saving two round trips.
         let (property_rows, tag_rows, location_rows) = futures_util::try_join!(
-            async { Ok::<_, Error>(image_property::Entity::find().filter(image_property::Column::ImageId.is_in(ids.clone())).all(db).await?) },
-            async { Ok::<_, Error>(image_tag::Entity::find().filter(image_tag::Column::ImageId.is_in(ids.clone())).all(db).await?) },
+            async {
+                Ok::<_, Error>(
+                    image_property::Entity::find()
+                        .filter(image_property::Column::ImageId.is_in(ids.clone()))
+                        .all(db)
+                        .await?,
+                )
+            },
+            async {
+                Ok::<_, Error>(
+                    image_tag::Entity::find().filter(image_tag::Column::ImageId.is_in(ids.clone())).all(db).await?,
+                )
+            },
             super::locations::active_of_images(db, &ids),
         )?;
         for p in property_rows {
@@ -576,9 +596,8 @@ impl SortKey {
 
     /// NULLs sort as '' or 0, as Glance's query does.
     fn expr(self) -> Expr {
-        let coalesce = |column: image::Column, default: sea_orm::Value| {
-            Expr::col((image::Entity, column)).if_null(default)
-        };
+        let coalesce =
+            |column: image::Column, default: sea_orm::Value| Expr::col((image::Entity, column)).if_null(default);
         match self {
             SortKey::Name => coalesce(image::Column::Name, "".into()),
             SortKey::ContainerFormat => coalesce(image::Column::ContainerFormat, "".into()),
@@ -748,9 +767,9 @@ fn visibility_condition(ctx: &RequestContext, filter: Option<VisibilityFilter>, 
             .add(owned)
             .add(shared_with_me),
         Some(VisibilityFilter::Only(v @ (Visibility::Public | Visibility::Community))) => Condition::all().add(vis(v)),
-        Some(VisibilityFilter::Only(Visibility::Private)) => Condition::all()
-            .add(vis(Visibility::Private))
-            .add(Condition::any().add(owned).add(ownerless)),
+        Some(VisibilityFilter::Only(Visibility::Private)) => {
+            Condition::all().add(vis(Visibility::Private)).add(Condition::any().add(owned).add(ownerless))
+        }
         Some(VisibilityFilter::Only(Visibility::Shared)) => Condition::any()
             .add(Condition::all().add(vis(Visibility::Shared)).add(Condition::any().add(owned).add(ownerless)))
             .add(shared_with_me),

@@ -30,7 +30,14 @@ pub async fn list(db: &impl ConnectionTrait, image_id: &str, only: Option<&str>)
     if let Some(project) = only {
         query = query.filter(image_member::Column::Member.eq(project));
     }
-    query.order_by_asc(image_member::Column::CreatedAt).order_by_asc(image_member::Column::Id).all(db).await?.into_iter().map(member).collect()
+    query
+        .order_by_asc(image_member::Column::CreatedAt)
+        .order_by_asc(image_member::Column::Id)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(member)
+        .collect()
 }
 
 /// Member `member_id` of `image_id`, or 404.
@@ -95,7 +102,12 @@ pub async fn add(db: &impl ConnectionTrait, image_id: &str, member_id: &str, quo
 }
 
 /// Records member `member_id`'s answer; 404 if it is not a member.
-pub async fn set_status(db: &impl ConnectionTrait, image_id: &str, member_id: &str, status: MemberStatus) -> Result<Member> {
+pub async fn set_status(
+    db: &impl ConnectionTrait,
+    image_id: &str,
+    member_id: &str,
+    status: MemberStatus,
+) -> Result<Member> {
     let result = image_member::Entity::update_many()
         .col_expr(image_member::Column::Status, Expr::value(status.as_str()))
         .col_expr(image_member::Column::UpdatedAt, Expr::value(now()))

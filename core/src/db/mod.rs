@@ -23,15 +23,12 @@ pub fn now() -> NaiveDateTime {
 /// Opens a pool for `cfg.url`; for SQLite, creates the file's directory and turns on WAL.
 pub async fn connect(cfg: &DatabaseConfig) -> Result<DatabaseConnection> {
     if let Some(path) = sqlite_path(&cfg.url)
-        && let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::Config(format!("cannot create {}: {e}", dir.display())))?;
-        }
+        && let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Config(format!("cannot create {}: {e}", dir.display())))?;
+    }
     let mut options = ConnectOptions::new(cfg.url.clone());
-    options
-        .max_connections(cfg.max_connections)
-        .connect_timeout(Duration::from_secs(10))
-        .sqlx_logging(false);
+    options.max_connections(cfg.max_connections).connect_timeout(Duration::from_secs(10)).sqlx_logging(false);
     let db = Database::connect(options).await?;
     if db.get_database_backend() == DbBackend::Sqlite {
         // WAL lets readers proceed while a writer commits; the setting persists in the file.

@@ -65,7 +65,12 @@ fn duration(d: std::time::Duration) -> Result<chrono::Duration> {
 /// Claims pending task `id` for `worker` until `lease` from now (pending -> processing, by a
 /// conditional update). `None` when someone else holds it or it is already finished: the
 /// caller drops the duplicate wake-up.
-pub async fn claim(db: &impl ConnectionTrait, id: &str, worker: &str, lease: std::time::Duration) -> Result<Option<Task>> {
+pub async fn claim(
+    db: &impl ConnectionTrait,
+    id: &str,
+    worker: &str,
+    lease: std::time::Duration,
+) -> Result<Option<Task>> {
     let at = now();
     let result = task::Entity::update_many()
         .col_expr(task::Column::Status, Expr::value(TaskStatus::Processing.as_str()))
@@ -87,7 +92,12 @@ pub async fn claim(db: &impl ConnectionTrait, id: &str, worker: &str, lease: std
 
 /// Extends `worker`'s claim on `id`; `false` when the claim was lost (lease expired and the
 /// task was released or taken): the worker must stop.
-pub async fn renew_lease(db: &impl ConnectionTrait, id: &str, worker: &str, lease: std::time::Duration) -> Result<bool> {
+pub async fn renew_lease(
+    db: &impl ConnectionTrait,
+    id: &str,
+    worker: &str,
+    lease: std::time::Duration,
+) -> Result<bool> {
     let result = task::Entity::update_many()
         .col_expr(task::Column::LeaseExpiresAt, Expr::value(now() + duration(lease)?))
         .filter(task::Column::Id.eq(id))
@@ -215,7 +225,11 @@ pub async fn attempts(db: &impl ConnectionTrait, id: &str) -> Result<i32> {
 
 /// Pending tasks whose wake-up was never confirmed, or not for `republish_after`: the outbox
 /// relay publishes them (again).
-pub async fn unpublished(db: &impl ConnectionTrait, republish_after: std::time::Duration, limit: u64) -> Result<Vec<String>> {
+pub async fn unpublished(
+    db: &impl ConnectionTrait,
+    republish_after: std::time::Duration,
+    limit: u64,
+) -> Result<Vec<String>> {
     let cutoff = now() - duration(republish_after)?;
     let rows = task::Entity::find()
         .filter(task::Column::Status.eq(TaskStatus::Pending.as_str()))

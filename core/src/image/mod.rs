@@ -153,11 +153,19 @@ impl Status {
             Action::Delete => Status::Deleted,
             Action::Upload => match self {
                 Status::Queued => Status::Saving,
-                other => return Err(Error::Conflict(format!("Image status transition from {other} to saving is not allowed"))),
+                other => {
+                    return Err(Error::Conflict(format!(
+                        "Image status transition from {other} to saving is not allowed"
+                    )));
+                }
             },
             Action::Stage => match self {
                 Status::Queued => Status::Uploading,
-                other => return Err(Error::Conflict(format!("Image status transition from {other} to uploading is not allowed"))),
+                other => {
+                    return Err(Error::Conflict(format!(
+                        "Image status transition from {other} to uploading is not allowed"
+                    )));
+                }
             },
             Action::ImportStaged | Action::ImportRemote | Action::Copy => return self.import_target(action),
         };

@@ -125,10 +125,7 @@ pub fn apply_patch(
             )));
         }
         if path.0.len() != 1 {
-            return Err(Error::BadRequest(format!(
-                "Invalid JSON pointer for this resource: '/{}'",
-                path.0.join("/")
-            )));
+            return Err(Error::BadRequest(format!("Invalid JSON pointer for this resource: '/{}'", path.0.join("/"))));
         }
         if root.chars().count() > 255 {
             return Err(Error::BadRequest(format!("Property key is too long (max 255): '{root}'")));

@@ -9,13 +9,23 @@ use serde_json::{Map, Value, json};
 use crate::config::ImagesConfig;
 use crate::{Error, Result};
 
-const UUID_PATTERN: &str =
-    "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$";
+const UUID_PATTERN: &str = "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$";
 
 /// Base fields that nobody may set (403 `Attribute 'x' is read-only.`).
 pub const READ_ONLY: &[&str] = &[
-    "created_at", "updated_at", "status", "checksum", "size", "virtual_size", "os_hash_algo",
-    "os_hash_value", "direct_url", "self", "file", "schema", "stores",
+    "created_at",
+    "updated_at",
+    "status",
+    "checksum",
+    "size",
+    "virtual_size",
+    "os_hash_algo",
+    "os_hash_value",
+    "direct_url",
+    "self",
+    "file",
+    "schema",
+    "stores",
 ];
 
 /// Whether `key` is reserved for the service (403 `Attribute 'x' is reserved.`).
@@ -25,10 +35,31 @@ pub fn is_reserved(key: &str) -> bool {
 
 /// Base (non-extra) fields of the image resource.
 pub const BASE_FIELDS: &[&str] = &[
-    "id", "name", "status", "visibility", "protected", "os_hidden", "checksum", "os_hash_algo",
-    "os_hash_value", "owner", "size", "virtual_size", "container_format", "disk_format",
-    "created_at", "updated_at", "tags", "direct_url", "min_ram", "min_disk", "self", "file",
-    "stores", "schema", "locations",
+    "id",
+    "name",
+    "status",
+    "visibility",
+    "protected",
+    "os_hidden",
+    "checksum",
+    "os_hash_algo",
+    "os_hash_value",
+    "owner",
+    "size",
+    "virtual_size",
+    "container_format",
+    "disk_format",
+    "created_at",
+    "updated_at",
+    "tags",
+    "direct_url",
+    "min_ram",
+    "min_disk",
+    "self",
+    "file",
+    "stores",
+    "schema",
+    "locations",
 ];
 
 /// Extra properties Glance's shipped schema-image.json declares, which Nova relies on.
@@ -70,7 +101,15 @@ fn base_properties(cfg: &ImagesConfig) -> Map<String, Value> {
         Value::Array(list)
     };
     let statuses: Vec<&str> = vec![
-        "queued", "saving", "active", "killed", "deleted", "uploading", "importing", "pending_delete", "deactivated",
+        "queued",
+        "saving",
+        "active",
+        "killed",
+        "deleted",
+        "uploading",
+        "importing",
+        "pending_delete",
+        "deactivated",
     ];
     let value = json!({
         "id": {"type": "string", "description": "An identifier for the image", "pattern": UUID_PATTERN},
@@ -185,9 +224,8 @@ impl Validator {
     pub fn check(&self, key: &str, value: &Value) -> Result<()> {
         let additional = json!({"type": "string"});
         let rule = self.properties.get(key).unwrap_or(&additional);
-        check_rule(rule, value).map_err(|why| {
-            Error::BadRequest(format!("Provided object does not match schema 'image': {why}"))
-        })
+        check_rule(rule, value)
+            .map_err(|why| Error::BadRequest(format!("Provided object does not match schema 'image': {why}")))
     }
 }
 
@@ -216,18 +254,21 @@ fn check_rule(rule: &Value, value: &Value) -> std::result::Result<(), String> {
         }
     }
     if let Some(Value::Array(allowed)) = rule.get("enum")
-        && !allowed.contains(value) {
-            return Err(format!("{value} is not one of {}", Value::Array(allowed.clone())));
-        }
+        && !allowed.contains(value)
+    {
+        return Err(format!("{value} is not one of {}", Value::Array(allowed.clone())));
+    }
     if let Value::String(s) = value {
         if let Some(max) = rule.get("maxLength").and_then(Value::as_u64)
-            && s.chars().count() as u64 > max {
-                return Err(format!("{value} is too long"));
-            }
+            && s.chars().count() as u64 > max
+        {
+            return Err(format!("{value} is too long"));
+        }
         if let Some(min) = rule.get("minLength").and_then(Value::as_u64)
-            && (s.chars().count() as u64) < min {
-                return Err(format!("{value} is too short"));
-            }
+            && (s.chars().count() as u64) < min
+        {
+            return Err(format!("{value} is too short"));
+        }
         if rule.get("pattern").and_then(Value::as_str) == Some(UUID_PATTERN) && !is_uuid(s) {
             return Err(format!("{value} does not match '{UUID_PATTERN}'"));
         }

@@ -87,7 +87,9 @@ pub async fn announce(db: &sea_orm::DatabaseConnection, queue: &dyn TaskQueue, t
                 tracing::warn!(task = %task_id, error = %err, "cannot record the publish; the relay will publish again");
             }
         }
-        Err(err) => tracing::warn!(task = %task_id, error = %err, "cannot publish the task; the outbox relay will retry"),
+        Err(err) => {
+            tracing::warn!(task = %task_id, error = %err, "cannot publish the task; the outbox relay will retry")
+        }
     }
 }
 

@@ -102,7 +102,8 @@ impl Store for FilesystemStore {
             return Err(StoreError::Io(io::Error::new(io::ErrorKind::InvalidInput, "invalid image id")));
         }
         let (dir, name) = (self.dir.clone(), image_id.to_owned());
-        super::feed_writer(data, cap, move |rx| tokio::task::spawn_blocking(move || write_file(&dir, &name, rx))).await?;
+        super::feed_writer(data, cap, move |rx| tokio::task::spawn_blocking(move || write_file(&dir, &name, rx)))
+            .await?;
         Ok(self.url(image_id))
     }
 
@@ -123,7 +124,10 @@ impl Store for FilesystemStore {
                 let mut buf = BytesMut::zeroed(READ_CHUNK.min(left as usize));
                 match file.read(&mut buf) {
                     Ok(0) => {
-                        let _ = tx.blocking_send(Err(io::Error::new(io::ErrorKind::UnexpectedEof, "image file is shorter than recorded")));
+                        let _ = tx.blocking_send(Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "image file is shorter than recorded",
+                        )));
                         return;
                     }
                     Ok(n) => {
@@ -210,7 +214,9 @@ mod tests {
         let data = chunks(vec![Ok(Bytes::from_static(b"hello ")), Ok(Bytes::from_static(b"world"))]);
         let location = store.put("img", data, 100).await.expect("put");
         assert!(location.starts_with("file:///") && location.ends_with("/img"));
-        let read = |range| async { store.get(&location, range).await.expect("get").map(|c| c.expect("chunk").to_vec()).concat().await };
+        let read = |range| async {
+            store.get(&location, range).await.expect("get").map(|c| c.expect("chunk").to_vec()).concat().await
+        };
         assert_eq!(&read(None).await[..], b"hello world");
         assert_eq!(&read(Some(6..11)).await[..], b"world");
         assert_eq!(listing(dir.path()), ["img"]);

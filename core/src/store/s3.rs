@@ -67,10 +67,8 @@ impl S3Store {
 
     /// The key behind `location`, only if it names an image object of our bucket and prefix.
     fn path_of(&self, location: &str) -> Result<Path, StoreError> {
-        let path = location
-            .rsplit_once('/')
-            .and_then(|(_, name)| self.path(name))
-            .filter(|path| self.url(path) == location);
+        let path =
+            location.rsplit_once('/').and_then(|(_, name)| self.path(name)).filter(|path| self.url(path) == location);
         path.ok_or_else(|| StoreError::NotFound(location.to_owned()))
     }
 }
@@ -95,7 +93,11 @@ fn abandoned() -> StoreError {
 
 /// Writes chunks until the `None` end marker, then commits. A channel closed without the
 /// marker means the put was abandoned: the object is never committed.
-async fn write_object(client: AmazonS3, path: Path, mut chunks: mpsc::Receiver<Option<Bytes>>) -> Result<(), StoreError> {
+async fn write_object(
+    client: AmazonS3,
+    path: Path,
+    mut chunks: mpsc::Receiver<Option<Bytes>>,
+) -> Result<(), StoreError> {
     let mut head = Vec::new();
     let mut buffered = 0;
     while buffered < PART_SIZE {
@@ -111,7 +113,8 @@ async fn write_object(client: AmazonS3, path: Path, mut chunks: mpsc::Receiver<O
             None => return Err(abandoned()),
         }
     }
-    let mut upload = WriteMultipart::new_with_chunk_size(client.put_multipart(&path).await.map_err(classify)?, PART_SIZE);
+    let mut upload =
+        WriteMultipart::new_with_chunk_size(client.put_multipart(&path).await.map_err(classify)?, PART_SIZE);
     match write_parts(&mut upload, head, &mut chunks).await {
         // `finish` aborts the upload itself when a part or the completion fails.
         Ok(()) => upload.finish().await.map(drop).map_err(classify),

@@ -23,9 +23,8 @@ impl Staging {
 
     /// The staging area `[import] staging_dir` names; a configuration error if unusable.
     pub fn from_config(config: &crate::config::ImportConfig) -> crate::Result<Staging> {
-        Staging::open(&config.staging_dir).map_err(|e| {
-            crate::Error::Config(format!("import.staging_dir {}: {e}", config.staging_dir.display()))
-        })
+        Staging::open(&config.staging_dir)
+            .map_err(|e| crate::Error::Config(format!("import.staging_dir {}: {e}", config.staging_dir.display())))
     }
 
     /// The file holding `image_id`'s staged data (it may not exist).
@@ -46,7 +45,9 @@ impl Staging {
     pub async fn size(&self, image_id: &str) -> Result<u64, StoreError> {
         match tokio::fs::metadata(self.path(image_id)).await {
             Ok(meta) => Ok(meta.len()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::NotFound(format!("staged data of image {image_id}"))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(StoreError::NotFound(format!("staged data of image {image_id}")))
+            }
             Err(e) => Err(StoreError::Io(e)),
         }
     }

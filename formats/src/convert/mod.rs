@@ -40,20 +40,9 @@ pub struct ConvertReport {
 ///
 /// Supported: qcow2 to raw (sparse output) and raw to qcow2 (v3, 64 KiB clusters); anything
 /// else, including a format to itself, is [`FormatError::UnsupportedConversion`].
-pub fn convert(
-    src: &Path,
-    src_format: Format,
-    dst: &Path,
-    dst_format: Format,
-) -> Result<ConvertReport, FormatError> {
-    if !matches!(
-        (src_format, dst_format),
-        (Format::Qcow2, Format::Raw) | (Format::Raw, Format::Qcow2)
-    ) {
-        return Err(FormatError::UnsupportedConversion {
-            from: src_format,
-            to: dst_format,
-        });
+pub fn convert(src: &Path, src_format: Format, dst: &Path, dst_format: Format) -> Result<ConvertReport, FormatError> {
+    if !matches!((src_format, dst_format), (Format::Qcow2, Format::Raw) | (Format::Raw, Format::Qcow2)) {
+        return Err(FormatError::UnsupportedConversion { from: src_format, to: dst_format });
     }
     let source_report = inspect_file(src)?;
     check_declared(src_format.as_str(), &source_report)?;
@@ -94,19 +83,14 @@ fn write_and_check(
 
     let report = inspect_file(dst)?;
     let detected = report.format;
-    let as_expected = detected == Some(dst_format)
-        || (dst_format == Format::Raw && detected == Some(Format::Gpt));
+    let as_expected = detected == Some(dst_format) || (dst_format == Format::Raw && detected == Some(Format::Gpt));
     if !as_expected || (detected == Some(dst_format) && !report.is_safe()) {
         return Err(FormatError::ConversionOutput {
             expected: dst_format,
             found: report.to_string().trim_end().replace('\n', ", "),
         });
     }
-    Ok(ConvertReport {
-        format: dst_format,
-        size,
-        virtual_size,
-    })
+    Ok(ConvertReport { format: dst_format, size, virtual_size })
 }
 
 /// Writes the guest disk of the qcow2 image in `source` to `out` as raw, sparse: unallocated
@@ -117,10 +101,7 @@ fn write_and_check(
 /// the source's length, so hostile input yields an error, never a panic or an outside read;
 /// still, [`convert`] is the entry point for untrusted files, because it also runs the
 /// inspector's safety checks.
-pub fn qcow2_to_raw<R: Read + Seek, W: SparseOutput + Send>(
-    source: R,
-    out: &mut W,
-) -> Result<u64, FormatError> {
+pub fn qcow2_to_raw<R: Read + Seek, W: SparseOutput + Send>(source: R, out: &mut W) -> Result<u64, FormatError> {
     let mut reader = qcow2_read::Qcow2Reader::open(source)?;
     reader.copy_to(out)?;
     Ok(reader.virtual_size())
@@ -130,10 +111,6 @@ pub fn qcow2_to_raw<R: Read + Seek, W: SparseOutput + Send>(
 /// image with 64 KiB clusters, clusters of zeros left unallocated. Returns the virtual size:
 /// `len` rounded up to whole 512-byte sectors, as qemu sizes a raw disk. `out` must start
 /// empty.
-pub fn raw_to_qcow2<R: Read, W: Write + Seek>(
-    source: R,
-    len: u64,
-    out: &mut W,
-) -> Result<u64, FormatError> {
+pub fn raw_to_qcow2<R: Read, W: Write + Seek>(source: R, len: u64, out: &mut W) -> Result<u64, FormatError> {
     qcow2_write::write_qcow2(source, len, out)
 }

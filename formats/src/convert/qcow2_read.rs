@@ -65,17 +65,11 @@ pub(crate) struct Qcow2Reader<R> {
 }
 
 fn malformed(reason: String) -> FormatError {
-    FormatError::Malformed {
-        format: Format::Qcow2,
-        reason,
-    }
+    FormatError::Malformed { format: Format::Qcow2, reason }
 }
 
 fn unsupported(reason: String) -> FormatError {
-    FormatError::Unsupported {
-        format: Format::Qcow2,
-        reason,
-    }
+    FormatError::Unsupported { format: Format::Qcow2, reason }
 }
 
 impl<R: Read + Seek> Qcow2Reader<R> {
@@ -95,15 +89,11 @@ impl<R: Read + Seek> Qcow2Reader<R> {
         let truncated = || malformed(format!("the header is truncated at {file_len} bytes"));
         let version = field32(4).ok_or_else(truncated)?;
         if version != 2 && version != 3 {
-            return Err(unsupported(format!(
-                "version {version} (only 2 and 3 are read)"
-            )));
+            return Err(unsupported(format!("version {version} (only 2 and 3 are read)")));
         }
         let cluster_bits = field32(20).ok_or_else(truncated)?;
         if !CLUSTER_BITS.contains(&cluster_bits) {
-            return Err(malformed(format!(
-                "cluster_bits {cluster_bits} is outside qemu's range 9..=21"
-            )));
+            return Err(malformed(format!("cluster_bits {cluster_bits} is outside qemu's range 9..=21")));
         }
         let cluster = 1u64 << cluster_bits;
         if field64(8).ok_or_else(truncated)? != 0 {
@@ -111,19 +101,14 @@ impl<R: Read + Seek> Qcow2Reader<R> {
         }
         let crypt_method = field32(32).ok_or_else(truncated)?;
         if crypt_method != 0 {
-            return Err(unsupported(format!(
-                "the image is encrypted (method {crypt_method})"
-            )));
+            return Err(unsupported(format!("the image is encrypted (method {crypt_method})")));
         }
         if version == 3 {
             check_v3_features(&head, cluster, file_len)?;
         }
         let virtual_size = field64(24).ok_or_else(truncated)?;
         if virtual_size > i64::MAX as u64 {
-            return Err(malformed(format!(
-                "virtual size {virtual_size} exceeds {}",
-                i64::MAX
-            )));
+            return Err(malformed(format!("virtual size {virtual_size} exceeds {}", i64::MAX)));
         }
         let l1_entries = u64::from(field32(36).ok_or_else(truncated)?);
         let l1_offset = field64(40).ok_or_else(truncated)?;
@@ -140,16 +125,7 @@ impl<R: Read + Seek> Qcow2Reader<R> {
                 l1_entries * 8
             )));
         }
-        let reader = Self {
-            source,
-            position,
-            file_len,
-            cluster_bits,
-            cluster,
-            virtual_size,
-            l1_offset,
-            l1_used,
-        };
+        let reader = Self { source, position, file_len, cluster_bits, cluster, virtual_size, l1_offset, l1_used };
         if l1_used > 0 {
             reader.check_range("L1 table", l1_offset, l1_entries * 8, true)?;
         }
@@ -163,13 +139,7 @@ impl<R: Read + Seek> Qcow2Reader<R> {
 
     /// Checks that `[offset, offset + len)` lies in the file, past the header cluster and, when
     /// `aligned`, on a cluster boundary.
-    fn check_range(
-        &self,
-        what: &str,
-        offset: u64,
-        len: u64,
-        aligned: bool,
-    ) -> Result<(), FormatError> {
+    fn check_range(&self, what: &str, offset: u64, len: u64, aligned: bool) -> Result<(), FormatError> {
         if aligned && !offset.is_multiple_of(self.cluster) {
             return Err(malformed(format!(
                 "{what} at offset {offset:#x} is not aligned to the cluster size {}",
@@ -177,9 +147,7 @@ impl<R: Read + Seek> Qcow2Reader<R> {
             )));
         }
         if offset < self.cluster {
-            return Err(malformed(format!(
-                "{what} at offset {offset:#x} overlaps the header cluster"
-            )));
+            return Err(malformed(format!("{what} at offset {offset:#x} overlaps the header cluster")));
         }
         match offset.checked_add(len) {
             Some(end) if end <= self.file_len => Ok(()),
@@ -203,25 +171,16 @@ impl<R: Read + Seek> Qcow2Reader<R> {
     /// Writes the guest disk to `out`, which must start empty: unallocated and zero clusters,
     /// and zero blocks inside data, are left as holes. Writing runs on a second thread, so
     /// that reading the image and writing the output overlap, as qemu-img's do.
-    pub(crate) fn copy_to<W: SparseOutput + Send>(
-        &mut self,
-        out: &mut W,
-    ) -> Result<(), FormatError> {
+    pub(crate) fn copy_to<W: SparseOutput + Send>(&mut self, out: &mut W) -> Result<(), FormatError> {
         let virtual_size = self.virtual_size;
         std::thread::scope(|scope| {
             let (pieces, received) = mpsc::sync_channel(QUEUED);
             let (recycle, recycled) = mpsc::channel();
             let writer = scope.spawn(move || write_pieces(out, &received, &recycle, virtual_size));
-            let mut pipeline = Pipeline {
-                pieces,
-                recycled,
-                unallocated: BUFFERS,
-            };
+            let mut pipeline = Pipeline { pieces, recycled, unallocated: BUFFERS };
             let read = self.walk(&mut pipeline).and_then(|()| pipeline.finish());
             drop(pipeline);
-            let written = writer
-                .join()
-                .unwrap_or_else(|_| Err(malformed("the writer thread failed".to_owned())));
+            let written = writer.join().unwrap_or_else(|_| Err(malformed("the writer thread failed".to_owned())));
             // A writer that failed is why the reader stopped, if it did.
             written.and(read)
         })
@@ -233,11 +192,7 @@ impl<R: Read + Seek> Qcow2Reader<R> {
         let l2_entries = self.cluster / 8;
         let mut l1 = Vec::new();
         let mut l2 = vec![0u8; cluster];
-        let mut copy = Copy {
-            run: None,
-            run_limit: RUN_LIMIT.max(self.cluster),
-            batch: Batch::new(self.cluster),
-        };
+        let mut copy = Copy { run: None, run_limit: RUN_LIMIT.max(self.cluster), batch: Batch::new(self.cluster) };
         let entries_per_slice = L1_SLICE / 8;
         for l1_index in 0..self.l1_used {
             let in_slice = l1_index % entries_per_slice;
@@ -251,12 +206,7 @@ impl<R: Read + Seek> Qcow2Reader<R> {
             if l2_offset == 0 {
                 continue;
             }
-            self.check_range(
-                &format!("L2 table {l1_index}"),
-                l2_offset,
-                self.cluster,
-                true,
-            )?;
+            self.check_range(&format!("L2 table {l1_index}"), l2_offset, self.cluster, true)?;
             self.read_at(l2_offset, &mut l2)?;
             let guest_base = l1_index * l2_entries * self.cluster;
             for (index, raw) in l2.chunks_exact(8).enumerate() {
@@ -292,23 +242,14 @@ impl<R: Read + Seek> Qcow2Reader<R> {
             copy.batch.input.resize(at + input, 0);
             let buffer = copy.batch.input.get_mut(at..).unwrap_or_default();
             self.read_at(compressed.start, buffer)?;
-            copy.batch.jobs.push(Job {
-                guest,
-                visible,
-                input: at..at + input,
-            });
+            copy.batch.jobs.push(Job { guest, visible, input: at..at + input });
             return Ok(());
         }
         let host = entry & OFFSET_MASK;
         if entry & ZERO_FLAG != 0 || host == 0 {
             return Ok(());
         }
-        self.check_range(
-            &format!("data cluster for guest offset {guest:#x}"),
-            host,
-            visible,
-            true,
-        )?;
+        self.check_range(&format!("data cluster for guest offset {guest:#x}"), host, visible, true)?;
         if let Some(run) = &mut copy.run
             && run.host + run.len == host
             && run.guest + run.len == guest
@@ -318,11 +259,7 @@ impl<R: Read + Seek> Qcow2Reader<R> {
             return Ok(());
         }
         self.flush_run(copy, pipeline)?;
-        copy.run = Some(Run {
-            guest,
-            host,
-            len: visible,
-        });
+        copy.run = Some(Run { guest, host, len: visible });
         Ok(())
     }
 
@@ -336,9 +273,7 @@ impl<R: Read + Seek> Qcow2Reader<R> {
         let len = sectors * SECTOR - offset % SECTOR;
         let what = format!("compressed cluster for guest offset {guest:#x}");
         if offset < self.cluster {
-            return Err(malformed(format!(
-                "{what} at offset {offset:#x} overlaps the header cluster"
-            )));
+            return Err(malformed(format!("{what} at offset {offset:#x} overlaps the header cluster")));
         }
         let end = offset.saturating_add(len);
         if offset >= self.file_len || end > self.file_len.next_multiple_of(SECTOR) {
@@ -361,11 +296,7 @@ impl<R: Read + Seek> Qcow2Reader<R> {
         pipeline.send(buffer, vec![(run.guest, 0..len)])
     }
 
-    fn flush_batch(
-        &mut self,
-        batch: &mut Batch,
-        pipeline: &mut Pipeline,
-    ) -> Result<(), FormatError> {
+    fn flush_batch(&mut self, batch: &mut Batch, pipeline: &mut Pipeline) -> Result<(), FormatError> {
         if batch.jobs.is_empty() {
             return Ok(());
         }
@@ -406,9 +337,7 @@ struct Pipeline {
 }
 
 fn writer_stopped() -> FormatError {
-    FormatError::Write {
-        source: std::io::Error::other("the output writer stopped"),
-    }
+    FormatError::Write { source: std::io::Error::other("the output writer stopped") }
 }
 
 impl Pipeline {
@@ -425,20 +354,12 @@ impl Pipeline {
         self.recycled.recv().map_err(|_| writer_stopped())
     }
 
-    fn send(
-        &mut self,
-        buffer: Vec<u8>,
-        segments: Vec<(u64, Range<usize>)>,
-    ) -> Result<(), FormatError> {
-        self.pieces
-            .send(Message::Piece(buffer, segments))
-            .map_err(|_| writer_stopped())
+    fn send(&mut self, buffer: Vec<u8>, segments: Vec<(u64, Range<usize>)>) -> Result<(), FormatError> {
+        self.pieces.send(Message::Piece(buffer, segments)).map_err(|_| writer_stopped())
     }
 
     fn finish(&mut self) -> Result<(), FormatError> {
-        self.pieces
-            .send(Message::Finish)
-            .map_err(|_| writer_stopped())
+        self.pieces.send(Message::Finish).map_err(|_| writer_stopped())
     }
 }
 
@@ -472,27 +393,17 @@ fn check_v3_features(head: &[u8], cluster: u64, file_len: u64) -> Result<(), For
     let truncated = || malformed(format!("the v3 header is truncated at {file_len} bytes"));
     let header_length = be32(head, 100).ok_or_else(truncated)?;
     if header_length < V3_MIN_HEADER || u64::from(header_length) > cluster {
-        return Err(malformed(format!(
-            "header_length {header_length} is outside {V3_MIN_HEADER}..={cluster}"
-        )));
+        return Err(malformed(format!("header_length {header_length} is outside {V3_MIN_HEADER}..={cluster}")));
     }
     let incompatible = be64(head, 0x48).ok_or_else(truncated)?;
     if incompatible & INCOMPAT_DATA_FILE != 0 {
-        return Err(unsupported(
-            "the image has an external data file".to_owned(),
-        ));
+        return Err(unsupported("the image has an external data file".to_owned()));
     }
     let unknown = incompatible & !(INCOMPAT_READABLE | INCOMPAT_DATA_FILE);
     if unknown != 0 {
-        return Err(unsupported(format!(
-            "unknown incompatible feature bits {unknown:#x} are set"
-        )));
+        return Err(unsupported(format!("unknown incompatible feature bits {unknown:#x} are set")));
     }
-    let compression = if header_length > V3_MIN_HEADER {
-        *head.get(104).ok_or_else(truncated)?
-    } else {
-        0
-    };
+    let compression = if header_length > V3_MIN_HEADER { *head.get(104).ok_or_else(truncated)? } else { 0 };
     match (compression, incompatible & INCOMPAT_COMPRESSION != 0) {
         (0, false) => Ok(()),
         (0, true) => Err(malformed(
@@ -538,11 +449,7 @@ struct Job {
 
 impl Batch {
     fn new(cluster: u64) -> Self {
-        Self {
-            cluster,
-            jobs: Vec::new(),
-            input: Vec::new(),
-        }
+        Self { cluster, jobs: Vec::new(), input: Vec::new() }
     }
 
     /// Whether one more cluster, of `input` compressed bytes, fits the batch. A compressed
@@ -551,23 +458,14 @@ impl Batch {
     fn has_room(&self, input: u64) -> bool {
         let clusters = self.jobs.len() as u64;
         clusters == 0
-            || ((clusters + 1) * self.cluster <= BATCH_LIMIT
-                && self.input.len() as u64 + input <= 2 * BATCH_LIMIT)
+            || ((clusters + 1) * self.cluster <= BATCH_LIMIT && self.input.len() as u64 + input <= 2 * BATCH_LIMIT)
     }
 }
 
 /// Inflates every job of a batch into its cluster of `output`, on as many threads as there are
 /// cores (up to one per job): decompression is what compressed images spend their time on.
-fn inflate_all(
-    jobs: &[Job],
-    input: &[u8],
-    output: &mut [u8],
-    cluster: usize,
-) -> Result<(), FormatError> {
-    let threads = std::thread::available_parallelism()
-        .map(|count| count.get())
-        .unwrap_or(1)
-        .min(jobs.len());
+fn inflate_all(jobs: &[Job], input: &[u8], output: &mut [u8], cluster: usize) -> Result<(), FormatError> {
+    let threads = std::thread::available_parallelism().map(|count| count.get()).unwrap_or(1).min(jobs.len());
     let per_thread = jobs.len().div_ceil(threads.max(1));
     if threads <= 1 {
         return inflate_jobs(jobs, input, output, cluster);
@@ -583,40 +481,23 @@ fn inflate_all(
         // outlive this call (the qcow2_reader fuzz target's leak check caught that).
         let outcomes: Vec<_> = workers
             .into_iter()
-            .map(|worker| {
-                worker
-                    .join()
-                    .unwrap_or_else(|_| Err(malformed("a decompression thread failed".to_owned())))
-            })
+            .map(|worker| worker.join().unwrap_or_else(|_| Err(malformed("a decompression thread failed".to_owned()))))
             .collect();
         outcomes.into_iter().collect()
     })
 }
 
-fn inflate_jobs(
-    jobs: &[Job],
-    input: &[u8],
-    output: &mut [u8],
-    cluster: usize,
-) -> Result<(), FormatError> {
+fn inflate_jobs(jobs: &[Job], input: &[u8], output: &mut [u8], cluster: usize) -> Result<(), FormatError> {
     let mut state = Box::<DecompressorOxide>::default();
     for (job, out) in jobs.iter().zip(output.chunks_exact_mut(cluster)) {
         state.init();
         let compressed = input.get(job.input.clone()).unwrap_or_default();
         // qemu writes raw deflate (no zlib header) and, like qemu, a cluster is good once it
         // is full: the sector-sized input may carry bytes after the end of the stream.
-        let (status, _, written) = decompress(
-            &mut state,
-            compressed,
-            out,
-            0,
-            inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF,
-        );
+        let (status, _, written) =
+            decompress(&mut state, compressed, out, 0, inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF);
         let complete = written == out.len()
-            && matches!(
-                status,
-                TINFLStatus::Done | TINFLStatus::NeedsMoreInput | TINFLStatus::HasMoreOutput
-            );
+            && matches!(status, TINFLStatus::Done | TINFLStatus::NeedsMoreInput | TINFLStatus::HasMoreOutput);
         if !complete {
             return Err(malformed(format!(
                 "the compressed cluster for guest offset {:#x} does not inflate to a full cluster ({written} of {} bytes, {status:?})",

@@ -28,11 +28,7 @@ const SECTOR: u64 = 512;
 
 /// Converts the first `len` bytes of `source` into a qcow2 image written to `out`, which must
 /// start empty. Returns the virtual size: `len` rounded up to whole sectors, as qemu does.
-pub(crate) fn write_qcow2<W: Write + Seek>(
-    mut source: impl Read,
-    len: u64,
-    out: &mut W,
-) -> Result<u64, FormatError> {
+pub(crate) fn write_qcow2<W: Write + Seek>(mut source: impl Read, len: u64, out: &mut W) -> Result<u64, FormatError> {
     let virtual_size = len.next_multiple_of(SECTOR);
     let l1_entries = virtual_size.div_ceil(CLUSTER * L2_ENTRIES);
     if l1_entries * 8 > MAX_L1_BYTES {
@@ -42,11 +38,7 @@ pub(crate) fn write_qcow2<W: Write + Seek>(
         });
     }
     let l1_clusters = (l1_entries * 8).div_ceil(CLUSTER);
-    let mut file = Output {
-        out,
-        position: None,
-        next_free: 1 + l1_clusters,
-    };
+    let mut file = Output { out, position: None, next_free: 1 + l1_clusters };
     let mut l1 = vec![0u8; usize::try_from(l1_clusters * CLUSTER).unwrap_or(0)];
     let mut l2 = vec![0u8; CLUSTER as usize];
     let mut buffer = vec![0u8; CLUSTER as usize];
@@ -58,19 +50,14 @@ pub(crate) fn write_qcow2<W: Write + Seek>(
                 break;
             }
             let take = remaining.min(CLUSTER);
-            let data = buffer
-                .get_mut(..usize::try_from(take).unwrap_or(0))
-                .unwrap_or_default();
+            let data = buffer.get_mut(..usize::try_from(take).unwrap_or(0)).unwrap_or_default();
             read_full(&mut source, data)?;
             remaining -= take;
             if is_zero(data) {
                 continue;
             }
             // The last cluster is padded: qcow2 data clusters are always whole.
-            buffer
-                .get_mut(usize::try_from(take).unwrap_or(0)..)
-                .unwrap_or_default()
-                .fill(0);
+            buffer.get_mut(usize::try_from(take).unwrap_or(0)..).unwrap_or_default().fill(0);
             let offset = file.append(&buffer)?;
             put_be64(&mut l2, l2_index * 8, offset | COPIED);
             l2_used = true;
@@ -100,32 +87,19 @@ pub(crate) fn write_qcow2<W: Write + Seek>(
     let table_offset = file.append(&table)?;
 
     let mut header = vec![0u8; CLUSTER as usize];
-    header
-        .get_mut(..4)
-        .unwrap_or_default()
-        .copy_from_slice(MAGIC);
+    header.get_mut(..4).unwrap_or_default().copy_from_slice(MAGIC);
     put_be32(&mut header, 4, 3);
     put_be32(&mut header, 20, CLUSTER_BITS);
     put_be64(&mut header, 24, virtual_size);
-    put_be32(
-        &mut header,
-        36,
-        u32::try_from(l1_entries).unwrap_or(u32::MAX),
-    );
+    put_be32(&mut header, 36, u32::try_from(l1_entries).unwrap_or(u32::MAX));
     put_be64(&mut header, 40, CLUSTER);
     put_be64(&mut header, 48, table_offset);
-    put_be32(
-        &mut header,
-        56,
-        u32::try_from(table_clusters).unwrap_or(u32::MAX),
-    );
+    put_be32(&mut header, 56, u32::try_from(table_clusters).unwrap_or(u32::MAX));
     put_be32(&mut header, 96, REFCOUNT_ORDER);
     put_be32(&mut header, 100, HEADER_LENGTH);
     file.write_at(0, &header)?;
     file.write_at(CLUSTER, &l1)?;
-    file.out
-        .flush()
-        .map_err(|source| FormatError::Write { source })?;
+    file.out.flush().map_err(|source| FormatError::Write { source })?;
     Ok(virtual_size)
 }
 

@@ -34,8 +34,7 @@ static ZEROS: [u8; BLOCK as usize] = [0; BLOCK as usize];
 /// Whether `data` is all zeros, compared a block at a time (a `memcmp`, much faster than a
 /// byte loop).
 pub(crate) fn is_zero(data: &[u8]) -> bool {
-    data.chunks(ZEROS.len())
-        .all(|chunk| ZEROS.get(..chunk.len()) == Some(chunk))
+    data.chunks(ZEROS.len()).all(|chunk| ZEROS.get(..chunk.len()) == Some(chunk))
 }
 
 /// Writes data at given offsets of an output that starts empty, skipping zero blocks.
@@ -47,10 +46,7 @@ pub(crate) struct SparseWriter<'a, W: SparseOutput> {
 
 impl<'a, W: SparseOutput> SparseWriter<'a, W> {
     pub(crate) fn new(out: &'a mut W) -> Self {
-        Self {
-            out,
-            position: None,
-        }
+        Self { out, position: None }
     }
 
     /// Writes `data` at `offset`, leaving every all-zero block aligned to [`BLOCK`] unwritten.
@@ -60,9 +56,7 @@ impl<'a, W: SparseOutput> SparseWriter<'a, W> {
         while at < data.len() {
             let absolute = offset + at as u64;
             let block_end = (absolute / BLOCK + 1) * BLOCK;
-            let len = usize::try_from(block_end - absolute)
-                .unwrap_or(usize::MAX)
-                .min(data.len() - at);
+            let len = usize::try_from(block_end - absolute).unwrap_or(usize::MAX).min(data.len() - at);
             let block = data.get(at..at + len).unwrap_or_default();
             let zero = is_zero(block);
             match (zero, run_start) {

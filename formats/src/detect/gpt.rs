@@ -35,14 +35,11 @@ fn check_partitions(head: &[u8]) -> Result<(), String> {
     let mut protective = false;
     for index in 0..4 {
         let start = PARTITION_TABLE + index * ENTRY_LEN;
-        let entry = head
-            .get(start..start + ENTRY_LEN)
-            .ok_or_else(|| format!("partition entry {index} is truncated"))?;
+        let entry =
+            head.get(start..start + ENTRY_LEN).ok_or_else(|| format!("partition entry {index} is truncated"))?;
         let boot = entry.first().copied().unwrap_or(0);
         if boot != 0x00 && boot != 0x80 {
-            return Err(format!(
-                "partition entry {index} has invalid boot flag {boot:#04x}"
-            ));
+            return Err(format!("partition entry {index} has invalid boot flag {boot:#04x}"));
         }
         let kind = entry.get(4).copied().unwrap_or(0);
         if kind != 0 {
@@ -51,15 +48,11 @@ fn check_partitions(head: &[u8]) -> Result<(), String> {
         if kind == PROTECTIVE_GPT {
             protective = true;
             if entry.get(1..4) != Some(&[0x00, 0x02, 0x00][..]) {
-                return Err(format!(
-                    "protective GPT entry {index} has an invalid start CHS"
-                ));
+                return Err(format!("protective GPT entry {index} has an invalid start CHS"));
             }
             let start_lba = le32(entry, 8).unwrap_or(0);
             if start_lba != 1 {
-                return Err(format!(
-                    "protective GPT entry {index} starts at LBA {start_lba}, not 1"
-                ));
+                return Err(format!("protective GPT entry {index} starts at LBA {start_lba}, not 1"));
             }
         }
     }

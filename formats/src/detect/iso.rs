@@ -18,9 +18,7 @@ pub(crate) struct Iso {
 
 impl Iso {
     pub(crate) fn new() -> Self {
-        Self {
-            descriptor: Region::new(DESCRIPTOR_AT, DESCRIPTOR_LEN),
-        }
+        Self { descriptor: Region::new(DESCRIPTOR_AT, DESCRIPTOR_LEN) }
     }
 
     pub(crate) fn feed(&mut self, chunk: &[u8], start: u64) {

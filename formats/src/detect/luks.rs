@@ -19,10 +19,7 @@ pub(crate) fn inspect(end: &Ended<'_>) -> Option<Finding> {
     finding.require_len("LUKS header", end.total, HEADER_LEN);
     match be16(head, 6) {
         Some(1) | None => {}
-        Some(version) => finding.fail(
-            "version",
-            format!("LUKS version {version} is not supported (only 1)"),
-        ),
+        Some(version) => finding.fail("version", format!("LUKS version {version} is not supported (only 1)")),
     }
     if let Some(payload_sectors) = be32(head, 104) {
         let payload = u64::from(payload_sectors) * SECTOR;
@@ -30,10 +27,7 @@ pub(crate) fn inspect(end: &Ended<'_>) -> Option<Finding> {
             Some(size) => finding.virtual_size = Some(size),
             None => finding.fail(
                 "header",
-                format!(
-                    "payload offset {payload:#x} lies past the end of the stream ({} bytes)",
-                    end.total
-                ),
+                format!("payload offset {payload:#x} lies past the end of the stream ({} bytes)", end.total),
             ),
         }
     }

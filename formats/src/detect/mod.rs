@@ -52,12 +52,7 @@ pub(crate) struct Finding {
 
 impl Finding {
     pub(crate) fn new(format: Format) -> Self {
-        Self {
-            format,
-            virtual_size: None,
-            failures: BTreeMap::new(),
-            wraps_guest_disk: false,
-        }
+        Self { format, virtual_size: None, failures: BTreeMap::new(), wraps_guest_disk: false }
     }
 
     /// Records that check `check` failed; several reasons for one check are kept, joined.
@@ -85,7 +80,5 @@ impl Finding {
 
 /// Names a capture the stream ended inside of.
 pub(crate) fn past_end(what: &str, offset: u64, end: u64, total: u64) -> String {
-    format!(
-        "{what} at offset {offset:#x} ends at {end:#x}, past the end of the stream ({total} bytes)"
-    )
+    format!("{what} at offset {offset:#x} ends at {end:#x}, past the end of the stream ({total} bytes)")
 }

@@ -37,10 +37,7 @@ pub(crate) struct Qcow2 {
 
 impl Qcow2 {
     pub(crate) fn new() -> Self {
-        Self {
-            backing_name: None,
-            decided: false,
-        }
+        Self { backing_name: None, decided: false }
     }
 
     pub(crate) fn feed(&mut self, head: &[u8], chunk: &[u8], start: u64) {
@@ -89,14 +86,9 @@ fn check_backing_file(head: &[u8], name: Option<&Region>, finding: &mut Finding)
     };
     let size = be32(head, 16).unwrap_or(0);
     match name.filter(|name| name.is_complete()) {
-        Some(name) => finding.fail(
-            "backing_file",
-            format!("image has a backing file {}", quote(name.data())),
-        ),
-        None => finding.fail(
-            "backing_file",
-            format!("image has a backing file (name of {size} bytes at offset {offset:#x})"),
-        ),
+        Some(name) => finding.fail("backing_file", format!("image has a backing file {}", quote(name.data()))),
+        None => finding
+            .fail("backing_file", format!("image has a backing file (name of {size} bytes at offset {offset:#x})")),
     }
 }
 
@@ -106,35 +98,22 @@ fn check_version_and_features(head: &[u8], finding: &mut Finding) {
         Some(3) => {
             let unknown = be64(head, 0x48).unwrap_or(0) & !KNOWN_INCOMPATIBLE;
             if unknown != 0 {
-                let note = if unknown & 0x10 != 0 {
-                    " (bit 4 is extended L2)"
-                } else {
-                    ""
-                };
-                finding.fail(
-                    "unknown_features",
-                    format!("unknown incompatible feature bits {unknown:#x} are set{note}"),
-                );
+                let note = if unknown & 0x10 != 0 { " (bit 4 is extended L2)" } else { "" };
+                finding
+                    .fail("unknown_features", format!("unknown incompatible feature bits {unknown:#x} are set{note}"));
             }
         }
-        Some(version) => finding.fail(
-            "unknown_features",
-            format!("unsupported qcow2 version {version} (only 2 and 3 are allowed)"),
-        ),
+        Some(version) => {
+            finding.fail("unknown_features", format!("unsupported qcow2 version {version} (only 2 and 3 are allowed)"))
+        }
     }
 }
 
 /// As Glance does, whatever the version: in a v2 header the byte belongs to a header extension,
 /// and a v2 image with such an extension already carries a backing file.
 fn check_data_file(head: &[u8], finding: &mut Finding) {
-    if head
-        .get(DATA_FILE_BYTE)
-        .is_some_and(|byte| byte & DATA_FILE_MASK != 0)
-    {
-        finding.fail(
-            "data_file",
-            "image has an external data file (incompatible feature bit 2 is set)",
-        );
+    if head.get(DATA_FILE_BYTE).is_some_and(|byte| byte & DATA_FILE_MASK != 0) {
+        finding.fail("data_file", "image has an external data file (incompatible feature bit 2 is set)");
     }
 }
 
@@ -145,59 +124,37 @@ fn check_layout(head: &[u8], total: u64, finding: &mut Finding) {
     let field64 = |at| be64(head, at).unwrap_or(0);
     let cluster_bits = field32(20);
     if !CLUSTER_BITS.contains(&cluster_bits) {
-        finding.fail(
-            "header",
-            format!("cluster_bits {cluster_bits} is outside qemu's range 9..=21"),
-        );
+        finding.fail("header", format!("cluster_bits {cluster_bits} is outside qemu's range 9..=21"));
         return;
     }
     let cluster = 1u64 << cluster_bits;
     let crypt_method = field32(32);
     if crypt_method > 2 {
-        finding.fail(
-            "header",
-            format!("unknown encryption method {crypt_method}"),
-        );
+        finding.fail("header", format!("unknown encryption method {crypt_method}"));
     }
 
     let l1 = Table::new("L1 table", field64(40), u64::from(field32(36)) * 8);
     if l1.len > MAX_L1_BYTES {
-        finding.fail(
-            "header",
-            format!(
-                "L1 table of {} bytes exceeds qemu's limit of {MAX_L1_BYTES}",
-                l1.len
-            ),
-        );
+        finding.fail("header", format!("L1 table of {} bytes exceeds qemu's limit of {MAX_L1_BYTES}", l1.len));
     }
     let refcount_clusters = field32(56);
     if refcount_clusters == 0 {
         finding.fail("header", "image has no refcount table");
     }
-    let refcount = Table::new(
-        "refcount table",
-        field64(48),
-        u64::from(refcount_clusters).saturating_mul(cluster),
-    );
+    let refcount = Table::new("refcount table", field64(48), u64::from(refcount_clusters).saturating_mul(cluster));
     for table in [&l1, &refcount] {
         table.check(cluster, total, finding);
     }
     if l1.overlaps(&refcount) {
         finding.fail(
             "header",
-            format!(
-                "L1 table at {:#x} overlaps the refcount table at {:#x}",
-                l1.offset, refcount.offset
-            ),
+            format!("L1 table at {:#x} overlaps the refcount table at {:#x}", l1.offset, refcount.offset),
         );
     }
 
     let snapshots = field32(60);
     if snapshots > MAX_SNAPSHOTS {
-        finding.fail(
-            "header",
-            format!("{snapshots} snapshots exceed qemu's limit of {MAX_SNAPSHOTS}"),
-        );
+        finding.fail("header", format!("{snapshots} snapshots exceed qemu's limit of {MAX_SNAPSHOTS}"));
     }
     if snapshots > 0 {
         // Entries are variable-length: only the start can be checked without reading them.
@@ -207,17 +164,11 @@ fn check_layout(head: &[u8], total: u64, finding: &mut Finding) {
     if field32(4) == 3 {
         let header_length = field32(100);
         if header_length < V3_MIN_HEADER || u64::from(header_length) > cluster {
-            finding.fail(
-                "header",
-                format!("header_length {header_length} is outside {V3_MIN_HEADER}..={cluster}"),
-            );
+            finding.fail("header", format!("header_length {header_length} is outside {V3_MIN_HEADER}..={cluster}"));
         }
         let refcount_order = field32(96);
         if refcount_order > MAX_REFCOUNT_ORDER {
-            finding.fail(
-                "header",
-                format!("refcount_order {refcount_order} exceeds {MAX_REFCOUNT_ORDER}"),
-            );
+            finding.fail("header", format!("refcount_order {refcount_order} exceeds {MAX_REFCOUNT_ORDER}"));
         }
     }
 }
@@ -240,26 +191,15 @@ impl Table {
         }
         let Self { name, offset, len } = *self;
         if offset % cluster != 0 {
-            finding.fail(
-                "header",
-                format!("{name} offset {offset:#x} is not aligned to the cluster size {cluster}"),
-            );
+            finding.fail("header", format!("{name} offset {offset:#x} is not aligned to the cluster size {cluster}"));
         } else if offset < cluster {
-            finding.fail(
-                "header",
-                format!("{name} at offset {offset:#x} overlaps the header cluster"),
-            );
+            finding.fail("header", format!("{name} at offset {offset:#x} overlaps the header cluster"));
         }
         match offset.checked_add(len) {
-            None => finding.fail(
-                "header",
-                format!("{name} at offset {offset:#x} with {len} bytes overflows"),
-            ),
+            None => finding.fail("header", format!("{name} at offset {offset:#x} with {len} bytes overflows")),
             Some(end) if end > total => finding.fail(
                 "header",
-                format!(
-                    "{name} at offset {offset:#x} ends at {end:#x}, past the end of the stream ({total} bytes)"
-                ),
+                format!("{name} at offset {offset:#x} ends at {end:#x}, past the end of the stream ({total} bytes)"),
             ),
             Some(_) => {}
         }

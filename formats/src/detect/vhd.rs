@@ -18,11 +18,7 @@ const CHECKSUM_AT: usize = 64;
 const DYNAMIC_HEADER_LEN: u64 = 1024;
 
 pub(crate) fn inspect(end: &Ended<'_>) -> Option<Finding> {
-    if end.head.starts_with(COOKIE) {
-        Some(leading(end))
-    } else {
-        trailing(end)
-    }
+    if end.head.starts_with(COOKIE) { Some(leading(end)) } else { trailing(end) }
 }
 
 fn leading(end: &Ended<'_>) -> Finding {
@@ -38,10 +34,7 @@ fn leading(end: &Ended<'_>) -> Finding {
                 Some(header_end) if header >= FOOTER_LEN as u64 && header_end <= end.total => {}
                 _ => finding.fail(
                     "header",
-                    format!(
-                        "dynamic disk header at offset {header:#x} lies outside the stream ({} bytes)",
-                        end.total
-                    ),
+                    format!("dynamic disk header at offset {header:#x} lies outside the stream ({} bytes)", end.total),
                 ),
             }
         }
@@ -62,10 +55,7 @@ fn trailing(end: &Ended<'_>) -> Option<Finding> {
     finding.virtual_size = be64(footer, 40);
     let data = end.total.saturating_sub(FOOTER_LEN as u64);
     if let Some(size) = finding.virtual_size.filter(|size| *size > data) {
-        finding.fail(
-            "header",
-            format!("footer describes {size} bytes of disk, but only {data} bytes precede it"),
-        );
+        finding.fail("header", format!("footer describes {size} bytes of disk, but only {data} bytes precede it"));
     }
     Some(finding)
 }

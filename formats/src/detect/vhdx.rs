@@ -21,24 +21,9 @@ const ENTRY_LEN: usize = 32;
 const MAX_ENTRIES: usize = 2047;
 const SIZE_FIELD: usize = 8;
 
-const METADATA_REGION: [u8; 16] = guid(
-    0x8B7C_A206,
-    0x4790,
-    0x4B9A,
-    [0xB8, 0xFE, 0x57, 0x5F, 0x05, 0x0F, 0x88, 0x6E],
-);
-const VIRTUAL_DISK_SIZE: [u8; 16] = guid(
-    0x2FA5_4224,
-    0xCD1B,
-    0x4876,
-    [0xB2, 0x11, 0x5D, 0xBE, 0xD8, 0x3B, 0xF4, 0xB8],
-);
-const PARENT_LOCATOR: [u8; 16] = guid(
-    0xA8D3_5F2D,
-    0xB30B,
-    0x454D,
-    [0xAB, 0xF7, 0xD3, 0xD8, 0x48, 0x34, 0xAB, 0x0C],
-);
+const METADATA_REGION: [u8; 16] = guid(0x8B7C_A206, 0x4790, 0x4B9A, [0xB8, 0xFE, 0x57, 0x5F, 0x05, 0x0F, 0x88, 0x6E]);
+const VIRTUAL_DISK_SIZE: [u8; 16] = guid(0x2FA5_4224, 0xCD1B, 0x4876, [0xB2, 0x11, 0x5D, 0xBE, 0xD8, 0x3B, 0xF4, 0xB8]);
+const PARENT_LOCATOR: [u8; 16] = guid(0xA8D3_5F2D, 0xB30B, 0x454D, [0xAB, 0xF7, 0xD3, 0xD8, 0x48, 0x34, 0xAB, 0x0C]);
 
 /// A GUID as Microsoft stores it: the first three fields little-endian, the rest as written.
 const fn guid(data1: u32, data2: u16, data3: u16, data4: [u8; 8]) -> [u8; 16] {
@@ -46,8 +31,8 @@ const fn guid(data1: u32, data2: u16, data3: u16, data4: [u8; 8]) -> [u8; 16] {
     let b = data2.to_le_bytes();
     let c = data3.to_le_bytes();
     [
-        a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], data4[0], data4[1], data4[2], data4[3],
-        data4[4], data4[5], data4[6], data4[7],
+        a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], data4[0], data4[1], data4[2], data4[3], data4[4], data4[5],
+        data4[6], data4[7],
     ]
 }
 
@@ -75,9 +60,7 @@ enum Stage {
 
 impl Vhdx {
     pub(crate) fn new() -> Self {
-        Self {
-            stage: Stage::Probing,
-        }
+        Self { stage: Stage::Probing }
     }
 
     pub(crate) fn feed(&mut self, head: &[u8], chunk: &[u8], start: u64) {
@@ -112,10 +95,7 @@ impl Vhdx {
                         return;
                     }
                     match le64(item.data(), 0) {
-                        Some(virtual_size) => Stage::Done {
-                            virtual_size,
-                            parent: *parent,
-                        },
+                        Some(virtual_size) => Stage::Done { virtual_size, parent: *parent },
                         None => Stage::Broken("Virtual Disk Size item is unreadable".to_owned()),
                     }
                 }
@@ -130,38 +110,18 @@ impl Vhdx {
         match self.stage {
             Stage::Probing | Stage::NotVhdx => return None,
             Stage::RegionTable(region) => {
-                finding.fail(
-                    "header",
-                    past_end("region table", region.offset(), region.end(), end.total),
-                );
+                finding.fail("header", past_end("region table", region.offset(), region.end(), end.total));
             }
             Stage::MetadataTable(table) => {
-                finding.fail(
-                    "header",
-                    past_end("metadata table", table.offset(), table.end(), end.total),
-                );
+                finding.fail("header", past_end("metadata table", table.offset(), table.end(), end.total));
             }
             Stage::DiskSize { item, .. } => {
-                finding.fail(
-                    "header",
-                    past_end(
-                        "Virtual Disk Size item",
-                        item.offset(),
-                        item.end(),
-                        end.total,
-                    ),
-                );
+                finding.fail("header", past_end("Virtual Disk Size item", item.offset(), item.end(), end.total));
             }
-            Stage::Done {
-                virtual_size,
-                parent,
-            } => {
+            Stage::Done { virtual_size, parent } => {
                 finding.virtual_size = Some(virtual_size);
                 if parent {
-                    finding.fail(
-                        "parent",
-                        "differencing disk: the metadata names a parent file",
-                    );
+                    finding.fail("parent", "differencing disk: the metadata names a parent file");
                 }
             }
             Stage::Broken(reason) => finding.fail("header", reason),
@@ -174,9 +134,7 @@ impl Vhdx {
 fn metadata_stage(region: &Region) -> Stage {
     let table = region.data();
     if le32(table, 0) != Some(REGION_SIGNATURE) {
-        return Stage::Broken(format!(
-            "region table signature missing at offset {REGION_TABLE_AT:#x}"
-        ));
+        return Stage::Broken(format!("region table signature missing at offset {REGION_TABLE_AT:#x}"));
     }
     let count = match entry_count(le32(table, 8).map(u64::from), "region table") {
         Ok(count) => count,
@@ -199,51 +157,32 @@ fn metadata_stage(region: &Region) -> Stage {
 fn size_stage(table: &Region) -> Stage {
     let data = table.data();
     if !data.starts_with(METADATA_SIGNATURE) {
-        return Stage::Broken(format!(
-            "metadata table signature missing at offset {:#x}",
-            table.offset()
-        ));
+        return Stage::Broken(format!("metadata table signature missing at offset {:#x}", table.offset()));
     }
     let count = match entry_count(le16(data, 10).map(u64::from), "metadata table") {
         Ok(count) => count,
         Err(broken) => return broken,
     };
-    let entries: Vec<&[u8]> = (0..count)
-        .filter_map(|index| data.get(32 + index * ENTRY_LEN..32 + (index + 1) * ENTRY_LEN))
-        .collect();
-    let parent = entries
-        .iter()
-        .any(|entry| entry.get(..16) == Some(&PARENT_LOCATOR[..]));
-    let Some(entry) = entries
-        .iter()
-        .find(|entry| entry.get(..16) == Some(&VIRTUAL_DISK_SIZE[..]))
-    else {
+    let entries: Vec<&[u8]> =
+        (0..count).filter_map(|index| data.get(32 + index * ENTRY_LEN..32 + (index + 1) * ENTRY_LEN)).collect();
+    let parent = entries.iter().any(|entry| entry.get(..16) == Some(&PARENT_LOCATOR[..]));
+    let Some(entry) = entries.iter().find(|entry| entry.get(..16) == Some(&VIRTUAL_DISK_SIZE[..])) else {
         return Stage::Broken("metadata table has no Virtual Disk Size item".to_owned());
     };
     let item_offset = le32(entry, 16).unwrap_or(0);
     let item_len = le32(entry, 20).unwrap_or(0);
     if (item_len as usize) < SIZE_FIELD {
-        return Stage::Broken(format!(
-            "Virtual Disk Size item is {item_len} bytes, it needs {SIZE_FIELD}"
-        ));
+        return Stage::Broken(format!("Virtual Disk Size item is {item_len} bytes, it needs {SIZE_FIELD}"));
     }
     let Some(offset) = table.offset().checked_add(u64::from(item_offset)) else {
         return Stage::Broken("Virtual Disk Size item offset overflows".to_owned());
     };
-    let within = usize::try_from(item_offset)
-        .ok()
-        .and_then(|at| le64(data, at));
+    let within = usize::try_from(item_offset).ok().and_then(|at| le64(data, at));
     if let Some(virtual_size) = within {
-        return Stage::Done {
-            virtual_size,
-            parent,
-        };
+        return Stage::Done { virtual_size, parent };
     }
     match ahead("Virtual Disk Size item", offset, table.end()) {
-        Ok(()) => Stage::DiskSize {
-            item: Region::new(offset, SIZE_FIELD),
-            parent,
-        },
+        Ok(()) => Stage::DiskSize { item: Region::new(offset, SIZE_FIELD), parent },
         Err(broken) => broken,
     }
 }
@@ -251,9 +190,7 @@ fn size_stage(table: &Region) -> Stage {
 fn entry_count(count: Option<u64>, table: &str) -> Result<usize, Stage> {
     match count.and_then(|count| usize::try_from(count).ok()) {
         Some(count) if count <= MAX_ENTRIES => Ok(count),
-        Some(count) => Err(Stage::Broken(format!(
-            "{table} has {count} entries (limit {MAX_ENTRIES})"
-        ))),
+        Some(count) => Err(Stage::Broken(format!("{table} has {count} entries (limit {MAX_ENTRIES})"))),
         None => Err(Stage::Broken(format!("{table} entry count is unreadable"))),
     }
 }

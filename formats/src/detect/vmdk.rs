@@ -71,9 +71,7 @@ fn is_text(byte: u8) -> bool {
 
 impl Vmdk {
     pub(crate) fn new() -> Self {
-        Self {
-            state: State::Probing,
-        }
+        Self { state: State::Probing }
     }
 
     pub(crate) fn feed(&mut self, head: &[u8], chunk: &[u8], start: u64) {
@@ -152,9 +150,7 @@ impl SparseHeader {
     }
 
     fn descriptor_bytes(&self) -> usize {
-        usize::try_from(self.descriptor_sectors.saturating_mul(SECTOR))
-            .unwrap_or(usize::MAX)
-            .min(DESCRIPTOR_MAX)
+        usize::try_from(self.descriptor_sectors.saturating_mul(SECTOR)).unwrap_or(usize::MAX).min(DESCRIPTOR_MAX)
     }
 }
 
@@ -165,10 +161,7 @@ fn text_finding(captured: &[u8]) -> Option<Finding> {
     }
     let mut finding = Finding::new(Format::Vmdk);
     check_descriptor(text, &mut finding);
-    finding.fail(
-        "descriptor_only",
-        "a descriptor file without data: its extents live in other files",
-    );
+    finding.fail("descriptor_only", "a descriptor file without data: its extents live in other files");
     Some(finding)
 }
 
@@ -179,26 +172,12 @@ fn sparse_finding(descriptor: Option<Region>, end: &Ended<'_>) -> Finding {
         return finding;
     };
     if !header.version_ok() {
-        finding.fail(
-            "header",
-            format!("unsupported VMDK version {} (only 1 to 3)", header.version),
-        );
+        finding.fail("header", format!("unsupported VMDK version {} (only 1 to 3)", header.version));
     }
     if header.descriptor_sector != DESCRIPTOR_SECTOR {
-        finding.fail(
-            "header",
-            format!(
-                "descriptor at sector {}, it must start at sector 1",
-                header.descriptor_sector
-            ),
-        );
+        finding.fail("header", format!("descriptor at sector {}, it must start at sector 1", header.descriptor_sector));
     }
-    if header.gd_offset != GD_AT_END
-        && header
-            .gd_offset
-            .checked_mul(SECTOR)
-            .is_none_or(|at| at >= end.total)
-    {
+    if header.gd_offset != GD_AT_END && header.gd_offset.checked_mul(SECTOR).is_none_or(|at| at >= end.total) {
         finding.fail(
             "header",
             format!(
@@ -208,14 +187,9 @@ fn sparse_finding(descriptor: Option<Region>, end: &Ended<'_>) -> Finding {
         );
     }
     let create_type = match &descriptor {
-        Some(region) if region.is_complete() => {
-            check_descriptor(until_nul(region.data()), &mut finding)
-        }
+        Some(region) if region.is_complete() => check_descriptor(until_nul(region.data()), &mut finding),
         Some(region) => {
-            finding.fail(
-                "descriptor",
-                past_end("descriptor", region.offset(), region.end(), end.total),
-            );
+            finding.fail("descriptor", past_end("descriptor", region.offset(), region.end(), end.total));
             None
         }
         None => {
@@ -226,10 +200,7 @@ fn sparse_finding(descriptor: Option<Region>, end: &Ended<'_>) -> Finding {
     if create_type.is_some_and(|kind| ALLOWED_TYPES.contains(&kind.as_str())) {
         match header.capacity.checked_mul(SECTOR) {
             Some(size) => finding.virtual_size = Some(size),
-            None => finding.fail(
-                "header",
-                format!("capacity of {} sectors overflows", header.capacity),
-            ),
+            None => finding.fail("header", format!("capacity of {} sectors overflows", header.capacity)),
         }
     }
     if header.gd_offset == GD_AT_END {
@@ -240,25 +211,17 @@ fn sparse_finding(descriptor: Option<Region>, end: &Ended<'_>) -> Finding {
 
 /// The descriptor text ends at the first NUL (the embedded one is NUL-padded).
 fn until_nul(bytes: &[u8]) -> &[u8] {
-    let len = bytes
-        .iter()
-        .position(|byte| *byte == 0)
-        .unwrap_or(bytes.len());
+    let len = bytes.iter().position(|byte| *byte == 0).unwrap_or(bytes.len());
     bytes.get(..len).unwrap_or_default()
 }
 
 fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|window| window.eq_ignore_ascii_case(needle))
+    haystack.windows(needle.len()).any(|window| window.eq_ignore_ascii_case(needle))
 }
 
 /// Glance's `descriptor` check plus the `backing_file` one; returns the lower-cased createType.
 fn check_descriptor(text: &[u8], finding: &mut Finding) -> Option<String> {
-    let Some(text) = std::str::from_utf8(text)
-        .ok()
-        .filter(|text| text.is_ascii())
-    else {
+    let Some(text) = std::str::from_utf8(text).ok().filter(|text| text.is_ascii()) else {
         finding.fail("descriptor", "descriptor is not ASCII text");
         return None;
     };
@@ -272,18 +235,12 @@ fn check_descriptor(text: &[u8], finding: &mut Finding) -> Option<String> {
         Some(kind) if ALLOWED_TYPES.contains(&kind.as_str()) => {}
         Some(kind) => finding.fail(
             "descriptor",
-            format!(
-                "createType {} is not allowed (only monolithicSparse and streamOptimized)",
-                quote(kind.as_bytes())
-            ),
+            format!("createType {} is not allowed (only monolithicSparse and streamOptimized)", quote(kind.as_bytes())),
         ),
         None => finding.fail("descriptor", "descriptor has no createType"),
     }
     if text.contains("parentfilenamehint") {
-        finding.fail(
-            "backing_file",
-            "descriptor names a parent image (parentFileNameHint)",
-        );
+        finding.fail("backing_file", "descriptor names a parent image (parentFileNameHint)");
     }
 
     let mut extents = 0usize;
@@ -293,9 +250,7 @@ fn check_descriptor(text: &[u8], finding: &mut Finding) -> Option<String> {
         if line.is_empty() || line.starts_with('#') || line.starts_with("ddb") {
             continue;
         }
-        let is_field = line
-            .split_once('=')
-            .is_some_and(|(key, _)| !key.contains(' '));
+        let is_field = line.split_once('=').is_some_and(|(key, _)| !key.contains(' '));
         if is_field {
             continue;
         }
@@ -310,19 +265,10 @@ fn check_descriptor(text: &[u8], finding: &mut Finding) -> Option<String> {
         }
     }
     if let Some(line) = bad_line {
-        finding.fail(
-            "descriptor",
-            format!(
-                "unsupported line {} in the descriptor",
-                quote(line.as_bytes())
-            ),
-        );
+        finding.fail("descriptor", format!("unsupported line {} in the descriptor", quote(line.as_bytes())));
     }
     if let Some(line) = bad_extent {
-        finding.fail(
-            "descriptor",
-            format!("extent line {} names a file path", quote(line.as_bytes())),
-        );
+        finding.fail("descriptor", format!("extent line {} names a file path", quote(line.as_bytes())));
     }
     if extents == 0 {
         finding.fail("descriptor", "descriptor lists no extents");
@@ -339,10 +285,7 @@ fn check_footer(header: &SparseHeader, end: &Ended<'_>, finding: &mut Finding) {
         .flatten()
         .and_then(|(marker, rest)| Some((marker, rest.split_at_checked(512)?)));
     let Some((marker, (footer, eos))) = parts else {
-        finding.fail(
-            "footer",
-            format!("stream of {} bytes is too short for a footer", end.total),
-        );
+        finding.fail("footer", format!("stream of {} bytes is too short for a footer", end.total));
         return;
     };
     let Some(copy) = SparseHeader::parse(footer) else {
@@ -355,13 +298,8 @@ fn check_footer(header: &SparseHeader, end: &Ended<'_>, finding: &mut Finding) {
     if copy.version != header.version {
         finding.fail("footer", "footer version differs from the header's");
     }
-    if (copy.descriptor_sector, copy.descriptor_sectors)
-        != (header.descriptor_sector, header.descriptor_sectors)
-    {
-        finding.fail(
-            "footer",
-            "footer locates a different descriptor than the header",
-        );
+    if (copy.descriptor_sector, copy.descriptor_sectors) != (header.descriptor_sector, header.descriptor_sectors) {
+        finding.fail("footer", "footer locates a different descriptor than the header");
     }
     if copy.gd_offset == GD_AT_END {
         finding.fail("footer", "footer points to another footer");
@@ -369,21 +307,11 @@ fn check_footer(header: &SparseHeader, end: &Ended<'_>, finding: &mut Finding) {
     if copy.capacity != header.capacity {
         finding.fail(
             "footer",
-            format!(
-                "footer capacity {} sectors differs from the header's {}",
-                copy.capacity, header.capacity
-            ),
+            format!("footer capacity {} sectors differs from the header's {}", copy.capacity, header.capacity),
         );
     }
-    let zero_from = |bytes: &[u8], at: usize| {
-        bytes
-            .get(at..)
-            .is_some_and(|rest| rest.iter().all(|byte| *byte == 0))
-    };
-    if le32(marker, 8) != Some(0)
-        || le32(marker, 12) != Some(MARKER_FOOTER)
-        || !zero_from(marker, 16)
-    {
+    let zero_from = |bytes: &[u8], at: usize| bytes.get(at..).is_some_and(|rest| rest.iter().all(|byte| *byte == 0));
+    if le32(marker, 8) != Some(0) || le32(marker, 12) != Some(MARKER_FOOTER) || !zero_from(marker, 16) {
         finding.fail("footer", "footer marker is invalid");
     }
     // An end-of-stream marker has every field zero: size, type and padding.

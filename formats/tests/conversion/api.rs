@@ -18,14 +18,8 @@ fn unsupported_pairs_are_refused_before_reading() {
         (Format::Iso, Format::Qcow2),
     ] {
         let err = convert(&missing, from, &out, to).expect_err("unsupported");
-        assert!(
-            matches!(err, FormatError::UnsupportedConversion { .. }),
-            "{from} -> {to}: {err}"
-        );
-        assert_eq!(
-            err.to_string(),
-            format!("Conversion from {from} to {to} is not supported")
-        );
+        assert!(matches!(err, FormatError::UnsupportedConversion { .. }), "{from} -> {to}: {err}");
+        assert_eq!(err.to_string(), format!("Conversion from {from} to {to} is not supported"));
     }
 }
 
@@ -44,20 +38,7 @@ fn an_unsafe_source_is_refused_before_conversion() {
     let dir = tempdir();
     let base = create(dir.path(), "base.qcow2", "qcow2", "", "1M");
     let child = dir.path().join("child.qcow2");
-    run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            utf8(&base),
-            "-F",
-            "qcow2",
-            utf8(&child),
-        ],
-    );
+    run("qemu-img", &["create", "-q", "-f", "qcow2", "-b", utf8(&base), "-F", "qcow2", utf8(&child)]);
     let out = dir.path().join("out.raw");
     let err = convert(&child, Format::Qcow2, &out, Format::Raw).expect_err("backing file");
     assert!(matches!(err, FormatError::Unsafe { .. }), "{err}");
@@ -74,18 +55,7 @@ fn a_raw_declared_qcow2_is_wrapped_as_the_bytes_it_is() {
     let out = dir.path().join("wrapped.qcow2");
     let report = convert(&inner, Format::Raw, &out, Format::Qcow2).expect("converts");
     assert_eq!(report.format, Format::Qcow2);
-    let compare = run(
-        "qemu-img",
-        &[
-            "compare",
-            "-f",
-            "raw",
-            "-F",
-            "qcow2",
-            utf8(&inner),
-            utf8(&out),
-        ],
-    );
+    let compare = run("qemu-img", &["compare", "-f", "raw", "-F", "qcow2", utf8(&inner), utf8(&out)]);
     assert!(compare.contains("Images are identical"), "{compare}");
 }
 

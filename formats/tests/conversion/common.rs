@@ -10,10 +10,7 @@ use std::process::Command;
 use glint_formats::{FormatError, SparseOutput, qcow2_to_raw};
 
 pub fn run(program: &str, args: &[&str]) -> String {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|err| panic!("cannot run {program}: {err}"));
+    let output = Command::new(program).args(args).output().unwrap_or_else(|err| panic!("cannot run {program}: {err}"));
     assert!(
         output.status.success(),
         "{program} {args:?} failed: {}{}",
@@ -113,21 +110,9 @@ impl SparseOutput for Discard {
 
 /// Asserts that two files have the same length and bytes, comparing a MiB at a time.
 pub fn assert_same_file(ours: &Path, reference: &Path) {
-    let (mut a, mut b) = (
-        File::open(ours).expect("ours opens"),
-        File::open(reference).expect("reference opens"),
-    );
-    let (len_a, len_b) = (
-        a.metadata().expect("metadata").len(),
-        b.metadata().expect("metadata").len(),
-    );
-    assert_eq!(
-        len_a,
-        len_b,
-        "{} and {} differ in length",
-        ours.display(),
-        reference.display()
-    );
+    let (mut a, mut b) = (File::open(ours).expect("ours opens"), File::open(reference).expect("reference opens"));
+    let (len_a, len_b) = (a.metadata().expect("metadata").len(), b.metadata().expect("metadata").len());
+    assert_eq!(len_a, len_b, "{} and {} differ in length", ours.display(), reference.display());
     let (mut buf_a, mut buf_b) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
     let mut offset = 0u64;
     while offset < len_a {

@@ -9,9 +9,7 @@ use glint_formats::Inspector;
 use crate::common::read_qcow2_bytes;
 
 fn inputs(target: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|err| panic!("{}: {err}", dir.display()))
         .map(|entry| entry.expect("directory entry").path())
@@ -59,9 +57,5 @@ fn qcow2_reader_refuses_a_compressed_cluster_that_does_not_inflate() {
         .join("../fuzz/corpus/qcow2_reader/regression-inflate-error-joins-threads");
     let image = std::fs::read(&path).expect("readable");
     let err = read_qcow2_bytes(&image).expect_err("a corrupt compressed cluster is refused");
-    assert!(
-        err.to_string()
-            .contains("compressed cluster for guest offset 0x400 does not inflate"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("compressed cluster for guest offset 0x400 does not inflate"), "{err}");
 }

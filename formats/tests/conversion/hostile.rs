@@ -4,8 +4,7 @@
 use glint_formats::{Format, FormatError, convert};
 
 use crate::common::{
-    be64, create, find_l2_entry, put_be32, put_be64, qemu_convert, qemu_io, read, read_qcow2_bytes,
-    tempdir,
+    be64, create, find_l2_entry, put_be32, put_be64, qemu_convert, qemu_io, read, read_qcow2_bytes, tempdir,
 };
 
 const COMPRESSED: u64 = 1 << 62;
@@ -30,10 +29,7 @@ fn compressed_image() -> Vec<u8> {
 fn assert_refused(image: &[u8], needle: &str) -> FormatError {
     let err = read_qcow2_bytes(image).expect_err("hostile image is refused");
     let message = err.to_string();
-    assert!(
-        message.to_lowercase().contains(&needle.to_lowercase()),
-        "error {message:?} does not mention {needle:?}"
-    );
+    assert!(message.to_lowercase().contains(&needle.to_lowercase()), "error {message:?} does not mention {needle:?}");
     println!("refused: {message}");
     err
 }
@@ -45,12 +41,7 @@ fn assert_convert_refuses(image: &[u8], needle: &str) {
     std::fs::write(&src, image).expect("write image");
     let dst = dir.path().join("out.raw");
     let err = convert(&src, Format::Qcow2, &dst, Format::Raw).expect_err("refused");
-    assert!(
-        err.to_string()
-            .to_lowercase()
-            .contains(&needle.to_lowercase()),
-        "error {err} does not mention {needle:?}"
-    );
+    assert!(err.to_string().to_lowercase().contains(&needle.to_lowercase()), "error {err} does not mention {needle:?}");
     assert!(!dst.exists(), "a refused conversion leaves no output");
 }
 
@@ -75,11 +66,9 @@ fn l1_table_too_small_for_the_virtual_size_is_refused() {
 fn l2_table_past_the_end_misaligned_or_in_the_header_is_refused() {
     let image = image_with_data("");
     let l1 = be64(&image, 40) as usize;
-    for (entry, needle) in [
-        (0x7fff_0000u64, "past the end"),
-        (0x1_0200, "not aligned"),
-        ((1 << 55) | 0x7fff_0000, "past the end"),
-    ] {
+    for (entry, needle) in
+        [(0x7fff_0000u64, "past the end"), (0x1_0200, "not aligned"), ((1 << 55) | 0x7fff_0000, "past the end")]
+    {
         let mut image = image.clone();
         put_be64(&mut image, l1, entry | (1 << 63));
         assert_refused(&image, needle);
@@ -91,11 +80,9 @@ fn l2_table_past_the_end_misaligned_or_in_the_header_is_refused() {
 fn data_cluster_past_the_end_or_misaligned_is_refused() {
     let image = image_with_data("");
     let (at, _) = find_l2_entry(&image, |entry| entry & COMPRESSED == 0);
-    for (entry, needle) in [
-        (0x7fff_0000u64, "past the end"),
-        (0x3_0200, "not aligned"),
-        (0x00ff_ffff_ffff_0000, "past the end"),
-    ] {
+    for (entry, needle) in
+        [(0x7fff_0000u64, "past the end"), (0x3_0200, "not aligned"), (0x00ff_ffff_ffff_0000, "past the end")]
+    {
         let mut image = image.clone();
         put_be64(&mut image, at, entry | (1 << 63));
         assert_refused(&image, needle);
@@ -175,13 +162,7 @@ fn zstd_compressed_images_are_refused_clearly() {
     let plain = create(dir.path(), "plain.qcow2", "qcow2", "", "4M");
     qemu_io(&plain, "qcow2", &["write -P 0x5a 0 300000".to_owned()]);
     let zstd = dir.path().join("zstd.qcow2");
-    qemu_convert(
-        &plain,
-        "qcow2",
-        &zstd,
-        "qcow2",
-        &["-c", "-o", "compression_type=zstd"],
-    );
+    qemu_convert(&plain, "qcow2", &zstd, "qcow2", &["-c", "-o", "compression_type=zstd"]);
     let image = read(&zstd);
     assert_refused(&image, "zstd");
     assert_convert_refuses(&image, "zstd");
@@ -192,10 +173,7 @@ fn truncated_images_never_panic() {
     for image in [image_with_data("cluster_size=512"), compressed_image()] {
         let mut refused = 0;
         let step = (image.len() / 400).max(1);
-        for len in (0..image.len())
-            .step_by(step)
-            .chain([1, 71, 103, 104, 111, 511])
-        {
+        for len in (0..image.len()).step_by(step).chain([1, 71, 103, 104, 111, 511]) {
             if read_qcow2_bytes(&image[..len]).is_err() {
                 refused += 1;
             }

@@ -6,9 +6,7 @@ use std::path::Path;
 
 use glint_formats::{Format, convert};
 
-use crate::common::{
-    allocated, assert_same_file, create, qemu_convert, qemu_io, read_qcow2, tempdir,
-};
+use crate::common::{allocated, assert_same_file, create, qemu_convert, qemu_io, read_qcow2, tempdir};
 
 /// 10 MiB + 1.5 KiB: a multiple of 512 but of no cluster size from 4 KiB up.
 const SIZE: u64 = 10 * 1024 * 1024 + 1536;
@@ -20,11 +18,7 @@ fn guest_writes() -> Vec<String> {
         "write -P 0x11 0 1".to_owned(),
         "write -P 0x22 777 100000".to_owned(),
         "write -P 0x33 65535 70001".to_owned(),
-        format!(
-            "write -P 0x44 {} {}",
-            3 * 1024 * 1024 + 5,
-            2 * 1024 * 1024 + 3
-        ),
+        format!("write -P 0x44 {} {}", 3 * 1024 * 1024 + 5, 2 * 1024 * 1024 + 3),
         format!("write -P 0x55 {} 10", 3 * 1024 * 1024 + 100),
         format!("write -P 0x66 {} 1000", SIZE - 1000),
         format!("write -P 0x77 {} 4096", 8 * 1024 * 1024 - 2048),
@@ -42,8 +36,7 @@ fn assert_matches_qemu(image: &Path, label: &str) {
     let virtual_size = read_qcow2(image, &ours).unwrap_or_else(|err| panic!("{label}: {err}"));
     assert_same_file(&ours, &reference);
     let converted = dir.join(format!("{label}.convert.raw"));
-    let report = convert(image, Format::Qcow2, &converted, Format::Raw)
-        .unwrap_or_else(|err| panic!("{label}: {err}"));
+    let report = convert(image, Format::Qcow2, &converted, Format::Raw).unwrap_or_else(|err| panic!("{label}: {err}"));
     assert_eq!(report.virtual_size, virtual_size);
     assert_eq!(report.size, virtual_size);
     assert_eq!(report.format, Format::Raw);
@@ -71,11 +64,7 @@ fn matrix(compat: &str) {
             "qcow2",
             &compressed,
             "qcow2",
-            &[
-                "-c",
-                "-o",
-                &format!("compat={compat},cluster_size={cluster}"),
-            ],
+            &["-c", "-o", &format!("compat={compat},cluster_size={cluster}")],
         );
         assert_matches_qemu(&compressed, &format!("{label}-compressed"));
     }
@@ -95,13 +84,7 @@ fn qcow2_v3_matches_qemu_img() {
 fn partly_compressed_images_match_qemu_img() {
     // qemu-io can write single compressed clusters between ordinary ones.
     let dir = tempdir();
-    let image = create(
-        dir.path(),
-        "mixed.qcow2",
-        "qcow2",
-        "cluster_size=4096",
-        "8M",
-    );
+    let image = create(dir.path(), "mixed.qcow2", "qcow2", "cluster_size=4096", "8M");
     qemu_io(
         &image,
         "qcow2",

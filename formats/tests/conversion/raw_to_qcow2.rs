@@ -13,57 +13,26 @@ use crate::common::{assert_same_file, create, qemu_io, read_qcow2, run, tempdir,
 fn assert_accepted_by_qemu(raw: &Path, label: &str) -> Value {
     let dir = raw.parent().expect("raw has a directory");
     let qcow2 = dir.join(format!("{label}.qcow2"));
-    let report = convert(raw, Format::Raw, &qcow2, Format::Qcow2)
-        .unwrap_or_else(|err| panic!("{label}: {err}"));
+    let report = convert(raw, Format::Raw, &qcow2, Format::Qcow2).unwrap_or_else(|err| panic!("{label}: {err}"));
     let len = std::fs::metadata(raw).expect("metadata").len();
     assert_eq!(report.virtual_size, len.next_multiple_of(512), "{label}");
-    assert_eq!(
-        report.size,
-        std::fs::metadata(&qcow2).expect("metadata").len()
-    );
-    let check = run(
-        "qemu-img",
-        &["check", "--output=json", "-f", "qcow2", utf8(&qcow2)],
-    );
+    assert_eq!(report.size, std::fs::metadata(&qcow2).expect("metadata").len());
+    let check = run("qemu-img", &["check", "--output=json", "-f", "qcow2", utf8(&qcow2)]);
     let check: Value = serde_json::from_str(&check).expect("qemu-img check prints JSON");
     for field in ["corruptions", "leaks", "check-errors"] {
-        assert!(
-            check[field].as_u64().unwrap_or(0) == 0,
-            "{label}: qemu-img check found {field}: {check}"
-        );
+        assert!(check[field].as_u64().unwrap_or(0) == 0, "{label}: qemu-img check found {field}: {check}");
     }
-    let compare = run(
-        "qemu-img",
-        &[
-            "compare",
-            "-f",
-            "raw",
-            "-F",
-            "qcow2",
-            utf8(raw),
-            utf8(&qcow2),
-        ],
-    );
-    assert!(
-        compare.contains("Images are identical"),
-        "{label}: {compare}"
-    );
+    let compare = run("qemu-img", &["compare", "-f", "raw", "-F", "qcow2", utf8(raw), utf8(&qcow2)]);
+    assert!(compare.contains("Images are identical"), "{label}: {compare}");
 
     // Our reader reads our writer back to the source, padded to whole sectors.
     let back = dir.join(format!("{label}.back.raw"));
     read_qcow2(&qcow2, &back).expect("our qcow2 reads back");
     let padded = dir.join(format!("{label}.padded.raw"));
     std::fs::copy(raw, &padded).expect("copy");
-    File::options()
-        .write(true)
-        .open(&padded)
-        .and_then(|file| file.set_len(report.virtual_size))
-        .expect("pad");
+    File::options().write(true).open(&padded).and_then(|file| file.set_len(report.virtual_size)).expect("pad");
     assert_same_file(&back, &padded);
-    println!(
-        "{label}: accepted by qemu-img check and compare, {} bytes",
-        report.size
-    );
+    println!("{label}: accepted by qemu-img check and compare, {} bytes", report.size);
     check
 }
 
@@ -83,9 +52,7 @@ fn raw_with_patterns_converts_to_a_qcow2_qemu_accepts() {
     );
     let check = assert_accepted_by_qemu(&raw, "patterns");
     // Written: clusters 0-2 and 48-80 and the last one; the rest stays unallocated.
-    let allocated = check["allocated-clusters"]
-        .as_u64()
-        .expect("allocated-clusters");
+    let allocated = check["allocated-clusters"].as_u64().expect("allocated-clusters");
     assert!(allocated <= 40, "{allocated} clusters allocated: {check}");
 }
 

@@ -16,15 +16,8 @@ const SMALL_CHUNK_LIMIT: usize = 4 << 20;
 const BYTEWISE_LIMIT: usize = 300 * 1024;
 
 pub fn run(program: &str, args: &[&str]) -> String {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|err| panic!("cannot run {program}: {err}"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = Command::new(program).args(args).output().unwrap_or_else(|err| panic!("cannot run {program}: {err}"));
+    assert!(output.status.success(), "{program} {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -42,16 +35,7 @@ pub fn create(dir: &Path, name: &str, format: &str, options: &[&str], size: &str
 /// Writes a 0xab pattern with qemu-io, through the image format.
 pub fn write_pattern(path: &Path, format: &str, offset: u64, len: u64) {
     let command = format!("write -P 0xab {offset} {len}");
-    run(
-        "qemu-io",
-        &[
-            "-f",
-            format,
-            "-c",
-            &command,
-            path.to_str().expect("UTF-8 path"),
-        ],
-    );
+    run("qemu-io", &["-f", format, "-c", &command, path.to_str().expect("UTF-8 path")]);
 }
 
 /// What `qemu-img info --output=json` says: (format with vpc named vhd, virtual-size).
@@ -64,11 +48,7 @@ pub fn qemu_info(path: &Path, format: Option<&str>) -> (String, u64) {
     args.push(path);
     let info: Value = serde_json::from_str(&run("qemu-img", &args)).expect("qemu-img prints JSON");
     let name = info["format"].as_str().expect("format field").to_owned();
-    let name = if name == "vpc" {
-        "vhd".to_owned()
-    } else {
-        name
-    };
+    let name = if name == "vpc" { "vhd".to_owned() } else { name };
     let size = info["virtual-size"].as_u64().expect("virtual-size field");
     (name, size)
 }
@@ -98,11 +78,7 @@ pub fn inspect_streaming(bytes: &[u8]) -> Report {
         sizes.push(1);
     }
     for size in sizes {
-        assert_eq!(
-            inspect_chunked(bytes, size),
-            reference,
-            "chunks of {size} bytes changed the report"
-        );
+        assert_eq!(inspect_chunked(bytes, size), reference, "chunks of {size} bytes changed the report");
     }
     reference
 }
@@ -117,18 +93,12 @@ pub fn tempdir() -> tempfile::TempDir {
 
 /// Overwrites `bytes` at `offset` of `image`.
 pub fn patch(image: &mut [u8], offset: usize, bytes: &[u8]) {
-    image
-        .get_mut(offset..offset + bytes.len())
-        .expect("patch lies inside the image")
-        .copy_from_slice(bytes);
+    image.get_mut(offset..offset + bytes.len()).expect("patch lies inside the image").copy_from_slice(bytes);
 }
 
 /// Asserts that `check` failed and that its reason mentions `needle`.
 pub fn assert_fails(report: &Report, check: &str, needle: &str) {
-    let reason = report
-        .failures
-        .get(check)
-        .unwrap_or_else(|| panic!("check {check} did not fail: {report:?}"));
+    let reason = report.failures.get(check).unwrap_or_else(|| panic!("check {check} did not fail: {report:?}"));
     assert!(
         reason.to_lowercase().contains(&needle.to_lowercase()),
         "reason for {check} is {reason:?}, expected it to mention {needle:?}"
@@ -175,10 +145,8 @@ pub fn mbr(entries: &[(u8, u8, u32)]) -> [u8; 512] {
 pub fn vhdx_metadata_offset(image: &[u8]) -> usize {
     let table = &image[0x30000..0x40000];
     let count = u32::from_le_bytes(table[8..12].try_into().expect("4 bytes")) as usize;
-    let metadata_guid = [
-        0x06, 0xA2, 0x7C, 0x8B, 0x90, 0x47, 0x9A, 0x4B, 0xB8, 0xFE, 0x57, 0x5F, 0x05, 0x0F, 0x88,
-        0x6E,
-    ];
+    let metadata_guid =
+        [0x06, 0xA2, 0x7C, 0x8B, 0x90, 0x47, 0x9A, 0x4B, 0xB8, 0xFE, 0x57, 0x5F, 0x05, 0x0F, 0x88, 0x6E];
     (0..count)
         .map(|index| &table[16 + index * 32..48 + index * 32])
         .find(|entry| entry[..16] == metadata_guid)
@@ -189,20 +157,11 @@ pub fn vhdx_metadata_offset(image: &[u8]) -> usize {
 /// End of the Virtual Disk Size item of a qemu-made VHDX: the last byte the inspector needs.
 pub fn vhdx_disk_size_end(image: &[u8]) -> usize {
     let metadata = vhdx_metadata_offset(image);
-    let count = u16::from_le_bytes(
-        image[metadata + 10..metadata + 12]
-            .try_into()
-            .expect("2 bytes"),
-    ) as usize;
-    let size_guid = [
-        0x24, 0x42, 0xA5, 0x2F, 0x1B, 0xCD, 0x76, 0x48, 0xB2, 0x11, 0x5D, 0xBE, 0xD8, 0x3B, 0xF4,
-        0xB8,
-    ];
+    let count = u16::from_le_bytes(image[metadata + 10..metadata + 12].try_into().expect("2 bytes")) as usize;
+    let size_guid = [0x24, 0x42, 0xA5, 0x2F, 0x1B, 0xCD, 0x76, 0x48, 0xB2, 0x11, 0x5D, 0xBE, 0xD8, 0x3B, 0xF4, 0xB8];
     (0..count)
         .map(|index| &image[metadata + 32 + index * 32..metadata + 64 + index * 32])
         .find(|entry| entry[..16] == size_guid)
-        .map(|entry| {
-            metadata + u32::from_le_bytes(entry[16..20].try_into().expect("4 bytes")) as usize + 8
-        })
+        .map(|entry| metadata + u32::from_le_bytes(entry[16..20].try_into().expect("4 bytes")) as usize + 8)
         .expect("qemu writes a disk size item")
 }

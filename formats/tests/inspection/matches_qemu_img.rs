@@ -3,9 +3,7 @@
 
 use glint_formats::{Format, inspect_file};
 
-use crate::common::{
-    create, inspect_streaming, iso_image, mbr, patch, qemu_info, read, tempdir, write_pattern,
-};
+use crate::common::{create, inspect_streaming, iso_image, mbr, patch, qemu_info, read, tempdir, write_pattern};
 
 const SIZES: [&str; 3] = ["1M", "10486272", "1G"];
 
@@ -22,21 +20,9 @@ fn compare(format: &str, options: &[&str], sizes: &[&str], oracle_format: Option
             "{format} {options:?} {size}: qemu-img {expected_format} {expected_size}, inspector {:?} {:?}",
             report.format, report.virtual_size
         );
-        assert_eq!(
-            report.format.map(Format::as_str),
-            Some(expected_format.as_str()),
-            "{format} {options:?} {size}"
-        );
-        assert_eq!(
-            report.virtual_size,
-            Some(expected_size),
-            "{format} {options:?} {size}"
-        );
-        assert!(
-            report.is_safe(),
-            "{format} {options:?} {size}: {:?}",
-            report.failures
-        );
+        assert_eq!(report.format.map(Format::as_str), Some(expected_format.as_str()), "{format} {options:?} {size}");
+        assert_eq!(report.virtual_size, Some(expected_size), "{format} {options:?} {size}");
+        assert!(report.is_safe(), "{format} {options:?} {size}: {:?}", report.failures);
         let from_file = inspect_file(&path).expect("generated image is readable");
         assert_eq!(from_file, report, "inspect_file differs from the stream");
     }
@@ -54,28 +40,13 @@ fn qcow2_v3_matches_qemu_img() {
 
 #[test]
 fn qcow2_with_small_and_large_clusters_matches_qemu_img() {
-    compare(
-        "qcow2",
-        &["-o", "cluster_size=512"],
-        &["1M", "10486272"],
-        None,
-    );
-    compare(
-        "qcow2",
-        &["-o", "cluster_size=2M"],
-        &["1M", "10486272"],
-        None,
-    );
+    compare("qcow2", &["-o", "cluster_size=512"], &["1M", "10486272"], None);
+    compare("qcow2", &["-o", "cluster_size=2M"], &["1M", "10486272"], None);
 }
 
 #[test]
 fn qcow2_with_preallocated_metadata_and_wide_refcounts_matches_qemu_img() {
-    compare(
-        "qcow2",
-        &["-o", "preallocation=metadata"],
-        &["10486272"],
-        None,
-    );
+    compare("qcow2", &["-o", "preallocation=metadata"], &["10486272"], None);
     compare("qcow2", &["-o", "refcount_bits=64"], &["10486272"], None);
 }
 
@@ -101,14 +72,7 @@ fn compressed_qcow2_matches_qemu_img() {
     let compressed = dir.path().join("compressed.qcow2");
     crate::common::run(
         "qemu-img",
-        &[
-            "convert",
-            "-c",
-            "-O",
-            "qcow2",
-            raw.to_str().expect("UTF-8 path"),
-            compressed.to_str().expect("UTF-8 path"),
-        ],
+        &["convert", "-c", "-O", "qcow2", raw.to_str().expect("UTF-8 path"), compressed.to_str().expect("UTF-8 path")],
     );
     let report = inspect_streaming(&read(&compressed));
     assert_eq!(report.format, Some(Format::Qcow2));
@@ -135,33 +99,16 @@ fn dynamic_vhd_matches_qemu_img() {
 /// vpc, it agrees with what the inspector finds in the trailing footer.
 #[test]
 fn fixed_vhd_is_found_by_its_trailing_footer() {
-    compare(
-        "vpc",
-        &["-o", "subformat=fixed"],
-        &["1M", "10486272"],
-        Some("vpc"),
-    );
+    compare("vpc", &["-o", "subformat=fixed"], &["1M", "10486272"], Some("vpc"));
     let dir = tempdir();
-    let path = create(
-        dir.path(),
-        "fixed.vhd",
-        "vpc",
-        &["-o", "subformat=fixed"],
-        "1M",
-    );
+    let path = create(dir.path(), "fixed.vhd", "vpc", &["-o", "subformat=fixed"], "1M");
     assert_eq!(qemu_info(&path, None).0, "raw", "qemu-img's probe changed");
 }
 
 #[test]
 fn fixed_vhd_holding_a_partitioned_disk_is_vhd() {
     let dir = tempdir();
-    let path = create(
-        dir.path(),
-        "fixed.vhd",
-        "vpc",
-        &["-o", "subformat=fixed"],
-        "1M",
-    );
+    let path = create(dir.path(), "fixed.vhd", "vpc", &["-o", "subformat=fixed"], "1M");
     let mut image = read(&path);
     patch(&mut image, 0, &mbr(&[(0x80, 0x83, 2048)]));
     let report = inspect_streaming(&image);
@@ -201,12 +148,7 @@ fn luks_matches_qemu_img() {
         dir.path(),
         "image.luks",
         "luks",
-        &[
-            "--object",
-            "secret,id=sec0,data=secret",
-            "-o",
-            "key-secret=sec0,iter-time=10",
-        ],
+        &["--object", "secret,id=sec0,data=secret", "-o", "key-secret=sec0,iter-time=10"],
         "1M",
     );
     let (format, size) = qemu_info(&path, None);

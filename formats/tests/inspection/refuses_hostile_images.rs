@@ -4,8 +4,8 @@
 use glint_formats::{Format, Inspector, check_declared};
 
 use crate::common::{
-    assert_fails, create, inspect_bytes, inspect_streaming, iso_image, mbr, patch, qemu_info, read,
-    run, tempdir, vhdx_metadata_offset, write_pattern,
+    assert_fails, create, inspect_bytes, inspect_streaming, iso_image, mbr, patch, qemu_info, read, run, tempdir,
+    vhdx_metadata_offset, write_pattern,
 };
 
 fn qcow2_image(options: &[&str]) -> Vec<u8> {
@@ -19,13 +19,7 @@ fn qcow2_with_a_backing_file_is_refused_naming_it() {
     let base = create(dir.path(), "base.qcow2", "qcow2", &[], "10M");
     let base = base.to_str().expect("UTF-8 path");
     for compat in ["compat=0.10", "compat=1.1"] {
-        let child = create(
-            dir.path(),
-            "child.qcow2",
-            "qcow2",
-            &["-o", compat, "-b", base, "-F", "qcow2"],
-            "10M",
-        );
+        let child = create(dir.path(), "child.qcow2", "qcow2", &["-o", compat, "-b", base, "-F", "qcow2"], "10M");
         let report = inspect_streaming(&read(&child));
         assert_eq!(report.format, Some(Format::Qcow2));
         assert_fails(&report, "backing_file", "base.qcow2");
@@ -48,11 +42,7 @@ fn qcow2_with_unknown_incompatible_features_is_refused() {
         let mut image = qcow2_image(&["-o", "compat=1.1"]);
         image[byte] |= bit;
         let report = inspect_streaming(&image);
-        assert_fails(
-            &report,
-            "unknown_features",
-            "unknown incompatible feature bits",
-        );
+        assert_fails(&report, "unknown_features", "unknown incompatible feature bits");
     }
 }
 
@@ -82,11 +72,7 @@ fn qcow2_whose_tables_point_outside_the_stream_is_refused() {
         (40, &0x1_0001u64.to_be_bytes(), "not aligned"),
         (40, &0u64.to_be_bytes(), "overlaps the header"),
         (48, &u64::MAX.to_be_bytes(), "refcount table"),
-        (
-            40,
-            &0x1_0000u64.to_be_bytes(),
-            "overlaps the refcount table",
-        ),
+        (40, &0x1_0000u64.to_be_bytes(), "overlaps the refcount table"),
         (20, &30u32.to_be_bytes(), "cluster_bits 30"),
     ];
     for (offset, bytes, needle) in cases {
@@ -119,30 +105,18 @@ fn virtual_size_cap_is_configurable() {
     let image = qcow2_image(&[]);
     let mut inspector = Inspector::new().with_max_virtual_size(1 << 20);
     inspector.feed(&image);
-    assert_fails(
-        &inspector.finish(),
-        "virtual_size",
-        "10485760 bytes exceeds the limit of 1048576",
-    );
+    assert_fails(&inspector.finish(), "virtual_size", "10485760 bytes exceeds the limit of 1048576");
 }
 
 #[test]
 fn qcow2_declared_raw_is_accepted_only_when_safe() {
     let clean = inspect_bytes(&qcow2_image(&[]));
-    assert_eq!(
-        check_declared("raw", &clean).expect("a clean qcow2 is accepted as raw"),
-        Some(clean.bytes_read)
-    );
+    assert_eq!(check_declared("raw", &clean).expect("a clean qcow2 is accepted as raw"), Some(clean.bytes_read));
 
     let dir = tempdir();
     let base = create(dir.path(), "base.qcow2", "qcow2", &[], "1M");
-    let child = create(
-        dir.path(),
-        "child.qcow2",
-        "qcow2",
-        &["-b", base.to_str().expect("UTF-8 path"), "-F", "qcow2"],
-        "1M",
-    );
+    let child =
+        create(dir.path(), "child.qcow2", "qcow2", &["-b", base.to_str().expect("UTF-8 path"), "-F", "qcow2"], "1M");
     let hostile = inspect_bytes(&read(&child));
     let err = check_declared("raw", &hostile).expect_err("a backing file is refused even as raw");
     assert!(err.to_string().contains("backing file"), "{err}");
@@ -159,19 +133,8 @@ fn vmdk_descriptor_pointing_at_a_host_file_is_refused() {
         );
         let report = inspect_streaming(descriptor.as_bytes());
         assert_eq!(report.format, Some(Format::Vmdk));
-        assert_fails(
-            &report,
-            "descriptor",
-            &format!(
-                "createType \"{}\" is not allowed",
-                create_type.to_lowercase()
-            ),
-        );
-        assert_fails(
-            &report,
-            "descriptor",
-            "\"rw 2048 flat \\\"/etc/passwd\\\" 0\" names a file path",
-        );
+        assert_fails(&report, "descriptor", &format!("createType \"{}\" is not allowed", create_type.to_lowercase()));
+        assert_fails(&report, "descriptor", "\"rw 2048 flat \\\"/etc/passwd\\\" 0\" names a file path");
         assert_fails(&report, "descriptor_only", "other files");
     }
 }
@@ -183,11 +146,7 @@ fn vmdk_descriptor_file_without_data_is_refused() {
     let descriptor = "createType=\"monolithicSparse\"\nRW 2048 SPARSE \"other-image\"\n";
     let report = inspect_streaming(descriptor.as_bytes());
     assert_eq!(report.format, Some(Format::Vmdk));
-    assert!(
-        !report.failures.contains_key("descriptor"),
-        "{:?}",
-        report.failures
-    );
+    assert!(!report.failures.contains_key("descriptor"), "{:?}", report.failures);
     assert_fails(&report, "descriptor_only", "other files");
 }
 
@@ -211,36 +170,12 @@ fn sparse_vmdk_with_a_hostile_embedded_descriptor_is_refused() {
     let dir = tempdir();
     let image = read(&create(dir.path(), "image.vmdk", "vmdk", &[], "1M"));
     let cases = [
-        (
-            "createType=\"monolithicFlat\"\nRW 2048 FLAT \"/etc/passwd\" 0\n",
-            "descriptor",
-            "names a file path",
-        ),
-        (
-            "createType=\"monolithicSparse\"\nRW 2048 SPARSE \"../x.vmdk\"\n",
-            "descriptor",
-            "names a file path",
-        ),
-        (
-            "createType=\"monolithicSparse\"\n",
-            "descriptor",
-            "no extents",
-        ),
-        (
-            "version=1\nRW 2048 SPARSE \"x.vmdk\"\n",
-            "descriptor",
-            "no createType",
-        ),
-        (
-            "createType=\"monolithicSparse\"\nRW 2048 SPARSE \"x.vmdk\"\nrm -rf now\n",
-            "descriptor",
-            "unsupported line",
-        ),
-        (
-            "createType=\"monolithicSparse\"\nRW 2048 SPARSE \"x.vmdk\"\ncaf\u{e9}=1\n",
-            "descriptor",
-            "not ascii",
-        ),
+        ("createType=\"monolithicFlat\"\nRW 2048 FLAT \"/etc/passwd\" 0\n", "descriptor", "names a file path"),
+        ("createType=\"monolithicSparse\"\nRW 2048 SPARSE \"../x.vmdk\"\n", "descriptor", "names a file path"),
+        ("createType=\"monolithicSparse\"\n", "descriptor", "no extents"),
+        ("version=1\nRW 2048 SPARSE \"x.vmdk\"\n", "descriptor", "no createType"),
+        ("createType=\"monolithicSparse\"\nRW 2048 SPARSE \"x.vmdk\"\nrm -rf now\n", "descriptor", "unsupported line"),
+        ("createType=\"monolithicSparse\"\nRW 2048 SPARSE \"x.vmdk\"\ncaf\u{e9}=1\n", "descriptor", "not ascii"),
     ];
     for (descriptor, check, needle) in cases {
         let mut hostile = image.clone();
@@ -256,13 +191,8 @@ fn sparse_vmdk_with_a_hostile_embedded_descriptor_is_refused() {
 fn vmdk_with_a_parent_is_refused() {
     let dir = tempdir();
     let base = create(dir.path(), "base.vmdk", "vmdk", &[], "1M");
-    let child = create(
-        dir.path(),
-        "child.vmdk",
-        "vmdk",
-        &["-b", base.to_str().expect("UTF-8 path"), "-F", "vmdk"],
-        "1M",
-    );
+    let child =
+        create(dir.path(), "child.vmdk", "vmdk", &["-b", base.to_str().expect("UTF-8 path"), "-F", "vmdk"], "1M");
     let report = inspect_streaming(&read(&child));
     assert_fails(&report, "backing_file", "parentfilenamehint");
 }
@@ -286,13 +216,7 @@ fn vmdk_with_a_misplaced_descriptor_or_unknown_version_is_refused() {
 /// says "at end", and the last 1536 bytes are footer marker, footer header, end-of-stream marker.
 fn vmdk_with_footer() -> Vec<u8> {
     let dir = tempdir();
-    let path = create(
-        dir.path(),
-        "image.vmdk",
-        "vmdk",
-        &["-o", "subformat=streamOptimized"],
-        "4M",
-    );
+    let path = create(dir.path(), "image.vmdk", "vmdk", &["-o", "subformat=streamOptimized"], "4M");
     write_pattern(&path, "vmdk", 0, 1 << 20);
     let mut image = read(&path);
     let header = image[..512].to_vec();
@@ -305,11 +229,7 @@ fn vmdk_with_footer() -> Vec<u8> {
     image.extend_from_slice(&[0u8; 512]);
     let written = dir.path().join("footer.vmdk");
     std::fs::write(&written, &image).expect("write the crafted image");
-    assert_eq!(
-        qemu_info(&written, None),
-        ("vmdk".to_owned(), 4 << 20),
-        "qemu-img reads the footer form"
-    );
+    assert_eq!(qemu_info(&written, None), ("vmdk".to_owned(), 4 << 20), "qemu-img reads the footer form");
     image
 }
 
@@ -389,10 +309,7 @@ fn vhdx_pointing_backwards_or_past_the_end_is_refused() {
     let metadata = vhdx_metadata_offset(&image);
     let entry = (0..)
         .map(|index| 0x30000 + 16 + index * 32)
-        .find(|at| {
-            u64::from_le_bytes(image[at + 16..at + 24].try_into().expect("8 bytes")) as usize
-                == metadata
-        })
+        .find(|at| u64::from_le_bytes(image[at + 16..at + 24].try_into().expect("8 bytes")) as usize == metadata)
         .expect("metadata entry");
 
     let mut backwards = image.clone();
@@ -401,19 +318,11 @@ fn vhdx_pointing_backwards_or_past_the_end_is_refused() {
 
     let mut past_end = image.clone();
     patch(&mut past_end, entry + 16, &(1u64 << 40).to_le_bytes());
-    assert_fails(
-        &inspect_streaming(&past_end),
-        "header",
-        "past the end of the stream",
-    );
+    assert_fails(&inspect_streaming(&past_end), "header", "past the end of the stream");
 
     let mut signature = image.clone();
     patch(&mut signature, 0x30000, b"nope");
-    assert_fails(
-        &inspect_streaming(&signature),
-        "header",
-        "region table signature",
-    );
+    assert_fails(&inspect_streaming(&signature), "header", "region table signature");
 
     let mut count = image;
     patch(&mut count, 0x30008, &5000u32.to_le_bytes());
@@ -426,15 +335,10 @@ fn differencing_vhdx_is_refused() {
     let mut image = read(&create(dir.path(), "image.vhdx", "vhdx", &[], "10M"));
     let metadata = vhdx_metadata_offset(&image);
     // Relabel the first metadata item as a parent locator.
-    let parent_locator = [
-        0x2D, 0x5F, 0xD3, 0xA8, 0x0B, 0xB3, 0x4D, 0x45, 0xAB, 0xF7, 0xD3, 0xD8, 0x48, 0x34, 0xAB,
-        0x0C,
-    ];
+    let parent_locator =
+        [0x2D, 0x5F, 0xD3, 0xA8, 0x0B, 0xB3, 0x4D, 0x45, 0xAB, 0xF7, 0xD3, 0xD8, 0x48, 0x34, 0xAB, 0x0C];
     let first_entry = metadata + 32;
-    let vds_guid = [
-        0x24, 0x42, 0xA5, 0x2F, 0x1B, 0xCD, 0x76, 0x48, 0xB2, 0x11, 0x5D, 0xBE, 0xD8, 0x3B, 0xF4,
-        0xB8,
-    ];
+    let vds_guid = [0x24, 0x42, 0xA5, 0x2F, 0x1B, 0xCD, 0x76, 0x48, 0xB2, 0x11, 0x5D, 0xBE, 0xD8, 0x3B, 0xF4, 0xB8];
     let entry = (0..5)
         .map(|index| first_entry + index * 32)
         .find(|at| image[*at..at + 16] != vds_guid)
@@ -458,13 +362,7 @@ fn several_formats_at_once_are_refused() {
 
     let mut iso_in_vhd = iso_image(40);
     let dir = tempdir();
-    let vhd = read(&create(
-        dir.path(),
-        "fixed.vhd",
-        "vpc",
-        &["-o", "subformat=fixed"],
-        "1M",
-    ));
+    let vhd = read(&create(dir.path(), "fixed.vhd", "vpc", &["-o", "subformat=fixed"], "1M"));
     iso_in_vhd.extend_from_slice(&vhd[vhd.len() - 512..]);
     assert_eq!(inspect_bytes(&iso_in_vhd).format, None);
 }
@@ -472,13 +370,7 @@ fn several_formats_at_once_are_refused() {
 #[test]
 fn raw_data_ending_in_a_vhd_cookie_with_a_bad_checksum_stays_raw() {
     let dir = tempdir();
-    let mut image = read(&create(
-        dir.path(),
-        "fixed.vhd",
-        "vpc",
-        &["-o", "subformat=fixed"],
-        "1M",
-    ));
+    let mut image = read(&create(dir.path(), "fixed.vhd", "vpc", &["-o", "subformat=fixed"], "1M"));
     let checksum = image.len() - 512 + 64;
     image[checksum] ^= 0xFF;
     assert_eq!(inspect_streaming(&image).format, Some(Format::Raw));
@@ -494,24 +386,9 @@ fn truncated_iso_descriptor_is_refused() {
 fn backing_file_names_are_escaped_in_messages() {
     let dir = tempdir();
     let base = dir.path().join("base\u{1b}[31m.qcow2");
-    run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            base.to_str().expect("UTF-8 path"),
-            "1M",
-        ],
-    );
-    let child = create(
-        dir.path(),
-        "child.qcow2",
-        "qcow2",
-        &["-b", base.to_str().expect("UTF-8 path"), "-F", "qcow2"],
-        "1M",
-    );
+    run("qemu-img", &["create", "-q", "-f", "qcow2", base.to_str().expect("UTF-8 path"), "1M"]);
+    let child =
+        create(dir.path(), "child.qcow2", "qcow2", &["-b", base.to_str().expect("UTF-8 path"), "-F", "qcow2"], "1M");
     let report = inspect_bytes(&read(&child));
     assert_fails(&report, "backing_file", "\\x1b[31m.qcow2");
 }

@@ -11,13 +11,8 @@ use crate::common::{create, inspect_bytes, tempdir};
 fn report_serialises_to_the_documented_json() {
     let dir = tempdir();
     let base = create(dir.path(), "base.qcow2", "qcow2", &[], "1M");
-    let child = create(
-        dir.path(),
-        "child.qcow2",
-        "qcow2",
-        &["-b", base.to_str().expect("UTF-8 path"), "-F", "qcow2"],
-        "1M",
-    );
+    let child =
+        create(dir.path(), "child.qcow2", "qcow2", &["-b", base.to_str().expect("UTF-8 path"), "-F", "qcow2"], "1M");
     let report = inspect_file(&child).expect("readable");
     let value = serde_json::to_value(&report).expect("serialisable");
     assert_eq!(
@@ -40,26 +35,14 @@ fn report_prints_each_failed_check() {
     let text = inspect_bytes(&image).to_string();
     assert!(text.contains("format:       luks\n"), "{text}");
     assert!(text.contains("bytes read:   4096\n"), "{text}");
-    assert!(
-        text.contains(
-            "safety:       FAILED\n  version: LUKS version 2 is not supported (only 1)\n"
-        ),
-        "{text}"
-    );
+    assert!(text.contains("safety:       FAILED\n  version: LUKS version 2 is not supported (only 1)\n"), "{text}");
     let clean = inspect_bytes(&[1u8; 10]).to_string();
-    assert_eq!(
-        clean,
-        "format:       raw\nvirtual size: 10 bytes\nbytes read:   10\nsafety:       passed\n"
-    );
+    assert_eq!(clean, "format:       raw\nvirtual size: 10 bytes\nbytes read:   10\nsafety:       passed\n");
 }
 
 #[test]
 fn missing_file_is_an_io_error_naming_it() {
     let err = inspect_file(Path::new("/nonexistent/image.qcow2")).expect_err("no such file");
     assert!(matches!(err, FormatError::Io { .. }));
-    assert!(
-        err.to_string()
-            .starts_with("cannot read /nonexistent/image.qcow2: "),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("cannot read /nonexistent/image.qcow2: "), "{err}");
 }

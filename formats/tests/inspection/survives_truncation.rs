@@ -5,8 +5,7 @@
 use glint_formats::{Format, Report};
 
 use crate::common::{
-    create, inspect_bytes, inspect_chunked, iso_image, read, tempdir, vhdx_disk_size_end,
-    vhdx_metadata_offset,
+    create, inspect_bytes, inspect_chunked, iso_image, read, tempdir, vhdx_disk_size_end, vhdx_metadata_offset,
 };
 
 /// Cut points: every offset of the first sectors, then both sides of each boundary.
@@ -27,23 +26,13 @@ fn cuts(len: usize, boundaries: &[usize]) -> Vec<usize> {
 /// Inspects every cut of `image` (whole and in 7-byte chunks) and checks the verdicts.
 /// `signature` is how many bytes the format needs to be recognised at all; `structure` is
 /// where its headers end, so a cut before it must be refused.
-fn check_cuts(
-    image: &[u8],
-    format: Format,
-    signature: usize,
-    structure: usize,
-    boundaries: &[usize],
-) {
+fn check_cuts(image: &[u8], format: Format, signature: usize, structure: usize, boundaries: &[usize]) {
     for cut in cuts(image.len(), boundaries) {
         let prefix = &image[..cut];
         let report: Report = inspect_bytes(prefix);
         // Tiny chunks only where they stay cheap: the suite must stay fast.
         let chunk = if cut <= 1 << 16 { 7 } else { 4099 };
-        assert_eq!(
-            report,
-            inspect_chunked(prefix, chunk),
-            "{format} cut at {cut}: chunking matters"
-        );
+        assert_eq!(report, inspect_chunked(prefix, chunk), "{format} cut at {cut}: chunking matters");
         assert_eq!(report.bytes_read, cut as u64);
         if cut < signature {
             assert!(
@@ -55,10 +44,7 @@ fn check_cuts(
             assert_eq!(report.format, Some(format), "{format} cut at {cut}");
         }
         if cut >= signature && cut < structure {
-            assert!(
-                !report.is_safe(),
-                "{format} cut at {cut} passed: {report:?}"
-            );
+            assert!(!report.is_safe(), "{format} cut at {cut} passed: {report:?}");
         }
     }
 }
@@ -67,21 +53,9 @@ fn check_cuts(
 fn truncated_qcow2_never_passes() {
     let dir = tempdir();
     for compat in ["compat=0.10", "compat=1.1"] {
-        let image = read(&create(
-            dir.path(),
-            "image.qcow2",
-            "qcow2",
-            &["-o", compat],
-            "10M",
-        ));
+        let image = read(&create(dir.path(), "image.qcow2", "qcow2", &["-o", compat], "10M"));
         // An empty qcow2 ends with its L1 table: every cut lands inside some structure.
-        check_cuts(
-            &image,
-            Format::Qcow2,
-            4,
-            image.len(),
-            &[0x10000, 0x20000, 0x30000],
-        );
+        check_cuts(&image, Format::Qcow2, 4, image.len(), &[0x10000, 0x20000, 0x30000]);
     }
 }
 
@@ -89,13 +63,7 @@ fn truncated_qcow2_never_passes() {
 fn truncated_vmdk_never_passes() {
     let dir = tempdir();
     for subformat in ["subformat=monolithicSparse", "subformat=streamOptimized"] {
-        let image = read(&create(
-            dir.path(),
-            "image.vmdk",
-            "vmdk",
-            &["-o", subformat],
-            "10M",
-        ));
+        let image = read(&create(dir.path(), "image.vmdk", "vmdk", &["-o", subformat], "10M"));
         let descriptor_end = 512 + 20 * 512;
         check_cuts(&image, Format::Vmdk, 4, descriptor_end, &[descriptor_end]);
     }
@@ -112,14 +80,7 @@ fn truncated_vhdx_never_passes() {
         Format::Vhdx,
         8,
         size_end,
-        &[
-            0x30000,
-            0x40000,
-            metadata,
-            metadata + 0x1_0000,
-            size_end - 8,
-            size_end,
-        ],
+        &[0x30000, 0x40000, metadata, metadata + 0x1_0000, size_end - 8, size_end],
     );
 }
 
@@ -139,13 +100,7 @@ fn truncated_vhd_vdi_and_luks_headers_never_pass() {
 #[test]
 fn truncated_iso_never_passes() {
     let image = iso_image(40);
-    check_cuts(
-        &image,
-        Format::Iso,
-        0x8006,
-        0x8800,
-        &[0x8000, 0x8006, 0x8800],
-    );
+    check_cuts(&image, Format::Iso, 0x8006, 0x8800, &[0x8000, 0x8006, 0x8800]);
 }
 
 /// A header from one format glued to garbage of every length must not panic either.
@@ -175,10 +130,7 @@ fn garbage_after_every_signature_never_panics() {
                 .collect();
             image[at..at + signature.len()].copy_from_slice(signature);
             let report = inspect_bytes(&image);
-            assert!(
-                report.format.is_none() || !report.matched.is_empty(),
-                "{signature:?} {len}"
-            );
+            assert!(report.format.is_none() || !report.matched.is_empty(), "{signature:?} {len}");
         }
     }
 }

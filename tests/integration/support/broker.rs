@@ -87,7 +87,10 @@ impl Outage {
     pub fn end(mut self) -> Duration {
         self.ended = true;
         let started = Instant::now();
-        assert!(restart(&self.probe_queue), "RabbitMQ did not take connections within {RESTART_DEADLINE:?} of start_app");
+        assert!(
+            restart(&self.probe_queue),
+            "RabbitMQ did not take connections within {RESTART_DEADLINE:?} of start_app"
+        );
         started.elapsed()
     }
 }
@@ -128,7 +131,8 @@ fn restart(probe_queue: &str) -> bool {
 
 /// Deletes `queue` from the broker (nothing happens if it does not exist).
 pub fn delete_queue(queue: &str) {
-    let _ = Command::new("rabbitmqctl").args(["delete_queue", queue]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let _ =
+        Command::new("rabbitmqctl").args(["delete_queue", queue]).stdout(Stdio::null()).stderr(Stdio::null()).status();
 }
 
 fn rabbitmqctl(arguments: &[&str]) {

@@ -59,7 +59,15 @@ impl Default for Spec {
     /// docker-compose.yml's shape (2 APIs, 2 workers) with one store `local` and a relay that
     /// runs every second.
     fn default() -> Self {
-        Spec { apis: 2, workers: 2, stores: vec!["local"], lease: 60, relay_interval: 1, republish_after: 30, worker_concurrency: 2 }
+        Spec {
+            apis: 2,
+            workers: 2,
+            stores: vec!["local"],
+            lease: 60,
+            relay_interval: 1,
+            republish_after: 30,
+            worker_concurrency: 2,
+        }
     }
 }
 
@@ -113,7 +121,8 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("cluster directory");
         let root = dir.path().canonicalize().expect("cluster directory path");
         let staging = root.join("staging");
-        let stores: Vec<(String, PathBuf)> = spec.stores.iter().map(|id| ((*id).to_owned(), root.join(format!("store-{id}")))).collect();
+        let stores: Vec<(String, PathBuf)> =
+            spec.stores.iter().map(|id| ((*id).to_owned(), root.join(format!("store-{id}")))).collect();
         let queue = format!("glint-e2e-{}", uuid::Uuid::new_v4().simple());
         let probe_queue = format!("{queue}.probe");
         let config_file = root.join("glint.toml");
@@ -138,14 +147,28 @@ impl Cluster {
         let leftovers = Leftovers { _database: database, queues: vec![queue, probe_queue.clone()], dir: Some(dir) };
         // As docker-compose.yml does: one `glint migrate`, then the long-running processes.
         run_to_completion("migrate", &root.join("migrate"), &config);
-        let apis = (0..spec.apis).map(|i| Node::start(Role::Api, &format!("api-{i}"), &root.join(format!("api-{i}")), &config)).collect();
-        let workers =
-            (0..spec.workers).map(|i| Node::start(Role::Worker, &format!("worker-{i}"), &root.join(format!("worker-{i}")), &config)).collect();
+        let apis = (0..spec.apis)
+            .map(|i| Node::start(Role::Api, &format!("api-{i}"), &root.join(format!("api-{i}")), &config))
+            .collect();
+        let workers = (0..spec.workers)
+            .map(|i| Node::start(Role::Worker, &format!("worker-{i}"), &root.join(format!("worker-{i}")), &config))
+            .collect();
         let url = config.iter().find(|(k, _)| k == "GLINT__DATABASE__URL").map(|(_, v)| v.clone()).unwrap_or_default();
         let db = Database::connect(url).await.expect("connect to the cluster's database");
         let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("http client");
         std::fs::create_dir_all(root.join("clients")).expect("clients directory");
-        Some(Cluster { apis, workers, db, http, root, staging, stores, probe_queue, _leftovers: leftovers, _broker: guard })
+        Some(Cluster {
+            apis,
+            workers,
+            db,
+            http,
+            root,
+            staging,
+            stores,
+            probe_queue,
+            _leftovers: leftovers,
+            _broker: guard,
+        })
     }
 
     /// The root URL of API `i`.
@@ -187,7 +210,11 @@ impl Cluster {
             .map(|node| {
                 let all = node.output();
                 let tail: Vec<&str> = all.lines().collect();
-                format!("===== {} (last {lines} lines)\n{}\n", node.name(), tail[tail.len().saturating_sub(lines)..].join("\n"))
+                format!(
+                    "===== {} (last {lines} lines)\n{}\n",
+                    node.name(),
+                    tail[tail.len().saturating_sub(lines)..].join("\n")
+                )
             })
             .collect()
     }
@@ -206,7 +233,12 @@ impl Cluster {
 
     /// `GET path` on API `api`; its JSON (asserting 200).
     pub async fn get_json(&self, api: usize, path: &str) -> Value {
-        let response = self.http.get(format!("{}{path}", self.url(api))).send().await.unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url(api)))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
         let status = response.status();
         let text = response.text().await.expect("body");
         assert_eq!(status, 200, "GET {path}: {text}");
@@ -215,7 +247,8 @@ impl Cluster {
 
     /// Creates an image through API `api`; its id.
     pub async fn create_image(&self, api: usize, body: &Value) -> String {
-        let response = self.http.post(format!("{}/v2/images", self.url(api))).json(body).send().await.expect("create image");
+        let response =
+            self.http.post(format!("{}/v2/images", self.url(api))).json(body).send().await.expect("create image");
         let status = response.status();
         let text = response.text().await.expect("body");
         assert_eq!(status, 201, "POST /v2/images: {text}");
@@ -247,13 +280,19 @@ impl Cluster {
         let until = Instant::now() + deadline;
         loop {
             let image = self.get_json(0, &format!("/v2/images/{id}")).await;
-            if image["status"] == "active" && image["os_glance_importing_to_stores"].as_str().unwrap_or_default().is_empty() {
+            if image["status"] == "active"
+                && image["os_glance_importing_to_stores"].as_str().unwrap_or_default().is_empty()
+            {
                 return image;
             }
             let tasks = self.get_json(0, &format!("/v2/images/{id}/tasks")).await;
             let failed = tasks["tasks"].as_array().into_iter().flatten().find(|t| t["status"] == "failure");
             assert!(failed.is_none(), "an import of {id} failed: {failed:?}\n{}", self.logs(30));
-            assert!(Instant::now() < until, "image {id} not active within {deadline:?}: {image}\ntasks: {tasks}\n{}", self.logs(40));
+            assert!(
+                Instant::now() < until,
+                "image {id} not active within {deadline:?}: {image}\ntasks: {tasks}\n{}",
+                self.logs(40)
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -261,7 +300,10 @@ impl Cluster {
     // --- the database, read directly -------------------------------------------------------
 
     async fn rows(&self, sql: &str) -> Vec<sea_orm::QueryResult> {
-        self.db.query_all_raw(Statement::from_string(DbBackend::Postgres, sql.to_owned())).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+        self.db
+            .query_all_raw(Statement::from_string(DbBackend::Postgres, sql.to_owned()))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
     /// Every live task with what the workers did with it.
@@ -319,7 +361,9 @@ impl Cluster {
         for id in accepted {
             match images.get(id).map(|(status, _)| status.as_str()) {
                 Some("active") => audit.active += 1,
-                Some("importing" | "uploading" | "saving") => audit.stuck.push(format!("image {id} still {}", images[id].0)),
+                Some("importing" | "uploading" | "saving") => {
+                    audit.stuck.push(format!("image {id} still {}", images[id].0))
+                }
                 other => audit.lost.push(format!("image {id} is {other:?}")),
             }
         }
@@ -330,8 +374,12 @@ impl Cluster {
         }
         for task in &tasks {
             match task.status.as_str() {
-                "pending" | "processing" => audit.stuck.push(format!("task {} is {} ({:?})", task.id, task.status, task.claimed_by)),
-                "failure" => audit.failed.push(format!("task {} of image {:?}: {}", task.id, task.image_id, task.message)),
+                "pending" | "processing" => {
+                    audit.stuck.push(format!("task {} is {} ({:?})", task.id, task.status, task.claimed_by))
+                }
+                "failure" => {
+                    audit.failed.push(format!("task {} of image {:?}: {}", task.id, task.image_id, task.message))
+                }
                 _ => {}
             }
             audit.takeovers += usize::try_from(task.attempts.max(1) - 1).unwrap_or(0);
@@ -385,9 +433,13 @@ impl Cluster {
                         let checksum = images.get(image).and_then(|(_, c)| c.clone()).unwrap_or_default();
                         let (status, _) = images.get(image).cloned().unwrap_or_default();
                         if status != "active" {
-                            audit.orphans.push(format!("{} belongs to image {image} which is {status}", path.display()));
+                            audit
+                                .orphans
+                                .push(format!("{} belongs to image {image} which is {status}", path.display()));
                         } else if md5sum(&path) != checksum {
-                            audit.corrupt.push(format!("{} does not match the image's checksum {checksum}", path.display()));
+                            audit
+                                .corrupt
+                                .push(format!("{} does not match the image's checksum {checksum}", path.display()));
                         }
                     }
                 }
@@ -525,7 +577,10 @@ pub struct ClientRun {
 
 impl ClientRun {
     fn describe(&self) -> String {
-        format!("`{}` exited with {}\n--- stdout\n{}\n--- stderr\n{}", self.command, self.status, self.stdout, self.stderr)
+        format!(
+            "`{}` exited with {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.command, self.status, self.stdout, self.stderr
+        )
     }
 }
 
@@ -605,7 +660,8 @@ pub fn properties(output: &str) -> BTreeMap<String, String> {
     let mut map = BTreeMap::new();
     let mut last = String::new();
     for row in table_rows(output).into_iter().skip(1) {
-        let [key, value] = <[String; 2]>::try_from(row).unwrap_or_else(|r| panic!("not a 2-column row {r:?} in:\n{output}"));
+        let [key, value] =
+            <[String; 2]>::try_from(row).unwrap_or_else(|r| panic!("not a 2-column row {r:?} in:\n{output}"));
         if key.is_empty() {
             map.entry(last.clone()).and_modify(|v: &mut String| v.push_str(&value));
         } else {

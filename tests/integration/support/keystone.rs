@@ -74,9 +74,7 @@ pub fn keystone() -> Option<&'static Keystone> {
     let bin = venv::keystone()?;
     // Setting up talks HTTP: on a thread of its own, as callers run inside a test's runtime.
     let started = KEYSTONE.get_or_init(|| {
-        std::thread::spawn(move || start(&bin))
-            .join()
-            .unwrap_or_else(|_| Err("setup panicked".into()))
+        std::thread::spawn(move || start(&bin)).join().unwrap_or_else(|_| Err("setup panicked".into()))
     });
     match started {
         Ok(keystone) => Some(keystone),
@@ -92,26 +90,19 @@ pub fn keystone() -> Option<&'static Keystone> {
 
 fn start(bin: &std::path::Path) -> Result<Keystone, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/integration/support/keystone_server.py"
-    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/integration/support/keystone_server.py");
     let mut child = Command::new(bin.join("python"))
         .arg(script)
         .arg(dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::from(
-            std::fs::File::create(dir.path().join("server.log")).map_err(|e| e.to_string())?,
-        ))
+        .stderr(Stdio::from(std::fs::File::create(dir.path().join("server.log")).map_err(|e| e.to_string())?))
         .spawn()
         .map_err(|e| format!("cannot run {script}: {e}"))?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let server = Server(child);
     let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
+    BufReader::new(stdout).read_line(&mut line).map_err(|e| e.to_string())?;
     let Some(port) = line.trim().strip_prefix("port ") else {
         let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
         return Err(format!(
@@ -120,39 +111,23 @@ fn start(bin: &std::path::Path) -> Result<Keystone, String> {
         ));
     };
     let url = format!("http://127.0.0.1:{port}/v3");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     let (projects, users) = runtime.block_on(populate(&url))?;
-    Ok(Keystone {
-        url,
-        projects,
-        users,
-        _server: server,
-        _dir: dir,
-    })
+    Ok(Keystone { url, projects, users, _server: server, _dir: dir })
 }
 
 /// Creates the projects, users and role assignments of the table above.
-async fn populate(
-    url: &str,
-) -> Result<(HashMap<&'static str, String>, HashMap<User, String>), String> {
+async fn populate(url: &str) -> Result<(HashMap<&'static str, String>, HashMap<User, String>), String> {
     let http = reqwest::Client::new();
     let admin = password_token(&http, url, "admin", "secret", "admin").await?;
     let call = |method: reqwest::Method, path: String, body: Option<Value>| {
         let (http, admin) = (http.clone(), admin.clone());
         async move {
-            let mut request = http
-                .request(method.clone(), format!("{url}{path}"))
-                .header("X-Auth-Token", admin);
+            let mut request = http.request(method.clone(), format!("{url}{path}")).header("X-Auth-Token", admin);
             if let Some(body) = body {
                 request = request.json(&body);
             }
-            let response = request
-                .send()
-                .await
-                .map_err(|e| format!("{method} {path}: {e}"))?;
+            let response = request.send().await.map_err(|e| format!("{method} {path}: {e}"))?;
             let status = response.status();
             let text = response.text().await.unwrap_or_default();
             if !status.is_success() {
@@ -163,13 +138,7 @@ async fn populate(
     };
     let mut projects = HashMap::new();
     let listed = call(reqwest::Method::GET, "/projects?name=admin".into(), None).await?;
-    projects.insert(
-        "admin",
-        listed["projects"][0]["id"]
-            .as_str()
-            .ok_or("no admin project")?
-            .to_owned(),
-    );
+    projects.insert("admin", listed["projects"][0]["id"].as_str().ok_or("no admin project")?.to_owned());
     for name in ["one", "two", "service"] {
         let made = call(
             reqwest::Method::POST,
@@ -177,51 +146,24 @@ async fn populate(
             Some(json!({"project": {"name": name, "domain_id": "default"}})),
         )
         .await?;
-        projects.insert(
-            name,
-            made["project"]["id"]
-                .as_str()
-                .ok_or("project id")?
-                .to_owned(),
-        );
+        projects.insert(name, made["project"]["id"].as_str().ok_or("project id")?.to_owned());
     }
     let mut roles = HashMap::new();
-    for role in call(reqwest::Method::GET, "/roles".into(), None).await?["roles"]
-        .as_array()
-        .ok_or("roles")?
-    {
+    for role in call(reqwest::Method::GET, "/roles".into(), None).await?["roles"].as_array().ok_or("roles")? {
         roles.insert(
             role["name"].as_str().unwrap_or_default().to_owned(),
             role["id"].as_str().unwrap_or_default().to_owned(),
         );
     }
     if !roles.contains_key("service") {
-        let made = call(
-            reqwest::Method::POST,
-            "/roles".into(),
-            Some(json!({"role": {"name": "service"}})),
-        )
-        .await?;
-        roles.insert(
-            "service".into(),
-            made["role"]["id"].as_str().ok_or("role id")?.to_owned(),
-        );
+        let made = call(reqwest::Method::POST, "/roles".into(), Some(json!({"role": {"name": "service"}}))).await?;
+        roles.insert("service".into(), made["role"]["id"].as_str().ok_or("role id")?.to_owned());
     }
     let mut users = HashMap::new();
     let admin_user = call(reqwest::Method::GET, "/users?name=admin".into(), None).await?;
-    users.insert(
-        User::Admin,
-        admin_user["users"][0]["id"]
-            .as_str()
-            .ok_or("admin user")?
-            .to_owned(),
-    );
-    let people = [
-        (Some(User::Alice), "member"),
-        (Some(User::Rita), "reader"),
-        (Some(User::Bob), "member"),
-        (None, "service"),
-    ];
+    users.insert(User::Admin, admin_user["users"][0]["id"].as_str().ok_or("admin user")?.to_owned());
+    let people =
+        [(Some(User::Alice), "member"), (Some(User::Rita), "reader"), (Some(User::Bob), "member"), (None, "service")];
     for (user, role) in people {
         let (name, password, project) = match user {
             Some(user) => user.credentials(),
@@ -234,10 +176,7 @@ async fn populate(
         )
         .await?;
         let id = made["user"]["id"].as_str().ok_or("user id")?.to_owned();
-        let path = format!(
-            "/projects/{}/users/{id}/roles/{}",
-            projects[project], roles[role]
-        );
+        let path = format!("/projects/{}/users/{id}/roles/{}", projects[project], roles[role]);
         call(reqwest::Method::PUT, path, None).await?;
         if let Some(user) = user {
             users.insert(user, id);
@@ -268,17 +207,10 @@ async fn issue(http: &reqwest::Client, url: &str, body: &Value) -> Result<String
         .await
         .map_err(|e| format!("POST /auth/tokens: {e}"))?;
     let status = response.status();
-    let token = response
-        .headers()
-        .get("x-subject-token")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let token = response.headers().get("x-subject-token").and_then(|v| v.to_str().ok()).map(str::to_owned);
     match token {
         Some(token) if status.is_success() => Ok(token),
-        _ => Err(format!(
-            "POST /auth/tokens: {status} {}",
-            response.text().await.unwrap_or_default()
-        )),
+        _ => Err(format!("POST /auth/tokens: {status} {}", response.text().await.unwrap_or_default())),
     }
 }
 
@@ -302,10 +234,7 @@ impl Keystone {
             ("GLINT__AUTH__KEYSTONE__AUTH_URL", k.auth_url.as_str()),
             ("GLINT__AUTH__KEYSTONE__USERNAME", k.username.as_str()),
             ("GLINT__AUTH__KEYSTONE__PASSWORD", k.password.as_str()),
-            (
-                "GLINT__AUTH__KEYSTONE__PROJECT_NAME",
-                k.project_name.as_str(),
-            ),
+            ("GLINT__AUTH__KEYSTONE__PROJECT_NAME", k.project_name.as_str()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -315,15 +244,15 @@ impl Keystone {
     /// A fresh project-scoped token of `user`.
     pub async fn token(&self, user: User) -> String {
         let (name, password, project) = user.credentials();
-        password_token(&reqwest::Client::new(), &self.url, name, password, project)
-            .await
-            .expect("token")
+        password_token(&reqwest::Client::new(), &self.url, name, password, project).await.expect("token")
     }
 
     /// A token of Glint's service user (role `service`), as a service such as Nova sends in
     /// `X-Service-Token`.
     pub async fn service_user_token(&self) -> String {
-        password_token(&reqwest::Client::new(), &self.url, SERVICE_USER.0, SERVICE_USER.1, "service").await.expect("service token")
+        password_token(&reqwest::Client::new(), &self.url, SERVICE_USER.0, SERVICE_USER.1, "service")
+            .await
+            .expect("service token")
     }
 
     /// A token of `user` that Keystone expires `seconds` from now (issued through an
@@ -331,15 +260,11 @@ impl Keystone {
     pub async fn short_lived_token(&self, user: User, seconds: i64) -> String {
         let http = reqwest::Client::new();
         let own = self.token(user).await;
-        let expires_at = (chrono::Utc::now() + chrono::Duration::seconds(seconds))
-            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-            .to_string();
+        let expires_at =
+            (chrono::Utc::now() + chrono::Duration::seconds(seconds)).format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
         let name = format!("short-{}", uuid::Uuid::new_v4().simple());
         let response = http
-            .post(format!(
-                "{}/users/{}/application_credentials",
-                self.url, self.users[&user]
-            ))
+            .post(format!("{}/users/{}/application_credentials", self.url, self.users[&user]))
             .header("X-Auth-Token", own)
             .json(&json!({"application_credential": {"name": name, "expires_at": expires_at}}))
             .send()
@@ -350,9 +275,7 @@ impl Keystone {
         let credential = &made["application_credential"];
         let body = json!({"auth": {"identity": {"methods": ["application_credential"],
             "application_credential": {"id": credential["id"], "secret": credential["secret"]}}}});
-        issue(&http, &self.url, &body)
-            .await
-            .expect("short-lived token")
+        issue(&http, &self.url, &body).await.expect("short-lived token")
     }
 
     /// A system-scoped token of the admin (bootstrap grants admin on the system), which
@@ -363,9 +286,7 @@ impl Keystone {
             "identity": {"methods": ["password"], "password": {"user": {"name": name, "domain": {"id": "default"}, "password": password}}},
             "scope": {"system": {"all": true}},
         }});
-        issue(&reqwest::Client::new(), &self.url, &body)
-            .await
-            .expect("system token")
+        issue(&reqwest::Client::new(), &self.url, &body).await.expect("system token")
     }
 
     /// Revokes `token` (its own holder may).

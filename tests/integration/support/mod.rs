@@ -200,7 +200,8 @@ impl TestApp {
             let flows = glint_worker::flows::registry(Deps::from_config(&config, stores.clone()).expect("flow deps"));
             let settings = glint_worker::Settings::from_config(&config.tasks);
             tokio::spawn(glint_worker::run(db.clone(), queue.clone(), flows, settings, stopped()));
-            let (every, republish) = (Duration::from_secs(config.tasks.relay_interval), Duration::from_secs(config.tasks.republish_after));
+            let (every, republish) =
+                (Duration::from_secs(config.tasks.relay_interval), Duration::from_secs(config.tasks.republish_after));
             tokio::spawn(glint_worker::relay(db.clone(), queue.clone(), every, republish, stopped()));
         }
         let state = glint_api::AppState::new(config, db.clone(), stores, queue).expect("app state");
@@ -309,12 +310,7 @@ pub fn store_listing(app: &TestApp) -> Vec<String> {
 
 /// The `id`s of `body["images"]`.
 pub fn ids(body: &Value) -> Vec<String> {
-    body["images"]
-        .as_array()
-        .expect("images array")
-        .iter()
-        .map(|i| i["id"].as_str().expect("id").to_owned())
-        .collect()
+    body["images"].as_array().expect("images array").iter().map(|i| i["id"].as_str().expect("id").to_owned()).collect()
 }
 
 /// Asserts `response` has `status` and Glance's flat JSON error body, and returns its message.

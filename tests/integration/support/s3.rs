@@ -31,7 +31,9 @@ impl S3Server {
     pub async fn start() -> Option<S3Server> {
         let Some(exe) = moto_server() else {
             if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("moto_server unavailable (required when CI=true): install 'moto[server]' into the test venv, as .ci/run does");
+                panic!(
+                    "moto_server unavailable (required when CI=true): install 'moto[server]' into the test venv, as .ci/run does"
+                );
             }
             eprintln!("skipped: moto_server unavailable");
             return None;
@@ -108,8 +110,15 @@ impl S3Server {
     pub async fn object(&self, key: &str) -> Vec<u8> {
         // moto refuses anonymous reads of objects with a private ACL; it checks only that a
         // request claims to be signed, not the signature.
-        let claimed = "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0";
-        let response = self.http.get(self.bucket_url(&format!("/{key}"))).header("Authorization", claimed).send().await.expect("get object");
+        let claimed =
+            "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0";
+        let response = self
+            .http
+            .get(self.bucket_url(&format!("/{key}")))
+            .header("Authorization", claimed)
+            .send()
+            .await
+            .expect("get object");
         assert_eq!(response.status(), 200, "GET {key}");
         response.bytes().await.expect("object body").to_vec()
     }
@@ -139,10 +148,9 @@ impl Drop for S3Server {
 
 /// `moto_server` from the test virtualenv, else from `PATH`.
 fn moto_server() -> Option<PathBuf> {
-    let venv = std::env::var_os("GLINT_TEST_VENV")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".cache/glint/venv")));
+    let venv = std::env::var_os("GLINT_TEST_VENV").filter(|d| !d.is_empty()).map(PathBuf::from).or_else(|| {
+        std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".cache/glint/venv"))
+    });
     let in_venv = venv.map(|v| v.join("bin/moto_server")).filter(|p| p.is_file());
     in_venv.or_else(|| {
         std::env::split_paths(&std::env::var_os("PATH")?).map(|dir| dir.join("moto_server")).find(|p| p.is_file())

@@ -126,9 +126,7 @@ fn glint_command(subcommand: &str, dir: &Path, log: File) -> Command {
             command.env_remove(&name);
         }
     }
-    command
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-        .env("NO_COLOR", "1");
+    command.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())).env("NO_COLOR", "1");
     command
 }
 
@@ -252,7 +250,10 @@ impl Node {
                 if output.contains("in use") {
                     return Err(Failure::PortTaken(output));
                 }
-                return Err(Failure::Fatal(format!("{} exited with {status} before it was ready:\n{output}", self.name)));
+                return Err(Failure::Fatal(format!(
+                    "{} exited with {status} before it was ready:\n{output}",
+                    self.name
+                )));
             }
             let ready = match (self.role, self.addr) {
                 (Role::Api, Some(addr)) => healthcheck(addr),

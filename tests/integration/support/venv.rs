@@ -73,12 +73,9 @@ fn venv_dir(venv: &Venv) -> Result<PathBuf, String> {
     if let Some(dir) = std::env::var_os(venv.var).filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(dir));
     }
-    let home = std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .ok_or(format!("neither {} nor HOME is set", venv.var))?;
-    Ok(PathBuf::from(home)
-        .join(".cache/glint")
-        .join(venv.default_dir))
+    let home =
+        std::env::var_os("HOME").filter(|h| !h.is_empty()).ok_or(format!("neither {} nor HOME is set", venv.var))?;
+    Ok(PathBuf::from(home).join(".cache/glint").join(venv.default_dir))
 }
 
 fn complete(venv: &Venv, bin: &Path) -> bool {
@@ -91,11 +88,8 @@ fn prepare(venv: &Venv) -> Result<PathBuf, String> {
     if complete(venv, &bin) {
         return Ok(bin);
     }
-    let parent = dir
-        .parent()
-        .ok_or_else(|| format!("{} has no parent directory", dir.display()))?;
-    std::fs::create_dir_all(parent)
-        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    let parent = dir.parent().ok_or_else(|| format!("{} has no parent directory", dir.display()))?;
+    std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     let lock_path = dir.with_extension("lock");
     let lock = OpenOptions::new()
         .create(true)
@@ -103,30 +97,16 @@ fn prepare(venv: &Venv) -> Result<PathBuf, String> {
         .write(true)
         .open(&lock_path)
         .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-    lock.lock()
-        .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
+    lock.lock().map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
     // Another process may have finished the installation while we waited for the lock.
     if complete(venv, &bin) {
         return Ok(bin);
     }
-    eprintln!(
-        "installing {} into {} (once)",
-        venv.packages.join(", "),
-        dir.display()
-    );
-    run(
-        Command::new("python3").arg("-m").arg("venv").arg(&dir),
-        "python3 -m venv",
-    )?;
+    eprintln!("installing {} into {} (once)", venv.packages.join(", "), dir.display());
+    run(Command::new("python3").arg("-m").arg("venv").arg(&dir), "python3 -m venv")?;
     run(
         Command::new(bin.join("python"))
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
             .args(venv.packages),
         "pip install",
     )?;
@@ -134,26 +114,15 @@ fn prepare(venv: &Venv) -> Result<PathBuf, String> {
     if complete(venv, &bin) {
         Ok(bin)
     } else {
-        Err(format!(
-            "pip install finished but {} lacks {}",
-            bin.display(),
-            venv.executables.join(" or ")
-        ))
+        Err(format!("pip install finished but {} lacks {}", bin.display(), venv.executables.join(" or ")))
     }
 }
 
 fn run(command: &mut Command, what: &str) -> Result<(), String> {
-    let output = command
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{what} could not be started: {e}"))?;
+    let output = command.stdin(Stdio::null()).output().map_err(|e| format!("{what} could not be started: {e}"))?;
     if output.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "{what} failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
+        Err(format!("{what} failed ({}): {}", output.status, String::from_utf8_lossy(&output.stderr).trim()))
     }
 }

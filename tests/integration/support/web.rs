@@ -75,7 +75,8 @@ async fn answer(mut socket: TcpStream, routes: Arc<Mutex<HashMap<String, Reply>>
             socket.write_all(response.as_bytes()).await
         }
         Reply::Redirect(to) => {
-            let response = format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let response =
+                format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             socket.write_all(response.as_bytes()).await
         }
         Reply::Stall(len) => {

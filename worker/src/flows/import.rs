@@ -64,19 +64,29 @@ impl ImportFlow {
 
     /// Brings the data where the store step can read it, converting it if configured.
     /// Returns the source and the disk format it is in, when that changed.
-    async fn prepare(&self, ctx: &FlowContext, job: &ImportJob, image: &Image, progress: &Progress) -> Result<(Source, Option<Format>), FlowError> {
+    async fn prepare(
+        &self,
+        ctx: &FlowContext,
+        job: &ImportJob,
+        image: &Image,
+        progress: &Progress,
+    ) -> Result<(Source, Option<Format>), FlowError> {
         let staged = match &job.method {
             Method::CopyImage => {
                 let copies = locations::active(&ctx.db, &image.id).await.map_err(core_failure)?;
                 let copy = copies
                     .into_iter()
                     .find(|l| l.store.as_deref().is_some_and(|s| self.deps.stores.get(s).is_some()))
-                    .ok_or_else(|| FlowError::Abort("The image has no data in any configured store to copy from.".into()))?;
+                    .ok_or_else(|| {
+                        FlowError::Abort("The image has no data in any configured store to copy from.".into())
+                    })?;
                 return Ok((Source::Copy(copy), None));
             }
             Method::GlanceDirect => {
                 let size = self.deps.staging.size(&image.id).await.map_err(|_| {
-                    FlowError::Abort("No data is staged for this image: stage it again with PUT /v2/images/{id}/stage.".into())
+                    FlowError::Abort(
+                        "No data is staged for this image: stage it again with PUT /v2/images/{id}/stage.".into(),
+                    )
                 })?;
                 if image.size.is_some_and(|s| u64::try_from(s).ok() != Some(size)) {
                     return Err(FlowError::Abort(format!(
@@ -108,7 +118,8 @@ impl ImportFlow {
     fn conversion_for(&self, image: &Image) -> Option<Format> {
         let output = self.deps.conversion?;
         let declared = image.disk_format.as_deref()?;
-        (image.container_format.as_deref() == Some("bare") && declared != output.as_str() && declared != "iso").then_some(output)
+        (image.container_format.as_deref() == Some("bare") && declared != output.as_str() && declared != "iso")
+            .then_some(output)
     }
 
     async fn convert(&self, image: &Image, staged: &str, output: Format) -> Result<String, FlowError> {
@@ -125,7 +136,9 @@ impl ImportFlow {
                 tracing::info!(image = %image.id, from = %declared, to = output.as_str(), size = report.size, "image converted");
                 Ok(converted)
             }
-            Err(err) => Err(FlowError::Abort(format!("Image conversion from {declared} to {} failed: {err}", output.as_str()))),
+            Err(err) => {
+                Err(FlowError::Abort(format!("Image conversion from {declared} to {} failed: {err}", output.as_str())))
+            }
         }
     }
 
@@ -152,18 +165,28 @@ impl ImportFlow {
 
     /// Writes the data to one store, inspecting and hashing it; the copy is removed again
     /// if it fails the checks.
-    async fn write(&self, image: &Image, source: &Source, store: &dyn Store, disk_format: &str, progress: &Progress) -> Result<Written, FlowError> {
+    async fn write(
+        &self,
+        image: &Image,
+        source: &Source,
+        store: &dyn Store,
+        disk_format: &str,
+        progress: &Progress,
+    ) -> Result<Written, FlowError> {
         let body = self.open(source, progress).await?;
         let copying = matches!(source, Source::Copy(_));
-        let inspector = (!copying && image.container_format.as_deref() == Some("bare")).then(glint_formats::Inspector::new);
-        let (ingested, inspector) = data::ingest(store, &image.id, body, self.deps.cap, inspector).await.map_err(store_failure)?;
+        let inspector =
+            (!copying && image.container_format.as_deref() == Some("bare")).then(glint_formats::Inspector::new);
+        let (ingested, inspector) =
+            data::ingest(store, &image.id, body, self.deps.cap, inspector).await.map_err(store_failure)?;
         let mut declared = image.clone();
         declared.disk_format = Some(disk_format.to_owned());
         let checked = if copying {
             match image.checksum.as_deref() {
-                Some(expected) if expected != ingested.checksum => {
-                    Err(FlowError::Abort(format!("The copy's checksum {} differs from the image's {expected}", ingested.checksum)))
-                }
+                Some(expected) if expected != ingested.checksum => Err(FlowError::Abort(format!(
+                    "The copy's checksum {} differs from the image's {expected}",
+                    ingested.checksum
+                ))),
                 _ => Ok(image.virtual_size),
             }
         } else {
@@ -193,12 +216,28 @@ impl ImportFlow {
 
     /// The final transaction: image, locations, import properties and task together.
     /// `Ok(false)` when the claim was lost (nothing written).
-    async fn commit(&self, ctx: &FlowContext, task: &Task, job: &ImportJob, written: &[Written], failed: &[String], converted: Option<Format>) -> Result<bool, FlowError> {
+    async fn commit(
+        &self,
+        ctx: &FlowContext,
+        task: &Task,
+        job: &ImportJob,
+        written: &[Written],
+        failed: &[String],
+        converted: Option<Format>,
+    ) -> Result<bool, FlowError> {
         let txn = ctx.db.begin().await.map_err(|e| core_failure(e.into()))?;
         let outcome: Result<bool, FlowError> = async {
-            let finished = tasks::finish(&txn, &task.id, &ctx.worker_id, TaskStatus::Success, Some(json!({"image_id": job.image_id})), "", ctx.task_ttl)
-                .await
-                .map_err(core_failure)?;
+            let finished = tasks::finish(
+                &txn,
+                &task.id,
+                &ctx.worker_id,
+                TaskStatus::Success,
+                Some(json!({"image_id": job.image_id})),
+                "",
+                ctx.task_ttl,
+            )
+            .await
+            .map_err(core_failure)?;
             if !finished {
                 return Ok(false);
             }
@@ -214,7 +253,10 @@ impl ImportFlow {
                     disk_format: converted.map(|f| f.as_str()),
                 };
                 if !images::activate_import(&txn, &job.image_id, &imported).await.map_err(core_failure)? {
-                    return Err(FlowError::Abort(format!("Image changed status to {} during the import, aborting.", image.status)));
+                    return Err(FlowError::Abort(format!(
+                        "Image changed status to {} during the import, aborting.",
+                        image.status
+                    )));
                 }
             }
             for copy in written {
@@ -246,10 +288,16 @@ impl ImportFlow {
 
 /// Takes `done` off `os_glance_importing_to_stores` and records `failed` in
 /// `os_glance_failed_import`.
-async fn set_store_lists(db: &impl sea_orm::ConnectionTrait, image: &Image, done: &[String], failed: &[String]) -> Result<(), FlowError> {
+async fn set_store_lists(
+    db: &impl sea_orm::ConnectionTrait,
+    image: &Image,
+    done: &[String],
+    failed: &[String],
+) -> Result<(), FlowError> {
     let property = |name: &str| image.properties.get(name).cloned().flatten().unwrap_or_default();
     let importing = import::remove_stores(&property(IMPORTING_TO_STORES), done);
-    let mut failures: Vec<String> = property(FAILED_IMPORT).split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+    let mut failures: Vec<String> =
+        property(FAILED_IMPORT).split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect();
     failures.extend(failed.iter().filter(|f| !failures.contains(f)).cloned().collect::<Vec<_>>());
     let failures = failures.join(",");
     images::set_properties(db, &image.id, &[(IMPORTING_TO_STORES, Some(&importing)), (FAILED_IMPORT, Some(&failures))])
@@ -271,7 +319,8 @@ impl Flow for ImportFlow {
         let progress = Progress::default();
         let work = async {
             let (source, converted) = self.prepare(ctx, &job, &image, &progress).await?;
-            let disk_format = converted.map_or_else(|| image.disk_format.clone().unwrap_or_default(), |f| f.as_str().to_owned());
+            let disk_format =
+                converted.map_or_else(|| image.disk_format.clone().unwrap_or_default(), |f| f.as_str().to_owned());
             let (mut written, mut failed) = (Vec::new(), Vec::new());
             let mut last_error = None;
             for target in &job.stores {
@@ -349,7 +398,9 @@ impl Flow for ImportFlow {
                 images::back_to_queued(&txn, &image.id, glint_core::image::Status::Importing).await?;
             }
             let targets = self.targets(job);
-            set_store_lists(&txn, &image, &targets, &targets).await.map_err(|e| glint_core::Error::Internal(e.to_string()))?;
+            set_store_lists(&txn, &image, &targets, &targets)
+                .await
+                .map_err(|e| glint_core::Error::Internal(e.to_string()))?;
             Ok(true)
         }
         .await;

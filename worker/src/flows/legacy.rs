@@ -29,14 +29,24 @@ impl LegacyImportFlow {
     }
 
     /// The task's image, created from `image_properties` on the first attempt.
-    async fn image(&self, ctx: &FlowContext, task: &Task, image_id: &str) -> Result<glint_core::image::Image, FlowError> {
+    async fn image(
+        &self,
+        ctx: &FlowContext,
+        task: &Task,
+        image_id: &str,
+    ) -> Result<glint_core::image::Image, FlowError> {
         if let Some(image) = images::get(&ctx.db, image_id).await.map_err(core_failure)? {
             return Ok(image);
         }
         let input = task.input.clone().unwrap_or(Value::Null);
         let properties = input.get("image_properties").and_then(Value::as_object).cloned().unwrap_or_default();
         let owner = Some(task.owner.clone()).filter(|o| !o.is_empty());
-        let caller = RequestContext::new(owner, task.user_id.clone(), ["member".to_owned()], task.request_id.clone().unwrap_or_default());
+        let caller = RequestContext::new(
+            owner,
+            task.user_id.clone(),
+            ["member".to_owned()],
+            task.request_id.clone().unwrap_or_default(),
+        );
         let mut image = new_image(properties, &caller, &self.deps.config.images, &self.validator)
             .map_err(|e| FlowError::Abort(format!("Invalid image_properties: {e}")))?;
         image.id = image_id.to_owned();

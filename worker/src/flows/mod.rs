@@ -51,7 +51,14 @@ impl Deps {
                 )));
             }
         };
-        Ok(Deps { stores, staging, fetcher, cap: config.images.image_size_cap, conversion, config: Arc::new(config.clone()) })
+        Ok(Deps {
+            stores,
+            staging,
+            fetcher,
+            cap: config.images.image_size_cap,
+            conversion,
+            config: Arc::new(config.clone()),
+        })
     }
 }
 
@@ -85,7 +92,11 @@ impl Progress {
     fn message(&self) -> String {
         const MIB: u64 = 1 << 20;
         let (done, total) = (self.done.load(Ordering::Relaxed), self.total.load(Ordering::Relaxed));
-        if total > 0 { format!("Copied {} MiB of {} MiB", done / MIB, total.div_ceil(MIB)) } else { format!("Copied {} MiB", done / MIB) }
+        if total > 0 {
+            format!("Copied {} MiB of {} MiB", done / MIB, total.div_ceil(MIB))
+        } else {
+            format!("Copied {} MiB", done / MIB)
+        }
     }
 
     /// Reports progress every few seconds, for as long as it is polled.
@@ -115,7 +126,9 @@ impl Progress {
 /// A store failure, as a retry (the backend may come back) or a final failure.
 fn store_failure(err: StoreError) -> FlowError {
     match err {
-        StoreError::TooLarge(_) | StoreError::Full | StoreError::NotFound(_) => FlowError::Abort(format!("Image upload problem: {err}")),
+        StoreError::TooLarge(_) | StoreError::Full | StoreError::NotFound(_) => {
+            FlowError::Abort(format!("Image upload problem: {err}"))
+        }
         StoreError::Denied(_) | StoreError::Source(_) | StoreError::Io(_) => FlowError::Retry(err.to_string()),
     }
 }
