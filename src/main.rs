@@ -149,7 +149,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     };
     if matches!(command, Command::Serve | Command::Api) {
         let staging = Staging::from_config(&config.import)?;
-        tokio::spawn(glint_core::data::scrub(db.clone(), stores.clone(), staging, SCRUB_INTERVAL));
+        tokio::spawn(glint_core::store::scrub::scrub(db.clone(), stores.clone(), staging, SCRUB_INTERVAL));
         let listener = tokio::net::TcpListener::bind(config.server.bind).await?;
         tracing::info!(address = %listener.local_addr()?, "glint API listening");
         let state = glint_api::AppState::new(config, db, stores, queue)?;

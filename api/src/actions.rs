@@ -3,8 +3,8 @@
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use glint_core::context::RequestContext;
-use glint_core::db::images as repo;
 use glint_core::image::Action;
+use glint_core::image::repo;
 use glint_core::policy;
 
 use crate::AppState;

@@ -5,8 +5,8 @@ use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use glint_core::context::RequestContext;
-use glint_core::db::images as repo;
 use glint_core::image::{self, Action, Dialect, Op, PatchOp, PatchPath};
+use glint_core::image::{query, repo};
 use glint_core::policy;
 use glint_core::quota::{self, Resource};
 use serde_json::{Value, json};
@@ -53,7 +53,7 @@ pub async fn list(
     let pairs: Vec<(String, String)> =
         form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
     let parsed = list::parse(&pairs, &state.config.images)?;
-    let images = repo::list(&state.db, &ctx, &parsed).await?;
+    let images = query::list(&state.db, &ctx, &parsed).await?;
     let full_page = !images.is_empty() && images.len() as u64 == parsed.limit;
     let (first, next) = list::links(&pairs, full_page.then(|| images.last().map(|i| i.id.as_str())).flatten());
     let mut body = json!({
@@ -168,7 +168,7 @@ pub async fn delete(
     repo::delete(&state.db, &id).await?;
     // The image is gone for clients already; bytes a store fails to drop now are retried by
     // the scrubber, so this cannot fail the request.
-    if let Err(err) = glint_core::data::purge(&state.db, &state.stores, Some(&id)).await {
+    if let Err(err) = glint_core::store::scrub::purge(&state.db, &state.stores, Some(&id)).await {
         tracing::warn!(image = %id, error = %err, "removing image data failed; the scrubber will retry");
     }
     if let Err(err) = state.staging.remove(&id).await {

@@ -9,11 +9,12 @@ use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use futures_util::TryStreamExt;
 use glint_core::context::RequestContext;
-use glint_core::db::images as repo;
-use glint_core::import::{self, Importer};
+use glint_core::image::data;
+use glint_core::image::import::{self, Importer};
+use glint_core::image::repo;
+use glint_core::policy;
 use glint_core::quota::{self, Resource};
 use glint_core::store::ByteStream;
-use glint_core::{data, policy};
 use serde_json::{Value, json};
 
 use crate::AppState;

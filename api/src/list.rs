@@ -3,8 +3,8 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use glint_core::config::ImagesConfig;
 use glint_core::db::entity::image::Column;
-use glint_core::db::images::{Cmp, Field, Filter, ListQuery, MemberStatus, SortKey, VisibilityFilter};
 use glint_core::image::Visibility;
+use glint_core::image::query::{Cmp, Field, Filter, ListQuery, MemberStatus, SortKey, VisibilityFilter};
 use sea_orm::{Order, Value};
 
 use crate::error::ApiError;

@@ -4,7 +4,8 @@ use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use glint_core::context::RequestContext;
-use glint_core::db::{images, members as repo};
+use glint_core::image::repo as images;
+use glint_core::member::repo;
 use glint_core::member::{self, Member};
 use serde_json::{Value, json};
 

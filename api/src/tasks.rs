@@ -6,9 +6,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::NaiveDateTime;
 use glint_core::context::RequestContext;
-use glint_core::db::images;
-use glint_core::db::tasks::{self as repo, TaskQuery, TaskSortKey};
+use glint_core::image::repo as images;
 use glint_core::image::schema::is_uuid;
+use glint_core::task::query::{self, TaskQuery, TaskSortKey};
+use glint_core::task::repo;
 use glint_core::task::{Task, TaskStatus, TaskType};
 use sea_orm::Order;
 use serde_json::{Map, Value, json};
@@ -129,7 +130,7 @@ pub async fn list(
     let pairs: Vec<(String, String)> =
         form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
     let parsed = parse_query(&pairs, &state)?;
-    let tasks = repo::list(&state.db, &ctx, &parsed).await?;
+    let tasks = query::list(&state.db, &ctx, &parsed).await?;
     let mut body = json!({
         "tasks": tasks.iter().map(stub).collect::<Vec<_>>(),
         "first": "/v2/tasks",
@@ -157,7 +158,8 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     check_tasks_api(&ctx)?;
     let task =
-        glint_core::import::legacy_task(&ctx, &body, &state.fetcher, &state.config.images, &state.validator).await?;
+        glint_core::image::import::legacy_task(&ctx, &body, &state.fetcher, &state.config.images, &state.validator)
+            .await?;
     repo::insert(&state.db, &task).await?;
     tracing::info!(task = %task.id, "legacy import task accepted");
     state.announce(&task.id);

@@ -6,11 +6,10 @@ mod macros;
 
 pub mod config;
 pub mod context;
-pub mod data;
 pub mod db;
 pub mod error;
+pub mod fetch;
 pub mod image;
-pub mod import;
 pub mod keystone;
 pub mod member;
 pub mod metadefs;
@@ -19,6 +18,5 @@ pub mod queue;
 pub mod quota;
 pub mod store;
 pub mod task;
-pub mod web;
 
 pub use error::{Error, Result};

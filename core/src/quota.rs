@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use crate::config::{Limits, QuotasConfig};
 use crate::db::entity::{image, image_location, image_property};
 use crate::image::Status;
-use crate::import::IMPORTING_TO_STORES;
+use crate::image::import::IMPORTING_TO_STORES;
 use crate::{Error, Result};
 
 /// The limited resources.

@@ -510,9 +510,14 @@ async fn upload_abandoned_by_a_dead_process_is_recovered(app: TestApp) {
         )]),
     );
     let staging = glint_core::store::Staging::open(&app.staging_path).expect("staging");
-    glint_core::data::recover_abandoned_uploads(&app.db, &stores, &staging, glint_core::data::UPLOAD_STALE_AFTER)
-        .await
-        .expect("recover");
+    glint_core::store::scrub::recover_abandoned_uploads(
+        &app.db,
+        &stores,
+        &staging,
+        glint_core::store::scrub::UPLOAD_STALE_AFTER,
+    )
+    .await
+    .expect("recover");
     let image = show(&app, &abandoned).await;
     assert_eq!(image["status"], "queued");
     assert!(image["size"].is_null());
@@ -576,9 +581,17 @@ async fn failed_data_removal_is_retried_and_the_image_stays_deleted() {
         let store = flaky.lock().unwrap().clone().unwrap();
         let stores =
             glint_core::store::Stores::new("local", std::collections::BTreeMap::from([("local".to_owned(), store)]));
-        assert_eq!(glint_core::data::purge(&app.db, &stores, None).await.unwrap(), 1, "the scrubber's pass removes it");
+        assert_eq!(
+            glint_core::store::scrub::purge(&app.db, &stores, None).await.unwrap(),
+            1,
+            "the scrubber's pass removes it"
+        );
         assert!(store_listing(&app).is_empty());
-        assert_eq!(glint_core::data::purge(&app.db, &stores, None).await.unwrap(), 0, "and nothing is left to do");
+        assert_eq!(
+            glint_core::store::scrub::purge(&app.db, &stores, None).await.unwrap(),
+            0,
+            "and nothing is left to do"
+        );
         expect_error(app.get(&format!("/v2/images/{id}")).await, 404).await;
     }
 }

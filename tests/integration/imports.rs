@@ -176,9 +176,14 @@ async fn staging_abandoned_by_a_dead_process_is_recovered(app: TestApp) {
     let stores =
         glint_core::store::Stores::new("local", [("local".to_owned(), std::sync::Arc::new(local) as _)].into());
     let staging = glint_core::store::Staging::open(&app.staging_path).expect("staging");
-    glint_core::data::recover_abandoned_uploads(&app.db, &stores, &staging, glint_core::data::UPLOAD_STALE_AFTER)
-        .await
-        .expect("recover");
+    glint_core::store::scrub::recover_abandoned_uploads(
+        &app.db,
+        &stores,
+        &staging,
+        glint_core::store::scrub::UPLOAD_STALE_AFTER,
+    )
+    .await
+    .expect("recover");
     assert_eq!(show(&app, &abandoned).await["status"], "queued");
     assert_eq!(show(&app, &waiting).await["status"], "uploading");
     assert_eq!(staged(&app), std::slice::from_ref(&waiting));

@@ -99,7 +99,7 @@ async fn upload_then_download_gives_identical_bytes() {
         assert!(response.bytes().await.expect("body") == data, "downloaded bytes differ");
         setup.assert_bucket_holds(&[&id]).await;
         assert!(setup.s3.object(&setup.key(&id)).await == data, "the object in the bucket differs");
-        let locations = glint_core::db::locations::active(&app.db, &id).await.expect("locations");
+        let locations = glint_core::image::locations::active(&app.db, &id).await.expect("locations");
         let urls: Vec<&str> = locations.iter().map(|l| l.url.as_str()).collect();
         assert_eq!(urls, [format!("s3://{}/{PREFIX}/{id}", setup.s3.bucket)]);
     }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
-use glint_core::db::tasks;
+use glint_core::task::repo as tasks;
 use glint_core::task::{Task, TaskStatus, TaskType};
 use serde_json::json;
 

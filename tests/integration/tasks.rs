@@ -39,7 +39,7 @@ async fn task(app: &TestApp, id: &str, status: TaskStatus, owner: &str, created:
         result: (status == TaskStatus::Success).then(|| json!({"image_id": "8b1a0000-0000-4000-8000-000000000001"})),
         message: String::new(),
     };
-    glint_core::db::tasks::insert(&app.db, &task).await.expect("insert task");
+    glint_core::task::repo::insert(&app.db, &task).await.expect("insert task");
     task
 }
 
@@ -121,11 +121,11 @@ async fn expired_tasks_disappear(app: TestApp) {
     let mut expired = task(&app, T1, TaskStatus::Success, "p1", "2024-01-01 00:00:00", None).await;
     expired.id = T2.into();
     expired.expires_at = Some(at("2024-01-03 00:00:00"));
-    glint_core::db::tasks::insert(&app.db, &expired).await.expect("insert");
+    glint_core::task::repo::insert(&app.db, &expired).await.expect("insert");
     let mut live = expired.clone();
     live.id = T3.into();
     live.expires_at = Some(at("2999-01-01 00:00:00"));
-    glint_core::db::tasks::insert(&app.db, &live).await.expect("insert");
+    glint_core::task::repo::insert(&app.db, &live).await.expect("insert");
     assert_eq!(ids(&app.get_json("/v2/tasks?sort_dir=asc").await), [T1, T3]);
     expect_error(app.get(&format!("/v2/tasks/{T2}")).await, 404).await;
     assert_eq!(app.get_json(&format!("/v2/tasks/{T3}")).await["expires_at"], "2999-01-01T00:00:00Z");

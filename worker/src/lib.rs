@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use glint_core::db::tasks;
 use glint_core::queue::{Message, TaskQueue, backoff};
+use glint_core::task::repo as tasks;
 use glint_core::task::{Task, TaskStatus, TaskType};
 use sea_orm::DatabaseConnection;
 use tokio::task::JoinSet;

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use glint_core::config::DatabaseConfig;
-use glint_core::db::tasks;
 use glint_core::queue::{MemoryQueue, TaskQueue};
+use glint_core::task::repo as tasks;
 use glint_core::task::{Task, TaskStatus, TaskType};
 use glint_worker::{Flow, FlowContext, FlowError, Registry, Settings};
 use sea_orm::DatabaseConnection;

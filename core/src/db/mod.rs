@@ -1,10 +1,6 @@
-//! The metadata database: connecting (SQLite, PostgreSQL, MySQL/MariaDB), migrating, repositories.
+//! The metadata database: connecting (SQLite, PostgreSQL, MySQL/MariaDB), migrating, the entities.
 
 pub mod entity;
-pub mod images;
-pub mod locations;
-pub mod members;
-pub mod tasks;
 
 use std::time::Duration;
 

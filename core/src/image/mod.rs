@@ -1,7 +1,12 @@
 //! The image: its fields, statuses and the one state machine that says what may happen to it.
 
 mod create;
+pub mod data;
+pub mod import;
+pub mod locations;
 mod patch;
+pub mod query;
+pub mod repo;
 pub mod schema;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -195,6 +200,22 @@ impl Status {
         matches!(self, Status::Queued | Status::Importing)
     }
 }
+
+/// What an upload produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ingested {
+    /// Bytes stored.
+    pub size: u64,
+    /// md5 hex digest (Glance's `checksum`).
+    pub checksum: String,
+    /// sha512 hex digest (`os_hash_value`).
+    pub os_hash_value: String,
+    /// Where the store put the data.
+    pub location: String,
+}
+
+/// `os_hash_algo` of every digest Glint computes.
+pub const HASH_ALGO: &str = "sha512";
 
 #[cfg(test)]
 mod tests {

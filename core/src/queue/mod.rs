@@ -83,7 +83,7 @@ impl Message {
 pub async fn announce(db: &sea_orm::DatabaseConnection, queue: &dyn TaskQueue, task_id: &str) {
     match queue.publish(task_id).await {
         Ok(()) => {
-            if let Err(err) = crate::db::tasks::mark_published(db, task_id).await {
+            if let Err(err) = crate::task::repo::mark_published(db, task_id).await {
                 tracing::warn!(task = %task_id, error = %err, "cannot record the publish; the relay will publish again");
             }
         }

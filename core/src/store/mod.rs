@@ -1,10 +1,11 @@
 //! Image data stores: streaming put with a size cap, ranged get, delete, health check.
 //!
 //! A store only moves bytes; hashing, inspection and status changes happen around it
-//! (see [`crate::data`]). Stores are chosen at boot and kept by id in [`Stores`].
+//! (see [`crate::image::data`]). Stores are chosen at boot and kept by id in [`Stores`].
 
 mod fs;
 mod s3;
+pub mod scrub;
 mod staging;
 
 use std::collections::BTreeMap;

@@ -5,12 +5,10 @@
 //! `success` in one transaction. A failure undoes all of it: written copies removed, image
 //! back to `queued` (copy-image: left `active`), stores recorded as failed, staging cleaned.
 
-use glint_core::data::{self, Ingested};
-use glint_core::db::{images, locations, tasks};
-use glint_core::image::Image;
-use glint_core::import::{self, FAILED_IMPORT, IMPORT_TASK, IMPORTING_TO_STORES, ImportJob, Method};
+use glint_core::image::import::{self, FAILED_IMPORT, IMPORT_TASK, IMPORTING_TO_STORES, ImportJob, Method};
+use glint_core::image::{Image, Ingested, data, locations, repo as images};
 use glint_core::store::{ByteStream, Store};
-use glint_core::task::{Task, TaskStatus};
+use glint_core::task::{Task, TaskStatus, repo as tasks};
 use glint_formats::Format;
 use sea_orm::TransactionTrait;
 use serde_json::json;

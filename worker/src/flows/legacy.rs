@@ -5,11 +5,11 @@
 //! an earlier attempt created instead of making a second one.
 
 use glint_core::context::RequestContext;
-use glint_core::data::{self, Upload};
-use glint_core::db::{images, tasks};
+use glint_core::image::data::{self, Upload};
+use glint_core::image::repo as images;
 use glint_core::image::schema::Validator;
 use glint_core::image::{Status, new_image};
-use glint_core::task::{Task, TaskStatus};
+use glint_core::task::{Task, TaskStatus, repo as tasks};
 use serde_json::{Value, json};
 
 use super::{Deps, Progress, core_failure, fetch_failure};
@@ -103,7 +103,7 @@ impl Flow for LegacyImportFlow {
             && images::get(&ctx.db, image_id).await?.is_some()
         {
             images::delete(&ctx.db, image_id).await?;
-            data::purge(&ctx.db, &self.deps.stores, Some(image_id)).await?;
+            glint_core::store::scrub::purge(&ctx.db, &self.deps.stores, Some(image_id)).await?;
         }
         Ok(())
     }

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use glint_core::config::Config;
-use glint_core::db::tasks;
+use glint_core::fetch::{FetchError, Fetcher};
 use glint_core::store::{ByteStream, Staging, StoreError, Stores};
+use glint_core::task::repo as tasks;
 use glint_core::task::{Task, TaskType};
-use glint_core::web::{FetchError, Fetcher};
 
 use crate::{FlowContext, FlowError, Registry};
 

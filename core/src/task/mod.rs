@@ -1,5 +1,8 @@
 //! The task: an asynchronous job (an import) recorded as a row, and its one state machine.
 
+pub mod query;
+pub mod repo;
+
 use chrono::NaiveDateTime;
 use serde_json::Value;
 

@@ -1,5 +1,7 @@
 //! Image members: the projects a shared image is offered to, and who may change what.
 
+pub mod repo;
+
 use chrono::NaiveDateTime;
 use serde_json::{Value, json};
 

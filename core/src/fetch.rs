@@ -175,6 +175,8 @@ impl Fetcher {
         } else if e.is_timeout() {
             format!("no response within {} s", self.read_timeout)
         } else {
+            // reqwest's own message alone ("error sending request") says little, and its URL
+            // would show the password: the message below names the URL without it.
             chain(&e.without_url())
         };
         FetchError::Transient(format!("GET {} failed: {what}", shown(url)))
@@ -520,8 +522,6 @@ fn find<'a, E: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Option<&'
     None
 }
 
-/// An error with its causes: reqwest's own message alone ("error sending request") says
-/// little. Callers strip reqwest's URL: the message names it already, without its password.
 /// `url` for messages, which are stored and shown: without its password.
 fn shown(url: &Url) -> String {
     let mut url = url.clone();

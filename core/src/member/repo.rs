@@ -3,9 +3,9 @@
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 
-use super::entity::image_member;
-use super::now;
-use crate::member::{Member, MemberStatus};
+use super::{Member, MemberStatus};
+use crate::db::entity::image_member;
+use crate::db::now;
 use crate::{Error, Result};
 
 fn member(row: image_member::Model) -> Result<Member> {

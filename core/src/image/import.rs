@@ -9,12 +9,13 @@ use std::time::Duration;
 use sea_orm::{DatabaseConnection, TransactionTrait};
 use serde_json::{Value, json};
 
+use super::repo as images;
+use super::{Action, Image};
 use crate::context::RequestContext;
-use crate::db::{images, now, tasks};
-use crate::image::{Action, Image};
+use crate::db::now;
+use crate::fetch::Fetcher;
 use crate::store::Stores;
-use crate::task::{Task, TaskStatus, TaskType};
-use crate::web::Fetcher;
+use crate::task::{Task, TaskStatus, TaskType, repo as tasks};
 use crate::{Error, Result, policy};
 
 /// The image property naming the task that holds the image's import lock.

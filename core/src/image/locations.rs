@@ -3,9 +3,9 @@
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
-use super::entity::image_location;
-use super::now;
 use crate::Result;
+use crate::db::entity::image_location;
+use crate::db::now;
 
 /// A copy of an image's data in one store.
 #[derive(Clone, Debug, PartialEq, Eq)]
