@@ -9,8 +9,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
 use glint_core::context::RequestContext;
-use glint_core::image::Status;
 use glint_core::image::data::{self, Upload};
+use glint_core::image::{Image, Status};
 use glint_core::image::{locations, repo};
 use glint_core::policy;
 use glint_core::quota::{self, Resource};
@@ -60,11 +60,9 @@ pub async fn upload(
 ) -> Result<StatusCode, ApiError> {
     require_octet_stream(&headers)?;
     let expected_size = expected_size(&headers)?;
-    let image = repo::find_visible(&state.db, &ctx, &id).await?;
-    policy::check_modify(&ctx, &image, "upload_image")?;
     let size = expected_size.map_or(0, quota::mib);
     let deltas = [(Resource::ImageSizeTotal, size), (Resource::ImageCountUploading, 1)];
-    quota::enforce(&state.db, &state.config.quotas, image.owner.as_deref(), &deltas).await?;
+    let image = admitted(&state, &ctx, &id, Some("upload_image"), &deltas).await?;
     // Only multistore mode lets the client pick a store, as in Glance.
     let store = header_str(&headers, "x-image-meta-store").filter(|_| state.stores.multistore()).map(str::to_owned);
     let stream: ByteStream = Box::pin(body.into_data_stream().map_err(io::Error::other));
@@ -74,6 +72,24 @@ pub async fn upload(
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Image `id` as the caller sees it (404), allowed by the policy `rule` when the handler checks
+/// it here (403), within its owner's quotas once `deltas` are added (413): the checks, in
+/// Glance's order, that come before image data moves.
+pub(crate) async fn admitted(
+    state: &AppState,
+    ctx: &RequestContext,
+    id: &str,
+    rule: Option<&str>,
+    deltas: &[(Resource, i64)],
+) -> Result<Image, ApiError> {
+    let image = repo::find_visible(&state.db, ctx, id).await?;
+    if let Some(rule) = rule {
+        policy::check_modify(ctx, &image, rule)?;
+    }
+    quota::enforce(&state.db, &state.config.quotas, image.owner.as_deref(), deltas).await?;
+    Ok(image)
 }
 
 /// Runs `work`, which consumes a request body, in a task of its own: if the client disconnects

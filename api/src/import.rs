@@ -11,8 +11,6 @@ use futures_util::TryStreamExt;
 use glint_core::context::RequestContext;
 use glint_core::image::data;
 use glint_core::image::import::{self, Importer};
-use glint_core::image::repo;
-use glint_core::policy;
 use glint_core::quota::{self, Resource};
 use glint_core::store::ByteStream;
 use serde_json::{Value, json};
@@ -20,7 +18,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, NoBody};
-use crate::image_data::{expected_size, header_str, outliving_the_client, require_octet_stream};
+use crate::image_data::{admitted, expected_size, header_str, outliving_the_client, require_octet_stream};
 
 fn enabled(state: &AppState, method: &str) -> bool {
     state.config.import.enabled_import_methods.iter().any(|m| m == method)
@@ -39,11 +37,9 @@ pub async fn stage(
     }
     require_octet_stream(&headers)?;
     let expected_size = expected_size(&headers)?;
-    let image = repo::find_visible(&state.db, &ctx, &id).await?;
-    policy::check_modify(&ctx, &image, "modify_image")?;
     let size = expected_size.map_or(0, quota::mib);
     let deltas = [(Resource::ImageStageTotal, size), (Resource::ImageCountUploading, 1)];
-    quota::enforce(&state.db, &state.config.quotas, image.owner.as_deref(), &deltas).await?;
+    let image = admitted(&state, &ctx, &id, Some("modify_image"), &deltas).await?;
     let stream: ByteStream = Box::pin(body.into_data_stream().map_err(io::Error::other));
     outliving_the_client("staging", async move {
         let cap = state.config.images.image_size_cap;
@@ -62,11 +58,11 @@ pub async fn import(
     JsonBody(body): JsonBody,
 ) -> Result<StatusCode, ApiError> {
     let request = import::parse(body, &state.config.import.enabled_import_methods)?;
-    let image = repo::find_visible(&state.db, &ctx, &id).await?;
     // glance-direct images are counted as uploading since their staging.
     let starts_upload = i64::from(request.method != import::Method::GlanceDirect);
     let deltas = [(Resource::ImageSizeTotal, 0), (Resource::ImageCountUploading, starts_upload)];
-    quota::enforce(&state.db, &state.config.quotas, image.owner.as_deref(), &deltas).await?;
+    // The policy rule depends on the method and comes after the status checks: accept() has it.
+    let image = admitted(&state, &ctx, &id, None, &deltas).await?;
     let importer = Importer {
         db: &state.db,
         stores: &state.stores,
