@@ -1,4 +1,4 @@
-//! The upload/import decision (contract §7.2): may bytes inspected as a [`Report`] be stored
+//! The upload/import decision (docs/glance-v2-api.md §7.2): may bytes inspected as a [`Report`] be stored
 //! under the declared `disk_format`, and which `virtual_size` is recorded.
 
 use crate::error::FormatError;

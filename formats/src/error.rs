@@ -24,7 +24,7 @@ pub enum FormatError {
         /// Every format whose signature matched.
         formats: Vec<Format>,
     },
-    /// The declared `disk_format` is not what the bytes are (contract §7.2 rule 4).
+    /// The declared `disk_format` is not what the bytes are (docs/glance-v2-api.md §7.2 rule 4).
     #[error("Image disk_format {declared} does not match stream data {detected}")]
     Mismatch {
         /// The `disk_format` the client declared.

@@ -31,7 +31,7 @@ pub enum Format {
 }
 
 impl Format {
-    /// Every format, in the order of the detection table (contract §7.1).
+    /// Every format, in the order of the detection table (docs/glance-v2-api.md §7.1).
     pub const ALL: [Format; 10] = [
         Format::Raw,
         Format::Qcow2,

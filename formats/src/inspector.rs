@@ -1,6 +1,6 @@
 //! The streaming inspector: every format's inspector runs over the same single pass, keeping
 //! only bounded captures (first sector, last 1536 bytes, and the regions qcow2, VMDK, VHDX and
-//! ISO declare), and the verdicts are combined at the end of the stream (contract §7.1).
+//! ISO declare), and the verdicts are combined at the end of the stream (docs/glance-v2-api.md §7.1).
 
 use std::collections::BTreeMap;
 

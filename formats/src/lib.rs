@@ -1,12 +1,12 @@
 //! Disk-image format inspection for Glint: detection, virtual size and safety checks over a byte
-//! stream that is seen once, front to back (contract §7, modelled on oslo.utils'
+//! stream that is seen once, front to back (docs/glance-v2-api.md §7, modelled on oslo.utils'
 //! `format_inspector`).
 //!
 //! Feed an upload to an [`Inspector`] chunk by chunk, call [`Inspector::finish`] at the end of
 //! the stream, then let [`check_declared`] decide whether the declared `disk_format` may be
 //! stored and which `virtual_size` to record. [`inspect_file`] does the same for a file on disk
 //! (staged imports, `glint inspect`). [`convert`] turns a vetted qcow2 file into raw and back
-//! (contract §6.2). Nothing here touches a database, the network or `qemu-img`: image bytes are
+//! (docs/glance-v2-api.md §6.2). Nothing here touches a database, the network or `qemu-img`: image bytes are
 //! hostile input, and this crate is what vets them before any other parser sees them.
 
 mod convert;

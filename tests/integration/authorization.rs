@@ -1,4 +1,4 @@
-//! The authorization matrix of Glance's default policy (contract §8.2/§8.3 and §4.13), with
+//! The authorization matrix of Glance's default policy (docs/glance-v2-api.md §8.2/§8.3 and §4.13), with
 //! real Keystone tokens: for every image endpoint × caller × kind of image, the status code.
 //!
 //! Every image belongs to project `one` (its member alice created it). The callers:

@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::images_show::set_columns;
+use crate::support::rows::set_columns;
 use crate::support::{TestApp, expect_error, on_every_database};
 
 on_every_database!(

@@ -12,7 +12,7 @@ use glint_core::store::{ByteStream, Store, StoreError};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::images_show::set_columns;
+use crate::support::rows::set_columns;
 use crate::support::{Backend, TestApp, expect_error, on_every_database, store_listing};
 
 on_every_database!(

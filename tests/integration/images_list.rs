@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::images_show::{add_member, set_columns};
+use crate::support::rows::{add_member, set_columns};
 use crate::support::{TestApp, expect_error, ids, on_every_database};
 
 on_every_database!(

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::images_show::set_columns;
+use crate::support::rows::set_columns;
 use crate::support::{TestApp, expect_error, on_every_database};
 
 on_every_database!(

@@ -1,8 +1,8 @@
 //! GET /v2/images/{id}.
 
-use sea_orm::{ConnectionTrait, Statement};
 use serde_json::json;
 
+use crate::support::rows::{add_member, set_columns};
 use crate::support::{TestApp, expect_error, on_every_database};
 
 on_every_database!(
@@ -47,33 +47,6 @@ async fn show_of_shared_image_works_for_members_in_any_status(app: TestApp) {
         add_member(&app, id, member, status).await;
         app.as_project(member, "reader").get_json(&format!("/v2/images/{id}")).await;
     }
-}
-
-/// Inserts a membership row directly: the members API comes with the identity issue.
-pub async fn add_member(app: &TestApp, image_id: &str, member: &str, status: &str) {
-    let backend = app.db.get_database_backend();
-    app.db
-        .execute_raw(Statement::from_sql_and_values(
-            backend,
-            match backend {
-                sea_orm::DbBackend::Postgres => "INSERT INTO image_members (image_id, member, can_share, status, created_at, updated_at, deleted) VALUES ($1, $2, false, $3, $4, $4, false)",
-                _ => "INSERT INTO image_members (image_id, member, can_share, status, created_at, updated_at, deleted) VALUES (?, ?, false, ?, ?, ?, false)",
-            },
-            match backend {
-                sea_orm::DbBackend::Postgres => vec![image_id.into(), member.into(), status.into(), glint_core::db::now().into()],
-                _ => vec![image_id.into(), member.into(), status.into(), glint_core::db::now().into(), glint_core::db::now().into()],
-            },
-        ))
-        .await
-        .expect("insert member");
-}
-
-/// Sets columns of an image row directly, for states the API cannot reach yet (active, killed).
-pub async fn set_columns(app: &TestApp, image_id: &str, assignments: &str) {
-    app.db
-        .execute_unprepared(&format!("UPDATE images SET {assignments} WHERE id = '{image_id}'"))
-        .await
-        .expect("update image row");
 }
 
 async fn show_of_killed_image_works(app: TestApp) {

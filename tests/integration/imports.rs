@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::image_data::{coreutils_digests, image_of, payload, qemu_image};
-use crate::images_show::set_columns;
+use crate::support::rows::set_columns;
 use crate::support::web::{Reply, WebServer};
 use crate::support::{TestApp, expect_error, on_every_database, store_listing};
 

@@ -1,4 +1,4 @@
-//! Snapshot ingestion exactly as Nova does it (contract §9.1 and §9.2).
+//! Snapshot ingestion exactly as Nova does it (docs/glance-v2-api.md §9.1 and §9.2).
 
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -81,7 +81,7 @@ pub struct ImportRequest {
     pub body: Value,
 }
 
-/// Parses an import body (validation steps 1 and 2 of the contract, §4.9).
+/// Parses an import body (validation steps 1 and 2 of docs/glance-v2-api.md §4.9).
 pub fn parse(body: Value, enabled: &[String]) -> Result<ImportRequest> {
     let method =
         body.get("method").ok_or_else(|| Error::BadRequest("Import request requires a 'method' field.".into()))?;

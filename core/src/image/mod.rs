@@ -123,7 +123,7 @@ pub enum Action {
 }
 
 impl Status {
-    /// Statuses Glance's state machine allows to follow `self` (contract §3.1).
+    /// Statuses Glance's state machine allows to follow `self` (docs/glance-v2-api.md §3.1).
     pub fn allowed_next(self) -> &'static [Status] {
         use Status::*;
         match self {

@@ -1,4 +1,4 @@
-//! In-process conversion, for the import flow's `image_conversion` step (contract §6.2): qcow2
+//! In-process conversion, for the import flow's `image_conversion` step (docs/glance-v2-api.md §6.2): qcow2
 //! to raw and raw to qcow2, from a staged file to a file, in bounded memory and without
 //! qemu-img. [`convert`] inspects the source first and refuses what the inspector refuses, so
 //! the converters only ever see vetted headers; they check every offset again all the same.

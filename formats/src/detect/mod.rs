@@ -1,4 +1,4 @@
-//! One inspector per format of the detection table (contract §7.1). They all see the whole
+//! One inspector per format of the detection table (docs/glance-v2-api.md §7.1). They all see the whole
 //! stream; each keeps only the bounded regions it needs and, at the end, says whether the
 //! stream is its format and what its safety checks found.
 //!

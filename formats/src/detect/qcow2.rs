@@ -1,5 +1,5 @@
-//! qcow2 (v2, v3, and the obsolete v1 which shares the magic): virtual size, the checks of the
-//! contract (backing file, external data file, unknown incompatible features, version) and,
+//! qcow2 (v2, v3, and the obsolete v1 which shares the magic): virtual size, the checks of
+//! docs/glance-v2-api.md §7 (backing file, external data file, unknown incompatible features, version) and,
 //! stricter than Glance, a header layout check, because the qcow2 reader used for conversion
 //! must only ever see a header whose tables are aligned, in range and apart.
 

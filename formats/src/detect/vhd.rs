@@ -1,5 +1,5 @@
-//! VHD (qemu's `vpc`): a 512-byte big-endian footer. Dynamic disks copy it to byte 0, where the
-//! contract detects it; a fixed disk is raw data followed by the footer alone, so the footer is
+//! VHD (qemu's `vpc`): a 512-byte big-endian footer. Dynamic disks copy it to byte 0, where
+//! docs/glance-v2-api.md §7.1 detects it; a fixed disk is raw data followed by the footer alone, so the footer is
 //! also looked for in the last 512 bytes (qemu's own probe misses that case and calls it raw).
 //!
 //! Stricter than Glance: a differencing disk (type 4) names a parent file and is refused.

@@ -278,7 +278,7 @@ fn check_descriptor(text: &[u8], finding: &mut Finding) -> Option<String> {
 
 /// A streamOptimized footer (Glance's `footer` check): marker, footer header, end-of-stream
 /// marker. The footer header must also agree on the capacity, since qemu takes the size from it
-/// while the contract reads the header's.
+/// while Glance (docs/glance-v2-api.md §7.1) reads the header's.
 fn check_footer(header: &SparseHeader, end: &Ended<'_>, finding: &mut Finding) {
     let parts = (end.tail.len() == FOOTER_LEN)
         .then(|| end.tail.split_at_checked(512))

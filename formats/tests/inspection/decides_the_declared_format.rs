@@ -1,4 +1,4 @@
-//! The upload decision of contract §7.2: which declared disk_format may be stored, with which
+//! The upload decision of docs/glance-v2-api.md §7.2: which declared disk_format may be stored, with which
 //! virtual_size.
 
 use glint_formats::{FormatError, check_declared, check_declared_allowing};

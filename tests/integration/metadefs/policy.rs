@@ -1,4 +1,4 @@
-//! Glance's default metadef policy, as a table to check against the contract's (§3):
+//! Glance's default metadef policy, as a table to check against docs/glance-metadefs-api.md §3:
 //! four personas (admin, member and reader of the owning project P, member of another
 //! project) times three namespaces owned by P (public, private, protected and public) times
 //! every operation. Every cell runs on a fresh namespace, so no operation sees another's

@@ -3,6 +3,7 @@
 pub mod broker;
 pub mod cluster;
 pub mod keystone;
+pub mod rows;
 pub mod s3;
 pub mod server;
 pub mod venv;
