@@ -61,34 +61,18 @@ cleanup() {
     [[ -n $TMP && -d $TMP ]] && rm -rf -- "$TMP"
     exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit cleanup
 
 # ---------------------------------------------------------------- tools ---------------
-APT_UPDATED=0
-
-for tool in curl jq; do
-    command -v "$tool" >/dev/null || apt_install "$tool" || die "cannot install $tool"
-done
+need_tools curl jq
 if ! command -v wrk >/dev/null; then
     log "installing wrk from Debian"
     apt_install wrk || die "cannot install wrk"
 fi
 NGINX=""
 if [[ $WANT_NGINX == 1 ]]; then
-    NGINX=$(command -v nginx || true)
-    [[ -z $NGINX && -x /usr/sbin/nginx ]] && NGINX=/usr/sbin/nginx
-    if [[ -z $NGINX ]]; then
-        # Debian's postinst would start a system nginx unless policy-rc.d forbids it (it does
-        # in most containers); this script only ever runs its own throwaway instance below.
-        log "installing nginx from Debian (reference only)"
-        if apt_install nginx; then
-            NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-        else
-            log "WARNING: nginx did not install; the nginx reference is skipped"
-        fi
-    fi
+    find_nginx "reference only"
+    [[ -n $NGINX ]] || log "the nginx reference is skipped"
 fi
 if [[ " $BACKENDS " == *" postgres "* ]]; then
     command -v psql >/dev/null || die "psql is needed for the postgres backend"
@@ -304,11 +288,6 @@ EOF
 log "$(nproc) cores; wrk -t$THREADS -c$CONNS -d$DURATION (warm-up $WARMUP); $IMAGES images, pages of $PAGE"
 for b in $BACKENDS; do bench_backend "$b"; done
 if [[ -n $NGINX && -n $NGINX_IMAGE ]]; then bench_nginx; fi
-
-ratio() {        # ratio A B -> "0.42" or "-"
-    [[ -n ${1:-} && -n ${2:-} ]] || { echo "-"; return; }
-    awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a / b; else print "-" }'
-}
 
 {
     echo

@@ -35,14 +35,9 @@ cleanup() {
     rm -rf -- "$TMP"
     exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit cleanup
 
-APT_UPDATED=0
-for tool in curl jq wrk; do
-    command -v "$tool" >/dev/null || apt_install "$tool" || die "cannot install $tool"
-done
+need_tools curl jq wrk
 if [[ ! -x $KEYSTONE_VENV/bin/keystone-manage ]]; then
     log "installing keystone into $KEYSTONE_VENV"
     python3 -m venv "$KEYSTONE_VENV"

@@ -59,33 +59,17 @@ cleanup() {
     [[ -n $TMP && -d $TMP ]] && rm -rf -- "$TMP"
     exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit cleanup
 
 # ---------------------------------------------------------------- tools ---------------
-APT_UPDATED=0
-
-for tool in curl jq openssl; do
-    command -v "$tool" >/dev/null || apt_install "$tool" || die "cannot install $tool"
-done
+need_tools curl jq openssl
 for tool in sha512sum md5sum numfmt dd; do
     command -v "$tool" >/dev/null || apt_install coreutils || die "cannot install coreutils ($tool)"
 done
 NGINX=""
 if [[ $WANT_NGINX == 1 ]]; then
-    NGINX=$(command -v nginx || true)
-    [[ -z $NGINX && -x /usr/sbin/nginx ]] && NGINX=/usr/sbin/nginx
-    if [[ -z $NGINX ]]; then
-        # Debian's postinst would start a system nginx unless policy-rc.d forbids it (it does
-        # in most containers); this script only ever runs its own throwaway instance below.
-        log "installing nginx from Debian (reference only)"
-        if apt_install nginx; then
-            NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-        else
-            log "WARNING: nginx did not install; the nginx reference is skipped"
-        fi
-    fi
+    find_nginx "reference only"
+    [[ -n $NGINX ]] || log "the nginx reference is skipped"
 fi
 
 SIZE=$(numfmt --from=iec "$SIZE_SPEC" 2>/dev/null) || die "BENCH_SIZE '$SIZE_SPEC' is not a size (2G, 512M, bytes)"
@@ -376,10 +360,6 @@ cell() {         # cell KEY -> "median|runs|rss median|rss max|load range|cores|
         cores=$(median ${CORES[$k]}); cpugb=$(median ${CPUGB[$k]})
     fi
     echo "$m|$runs|$rss|$rmax|$loads|$cores|$cpugb"
-}
-ratio() {        # ratio A B -> "0.42" or "-"
-    [[ -n ${1:-} && -n ${2:-} && $1 != - && $2 != - ]] || { echo "-"; return; }
-    awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a / b; else print "-" }'
 }
 med() { local c; c=$(cell "$1"); echo "${c%%|*}"; }
 

@@ -106,29 +106,12 @@ cleanup() {
     fi
     exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit cleanup
 
 # ---------------------------------------------------------------- tools ---------------
-APT_UPDATED=0
-
-for tool in curl openssl; do
-    command -v "$tool" >/dev/null || apt_install "$tool" || die "cannot install $tool"
-done
-command -v python3 >/dev/null || apt_install python3 || die "cannot install python3"
-NGINX=$(command -v nginx || true)
-[[ -z $NGINX && -x /usr/sbin/nginx ]] && NGINX=/usr/sbin/nginx
-if [[ -z $NGINX ]]; then
-    # Debian's postinst would start a system nginx unless policy-rc.d forbids it (it does
-    # in most containers); this script only ever runs its own throwaway instance below.
-    log "installing nginx from Debian (the web-download source)"
-    if apt_install nginx; then
-        NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-    else
-        log "WARNING: nginx did not install; serving with python3 -m http.server instead"
-    fi
-fi
+need_tools curl openssl python3
+find_nginx "the web-download source"
+[[ -n $NGINX ]] || log "serving with python3 -m http.server instead"
 [[ -n $LATENCY_SETUPS$THROUGHPUT_WORKERS ]] || die "nothing to do: BENCH_LATENCY_SETUPS and BENCH_THROUGHPUT_WORKERS are both empty"
 command -v psql >/dev/null || die "psql is needed (PostgreSQL shapes)"
 
