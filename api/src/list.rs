@@ -2,10 +2,10 @@
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use glint_core::config::ImagesConfig;
-use glint_core::db::entity::image::Column;
 use glint_core::image::Visibility;
-use glint_core::image::query::{Cmp, Field, Filter, ListQuery, MemberStatus, SortKey, VisibilityFilter};
-use sea_orm::{Order, Value};
+use glint_core::image::query::{Cmp, Column, Field, Filter, ListQuery, MemberFilter, SortKey, VisibilityFilter};
+use glint_core::list::SortDir;
+use glint_core::member::MemberStatus;
 
 use crate::error::ApiError;
 
@@ -27,11 +27,11 @@ pub fn parse(pairs: &[(String, String)], cfg: &ImagesConfig) -> Result<ListQuery
         )),
     };
     let member_status = match last("member_status") {
-        None | Some("accepted") => MemberStatus::Only("accepted"),
-        Some("pending") => MemberStatus::Only("pending"),
-        Some("rejected") => MemberStatus::Only("rejected"),
-        Some("all") => MemberStatus::All,
-        Some(v) => return Err(ApiError::bad_request(format!("Invalid status value: {v}"))),
+        None => MemberFilter::Only(MemberStatus::Accepted),
+        Some("all") => MemberFilter::All,
+        Some(v) => {
+            MemberFilter::Only(v.parse().map_err(|_| ApiError::bad_request(format!("Invalid status value: {v}")))?)
+        }
     };
     let os_hidden = match last("os_hidden").map(str::to_ascii_lowercase).as_deref() {
         None | Some("false") => false,
@@ -84,7 +84,7 @@ fn filter(key: &str, value: &str) -> Result<Filter, ApiError> {
                 "container_format" => Column::ContainerFormat,
                 _ => Column::DiskFormat,
             };
-            Filter::In(column(col), operator_values(value)?.into_iter().map(Value::from).collect())
+            Filter::In(column(col), operator_values(value)?)
         }
         "size_min" | "size_max" | "virtual_size_min" | "virtual_size_max" => {
             let n = integer(key, value)?;
@@ -198,15 +198,11 @@ fn parse_time(text: &str) -> Option<NaiveDateTime> {
     NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0))
 }
 
-fn direction(text: &str) -> Result<Order, ApiError> {
-    match text {
-        "asc" => Ok(Order::Asc),
-        "desc" => Ok(Order::Desc),
-        other => Err(ApiError::bad_request(format!("Invalid sort direction: {other}"))),
-    }
+fn direction(text: &str) -> Result<SortDir, ApiError> {
+    text.parse().map_err(|_| ApiError::bad_request(format!("Invalid sort direction: {text}")))
 }
 
-fn sort(pairs: &[(String, String)]) -> Result<Vec<(SortKey, Order)>, ApiError> {
+fn sort(pairs: &[(String, String)]) -> Result<Vec<(SortKey, SortDir)>, ApiError> {
     let keys: Vec<&str> = pairs.iter().filter(|(k, _)| k == "sort_key").map(|(_, v)| v.as_str()).collect();
     let dirs: Vec<&str> = pairs.iter().filter(|(k, _)| k == "sort_dir").map(|(_, v)| v.as_str()).collect();
     let new_style: Vec<&str> = pairs.iter().filter(|(k, _)| k == "sort").map(|(_, v)| v.as_str()).collect();
@@ -230,9 +226,9 @@ fn sort(pairs: &[(String, String)]) -> Result<Vec<(SortKey, Order)>, ApiError> {
         .enumerate()
         .map(|(i, key)| {
             let dir = match dirs.len() {
-                0 => Order::Desc,
-                1 => dirs[0].clone(),
-                _ => dirs[i].clone(),
+                0 => SortDir::Desc,
+                1 => dirs[0],
+                _ => dirs[i],
             };
             Ok((SortKey::parse(key)?, dir))
         })
@@ -298,7 +294,7 @@ mod tests {
         assert!(sort(&pairs("sort=name:asc&sort_key=name")).is_err());
         assert_eq!(
             sort(&pairs("sort=name:asc,size")).ok(),
-            Some(vec![(SortKey::Name, Order::Asc), (SortKey::Size, Order::Desc)])
+            Some(vec![(SortKey::Name, SortDir::Asc), (SortKey::Size, SortDir::Desc)])
         );
     }
 
@@ -306,7 +302,7 @@ mod tests {
     fn one_sort_dir_applies_to_every_key() {
         assert_eq!(
             sort(&pairs("sort_key=name&sort_key=size&sort_dir=asc")).ok(),
-            Some(vec![(SortKey::Name, Order::Asc), (SortKey::Size, Order::Asc)])
+            Some(vec![(SortKey::Name, SortDir::Asc), (SortKey::Size, SortDir::Asc)])
         );
         assert!(sort(&pairs("sort_key=name&sort_dir=asc&sort_dir=desc&sort_dir=asc")).is_err());
     }

@@ -8,10 +8,10 @@ use chrono::NaiveDateTime;
 use glint_core::context::RequestContext;
 use glint_core::image::repo as images;
 use glint_core::image::schema::is_uuid;
+use glint_core::list::SortDir;
 use glint_core::task::query::{self, TaskQuery, TaskSortKey};
 use glint_core::task::repo;
 use glint_core::task::{Task, TaskStatus, TaskType};
-use sea_orm::Order;
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
@@ -97,8 +97,8 @@ fn parse_query(pairs: &[(String, String)], state: &AppState) -> Result<TaskQuery
     };
     let sort_key = TaskSortKey::parse(last("sort_key").unwrap_or("created_at"))?;
     let sort_dir = match last("sort_dir").unwrap_or("desc") {
-        "asc" => Order::Asc,
-        "desc" => Order::Desc,
+        "asc" => SortDir::Asc,
+        "desc" => SortDir::Desc,
         other => return Err(ApiError::bad_request(format!("Invalid sort direction: {other}"))),
     };
     let status = last("status")

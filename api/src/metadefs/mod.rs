@@ -16,6 +16,7 @@ use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use glint_core::context::RequestContext;
+use glint_core::list::SortDir;
 use glint_core::metadefs::{self, body, repo, schema};
 use serde_json::{Value, json};
 
@@ -33,11 +34,11 @@ fn last<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
-/// `sort_dir`: `asc` or `desc` (the default); true when ascending.
-fn sort_dir(pairs: &[(String, String)]) -> Result<bool, ApiError> {
+/// `sort_dir`: `asc` or `desc` (the default).
+fn sort_dir(pairs: &[(String, String)]) -> Result<SortDir, ApiError> {
     match last(pairs, "sort_dir") {
-        None | Some("desc") => Ok(false),
-        Some("asc") => Ok(true),
+        None | Some("desc") => Ok(SortDir::Desc),
+        Some("asc") => Ok(SortDir::Asc),
         Some(other) => Err(ApiError::bad_request(format!("Invalid sort direction: {other}"))),
     }
 }
@@ -74,7 +75,7 @@ pub async fn list(
         visibility,
         resource_types: last(&pairs, "resource_types").map(|t| t.split(',').map(|s| s.trim().to_owned()).collect()),
         sort_key: sort_key.to_owned(),
-        ascending: sort_dir(&pairs)?,
+        dir: sort_dir(&pairs)?,
         limit,
         marker: last(&pairs, "marker").map(str::to_owned),
     };
@@ -145,7 +146,7 @@ pub async fn show(
     if !objects.is_empty() {
         out.insert("objects".into(), objects.iter().map(|o| view::object(&ns.namespace, o, &prefix)).collect());
     }
-    let query = repo::TagQuery { sort_key: "created_at".into(), ascending: false, limit: None, marker: None };
+    let query = repo::TagQuery { sort_key: "created_at".into(), dir: SortDir::Desc, limit: None, marker: None };
     let tags = repo::tags(&state.db, &ns, &query).await?;
     if !tags.is_empty() {
         out.insert("tags".into(), view::tag_names(tags.iter().map(|t| t.name.as_str())));

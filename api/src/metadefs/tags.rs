@@ -40,7 +40,7 @@ pub async fn list(
     }
     let query = repo::TagQuery {
         sort_key: sort_key.to_owned(),
-        ascending: sort_dir(&pairs)?,
+        dir: sort_dir(&pairs)?,
         limit,
         marker: last(&pairs, "marker").map(str::to_owned),
     };
