@@ -1,7 +1,7 @@
 //! `/v2/images` and `/v2/images/{id}`: create, list, show, update (JSON patch), delete.
 
 use axum::Json;
-use axum::extract::{Extension, Path, RawQuery, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use glint_core::context::RequestContext;
@@ -9,11 +9,12 @@ use glint_core::image::{self, Action, Dialect, Op, PatchOp, PatchPath};
 use glint_core::image::{query, repo};
 use glint_core::policy;
 use glint_core::quota::{self, Resource};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, NoBody};
+use crate::list::Params;
 use crate::{list, versions, view};
 
 /// `POST /v2/images`: 201 with the new queued image and its Location.
@@ -47,24 +48,14 @@ pub async fn create(
 pub async fn list(
     State(state): State<AppState>,
     Extension(ctx): Extension<RequestContext>,
-    RawQuery(query): RawQuery,
+    params: Params,
 ) -> Result<Json<Value>, ApiError> {
     policy::check_list(&ctx)?;
-    let pairs: Vec<(String, String)> =
-        form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
-    let parsed = list::parse(&pairs, &state.config.images)?;
+    let parsed = list::images::parse(&params, &state.config.images)?;
     let images = query::list(&state.db, &ctx, &parsed).await?;
-    let full_page = !images.is_empty() && images.len() as u64 == parsed.limit;
-    let (first, next) = list::links(&pairs, full_page.then(|| images.last().map(|i| i.id.as_str())).flatten());
-    let mut body = json!({
-        "images": images.iter().map(|i| view::image(i, state.stores.multistore())).collect::<Vec<_>>(),
-        "first": first,
-        "schema": "/v2/schemas/images",
-    });
-    if let Some(next) = next {
-        body["next"] = json!(next);
-    }
-    Ok(Json(body))
+    let links = params.links("/v2/images", list::next_marker(&images, parsed.limit, |i| i.id.as_str()));
+    let items = images.iter().map(|i| view::image(i, state.stores.multistore())).collect();
+    Ok(Json(list::page("images", items, links, "/v2/schemas/images")))
 }
 
 /// `GET /v2/images/{id}`.

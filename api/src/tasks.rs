@@ -1,7 +1,7 @@
 //! `/v2/tasks`, `/v2/tasks/{id}` and `/v2/images/{id}/tasks`: reading tasks.
 
 use axum::Json;
-use axum::extract::{Extension, Path, RawQuery, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::NaiveDateTime;
@@ -11,12 +11,12 @@ use glint_core::image::schema::is_uuid;
 use glint_core::task::query::{self, TaskQuery, TaskSortKey};
 use glint_core::task::repo;
 use glint_core::task::{Task, TaskStatus, TaskType};
-use sea_orm::Order;
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, NoBody};
+use crate::list::{self, Links, Params};
 use crate::versions;
 use crate::view::timestamp;
 
@@ -86,25 +86,21 @@ fn image_task(task: &Task) -> Value {
     })
 }
 
-fn parse_query(pairs: &[(String, String)], state: &AppState) -> Result<TaskQuery, ApiError> {
-    let last = |name: &str| pairs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let limit = crate::list::limit(last("limit"), &state.config.images)?;
-    let marker = match last("marker") {
+fn parse_query(params: &Params, state: &AppState) -> Result<TaskQuery, ApiError> {
+    let limit = params.limit(&state.config.images)?;
+    let marker = match params.last("marker") {
         Some(marker) if !is_uuid(marker) => {
             return Err(ApiError::bad_request(format!("Invalid marker format: {marker}")));
         }
         other => other.map(str::to_owned),
     };
-    let sort_key = TaskSortKey::parse(last("sort_key").unwrap_or("created_at"))?;
-    let sort_dir = match last("sort_dir").unwrap_or("desc") {
-        "asc" => Order::Asc,
-        "desc" => Order::Desc,
-        other => return Err(ApiError::bad_request(format!("Invalid sort direction: {other}"))),
-    };
-    let status = last("status")
+    let sort_key = TaskSortKey::parse(params.last("sort_key").unwrap_or("created_at"))?;
+    let sort_dir = params.sort_dir()?;
+    let status = params
+        .last("status")
         .map(|s| s.parse::<TaskStatus>().map_err(|_| ApiError::bad_request(format!("Invalid status value: {s}"))))
         .transpose()?;
-    let task_type = match last("type") {
+    let task_type = match params.last("type") {
         None => None,
         Some("import") => Some(TaskType::Import),
         Some(other) => return Err(ApiError::bad_request(format!("Invalid type value: {other}"))),
@@ -112,8 +108,8 @@ fn parse_query(pairs: &[(String, String)], state: &AppState) -> Result<TaskQuery
     Ok(TaskQuery {
         status,
         task_type,
-        owner: last("owner").map(str::to_owned),
-        image_id: last("image_id").map(str::to_owned),
+        owner: params.last("owner").map(str::to_owned),
+        image_id: params.last("image_id").map(str::to_owned),
         sort: (sort_key, sort_dir),
         limit,
         marker,
@@ -124,29 +120,15 @@ fn parse_query(pairs: &[(String, String)], state: &AppState) -> Result<TaskQuery
 pub async fn list(
     State(state): State<AppState>,
     Extension(ctx): Extension<RequestContext>,
-    RawQuery(query): RawQuery,
+    params: Params,
 ) -> Result<Json<Value>, ApiError> {
     check_tasks_api(&ctx)?;
-    let pairs: Vec<(String, String)> =
-        form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
-    let parsed = parse_query(&pairs, &state)?;
+    let parsed = parse_query(&params, &state)?;
     let tasks = query::list(&state.db, &ctx, &parsed).await?;
-    let mut body = json!({
-        "tasks": tasks.iter().map(stub).collect::<Vec<_>>(),
-        "first": "/v2/tasks",
-        "schema": "/v2/schemas/tasks",
-    });
-    if !tasks.is_empty() && tasks.len() as u64 == parsed.limit {
-        let mut next = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in pairs.iter().filter(|(k, _)| k != "marker") {
-            next.append_pair(k, v);
-        }
-        if let Some(last) = tasks.last() {
-            next.append_pair("marker", &last.id);
-        }
-        body["next"] = json!(format!("/v2/tasks?{}", next.finish()));
-    }
-    Ok(Json(body))
+    let links = params.links("/v2/tasks", list::next_marker(&tasks, parsed.limit, |t| t.id.as_str()));
+    // Glance's task list points `first` at the bare collection, whatever the filters.
+    let links = Links { first: "/v2/tasks".to_owned(), ..links };
+    Ok(Json(list::page("tasks", tasks.iter().map(stub).collect(), links, "/v2/schemas/tasks")))
 }
 
 /// `POST /v2/tasks`: records a legacy `import` task; 201 with the pending task.

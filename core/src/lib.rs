@@ -11,6 +11,7 @@ pub mod error;
 pub mod fetch;
 pub mod image;
 pub mod keystone;
+pub mod list;
 pub mod member;
 pub mod metadefs;
 pub mod policy;

@@ -12,43 +12,23 @@ pub mod tags;
 mod view;
 
 use axum::Json;
-use axum::extract::{Extension, Path, RawQuery, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use glint_core::context::RequestContext;
+use glint_core::list::SortDir;
 use glint_core::metadefs::{self, body, repo, schema};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, NoBody};
-use crate::{list, versions};
-
-/// The decoded query pairs of a request.
-fn pairs(query: Option<&str>) -> Vec<(String, String)> {
-    form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect()
-}
-
-fn last<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    pairs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-}
-
-/// `sort_dir`: `asc` or `desc` (the default); true when ascending.
-fn sort_dir(pairs: &[(String, String)]) -> Result<bool, ApiError> {
-    match last(pairs, "sort_dir") {
-        None | Some("desc") => Ok(false),
-        Some("asc") => Ok(true),
-        Some(other) => Err(ApiError::bad_request(format!("Invalid sort direction: {other}"))),
-    }
-}
+use crate::list::{self, Params};
+use crate::versions;
 
 /// `resource_type=RT` on a show: the prefix of the namespace's association with RT, if any.
-async fn prefix_for(
-    state: &AppState,
-    ns: &metadefs::Namespace,
-    pairs: &[(String, String)],
-) -> Result<String, ApiError> {
-    let Some(rt) = last(pairs, "resource_type") else { return Ok(String::new()) };
+async fn prefix_for(state: &AppState, ns: &metadefs::Namespace, params: &Params) -> Result<String, ApiError> {
+    let Some(rt) = params.last("resource_type") else { return Ok(String::new()) };
     let associations = repo::associations(&state.db, ns).await?;
     Ok(associations.into_iter().find(|a| a.name == rt).and_then(|a| a.prefix).unwrap_or_default())
 }
@@ -57,32 +37,30 @@ async fn prefix_for(
 pub async fn list(
     State(state): State<AppState>,
     Extension(ctx): Extension<RequestContext>,
-    RawQuery(query): RawQuery,
+    params: Params,
 ) -> Result<Json<Value>, ApiError> {
-    let pairs = pairs(query.as_deref());
-    let limit = list::limit(last(&pairs, "limit"), &state.config.images)?;
-    let sort_key = last(&pairs, "sort_key").unwrap_or("created_at");
+    let limit = params.limit(&state.config.images)?;
+    let sort_key = params.last("sort_key").unwrap_or("created_at");
     if !repo::SORT_KEYS.contains(&sort_key) {
         return Err(ApiError::bad_request(format!("Invalid sort key: {sort_key}")));
     }
-    let visibility = match last(&pairs, "visibility") {
+    let visibility = match params.last("visibility") {
         None => None,
         Some(v @ ("public" | "private")) => Some(v.to_owned()),
         Some(other) => return Err(ApiError::bad_request(format!("Invalid visibility value: {other}"))),
     };
     let query = repo::ListQuery {
         visibility,
-        resource_types: last(&pairs, "resource_types").map(|t| t.split(',').map(|s| s.trim().to_owned()).collect()),
+        resource_types: params.last("resource_types").map(|t| t.split(',').map(|s| s.trim().to_owned()).collect()),
         sort_key: sort_key.to_owned(),
-        ascending: sort_dir(&pairs)?,
+        dir: params.sort_dir()?,
         limit,
-        marker: last(&pairs, "marker").map(str::to_owned),
+        marker: params.marker(),
     };
     metadefs::check_list(&ctx)?;
     let page = repo::list(&state.db, &ctx, &query).await?;
-    let full = !page.is_empty() && page.len() as u64 == limit;
-    let next_marker = full.then(|| page.last().map(|(ns, _)| ns.namespace.clone())).flatten();
-    let (first, next) = list::links_at("/v2/metadefs/namespaces", &pairs, next_marker.as_deref());
+    let next_marker = list::next_marker(&page, limit, |(ns, _)| ns.namespace.as_str());
+    let links = params.links("/v2/metadefs/namespaces", next_marker);
     let namespaces: Vec<Value> = page
         .iter()
         .map(|(ns, associations)| {
@@ -93,11 +71,7 @@ pub async fn list(
             Value::Object(out)
         })
         .collect();
-    let mut out = json!({"namespaces": namespaces, "first": first, "schema": "/v2/schemas/metadefs/namespaces"});
-    if let (Some(next), Some(map)) = (next, out.as_object_mut()) {
-        map.insert("next".into(), json!(next));
-    }
-    Ok(Json(out))
+    Ok(Json(list::page("namespaces", namespaces, links, "/v2/schemas/metadefs/namespaces")))
 }
 
 /// `POST /v2/metadefs/namespaces`: 201, `Location`, the namespace and an echo of its parts.
@@ -124,12 +98,12 @@ pub async fn show(
     State(state): State<AppState>,
     Extension(ctx): Extension<RequestContext>,
     Path(name): Path<String>,
-    RawQuery(query): RawQuery,
+    params: Params,
     _: NoBody,
 ) -> Result<Json<Value>, ApiError> {
     let ns = repo::find_visible(&state.db, &ctx, &name).await?;
     metadefs::check_read(&ctx, &ns)?;
-    let prefix = prefix_for(&state, &ns, &pairs(query.as_deref())).await?;
+    let prefix = prefix_for(&state, &ns, &params).await?;
     let mut out = view::namespace(&ns);
     let associations = repo::associations(&state.db, &ns).await?;
     if !associations.is_empty() {
@@ -145,7 +119,7 @@ pub async fn show(
     if !objects.is_empty() {
         out.insert("objects".into(), objects.iter().map(|o| view::object(&ns.namespace, o, &prefix)).collect());
     }
-    let query = repo::TagQuery { sort_key: "created_at".into(), ascending: false, limit: None, marker: None };
+    let query = repo::TagQuery { sort_key: "created_at".into(), dir: SortDir::Desc, limit: None, marker: None };
     let tags = repo::tags(&state.db, &ns, &query).await?;
     if !tags.is_empty() {
         out.insert("tags".into(), view::tag_names(tags.iter().map(|t| t.name.as_str())));

@@ -1,16 +1,17 @@
 //! `/v2/metadefs/namespaces/{ns}/objects[/{obj}]`.
 
 use axum::Json;
-use axum::extract::{Extension, Path, RawQuery, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use glint_core::context::RequestContext;
 use glint_core::metadefs::{self, body, repo};
 use serde_json::{Value, json};
 
-use super::{last, pairs, sort_dir, to_empty, view};
+use super::{to_empty, view};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, NoBody};
+use crate::list::Params;
 
 /// `GET .../objects`: every object, in creation order. Glance validates the paging
 /// parameters and then ignores them; so do we.
@@ -18,16 +19,15 @@ pub async fn list(
     State(state): State<AppState>,
     Extension(ctx): Extension<RequestContext>,
     Path(name): Path<String>,
-    RawQuery(query): RawQuery,
+    params: Params,
 ) -> Result<Json<Value>, ApiError> {
-    let pairs = pairs(query.as_deref());
-    if let Some(limit) = last(&pairs, "limit")
+    if let Some(limit) = params.last("limit")
         && !limit.trim().parse::<i64>().is_ok_and(|n| n > 0)
     {
         return Err(ApiError::bad_request("limit param must be positive"));
     }
-    sort_dir(&pairs)?;
-    if let Some(v) = last(&pairs, "visibility").filter(|v| !matches!(*v, "public" | "private" | "shared")) {
+    params.sort_dir()?;
+    if let Some(v) = params.last("visibility").filter(|v| !matches!(*v, "public" | "private" | "shared")) {
         return Err(ApiError::bad_request(format!("Invalid visibility value: {v}")));
     }
     let ns = repo::find_visible(&state.db, &ctx, &name).await?;

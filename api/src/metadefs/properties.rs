@@ -1,17 +1,18 @@
 //! `/v2/metadefs/namespaces/{ns}/properties[/{prop}]`.
 
 use axum::Json;
-use axum::extract::{Extension, Path, RawQuery, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use glint_core::context::RequestContext;
 use glint_core::metadefs::body::render_property;
 use glint_core::metadefs::{self, body, repo};
 use serde_json::{Map, Value, json};
 
-use super::{last, pairs, to_empty, view};
+use super::{to_empty, view};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, NoBody};
+use crate::list::Params;
 
 /// `GET .../properties`: name → property; an entry names itself only if it was created through
 /// this API (as in Glance, whose clients tolerate both).
@@ -62,12 +63,12 @@ pub async fn show(
     State(state): State<AppState>,
     Extension(ctx): Extension<RequestContext>,
     Path((name, property)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
+    params: Params,
 ) -> Result<Json<Value>, ApiError> {
     let ns = repo::find_visible(&state.db, &ctx, &name).await?;
     metadefs::check_read(&ctx, &ns)?;
     let mut lookup = property.as_str();
-    if let Some(rt) = last(&pairs(query.as_deref()), "resource_type") {
+    if let Some(rt) = params.last("resource_type") {
         let association =
             repo::associations(&state.db, &ns).await?.into_iter().find(|a| a.name == rt).ok_or_else(|| {
                 ApiError::new(

@@ -1,16 +1,17 @@
 //! `/v2/metadefs/namespaces/{ns}/tags[/{tag}]`.
 
 use axum::Json;
-use axum::extract::{Extension, Path, RawQuery, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use glint_core::context::RequestContext;
 use glint_core::metadefs::{self, body, repo};
 use serde_json::{Value, json};
 
-use super::{last, pairs, sort_dir, to_empty, view};
+use super::{to_empty, view};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, NoBody};
+use crate::list::Params;
 
 /// `GET .../tags`: names, newest first unless sorted otherwise; `limit` and `marker` (a name).
 /// `visibility` is validated and then ignored, as in Glance.
@@ -18,32 +19,18 @@ pub async fn list(
     State(state): State<AppState>,
     Extension(ctx): Extension<RequestContext>,
     Path(name): Path<String>,
-    RawQuery(query): RawQuery,
+    params: Params,
 ) -> Result<Json<Value>, ApiError> {
-    let pairs = pairs(query.as_deref());
-    let limit = match last(&pairs, "limit") {
-        None => None,
-        Some(text) => {
-            let n: i64 = text.trim().parse().map_err(|_| ApiError::bad_request("limit param must be an integer"))?;
-            if n < 0 {
-                return Err(ApiError::bad_request("limit param must be positive"));
-            }
-            Some(n as u64)
-        }
-    };
-    let sort_key = last(&pairs, "sort_key").unwrap_or("created_at");
+    let limit = params.limit_as_given()?;
+    let sort_key = params.last("sort_key").unwrap_or("created_at");
     if !repo::TAG_SORT_KEYS.contains(&sort_key) {
         return Err(ApiError::bad_request(format!("Invalid sort key: {sort_key}")));
     }
-    if let Some(v) = last(&pairs, "visibility").filter(|v| !matches!(*v, "public" | "private" | "shared")) {
+    if let Some(v) = params.last("visibility").filter(|v| !matches!(*v, "public" | "private" | "shared")) {
         return Err(ApiError::bad_request(format!("Invalid visibility value: {v}")));
     }
-    let query = repo::TagQuery {
-        sort_key: sort_key.to_owned(),
-        ascending: sort_dir(&pairs)?,
-        limit,
-        marker: last(&pairs, "marker").map(str::to_owned),
-    };
+    let query =
+        repo::TagQuery { sort_key: sort_key.to_owned(), dir: params.sort_dir()?, limit, marker: params.marker() };
     let ns = repo::find_visible(&state.db, &ctx, &name).await?;
     metadefs::check_read(&ctx, &ns)?;
     let tags = repo::tags(&state.db, &ns, &query).await?;

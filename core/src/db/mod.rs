@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use chrono::{NaiveDateTime, SubsecRound, Utc};
 use glint_migrations::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+/// The database pool, re-exported so that the API holds one without depending on sea-orm.
+pub use sea_orm::DatabaseConnection;
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend};
 
 use crate::config::DatabaseConfig;
 use crate::{Error, Result};

@@ -1,19 +1,67 @@
 //! The image list (`GET /v2/images`): its query types and the one SQL visibility rule.
 
+use chrono::NaiveDateTime;
 use sea_orm::sea_query::{Expr, ExprTrait, Query, SelectStatement};
-use sea_orm::{ColumnTrait, Condition, DatabaseConnection, EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::repo::{assemble, get, is_member};
 use super::{Image, Status, Visibility};
 use crate::context::RequestContext;
 use crate::db::entity::{image, image_member, image_property, image_tag};
+use crate::list::SortDir;
+use crate::member::MemberStatus;
 use crate::{Error, Result, policy};
 
+/// The columns of `images` a list may filter on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Column {
+    Name,
+    Id,
+    Status,
+    ContainerFormat,
+    DiskFormat,
+    Size,
+    VirtualSize,
+    MinRam,
+    MinDisk,
+    Protected,
+    CreatedAt,
+    UpdatedAt,
+    Owner,
+    Checksum,
+    OsHashAlgo,
+    OsHashValue,
+}
+
+impl Column {
+    fn sql(self) -> image::Column {
+        match self {
+            Column::Name => image::Column::Name,
+            Column::Id => image::Column::Id,
+            Column::Status => image::Column::Status,
+            Column::ContainerFormat => image::Column::ContainerFormat,
+            Column::DiskFormat => image::Column::DiskFormat,
+            Column::Size => image::Column::Size,
+            Column::VirtualSize => image::Column::VirtualSize,
+            Column::MinRam => image::Column::MinRam,
+            Column::MinDisk => image::Column::MinDisk,
+            Column::Protected => image::Column::Protected,
+            Column::CreatedAt => image::Column::CreatedAt,
+            Column::UpdatedAt => image::Column::UpdatedAt,
+            Column::Owner => image::Column::Owner,
+            Column::Checksum => image::Column::Checksum,
+            Column::OsHashAlgo => image::Column::OsHashAlgo,
+            Column::OsHashValue => image::Column::OsHashValue,
+        }
+    }
+}
+
 /// What a list filter compares: an `images` column or an extra property.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Field {
     /// A column of `images`.
-    Column(image::Column),
+    Column(Column),
     /// An extra property, by name.
     Property(String),
 }
@@ -35,13 +83,61 @@ pub enum Cmp {
     Lte,
 }
 
+/// What a filter compares a field with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FilterValue {
+    /// Names, ids, statuses, hashes and every extra property.
+    Text(String),
+    /// Sizes, `min_ram`, `min_disk`.
+    Integer(i64),
+    /// `protected`.
+    Bool(bool),
+    /// `created_at`, `updated_at` (UTC).
+    Time(NaiveDateTime),
+}
+
+impl From<&str> for FilterValue {
+    fn from(text: &str) -> Self {
+        FilterValue::Text(text.to_owned())
+    }
+}
+
+impl From<i64> for FilterValue {
+    fn from(n: i64) -> Self {
+        FilterValue::Integer(n)
+    }
+}
+
+impl From<bool> for FilterValue {
+    fn from(b: bool) -> Self {
+        FilterValue::Bool(b)
+    }
+}
+
+impl From<NaiveDateTime> for FilterValue {
+    fn from(at: NaiveDateTime) -> Self {
+        FilterValue::Time(at)
+    }
+}
+
+impl FilterValue {
+    fn sql(&self) -> sea_orm::Value {
+        match self {
+            FilterValue::Text(text) => text.clone().into(),
+            FilterValue::Integer(n) => (*n).into(),
+            FilterValue::Bool(b) => (*b).into(),
+            FilterValue::Time(at) => (*at).into(),
+        }
+    }
+}
+
 /// One condition of `GET /v2/images`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Filter {
-    /// The field equals one of the values.
-    In(Field, Vec<sea_orm::Value>),
+    /// The field equals one of the texts.
+    In(Field, Vec<String>),
     /// The field compares with the value.
-    Cmp(Field, Cmp, sea_orm::Value),
+    Cmp(Field, Cmp, FilterValue),
 }
 
 /// The `visibility` list parameter.
@@ -55,9 +151,9 @@ pub enum VisibilityFilter {
 
 /// The `member_status` list parameter: which memberships make a shared image listed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MemberStatus {
+pub enum MemberFilter {
     /// Only memberships in this status (`accepted` by default).
-    Only(&'static str),
+    Only(MemberStatus),
     /// Any status.
     All,
 }
@@ -133,11 +229,11 @@ pub struct ListQuery {
     /// `None` = the default visibility rule.
     pub visibility: Option<VisibilityFilter>,
     /// Which memberships count for shared images.
-    pub member_status: MemberStatus,
+    pub member_status: MemberFilter,
     /// `true` lists only hidden images, `false` only visible ones.
     pub os_hidden: bool,
     /// Sort keys with directions; `created_at` and `id` are appended as tie-breakers.
-    pub sort: Vec<(SortKey, Order)>,
+    pub sort: Vec<(SortKey, SortDir)>,
     /// Page size (already clamped).
     pub limit: u64,
     /// Id of the last image of the previous page.
@@ -151,13 +247,12 @@ pub async fn list(db: &DatabaseConnection, ctx: &RequestContext, query: &ListQue
     }
     let mut sort = query.sort.clone();
     let tie_order = match sort.as_slice() {
-        [] => Order::Desc,
-        [(_, first), rest @ ..] if rest.iter().all(|(_, o)| o == first) => first.clone(),
-        _ => Order::Desc,
+        [(_, first), rest @ ..] if rest.iter().all(|(_, o)| o == first) => *first,
+        _ => SortDir::Desc,
     };
     for key in [SortKey::CreatedAt, SortKey::Id] {
         if !sort.iter().any(|(k, _)| *k == key) {
-            sort.push((key, tie_order.clone()));
+            sort.push((key, tie_order));
         }
     }
 
@@ -189,8 +284,8 @@ pub async fn list(db: &DatabaseConnection, ctx: &RequestContext, query: &ListQue
         }
         select = select.filter(after_marker(&sort, &marker_image));
     }
-    for (key, order) in &sort {
-        select = select.order_by(key.expr(), order.clone());
+    for (key, dir) in &sort {
+        select = select.order_by(key.expr(), dir.order());
     }
     let rows = select.limit(query.limit).all(db).await?;
     assemble(db, rows).await
@@ -198,17 +293,17 @@ pub async fn list(db: &DatabaseConnection, ctx: &RequestContext, query: &ListQue
 
 /// Rows strictly after the marker in the full sort order: the lexicographic "greater than"
 /// over the sort keys, written as an OR of prefixes-equal-then-one-beyond.
-fn after_marker(sort: &[(SortKey, Order)], marker: &Image) -> Condition {
+fn after_marker(sort: &[(SortKey, SortDir)], marker: &Image) -> Condition {
     let mut any = Condition::any();
     for i in 0..sort.len() {
         let mut all = Condition::all();
         for (key, _) in &sort[..i] {
             all = all.add(key.expr().eq(key.value_of(marker)));
         }
-        let (key, order) = &sort[i];
-        let beyond = match order {
-            Order::Asc => key.expr().gt(key.value_of(marker)),
-            _ => key.expr().lt(key.value_of(marker)),
+        let (key, dir) = &sort[i];
+        let beyond = match dir {
+            SortDir::Asc => key.expr().gt(key.value_of(marker)),
+            SortDir::Desc => key.expr().lt(key.value_of(marker)),
         };
         any = any.add(all.add(beyond));
     }
@@ -224,17 +319,17 @@ fn child_rows<E: EntityTrait, C: ColumnTrait>(entity: E, fk: C) -> SelectStateme
         .to_owned()
 }
 
-fn membership(project: &str, status: MemberStatus) -> Expr {
+fn membership(project: &str, status: MemberFilter) -> Expr {
     let mut rows = child_rows(image_member::Entity, image_member::Column::ImageId);
     rows.and_where(Expr::col((image_member::Entity, image_member::Column::Member)).eq(project))
         .and_where(Expr::col((image_member::Entity, image_member::Column::Deleted)).eq(false));
-    if let MemberStatus::Only(status) = status {
-        rows.and_where(Expr::col((image_member::Entity, image_member::Column::Status)).eq(status));
+    if let MemberFilter::Only(status) = status {
+        rows.and_where(Expr::col((image_member::Entity, image_member::Column::Status)).eq(status.as_str()));
     }
     Expr::exists(rows)
 }
 
-fn visibility_condition(ctx: &RequestContext, filter: Option<VisibilityFilter>, members: MemberStatus) -> Condition {
+fn visibility_condition(ctx: &RequestContext, filter: Option<VisibilityFilter>, members: MemberFilter) -> Condition {
     let vis = |v: Visibility| image::Column::Visibility.eq(v.as_str());
     let owned = match &ctx.project_id {
         Some(project) => image::Column::Owner.eq(project.as_str()),
@@ -274,7 +369,8 @@ fn visibility_condition(ctx: &RequestContext, filter: Option<VisibilityFilter>, 
     }
 }
 
-fn compare(lhs: Expr, cmp: Cmp, value: sea_orm::Value) -> Expr {
+fn compare(lhs: Expr, cmp: Cmp, value: &FilterValue) -> Expr {
+    let value = value.sql();
     match cmp {
         Cmp::Eq => lhs.eq(value),
         Cmp::Ne => lhs.ne(value),
@@ -286,18 +382,13 @@ fn compare(lhs: Expr, cmp: Cmp, value: sea_orm::Value) -> Expr {
 }
 
 fn filter_condition(filter: &Filter) -> Expr {
-    let (field, condition): (&Field, Box<dyn Fn(Expr) -> Expr>) = match filter {
-        Filter::In(field, values) => {
-            let values = values.clone();
-            (field, Box::new(move |lhs: Expr| lhs.is_in(values.clone())))
-        }
-        Filter::Cmp(field, cmp, value) => {
-            let (cmp, value) = (*cmp, value.clone());
-            (field, Box::new(move |lhs: Expr| compare(lhs, cmp, value.clone())))
-        }
+    let (Filter::In(field, _) | Filter::Cmp(field, _, _)) = filter;
+    let condition = |lhs: Expr| match filter {
+        Filter::In(_, texts) => lhs.is_in(texts.iter().cloned().map(sea_orm::Value::from)),
+        Filter::Cmp(_, cmp, value) => compare(lhs, *cmp, value),
     };
     match field {
-        Field::Column(column) => condition(Expr::col((image::Entity, *column))),
+        Field::Column(column) => condition(Expr::col((image::Entity, column.sql()))),
         Field::Property(name) => Expr::exists(
             child_rows(image_property::Entity, image_property::Column::ImageId)
                 .and_where(Expr::col((image_property::Entity, image_property::Column::Name)).eq(name.as_str()))

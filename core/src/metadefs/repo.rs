@@ -23,6 +23,7 @@ use crate::db::entity::{
     metadef_property as property_row, metadef_resource_type as type_row, metadef_tag as tag_row,
 };
 use crate::db::now;
+use crate::list::SortDir;
 use crate::{Error, Result};
 
 // --- conversions -------------------------------------------------------------------------------
@@ -107,8 +108,8 @@ pub struct ListQuery {
     pub resource_types: Option<Vec<String>>,
     /// One of [`SORT_KEYS`]; `created_at`, then `id`, break ties.
     pub sort_key: String,
-    /// Ascending rather than descending.
-    pub ascending: bool,
+    /// The direction of the sort key and of the tie-breakers.
+    pub dir: SortDir,
     /// Page size.
     pub limit: u64,
     /// The name of the last namespace of the previous page.
@@ -154,7 +155,7 @@ pub async fn list(
     let order = |a: &Namespace, b: &Namespace| {
         let ordering =
             compare(a, b, &query.sort_key).then_with(|| a.created_at.cmp(&b.created_at)).then_with(|| a.id.cmp(&b.id));
-        if query.ascending { ordering } else { ordering.reverse() }
+        query.dir.apply(ordering)
     };
     all.sort_by(order);
     let start = marker.map_or(0, |m| all.iter().position(|ns| order(ns, &m) == Ordering::Greater).unwrap_or(all.len()));
@@ -435,8 +436,8 @@ pub const TAG_SORT_KEYS: &[&str] = &["name", "created_at", "updated_at", "id"];
 pub struct TagQuery {
     /// One of [`TAG_SORT_KEYS`]; `created_at`, then `id`, break ties.
     pub sort_key: String,
-    /// Ascending rather than descending.
-    pub ascending: bool,
+    /// The direction of the sort key and of the tie-breakers.
+    pub dir: SortDir,
     /// Page size; all when `None`.
     pub limit: Option<u64>,
     /// The name of the last tag of the previous page (unknown: 404).
@@ -455,7 +456,7 @@ pub async fn tags(db: &impl ConnectionTrait, ns: &Namespace, query: &TagQuery) -
         }
         .then_with(|| a.created_at.cmp(&b.created_at))
         .then_with(|| a.id.cmp(&b.id));
-        if query.ascending { ordering } else { ordering.reverse() }
+        query.dir.apply(ordering)
     };
     rows.sort_by(order);
     let start = match &query.marker {

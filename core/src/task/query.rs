@@ -1,12 +1,13 @@
 //! The task list (`GET /v2/tasks`): its query type, sort keys and paging.
 
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ColumnTrait, Condition, ConnectionTrait, EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::repo::{assemble, purge_expired, visible_to};
 use super::{Task, TaskStatus, TaskType};
 use crate::context::RequestContext;
 use crate::db::entity::task;
+use crate::list::SortDir;
 use crate::{Error, Result};
 
 /// Sortable columns of the task list.
@@ -62,7 +63,7 @@ pub struct TaskQuery {
     /// Only tasks of this image.
     pub image_id: Option<String>,
     /// Order (`created_at desc` by default); `id` breaks ties.
-    pub sort: (TaskSortKey, Order),
+    pub sort: (TaskSortKey, SortDir),
     /// Page size (already clamped).
     pub limit: u64,
     /// The last task of the previous page.
@@ -88,7 +89,7 @@ pub async fn list(db: &impl ConnectionTrait, ctx: &RequestContext, query: &TaskQ
     if let Some(image_id) = &query.image_id {
         select = select.filter(task::Column::ImageId.eq(image_id.as_str()));
     }
-    let (key, order) = query.sort.clone();
+    let (key, dir) = query.sort;
     if let Some(marker) = &query.marker {
         let marker_row = task::Entity::find_by_id(marker.clone())
             .filter(task::Column::Deleted.eq(false))
@@ -99,15 +100,15 @@ pub async fn list(db: &impl ConnectionTrait, ctx: &RequestContext, query: &TaskQ
         let value = sort_value(key, &marker_row);
         let column = Expr::col((task::Entity, key.column()));
         let id = Expr::col((task::Entity, task::Column::Id));
-        let (beyond, id_beyond) = match order {
-            Order::Asc => (column.clone().gt(value.clone()), id.gt(marker_row.id.clone())),
-            _ => (column.clone().lt(value.clone()), id.lt(marker_row.id.clone())),
+        let (beyond, id_beyond) = match dir {
+            SortDir::Asc => (column.clone().gt(value.clone()), id.gt(marker_row.id.clone())),
+            SortDir::Desc => (column.clone().lt(value.clone()), id.lt(marker_row.id.clone())),
         };
         select = select.filter(Condition::any().add(beyond).add(Condition::all().add(column.eq(value)).add(id_beyond)));
     }
     let rows = select
-        .order_by(key.column(), order.clone())
-        .order_by(task::Column::Id, order)
+        .order_by(key.column(), dir.order())
+        .order_by(task::Column::Id, dir.order())
         .limit(query.limit)
         .all(db)
         .await?;

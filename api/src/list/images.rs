@@ -1,39 +1,37 @@
-//! `GET /v2/images` query parameters: filters, sorting and pagination, with Glance's errors.
+//! `GET /v2/images` query parameters: filters, visibility and sorting, with Glance's errors.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use glint_core::config::ImagesConfig;
-use glint_core::db::entity::image::Column;
 use glint_core::image::Visibility;
-use glint_core::image::query::{Cmp, Field, Filter, ListQuery, MemberStatus, SortKey, VisibilityFilter};
-use sea_orm::{Order, Value};
+use glint_core::image::query::{Cmp, Column, Field, Filter, ListQuery, MemberFilter, SortKey, VisibilityFilter};
+use glint_core::list::SortDir;
+use glint_core::member::MemberStatus;
 
+use super::{Params, direction};
 use crate::error::ApiError;
 
 /// Parameters that are not filters.
 const CONTROL: &[&str] =
     &["limit", "marker", "sort_key", "sort_dir", "sort", "visibility", "member_status", "tag", "os_hidden"];
 
-/// Parses the decoded query pairs of an image list request.
-pub fn parse(pairs: &[(String, String)], cfg: &ImagesConfig) -> Result<ListQuery, ApiError> {
-    let all = |name: &'static str| pairs.iter().filter(move |(k, _)| k == name).map(|(_, v)| v.as_str());
-    let last = |name: &'static str| all(name).next_back();
-
-    let limit = limit(last("limit"), cfg)?;
-    let visibility = match last("visibility") {
+/// Parses the query of an image list request.
+pub fn parse(params: &Params, cfg: &ImagesConfig) -> Result<ListQuery, ApiError> {
+    let limit = params.limit(cfg)?;
+    let visibility = match params.last("visibility") {
         None => None,
         Some("all") => Some(VisibilityFilter::All),
         Some(v) => Some(VisibilityFilter::Only(
             v.parse::<Visibility>().map_err(|_| ApiError::bad_request(format!("Invalid visibility value: {v}")))?,
         )),
     };
-    let member_status = match last("member_status") {
-        None | Some("accepted") => MemberStatus::Only("accepted"),
-        Some("pending") => MemberStatus::Only("pending"),
-        Some("rejected") => MemberStatus::Only("rejected"),
-        Some("all") => MemberStatus::All,
-        Some(v) => return Err(ApiError::bad_request(format!("Invalid status value: {v}"))),
+    let member_status = match params.last("member_status") {
+        None => MemberFilter::Only(MemberStatus::Accepted),
+        Some("all") => MemberFilter::All,
+        Some(v) => {
+            MemberFilter::Only(v.parse().map_err(|_| ApiError::bad_request(format!("Invalid status value: {v}")))?)
+        }
     };
-    let os_hidden = match last("os_hidden").map(str::to_ascii_lowercase).as_deref() {
+    let os_hidden = match params.last("os_hidden").map(str::to_ascii_lowercase).as_deref() {
         None | Some("false") => false,
         Some("true") => true,
         Some(v) => {
@@ -44,30 +42,19 @@ pub fn parse(pairs: &[(String, String)], cfg: &ImagesConfig) -> Result<ListQuery
     };
 
     let mut filters = Vec::new();
-    for (key, value) in pairs.iter().filter(|(k, _)| !CONTROL.contains(&k.as_str())) {
+    for (key, value) in params.pairs().iter().filter(|(k, _)| !CONTROL.contains(&k.as_str())) {
         filters.push(filter(key, value)?);
     }
     Ok(ListQuery {
         filters,
-        tags: all("tag").map(str::to_owned).collect(),
+        tags: params.all("tag").map(str::to_owned).collect(),
         visibility,
         member_status,
         os_hidden,
-        sort: sort(pairs)?,
+        sort: sort(params)?,
         limit,
-        marker: last("marker").map(str::to_owned),
+        marker: params.marker(),
     })
-}
-
-/// The `limit` parameter shared by every paginated list: default, must be a non-negative
-/// integer, clamped to `api_limit_max`.
-pub fn limit(text: Option<&str>, cfg: &ImagesConfig) -> Result<u64, ApiError> {
-    let Some(text) = text else { return Ok(cfg.limit_param_default) };
-    let n: i64 = text.trim().parse().map_err(|_| ApiError::bad_request("limit param must be an integer"))?;
-    if n < 0 {
-        return Err(ApiError::bad_request("limit param must be positive"));
-    }
-    Ok((n as u64).min(cfg.api_limit_max))
 }
 
 fn filter(key: &str, value: &str) -> Result<Filter, ApiError> {
@@ -84,7 +71,7 @@ fn filter(key: &str, value: &str) -> Result<Filter, ApiError> {
                 "container_format" => Column::ContainerFormat,
                 _ => Column::DiskFormat,
             };
-            Filter::In(column(col), operator_values(value)?.into_iter().map(Value::from).collect())
+            Filter::In(column(col), operator_values(value)?)
         }
         "size_min" | "size_max" | "virtual_size_min" | "virtual_size_max" => {
             let n = integer(key, value)?;
@@ -198,18 +185,10 @@ fn parse_time(text: &str) -> Option<NaiveDateTime> {
     NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0))
 }
 
-fn direction(text: &str) -> Result<Order, ApiError> {
-    match text {
-        "asc" => Ok(Order::Asc),
-        "desc" => Ok(Order::Desc),
-        other => Err(ApiError::bad_request(format!("Invalid sort direction: {other}"))),
-    }
-}
-
-fn sort(pairs: &[(String, String)]) -> Result<Vec<(SortKey, Order)>, ApiError> {
-    let keys: Vec<&str> = pairs.iter().filter(|(k, _)| k == "sort_key").map(|(_, v)| v.as_str()).collect();
-    let dirs: Vec<&str> = pairs.iter().filter(|(k, _)| k == "sort_dir").map(|(_, v)| v.as_str()).collect();
-    let new_style: Vec<&str> = pairs.iter().filter(|(k, _)| k == "sort").map(|(_, v)| v.as_str()).collect();
+fn sort(params: &Params) -> Result<Vec<(SortKey, SortDir)>, ApiError> {
+    let keys: Vec<&str> = params.all("sort_key").collect();
+    let dirs: Vec<&str> = params.all("sort_dir").collect();
+    let new_style: Vec<&str> = params.all("sort").collect();
     if !new_style.is_empty() {
         if !keys.is_empty() || !dirs.is_empty() {
             return Err(ApiError::bad_request("The 'sort' argument is not supported with 'sort_key' or 'sort_dir'."));
@@ -230,44 +209,21 @@ fn sort(pairs: &[(String, String)]) -> Result<Vec<(SortKey, Order)>, ApiError> {
         .enumerate()
         .map(|(i, key)| {
             let dir = match dirs.len() {
-                0 => Order::Desc,
-                1 => dirs[0].clone(),
-                _ => dirs[i].clone(),
+                0 => SortDir::Desc,
+                1 => dirs[0],
+                _ => dirs[i],
             };
             Ok((SortKey::parse(key)?, dir))
         })
         .collect()
 }
 
-/// The `first` and `next` links: the request's parameters minus `marker`, repeated ones kept.
-pub fn links(pairs: &[(String, String)], next_marker: Option<&str>) -> (String, Option<String>) {
-    links_at("/v2/images", pairs, next_marker)
-}
-
-/// [`links`] of the list at `path`.
-pub fn links_at(path: &str, pairs: &[(String, String)], next_marker: Option<&str>) -> (String, Option<String>) {
-    let encode = |extra: Option<(&str, &str)>| {
-        let mut serializer = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in pairs.iter().filter(|(k, _)| k != "marker") {
-            serializer.append_pair(k, v);
-        }
-        if let Some((k, v)) = extra {
-            serializer.append_pair(k, v);
-        }
-        serializer.finish()
-    };
-    let query = encode(None);
-    let first = if query.is_empty() { path.to_owned() } else { format!("{path}?{query}") };
-    let next = next_marker.map(|m| format!("{path}?{}", encode(Some(("marker", m)))));
-    (first, next)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn pairs(query: &str) -> Vec<(String, String)> {
-        form_urlencoded::parse(query.as_bytes()).into_owned().collect()
+    fn pairs(query: &str) -> Params {
+        Params::parse(Some(query))
     }
 
     #[test]
@@ -298,7 +254,7 @@ mod tests {
         assert!(sort(&pairs("sort=name:asc&sort_key=name")).is_err());
         assert_eq!(
             sort(&pairs("sort=name:asc,size")).ok(),
-            Some(vec![(SortKey::Name, Order::Asc), (SortKey::Size, Order::Desc)])
+            Some(vec![(SortKey::Name, SortDir::Asc), (SortKey::Size, SortDir::Desc)])
         );
     }
 
@@ -306,7 +262,7 @@ mod tests {
     fn one_sort_dir_applies_to_every_key() {
         assert_eq!(
             sort(&pairs("sort_key=name&sort_key=size&sort_dir=asc")).ok(),
-            Some(vec![(SortKey::Name, Order::Asc), (SortKey::Size, Order::Asc)])
+            Some(vec![(SortKey::Name, SortDir::Asc), (SortKey::Size, SortDir::Asc)])
         );
         assert!(sort(&pairs("sort_key=name&sort_dir=asc&sort_dir=desc&sort_dir=asc")).is_err());
     }
@@ -318,12 +274,5 @@ mod tests {
         assert_eq!(at.to_string(), "2024-05-05 17:15:10");
         assert!(time_filter("foo:2024-05-05T17:15:10Z").is_err());
         assert!(time_filter("gt:yesterday").is_err());
-    }
-
-    #[test]
-    fn links_drop_the_marker_and_keep_repeats() {
-        let (first, next) = links(&pairs("tag=a&tag=b&marker=m&limit=2"), Some("n"));
-        assert_eq!(first, "/v2/images?tag=a&tag=b&limit=2");
-        assert_eq!(next.as_deref(), Some("/v2/images?tag=a&tag=b&limit=2&marker=n"));
     }
 }
