@@ -6,7 +6,7 @@ use crate::{Error, Result};
 
 /// Storage-level visibility: whether `image` exists at all for the caller (404 otherwise).
 /// `is_member` says whether the caller's project holds a live membership of the image.
-/// The list's SQL filter (`image::query`'s `visibility_condition`) is the same rule written as a
+/// The list's SQL filter ([`crate::image::query`], `visibility_condition`) is the same rule written as a
 /// query, with the list's `visibility` and `member_status` parameters on top: change both.
 pub fn can_see(ctx: &RequestContext, image: &Image, is_member: bool) -> bool {
     if ctx.is_admin {

@@ -329,6 +329,9 @@ fn membership(project: &str, status: MemberFilter) -> Expr {
     Expr::exists(rows)
 }
 
+/// The images the caller may list: [`crate::policy::can_see`] written as SQL, narrowed by the
+/// `visibility` and `member_status` parameters (admins see everything only on request, and
+/// shared images count only through a membership in the asked status). Change both together.
 fn visibility_condition(ctx: &RequestContext, filter: Option<VisibilityFilter>, members: MemberFilter) -> Condition {
     let vis = |v: Visibility| image::Column::Visibility.eq(v.as_str());
     let owned = match &ctx.project_id {
