@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use glint_core::fetch::FetchError;
 use glint_core::queue::{Message, TaskQueue, backoff};
+use glint_core::store::StoreError;
 use glint_core::task::repo as tasks;
 use glint_core::task::{Task, TaskStatus, TaskType};
 use sea_orm::DatabaseConnection;
@@ -31,6 +33,41 @@ pub enum FlowError {
     /// person can act on. The flow has already put things back the way they were.
     #[error("{0}")]
     Abort(String),
+}
+
+/// A store may come back (access, I/O, a body that broke off mid-way); a full store, an image
+/// over the cap or missing data stay that way.
+impl From<StoreError> for FlowError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::TooLarge(_) | StoreError::Full | StoreError::NotFound(_) => {
+                FlowError::Abort(format!("Image upload problem: {err}"))
+            }
+            StoreError::Denied(_) | StoreError::Source(_) | StoreError::Io(_) => FlowError::Retry(err.to_string()),
+        }
+    }
+}
+
+/// Network and server trouble may pass; a refused URL, a final status or an oversized image
+/// will not.
+impl From<FetchError> for FlowError {
+    fn from(err: FetchError) -> Self {
+        if err.is_transient() { FlowError::Retry(err.to_string()) } else { FlowError::Abort(err.to_string()) }
+    }
+}
+
+/// Database and backend trouble is retried, store and fetch failures as above; a refusal
+/// (bad request, conflict, ...) is final.
+impl From<glint_core::Error> for FlowError {
+    fn from(err: glint_core::Error) -> Self {
+        use glint_core::Error;
+        match err {
+            Error::Store(err) => err.into(),
+            Error::Fetch(err) => err.into(),
+            Error::Database(_) | Error::Unavailable(_) | Error::Internal(_) => FlowError::Retry(err.to_string()),
+            other => FlowError::Abort(other.to_string()),
+        }
+    }
 }
 
 /// What a flow is given besides the task.
@@ -319,4 +356,33 @@ pub async fn relay_once(
         tracing::warn!(failed = outcomes.len() - published, "publishing task wake-ups failed; will retry");
     }
     outcomes.into_iter().find_map(Result::err).map_or(Ok(published), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retried(err: impl Into<FlowError>) -> bool {
+        matches!(err.into(), FlowError::Retry(_))
+    }
+
+    #[test]
+    fn infrastructure_failures_are_retried_by_their_type() {
+        let broke_off = || StoreError::Source(std::io::Error::other("connection reset"));
+        assert!(retried(broke_off()));
+        assert!(retried(glint_core::Error::Store(broke_off())));
+        assert!(retried(glint_core::Error::Fetch(FetchError::Transient("timed out".into()))));
+        assert!(retried(glint_core::Error::Internal("thread panicked".into())));
+    }
+
+    #[test]
+    fn refusals_are_final() {
+        assert!(!retried(StoreError::Full));
+        assert!(!retried(glint_core::Error::Fetch(FetchError::Status(404, "GET x returned 404".into()))));
+        assert!(!retried(glint_core::Error::BadRequest(
+            "Property disk_format must be set prior to saving data.".into()
+        )));
+        let FlowError::Abort(message) = StoreError::TooLarge(10).into() else { panic!("retried") };
+        assert_eq!(message, "Image upload problem: image data exceeds the maximum size of 10 bytes");
+    }
 }

@@ -1,4 +1,4 @@
-//! The import flows, and what they share: progress reports and error classification.
+//! The import flows, and what they share: their dependencies and progress reports.
 
 mod import;
 mod legacy;
@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use glint_core::config::Config;
-use glint_core::fetch::{FetchError, Fetcher};
-use glint_core::store::{ByteStream, Staging, StoreError, Stores};
+use glint_core::fetch::Fetcher;
+use glint_core::store::{ByteStream, Staging, Stores};
 use glint_core::task::repo as tasks;
 use glint_core::task::{Task, TaskType};
 
-use crate::{FlowContext, FlowError, Registry};
+use crate::{FlowContext, Registry};
 
 pub use import::ImportFlow;
 pub use legacy::LegacyImportFlow;
@@ -120,29 +120,5 @@ impl Progress {
             out = work => out,
             () = self.report(ctx, task) => unreachable!("progress reports never end"),
         }
-    }
-}
-
-/// A store failure, as a retry (the backend may come back) or a final failure.
-fn store_failure(err: StoreError) -> FlowError {
-    match err {
-        StoreError::TooLarge(_) | StoreError::Full | StoreError::NotFound(_) => {
-            FlowError::Abort(format!("Image upload problem: {err}"))
-        }
-        StoreError::Denied(_) | StoreError::Source(_) | StoreError::Io(_) => FlowError::Retry(err.to_string()),
-    }
-}
-
-/// A download failure, as a retry (network, server trouble) or a final failure.
-fn fetch_failure(err: FetchError) -> FlowError {
-    if err.is_transient() { FlowError::Retry(err.to_string()) } else { FlowError::Abort(err.to_string()) }
-}
-
-/// A core failure: database and backend trouble is retried, the rest is final.
-fn core_failure(err: glint_core::Error) -> FlowError {
-    use glint_core::Error;
-    match err {
-        Error::Database(_) | Error::Unavailable(_) | Error::Internal(_) => FlowError::Retry(err.to_string()),
-        other => FlowError::Abort(other.to_string()),
     }
 }
