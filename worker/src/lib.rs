@@ -56,6 +56,16 @@ impl From<FetchError> for FlowError {
     }
 }
 
+/// A transaction that could not begin or commit is database trouble: retried.
+impl From<sea_orm::TransactionError<FlowError>> for FlowError {
+    fn from(err: sea_orm::TransactionError<FlowError>) -> Self {
+        match err {
+            sea_orm::TransactionError::Connection(db) => glint_core::Error::Database(db).into(),
+            sea_orm::TransactionError::Transaction(err) => err,
+        }
+    }
+}
+
 /// Database and backend trouble is retried, store and fetch failures as above; a refusal
 /// (bad request, conflict, ...) is final.
 impl From<glint_core::Error> for FlowError {

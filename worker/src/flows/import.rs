@@ -10,7 +10,6 @@ use glint_core::image::{Image, Ingested, data, locations, repo as images};
 use glint_core::store::{ByteStream, Store};
 use glint_core::task::{Task, TaskStatus, repo as tasks};
 use glint_formats::Format;
-use sea_orm::TransactionTrait;
 use serde_json::json;
 
 use super::{Deps, Progress};
@@ -221,59 +220,51 @@ impl ImportFlow {
         failed: &[String],
         converted: Option<Format>,
     ) -> Result<bool, FlowError> {
-        let txn = ctx.db.begin().await.map_err(glint_core::Error::from)?;
-        let outcome: Result<bool, FlowError> = async {
-            let finished = tasks::finish(
-                &txn,
-                &task.id,
-                &ctx.worker_id,
-                TaskStatus::Success,
-                Some(json!({"image_id": job.image_id})),
-                "",
-                ctx.task_ttl,
-            )
-            .await?;
-            if !finished {
-                return Ok(false);
-            }
-            let image = images::get(&txn, &job.image_id).await?;
-            let Some(image) = image else {
-                return Err(FlowError::Abort("Image has been deleted, aborting import.".into()));
-            };
-            if job.method != Method::CopyImage {
-                let first = &written[0];
-                let imported = images::Imported {
-                    data: &first.data,
-                    virtual_size: first.virtual_size,
-                    disk_format: converted.map(|f| f.as_str()),
-                };
-                if !images::activate_import(&txn, &job.image_id, &imported).await? {
-                    return Err(FlowError::Abort(format!(
-                        "Image changed status to {} during the import, aborting.",
-                        image.status
-                    )));
+        // `Ok(false)` has written nothing, so committing it changes nothing.
+        Ok(ctx
+            .db
+            .transaction_async(async |txn| {
+                let finished = tasks::finish(
+                    txn,
+                    &task.id,
+                    &ctx.worker_id,
+                    TaskStatus::Success,
+                    Some(json!({"image_id": job.image_id})),
+                    "",
+                    ctx.task_ttl,
+                )
+                .await?;
+                if !finished {
+                    return Ok(false);
                 }
-            }
-            for copy in written {
-                locations::insert(&txn, &job.image_id, &copy.data.location, &copy.store).await?;
-            }
-            if !images::remove_property_if(&txn, &job.image_id, IMPORT_TASK, &task.id).await? {
-                return Err(FlowError::Abort("The image's import lock was taken over by another import.".into()));
-            }
-            set_store_lists(&txn, &image, &self.targets(job), failed).await?;
-            Ok(true)
-        }
-        .await;
-        match outcome {
-            Ok(true) => {
-                txn.commit().await.map_err(glint_core::Error::from)?;
+                let image = images::get(txn, &job.image_id).await?;
+                let Some(image) = image else {
+                    return Err(FlowError::Abort("Image has been deleted, aborting import.".into()));
+                };
+                if job.method != Method::CopyImage {
+                    let first = &written[0];
+                    let imported = images::Imported {
+                        data: &first.data,
+                        virtual_size: first.virtual_size,
+                        disk_format: converted.map(|f| f.as_str()),
+                    };
+                    if !images::activate_import(txn, &job.image_id, &imported).await? {
+                        return Err(FlowError::Abort(format!(
+                            "Image changed status to {} during the import, aborting.",
+                            image.status
+                        )));
+                    }
+                }
+                for copy in written {
+                    locations::insert(txn, &job.image_id, &copy.data.location, &copy.store).await?;
+                }
+                if !images::remove_property_if(txn, &job.image_id, IMPORT_TASK, &task.id).await? {
+                    return Err(FlowError::Abort("The image's import lock was taken over by another import.".into()));
+                }
+                set_store_lists(txn, &image, &self.targets(job), failed).await?;
                 Ok(true)
-            }
-            other => {
-                txn.rollback().await.map_err(glint_core::Error::from)?;
-                other
-            }
-        }
+            })
+            .await?)
     }
 
     fn targets(&self, job: &ImportJob) -> Vec<String> {
@@ -378,35 +369,30 @@ impl Flow for ImportFlow {
 
     async fn fail(&self, ctx: &FlowContext, task: &Task, reason: &str) -> glint_core::Result<()> {
         let job = ImportJob::of(task).ok();
-        let txn = ctx.db.begin().await?;
-        let outcome: glint_core::Result<bool> = async {
-            if !tasks::finish(&txn, &task.id, &ctx.worker_id, TaskStatus::Failure, None, reason, ctx.task_ttl).await? {
-                return Ok(false);
-            }
-            let Some(job) = &job else { return Ok(true) };
-            let Some(image) = images::get(&txn, &job.image_id).await? else { return Ok(true) };
-            if !images::remove_property_if(&txn, &image.id, IMPORT_TASK, &task.id).await? {
-                // Someone took the lock over; the image is theirs now.
-                return Ok(true);
-            }
-            if job.method != Method::CopyImage {
-                images::back_to_queued(&txn, &image.id, glint_core::image::Status::Importing).await?;
-            }
-            let targets = self.targets(job);
-            set_store_lists(&txn, &image, &targets, &targets).await?;
-            Ok(true)
-        }
-        .await;
-        match outcome {
-            Ok(true) => txn.commit().await?,
-            Ok(false) => {
-                txn.rollback().await?;
-                return Ok(());
-            }
-            Err(err) => {
-                txn.rollback().await?;
-                return Err(err);
-            }
+        let finished = ctx
+            .db
+            .transaction_async(async |txn| -> glint_core::Result<bool> {
+                if !tasks::finish(txn, &task.id, &ctx.worker_id, TaskStatus::Failure, None, reason, ctx.task_ttl)
+                    .await?
+                {
+                    return Ok(false);
+                }
+                let Some(job) = &job else { return Ok(true) };
+                let Some(image) = images::get(txn, &job.image_id).await? else { return Ok(true) };
+                if !images::remove_property_if(txn, &image.id, IMPORT_TASK, &task.id).await? {
+                    // Someone took the lock over; the image is theirs now.
+                    return Ok(true);
+                }
+                if job.method != Method::CopyImage {
+                    images::back_to_queued(txn, &image.id, glint_core::image::Status::Importing).await?;
+                }
+                let targets = self.targets(job);
+                set_store_lists(txn, &image, &targets, &targets).await?;
+                Ok(true)
+            })
+            .await?;
+        if !finished {
+            return Ok(());
         }
         if let Some(job) = &job {
             self.clean_staging(&job.image_id, &job.method).await;
