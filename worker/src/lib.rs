@@ -16,7 +16,7 @@ use glint_core::fetch::FetchError;
 use glint_core::queue::{Message, TaskQueue, backoff};
 use glint_core::store::StoreError;
 use glint_core::task::repo as tasks;
-use glint_core::task::{Task, TaskStatus, TaskType};
+use glint_core::task::{Task, TaskType};
 use sea_orm::DatabaseConnection;
 use tokio::task::JoinSet;
 
@@ -90,10 +90,17 @@ pub struct FlowContext {
     pub task_ttl: Duration,
 }
 
+impl FlowContext {
+    /// This worker's claim on `task`, for ending it.
+    pub fn claim<'a>(&'a self, task: &'a Task) -> tasks::Claim<'a> {
+        tasks::Claim { task_id: &task.id, worker: &self.worker_id, ttl: self.task_ttl }
+    }
+}
+
 /// The work behind one task type.
 #[async_trait::async_trait]
 pub trait Flow: Send + Sync {
-    /// Runs `task`. On success the flow itself ends the task with [`tasks::finish`] in the
+    /// Runs `task`. On success the flow itself ends the task with [`tasks::succeed`] in the
     /// same transaction as its last change (e.g. the image becoming `active`), so the two
     /// cannot disagree; it returns `Ok` whether or not it still held the claim.
     async fn run(&self, ctx: &FlowContext, task: &Task) -> Result<(), FlowError>;
@@ -102,7 +109,7 @@ pub trait Flow: Send + Sync {
     /// transaction; called after [`FlowError::Abort`], after the last retry, and for a task
     /// whose workers kept dying. Does nothing if the worker no longer holds the claim.
     async fn fail(&self, ctx: &FlowContext, task: &Task, reason: &str) -> glint_core::Result<()> {
-        tasks::finish(&ctx.db, &task.id, &ctx.worker_id, TaskStatus::Failure, None, reason, ctx.task_ttl).await?;
+        tasks::fail(&ctx.db, &ctx.claim(task), reason).await?;
         Ok(())
     }
 }

@@ -103,10 +103,37 @@ pub async fn renew_lease(
     Ok(result.rows_affected == 1)
 }
 
+/// A worker's hold on a running task: what ending the task needs.
+#[derive(Clone, Copy, Debug)]
+pub struct Claim<'a> {
+    /// The claimed task.
+    pub task_id: &'a str,
+    /// The worker holding it (the task's `claimed_by`).
+    pub worker: &'a str,
+    /// How long the task is kept once it has ended.
+    pub ttl: std::time::Duration,
+}
+
+/// Ends the claimed task as `success` with `result` (see [`finish`]); `false` when the claim
+/// was lost (nothing written).
+pub async fn succeed<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    claim: &Claim<'_>,
+    result: serde_json::Value,
+) -> Result<bool> {
+    finish(db, claim.task_id, claim.worker, TaskStatus::Success, Some(result), "", claim.ttl).await
+}
+
+/// Ends the claimed task as `failure` with `reason` as its message (see [`finish`]); `false`
+/// when the claim was lost (nothing written).
+pub async fn fail<C: ConnectionTrait + TransactionTrait>(db: &C, claim: &Claim<'_>, reason: &str) -> Result<bool> {
+    finish(db, claim.task_id, claim.worker, TaskStatus::Failure, None, reason, claim.ttl).await
+}
+
 /// Ends `worker`'s task `id` as `status` (success or failure) with its result and message, in
 /// one transaction (a savepoint inside the caller's), so nobody sees the final status without
 /// its message; it expires `ttl` later. `false` when the worker no longer held the claim
-/// (nothing written).
+/// (nothing written). Flows call [`succeed`] or [`fail`]; this general form is what they share.
 pub async fn finish<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     id: &str,

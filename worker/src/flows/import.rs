@@ -8,7 +8,7 @@
 use glint_core::image::import::{self, FAILED_IMPORT, IMPORT_TASK, IMPORTING_TO_STORES, ImportJob, Method};
 use glint_core::image::{Image, Ingested, data, locations, repo as images};
 use glint_core::store::{ByteStream, Store};
-use glint_core::task::{Task, TaskStatus, repo as tasks};
+use glint_core::task::{Task, repo as tasks};
 use glint_formats::Format;
 use serde_json::json;
 
@@ -224,17 +224,7 @@ impl ImportFlow {
         Ok(ctx
             .db
             .transaction_async(async |txn| {
-                let finished = tasks::finish(
-                    txn,
-                    &task.id,
-                    &ctx.worker_id,
-                    TaskStatus::Success,
-                    Some(json!({"image_id": job.image_id})),
-                    "",
-                    ctx.task_ttl,
-                )
-                .await?;
-                if !finished {
+                if !tasks::succeed(txn, &ctx.claim(task), json!({"image_id": job.image_id})).await? {
                     return Ok(false);
                 }
                 let image = images::get(txn, &job.image_id).await?;
@@ -372,9 +362,7 @@ impl Flow for ImportFlow {
         let finished = ctx
             .db
             .transaction_async(async |txn| -> glint_core::Result<bool> {
-                if !tasks::finish(txn, &task.id, &ctx.worker_id, TaskStatus::Failure, None, reason, ctx.task_ttl)
-                    .await?
-                {
+                if !tasks::fail(txn, &ctx.claim(task), reason).await? {
                     return Ok(false);
                 }
                 let Some(job) = &job else { return Ok(true) };

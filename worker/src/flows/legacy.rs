@@ -9,7 +9,7 @@ use glint_core::image::data::{self, Upload};
 use glint_core::image::repo as images;
 use glint_core::image::schema::Validator;
 use glint_core::image::{Status, new_image};
-use glint_core::task::{Task, TaskStatus, repo as tasks};
+use glint_core::task::{Task, repo as tasks};
 use serde_json::{Value, json};
 
 use super::{Deps, Progress};
@@ -86,13 +86,12 @@ impl Flow for LegacyImportFlow {
         } else if image.status != Status::Active {
             return Err(FlowError::Abort(format!("The image is {}, it cannot be imported into", image.status)));
         }
-        let result = Some(json!({"image_id": image_id}));
-        tasks::finish(&ctx.db, &task.id, &ctx.worker_id, TaskStatus::Success, result, "", ctx.task_ttl).await?;
+        tasks::succeed(&ctx.db, &ctx.claim(task), json!({"image_id": image_id})).await?;
         Ok(())
     }
 
     async fn fail(&self, ctx: &FlowContext, task: &Task, reason: &str) -> glint_core::Result<()> {
-        if !tasks::finish(&ctx.db, &task.id, &ctx.worker_id, TaskStatus::Failure, None, reason, ctx.task_ttl).await? {
+        if !tasks::fail(&ctx.db, &ctx.claim(task), reason).await? {
             return Ok(());
         }
         if let Some(image_id) = &task.image_id
