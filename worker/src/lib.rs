@@ -8,11 +8,13 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use glint_core::fetch::FetchError;
+use glint_core::heartbeat::while_ticking;
 use glint_core::queue::{Message, TaskQueue, backoff};
 use glint_core::store::StoreError;
 use glint_core::task::repo as tasks;
@@ -301,20 +303,17 @@ async fn run_leased(
     flow: &dyn Flow,
     task: &Task,
 ) -> Option<Result<(), FlowError>> {
-    let renew = async {
-        loop {
-            tokio::time::sleep(settings.lease / 3).await;
-            match tasks::renew_lease(&ctx.db, &task.id, &settings.worker_id, settings.lease).await {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(err) => tracing::warn!(task = %task.id, error = %err, "lease renewal failed; retrying"),
+    let renew = || async {
+        match tasks::renew_lease(&ctx.db, &task.id, &settings.worker_id, settings.lease).await {
+            Ok(true) => ControlFlow::Continue(()),
+            Ok(false) => ControlFlow::Break(()),
+            Err(err) => {
+                tracing::warn!(task = %task.id, error = %err, "lease renewal failed; retrying");
+                ControlFlow::Continue(())
             }
         }
     };
-    tokio::select! {
-        outcome = flow.run(ctx, task) => Some(outcome),
-        () = renew => None,
-    }
+    while_ticking(flow.run(ctx, task), settings.lease / 3, renew).await.ok()
 }
 
 /// Publishes the relay keeps in flight at once.

@@ -3,6 +3,8 @@
 mod import;
 mod legacy;
 
+use std::convert::Infallible;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -10,6 +12,7 @@ use std::time::Duration;
 use futures_util::TryStreamExt;
 use glint_core::config::Config;
 use glint_core::fetch::Fetcher;
+use glint_core::heartbeat::while_ticking;
 use glint_core::store::{ByteStream, Staging, Stores};
 use glint_core::task::repo as tasks;
 use glint_core::task::{Task, TaskType};
@@ -99,26 +102,23 @@ impl Progress {
         }
     }
 
-    /// Reports progress every few seconds, for as long as it is polled.
-    async fn report(&self, ctx: &FlowContext, task: &Task) {
+    /// Runs `work` while showing its progress every few seconds, when it changed.
+    async fn around<T>(&self, ctx: &FlowContext, task: &Task, work: impl Future<Output = T>) -> T {
         let mut shown = String::new();
-        loop {
-            tokio::time::sleep(PROGRESS_EVERY).await;
+        let report = || {
             let message = self.message();
-            if message != shown {
-                if let Err(err) = tasks::report_progress(&ctx.db, &task.id, &ctx.worker_id, &message).await {
+            let changed = message != shown;
+            if changed {
+                shown.clone_from(&message);
+            }
+            async move {
+                if changed && let Err(err) = tasks::report_progress(&ctx.db, &task.id, &ctx.worker_id, &message).await {
                     tracing::debug!(task = %task.id, error = %err, "progress report failed");
                 }
-                shown = message;
+                ControlFlow::<Infallible>::Continue(())
             }
-        }
-    }
-
-    /// Runs `work` while reporting progress.
-    async fn around<T>(&self, ctx: &FlowContext, task: &Task, work: impl Future<Output = T>) -> T {
-        tokio::select! {
-            out = work => out,
-            () = self.report(ctx, task) => unreachable!("progress reports never end"),
-        }
+        };
+        let Ok(out) = while_ticking(work, PROGRESS_EVERY, report).await;
+        out
     }
 }
