@@ -97,8 +97,7 @@ impl Flow for LegacyImportFlow {
         if let Some(image_id) = &task.image_id
             && images::get(&ctx.db, image_id).await?.is_some()
         {
-            images::delete(&ctx.db, image_id).await?;
-            glint_core::store::scrub::purge(&ctx.db, &self.deps.stores, Some(image_id)).await?;
+            glint_core::image::delete(&ctx.db, &self.deps.stores, &self.deps.staging, image_id).await?;
         }
         Ok(())
     }
