@@ -9,6 +9,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use glint_core::Error;
+use glint_core::fetch::FetchError;
+use glint_core::store::StoreError;
 
 /// An HTTP error in Glance's shape: status, explanation and extra headers.
 #[derive(Debug)]
@@ -67,6 +69,17 @@ impl From<Error> for ApiError {
             Error::Gone(_) => StatusCode::GONE,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) | Error::Config(_) | Error::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Store(StoreError::TooLarge(_) | StoreError::Full) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Store(StoreError::Denied(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Store(StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
+            // The request body broke off: the client's doing.
+            Error::Store(StoreError::Source(_)) => StatusCode::BAD_REQUEST,
+            Error::Store(StoreError::Io(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            // Handlers check URLs themselves (with Glance's wording); a fetch failure reaching
+            // here is sorted like the store failures it resembles.
+            Error::Fetch(FetchError::Refused(_) | FetchError::Status(..)) => StatusCode::BAD_REQUEST,
+            Error::Fetch(FetchError::TooLarge(_)) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Fetch(FetchError::Transient(_)) => StatusCode::SERVICE_UNAVAILABLE,
         };
         if status.is_server_error() {
             tracing::error!(error = %glint_core::error::chain(&err), "request failed");
@@ -228,6 +241,17 @@ mod tests {
     #[test]
     fn text_plain_gets_plain() {
         assert_eq!(negotiate(Some("text/plain")), ErrorFormat::Plain);
+    }
+
+    #[test]
+    fn store_failures_get_their_status_and_text() {
+        let full = ApiError::from(Error::Store(StoreError::Full));
+        assert_eq!((full.status, full.explanation.as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "the store is full"));
+        let broke_off = ApiError::from(Error::Store(StoreError::Source(std::io::Error::other("reset"))));
+        assert_eq!(broke_off.status, StatusCode::BAD_REQUEST);
+        let denied = ApiError::from(Error::Store(StoreError::Denied("bad credentials".into())));
+        assert_eq!(denied.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!denied.explanation.contains("credentials"), "5xx details stay in the log");
     }
 
     #[test]

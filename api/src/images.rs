@@ -156,14 +156,6 @@ pub async fn delete(
         return Err(ApiError::new(StatusCode::FORBIDDEN, format!("Image {id} is protected and cannot be deleted.")));
     }
     image.status.next(Action::Delete)?;
-    repo::delete(&state.db, &id).await?;
-    // The image is gone for clients already; bytes a store fails to drop now are retried by
-    // the scrubber, so this cannot fail the request.
-    if let Err(err) = glint_core::store::scrub::purge(&state.db, &state.stores, Some(&id)).await {
-        tracing::warn!(image = %id, error = %err, "removing image data failed; the scrubber will retry");
-    }
-    if let Err(err) = state.staging.remove(&id).await {
-        tracing::warn!(image = %id, error = %err, "removing staged data failed");
-    }
+    image::delete(&state.db, &state.stores, &state.staging, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

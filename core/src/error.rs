@@ -1,4 +1,11 @@
 //! The one error type of the core crate; the API maps each variant to a Glance status code.
+//!
+//! Policy and validation refusals are status-like variants holding Glance's wire text.
+//! Infrastructure failures keep their type ([`StoreError`], [`FetchError`]): the API decides
+//! their status and a worker decides from them whether to retry.
+
+use crate::fetch::FetchError;
+use crate::store::StoreError;
 
 /// What went wrong, in words a person can act on; the variant decides the HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +46,12 @@ pub enum Error {
     /// The database failed; the detail is logged, never shown to clients (500).
     #[error("database error: {0}")]
     Database(#[from] sea_orm::DbErr),
+    /// An image store or the staging area failed; its kind decides the status.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Fetching image data over HTTP failed.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
 }
 
 /// `err` and its sources, `: `-separated, for logs and messages.
@@ -55,19 +68,6 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 
 /// Result with the core [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl From<crate::store::StoreError> for Error {
-    fn from(err: crate::store::StoreError) -> Self {
-        use crate::store::StoreError;
-        match err {
-            StoreError::TooLarge(_) | StoreError::Full => Error::OverLimit(err.to_string()),
-            StoreError::Denied(_) => Error::Unavailable(err.to_string()),
-            StoreError::NotFound(_) => Error::NotFound(err.to_string()),
-            StoreError::Source(_) => Error::BadRequest(err.to_string()),
-            StoreError::Io(_) => Error::Internal(err.to_string()),
-        }
-    }
-}
 
 impl From<sea_orm::TransactionError<Error>> for Error {
     fn from(err: sea_orm::TransactionError<Error>) -> Self {

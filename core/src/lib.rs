@@ -9,6 +9,7 @@ pub mod context;
 pub mod db;
 pub mod error;
 pub mod fetch;
+pub mod heartbeat;
 pub mod image;
 pub mod keystone;
 pub mod list;

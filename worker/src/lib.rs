@@ -8,13 +8,17 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use glint_core::fetch::FetchError;
+use glint_core::heartbeat::while_ticking;
 use glint_core::queue::{Message, TaskQueue, backoff};
+use glint_core::store::StoreError;
 use glint_core::task::repo as tasks;
-use glint_core::task::{Task, TaskStatus, TaskType};
+use glint_core::task::{Task, TaskType};
 use sea_orm::DatabaseConnection;
 use tokio::task::JoinSet;
 
@@ -33,6 +37,51 @@ pub enum FlowError {
     Abort(String),
 }
 
+/// A store may come back (access, I/O, a body that broke off mid-way); a full store, an image
+/// over the cap or missing data stay that way.
+impl From<StoreError> for FlowError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::TooLarge(_) | StoreError::Full | StoreError::NotFound(_) => {
+                FlowError::Abort(format!("Image upload problem: {err}"))
+            }
+            StoreError::Denied(_) | StoreError::Source(_) | StoreError::Io(_) => FlowError::Retry(err.to_string()),
+        }
+    }
+}
+
+/// Network and server trouble may pass; a refused URL, a final status or an oversized image
+/// will not.
+impl From<FetchError> for FlowError {
+    fn from(err: FetchError) -> Self {
+        if err.is_transient() { FlowError::Retry(err.to_string()) } else { FlowError::Abort(err.to_string()) }
+    }
+}
+
+/// A transaction that could not begin or commit is database trouble: retried.
+impl From<sea_orm::TransactionError<FlowError>> for FlowError {
+    fn from(err: sea_orm::TransactionError<FlowError>) -> Self {
+        match err {
+            sea_orm::TransactionError::Connection(db) => glint_core::Error::Database(db).into(),
+            sea_orm::TransactionError::Transaction(err) => err,
+        }
+    }
+}
+
+/// Database and backend trouble is retried, store and fetch failures as above; a refusal
+/// (bad request, conflict, ...) is final.
+impl From<glint_core::Error> for FlowError {
+    fn from(err: glint_core::Error) -> Self {
+        use glint_core::Error;
+        match err {
+            Error::Store(err) => err.into(),
+            Error::Fetch(err) => err.into(),
+            Error::Database(_) | Error::Unavailable(_) | Error::Internal(_) => FlowError::Retry(err.to_string()),
+            other => FlowError::Abort(other.to_string()),
+        }
+    }
+}
+
 /// What a flow is given besides the task.
 pub struct FlowContext {
     /// The metadata database.
@@ -43,10 +92,17 @@ pub struct FlowContext {
     pub task_ttl: Duration,
 }
 
+impl FlowContext {
+    /// This worker's claim on `task`, for ending it.
+    pub fn claim<'a>(&'a self, task: &'a Task) -> tasks::Claim<'a> {
+        tasks::Claim { task_id: &task.id, worker: &self.worker_id, ttl: self.task_ttl }
+    }
+}
+
 /// The work behind one task type.
 #[async_trait::async_trait]
 pub trait Flow: Send + Sync {
-    /// Runs `task`. On success the flow itself ends the task with [`tasks::finish`] in the
+    /// Runs `task`. On success the flow itself ends the task with [`tasks::succeed`] in the
     /// same transaction as its last change (e.g. the image becoming `active`), so the two
     /// cannot disagree; it returns `Ok` whether or not it still held the claim.
     async fn run(&self, ctx: &FlowContext, task: &Task) -> Result<(), FlowError>;
@@ -55,7 +111,7 @@ pub trait Flow: Send + Sync {
     /// transaction; called after [`FlowError::Abort`], after the last retry, and for a task
     /// whose workers kept dying. Does nothing if the worker no longer holds the claim.
     async fn fail(&self, ctx: &FlowContext, task: &Task, reason: &str) -> glint_core::Result<()> {
-        tasks::finish(&ctx.db, &task.id, &ctx.worker_id, TaskStatus::Failure, None, reason, ctx.task_ttl).await?;
+        tasks::fail(&ctx.db, &ctx.claim(task), reason).await?;
         Ok(())
     }
 }
@@ -247,20 +303,17 @@ async fn run_leased(
     flow: &dyn Flow,
     task: &Task,
 ) -> Option<Result<(), FlowError>> {
-    let renew = async {
-        loop {
-            tokio::time::sleep(settings.lease / 3).await;
-            match tasks::renew_lease(&ctx.db, &task.id, &settings.worker_id, settings.lease).await {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(err) => tracing::warn!(task = %task.id, error = %err, "lease renewal failed; retrying"),
+    let renew = || async {
+        match tasks::renew_lease(&ctx.db, &task.id, &settings.worker_id, settings.lease).await {
+            Ok(true) => ControlFlow::Continue(()),
+            Ok(false) => ControlFlow::Break(()),
+            Err(err) => {
+                tracing::warn!(task = %task.id, error = %err, "lease renewal failed; retrying");
+                ControlFlow::Continue(())
             }
         }
     };
-    tokio::select! {
-        outcome = flow.run(ctx, task) => Some(outcome),
-        () = renew => None,
-    }
+    while_ticking(flow.run(ctx, task), settings.lease / 3, renew).await.ok()
 }
 
 /// Publishes the relay keeps in flight at once.
@@ -319,4 +372,33 @@ pub async fn relay_once(
         tracing::warn!(failed = outcomes.len() - published, "publishing task wake-ups failed; will retry");
     }
     outcomes.into_iter().find_map(Result::err).map_or(Ok(published), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retried(err: impl Into<FlowError>) -> bool {
+        matches!(err.into(), FlowError::Retry(_))
+    }
+
+    #[test]
+    fn infrastructure_failures_are_retried_by_their_type() {
+        let broke_off = || StoreError::Source(std::io::Error::other("connection reset"));
+        assert!(retried(broke_off()));
+        assert!(retried(glint_core::Error::Store(broke_off())));
+        assert!(retried(glint_core::Error::Fetch(FetchError::Transient("timed out".into()))));
+        assert!(retried(glint_core::Error::Internal("thread panicked".into())));
+    }
+
+    #[test]
+    fn refusals_are_final() {
+        assert!(!retried(StoreError::Full));
+        assert!(!retried(glint_core::Error::Fetch(FetchError::Status(404, "GET x returned 404".into()))));
+        assert!(!retried(glint_core::Error::BadRequest(
+            "Property disk_format must be set prior to saving data.".into()
+        )));
+        let FlowError::Abort(message) = StoreError::TooLarge(10).into() else { panic!("retried") };
+        assert_eq!(message, "Image upload problem: image data exceeds the maximum size of 10 bytes");
+    }
 }

@@ -10,12 +10,15 @@ use md5::Md5;
 use sha2::{Digest, Sha512};
 use tokio::sync::mpsc;
 
+use std::convert::Infallible;
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use sea_orm::DatabaseConnection;
 
 use super::repo as images;
 use super::{Action, Image, Ingested, Status};
+use crate::heartbeat::while_ticking;
 use crate::store::{ByteStream, Staging, Store, StoreError, Stores};
 use crate::{Error, Result};
 
@@ -176,18 +179,8 @@ pub async fn upload(
     let outcome = async {
         // Other containers (ovf, ova, docker, ...) wrap the disk: there is nothing to inspect.
         let inspector = (image.container_format.as_deref() == Some("bare")).then(glint_formats::Inspector::new);
-        let heartbeat = async {
-            loop {
-                tokio::time::sleep(UPLOAD_HEARTBEAT).await;
-                if let Err(err) = images::touch_upload(db, &image.id).await {
-                    tracing::warn!(image = %image.id, error = %err, "upload heartbeat failed");
-                }
-            }
-        };
-        let (ingested, inspector) = tokio::select! {
-            ingested = ingest(store.as_ref(), &image.id, body, how.cap, inspector) => ingested?,
-            () = heartbeat => unreachable!("the heartbeat never ends"),
-        };
+        let ingesting = ingest(store.as_ref(), &image.id, body, how.cap, inspector);
+        let (ingested, inspector) = keeping_alive(db, &image.id, "upload", ingesting).await?;
         let committed = match how.expected_size {
             Some(expected) if expected != ingested.size => Err(Error::BadRequest(format!(
                 "Size mismatch: expected {expected} bytes, got {} bytes",
@@ -235,18 +228,7 @@ pub async fn stage(
     }
     images::set_status(db, &image.id, Status::Queued, Status::Uploading).await?;
     let outcome = async {
-        let heartbeat = async {
-            loop {
-                tokio::time::sleep(UPLOAD_HEARTBEAT).await;
-                if let Err(err) = images::touch_upload(db, &image.id).await {
-                    tracing::warn!(image = %image.id, error = %err, "staging heartbeat failed");
-                }
-            }
-        };
-        let size = tokio::select! {
-            size = staging.put(&image.id, body, cap) => size?,
-            () = heartbeat => unreachable!("the heartbeat never ends"),
-        };
+        let size = keeping_alive(db, &image.id, "staging", staging.put(&image.id, body, cap)).await?;
         match expected_size {
             Some(expected) if expected != size => {
                 Err(Error::BadRequest(format!("Size mismatch: expected {expected} bytes, got {size} bytes")))
@@ -265,6 +247,19 @@ pub async fn stage(
         }
     }
     outcome
+}
+
+/// Runs `work` (the `what` of image `image_id`) while proving every [`UPLOAD_HEARTBEAT`] that
+/// it is alive, so the scrubber does not take it for abandoned.
+async fn keeping_alive<T>(db: &DatabaseConnection, image_id: &str, what: &str, work: impl Future<Output = T>) -> T {
+    let Ok(out) = while_ticking(work, UPLOAD_HEARTBEAT, move || async move {
+        if let Err(err) = images::touch_upload(db, image_id).await {
+            tracing::warn!(image = %image_id, error = %err, "{what} heartbeat failed");
+        }
+        ControlFlow::<Infallible>::Continue(())
+    })
+    .await;
+    out
 }
 
 /// The `virtual_size` to record for inspected data, or the 415 that refuses it.

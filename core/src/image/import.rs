@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use sea_orm::{DatabaseConnection, TransactionTrait};
+use sea_orm::DatabaseConnection;
 use serde_json::{Value, json};
 
 use super::repo as images;
@@ -190,36 +190,29 @@ impl Importer<'_> {
             message: String::new(),
         };
         let importing = targets.iter().flatten().cloned().collect::<Vec<_>>();
-        let txn = self.db.begin().await?;
-        let recorded = async {
-            tasks::insert(&txn, &task).await?;
-            if next != image.status {
-                images::set_status(&txn, &image.id, image.status, next).await?;
-            }
-            if !images::add_property_if_absent(&txn, &image.id, IMPORT_TASK, &task.id).await? {
-                return Err(Error::Conflict(format!(
-                    "New operation on image '{}' is not permitted as prior operation is still in progress",
-                    image.id
-                )));
-            }
-            let failed = image.properties.get(FAILED_IMPORT).cloned().flatten().unwrap_or_default();
-            let still_failed = remove_stores(&failed, &importing);
-            let importing = join_stores(&image.properties, IMPORTING_TO_STORES, &importing);
-            images::set_properties(
-                &txn,
-                &image.id,
-                &[(IMPORTING_TO_STORES, Some(&importing)), (FAILED_IMPORT, Some(&still_failed))],
-            )
-            .await
-        }
-        .await;
-        match recorded {
-            Ok(()) => txn.commit().await?,
-            Err(err) => {
-                txn.rollback().await?;
-                return Err(err);
-            }
-        }
+        self.db
+            .transaction_async(async |txn| {
+                tasks::insert(txn, &task).await?;
+                if next != image.status {
+                    images::set_status(txn, &image.id, image.status, next).await?;
+                }
+                if !images::add_property_if_absent(txn, &image.id, IMPORT_TASK, &task.id).await? {
+                    return Err(Error::Conflict(format!(
+                        "New operation on image '{}' is not permitted as prior operation is still in progress",
+                        image.id
+                    )));
+                }
+                let failed = image.properties.get(FAILED_IMPORT).cloned().flatten().unwrap_or_default();
+                let still_failed = remove_stores(&failed, &importing);
+                let importing = join_stores(&image.properties, IMPORTING_TO_STORES, &importing);
+                images::set_properties(
+                    txn,
+                    &image.id,
+                    &[(IMPORTING_TO_STORES, Some(&importing)), (FAILED_IMPORT, Some(&still_failed))],
+                )
+                .await
+            })
+            .await?;
         Ok(Some(task))
     }
 

@@ -2,6 +2,7 @@
 
 mod create;
 pub mod data;
+mod delete;
 pub mod import;
 pub mod locations;
 mod patch;
@@ -16,6 +17,7 @@ use chrono::NaiveDateTime;
 use crate::{Error, Result};
 
 pub use create::new_image;
+pub use delete::delete;
 pub use patch::{Dialect, Op, PatchOp, PatchPath, apply_patch};
 
 /// An image as the domain sees it: the row, its extra properties and its tags.

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect,
-    SqlErr, TransactionTrait,
+    SqlErr, TransactionError,
 };
 
 use super::{HASH_ALGO, Image, Ingested, Status, Visibility};
@@ -16,7 +16,6 @@ use crate::{Error, Result, policy};
 
 /// Stores a new image with its properties and tags; a duplicate id is a 409.
 pub async fn insert(db: &DatabaseConnection, image: &Image) -> Result<()> {
-    let txn = db.begin().await?;
     let row = image::ActiveModel {
         id: Set(image.id.clone()),
         name: Set(image.name.clone()),
@@ -39,17 +38,17 @@ pub async fn insert(db: &DatabaseConnection, image: &Image) -> Result<()> {
         deleted_at: Set(None),
         deleted: Set(false),
     };
-    if let Err(err) = image::Entity::insert(row).exec_without_returning(&txn).await {
-        return Err(match err.sql_err() {
+    db.transaction_async(async |txn| {
+        image::Entity::insert(row).exec_without_returning(txn).await.map_err(|err| match err.sql_err() {
             Some(SqlErr::UniqueConstraintViolation(_)) => {
                 Error::Conflict(format!("Image with identifier {} already exists!", image.id))
             }
             _ => err.into(),
-        });
-    }
-    insert_properties(&txn, &image.id, image.properties.iter()).await?;
-    insert_tags(&txn, &image.id, image.tags.iter()).await?;
-    txn.commit().await?;
+        })?;
+        insert_properties(txn, &image.id, image.properties.iter()).await?;
+        insert_tags(txn, &image.id, image.tags.iter()).await
+    })
+    .await?;
     Ok(())
 }
 
@@ -124,52 +123,54 @@ pub async fn is_member(db: &impl ConnectionTrait, image_id: &str, project: &str)
 /// Persists the metadata changes from `before` to `after` in one transaction and returns the
 /// saved image. Status is compare-and-set: a concurrent status change makes this a 409.
 pub async fn update(db: &DatabaseConnection, before: &Image, after: &Image) -> Result<Image> {
-    let txn = db.begin().await?;
     let updated_at = now();
-    let result = image::Entity::update_many()
-        .col_expr(image::Column::Name, Expr::value(after.name.clone()))
-        .col_expr(image::Column::Visibility, Expr::value(after.visibility.as_str()))
-        .col_expr(image::Column::Protected, Expr::value(after.protected))
-        .col_expr(image::Column::OsHidden, Expr::value(after.os_hidden))
-        .col_expr(image::Column::MinRam, Expr::value(after.min_ram))
-        .col_expr(image::Column::MinDisk, Expr::value(after.min_disk))
-        .col_expr(image::Column::DiskFormat, Expr::value(after.disk_format.clone()))
-        .col_expr(image::Column::ContainerFormat, Expr::value(after.container_format.clone()))
-        .col_expr(image::Column::Owner, Expr::value(after.owner.clone()))
-        .col_expr(image::Column::UpdatedAt, Expr::value(updated_at))
-        .filter(image::Column::Id.eq(&before.id))
-        .filter(image::Column::Deleted.eq(false))
-        .filter(image::Column::Status.eq(before.status.as_str()))
-        .exec(&txn)
-        .await?;
-    if result.rows_affected == 0 {
-        return Err(lost_race(&txn, &before.id).await);
-    }
+    db.transaction_async(async |txn| {
+        let result = image::Entity::update_many()
+            .col_expr(image::Column::Name, Expr::value(after.name.clone()))
+            .col_expr(image::Column::Visibility, Expr::value(after.visibility.as_str()))
+            .col_expr(image::Column::Protected, Expr::value(after.protected))
+            .col_expr(image::Column::OsHidden, Expr::value(after.os_hidden))
+            .col_expr(image::Column::MinRam, Expr::value(after.min_ram))
+            .col_expr(image::Column::MinDisk, Expr::value(after.min_disk))
+            .col_expr(image::Column::DiskFormat, Expr::value(after.disk_format.clone()))
+            .col_expr(image::Column::ContainerFormat, Expr::value(after.container_format.clone()))
+            .col_expr(image::Column::Owner, Expr::value(after.owner.clone()))
+            .col_expr(image::Column::UpdatedAt, Expr::value(updated_at))
+            .filter(image::Column::Id.eq(&before.id))
+            .filter(image::Column::Deleted.eq(false))
+            .filter(image::Column::Status.eq(before.status.as_str()))
+            .exec(txn)
+            .await?;
+        if result.rows_affected == 0 {
+            return Err(lost_race(txn, &before.id).await);
+        }
 
-    let changed: Vec<&String> = before
-        .properties
-        .keys()
-        .filter(|k| after.properties.get(*k) != before.properties.get(*k))
-        .chain(after.properties.keys().filter(|k| !before.properties.contains_key(*k)))
-        .collect();
-    if !changed.is_empty() {
-        image_property::Entity::delete_many()
-            .filter(image_property::Column::ImageId.eq(&before.id))
-            .filter(image_property::Column::Name.is_in(changed.iter().map(|k| k.as_str())))
-            .exec(&txn)
-            .await?;
-        insert_properties(&txn, &before.id, after.properties.iter().filter(|(k, _)| changed.contains(k))).await?;
-    }
-    let removed_tags: Vec<&String> = before.tags.difference(&after.tags).collect();
-    if !removed_tags.is_empty() {
-        image_tag::Entity::delete_many()
-            .filter(image_tag::Column::ImageId.eq(&before.id))
-            .filter(image_tag::Column::Value.is_in(removed_tags.iter().map(|t| t.as_str())))
-            .exec(&txn)
-            .await?;
-    }
-    insert_tags(&txn, &before.id, after.tags.difference(&before.tags)).await?;
-    txn.commit().await?;
+        let changed: Vec<&String> = before
+            .properties
+            .keys()
+            .filter(|k| after.properties.get(*k) != before.properties.get(*k))
+            .chain(after.properties.keys().filter(|k| !before.properties.contains_key(*k)))
+            .collect();
+        if !changed.is_empty() {
+            image_property::Entity::delete_many()
+                .filter(image_property::Column::ImageId.eq(&before.id))
+                .filter(image_property::Column::Name.is_in(changed.iter().map(|k| k.as_str())))
+                .exec(txn)
+                .await?;
+            insert_properties(txn, &before.id, after.properties.iter().filter(|(k, _)| changed.contains(k))).await?;
+        }
+        let removed_tags: Vec<&String> = before.tags.difference(&after.tags).collect();
+        if !removed_tags.is_empty() {
+            image_tag::Entity::delete_many()
+                .filter(image_tag::Column::ImageId.eq(&before.id))
+                .filter(image_tag::Column::Value.is_in(removed_tags.iter().map(|t| t.as_str())))
+                .exec(txn)
+                .await?;
+        }
+        insert_tags(txn, &before.id, after.tags.difference(&before.tags)).await?;
+        Ok(())
+    })
+    .await?;
 
     let mut saved = after.clone();
     saved.status = before.status;
@@ -225,20 +226,17 @@ pub async fn add_property_if_absent(
     };
     // In a savepoint: on PostgreSQL a failed statement would otherwise doom the caller's
     // whole transaction.
-    let savepoint = db.begin().await?;
-    match image_property::Entity::insert(row).exec_without_returning(&savepoint).await {
-        Ok(_) => {
-            savepoint.commit().await?;
-            Ok(true)
-        }
-        Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-            savepoint.rollback().await?;
+    let inserted = db.transaction_async(async |savepoint| {
+        image_property::Entity::insert(row).exec_without_returning(savepoint).await
+    });
+    match inserted.await {
+        Ok(_) => Ok(true),
+        Err(TransactionError::Transaction(err))
+            if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) =>
+        {
             Ok(false)
         }
-        Err(err) => {
-            savepoint.rollback().await?;
-            Err(err.into())
-        }
+        Err(TransactionError::Transaction(err) | TransactionError::Connection(err)) => Err(err.into()),
     }
 }
 
@@ -257,27 +255,28 @@ pub async fn remove_property_if(db: &impl ConnectionTrait, id: &str, name: &str,
 /// transaction; afterwards it is a 404 for everyone, whether or not the bytes are gone yet.
 pub async fn delete(db: &DatabaseConnection, id: &str) -> Result<()> {
     let at = now();
-    let txn = db.begin().await?;
-    let result = image::Entity::update_many()
-        .col_expr(image::Column::Status, Expr::value(Status::Deleted.as_str()))
-        .col_expr(image::Column::Deleted, Expr::value(true))
-        .col_expr(image::Column::DeletedAt, Expr::value(at))
-        .col_expr(image::Column::UpdatedAt, Expr::value(at))
-        .filter(image::Column::Id.eq(id))
-        .filter(image::Column::Deleted.eq(false))
-        .filter(image::Column::Protected.eq(false))
-        .exec(&txn)
-        .await?;
-    if result.rows_affected == 0 {
-        return Err(match get(&txn, id).await? {
-            Some(image) if image.protected => {
-                Error::Forbidden(format!("Image {id} is protected and cannot be deleted."))
-            }
-            _ => Error::NotFound(format!("No image found with ID {id}")),
-        });
-    }
-    super::locations::mark_for_deletion(&txn, id).await?;
-    txn.commit().await?;
+    db.transaction_async(async |txn| {
+        let result = image::Entity::update_many()
+            .col_expr(image::Column::Status, Expr::value(Status::Deleted.as_str()))
+            .col_expr(image::Column::Deleted, Expr::value(true))
+            .col_expr(image::Column::DeletedAt, Expr::value(at))
+            .col_expr(image::Column::UpdatedAt, Expr::value(at))
+            .filter(image::Column::Id.eq(id))
+            .filter(image::Column::Deleted.eq(false))
+            .filter(image::Column::Protected.eq(false))
+            .exec(txn)
+            .await?;
+        if result.rows_affected == 0 {
+            return Err(match get(txn, id).await? {
+                Some(image) if image.protected => {
+                    Error::Forbidden(format!("Image {id} is protected and cannot be deleted."))
+                }
+                _ => Error::NotFound(format!("No image found with ID {id}")),
+            });
+        }
+        super::locations::mark_for_deletion(txn, id).await
+    })
+    .await?;
     Ok(())
 }
 
@@ -291,28 +290,29 @@ pub async fn finish_upload(
     virtual_size: Option<i64>,
     store_id: &str,
 ) -> Result<()> {
-    let txn = db.begin().await?;
     let size = i64::try_from(data.size).map_err(|_| Error::OverLimit("image too large".into()))?;
-    let result = image::Entity::update_many()
-        .col_expr(image::Column::Status, Expr::value(Status::Active.as_str()))
-        .col_expr(image::Column::Size, Expr::value(size))
-        .col_expr(image::Column::VirtualSize, Expr::value(virtual_size))
-        .col_expr(image::Column::Checksum, Expr::value(data.checksum.clone()))
-        .col_expr(image::Column::OsHashAlgo, Expr::value(HASH_ALGO))
-        .col_expr(image::Column::OsHashValue, Expr::value(data.os_hash_value.clone()))
-        .col_expr(image::Column::UpdatedAt, Expr::value(now()))
-        .filter(image::Column::Id.eq(id))
-        .filter(image::Column::Deleted.eq(false))
-        .filter(image::Column::Status.eq(Status::Saving.as_str()))
-        .exec(&txn)
-        .await?;
-    if result.rows_affected == 0 {
-        return Err(Error::Gone(format!(
-            "Image {id} could not be found after upload. The image may have been deleted during the upload."
-        )));
-    }
-    super::locations::insert(&txn, id, &data.location, store_id).await?;
-    txn.commit().await?;
+    db.transaction_async(async |txn| {
+        let result = image::Entity::update_many()
+            .col_expr(image::Column::Status, Expr::value(Status::Active.as_str()))
+            .col_expr(image::Column::Size, Expr::value(size))
+            .col_expr(image::Column::VirtualSize, Expr::value(virtual_size))
+            .col_expr(image::Column::Checksum, Expr::value(data.checksum.clone()))
+            .col_expr(image::Column::OsHashAlgo, Expr::value(HASH_ALGO))
+            .col_expr(image::Column::OsHashValue, Expr::value(data.os_hash_value.clone()))
+            .col_expr(image::Column::UpdatedAt, Expr::value(now()))
+            .filter(image::Column::Id.eq(id))
+            .filter(image::Column::Deleted.eq(false))
+            .filter(image::Column::Status.eq(Status::Saving.as_str()))
+            .exec(txn)
+            .await?;
+        if result.rows_affected == 0 {
+            return Err(Error::Gone(format!(
+                "Image {id} could not be found after upload. The image may have been deleted during the upload."
+            )));
+        }
+        super::locations::insert(txn, id, &data.location, store_id).await
+    })
+    .await?;
     Ok(())
 }
 

@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    TransactionTrait,
 };
 use serde_json::{Map, Value};
 
@@ -172,7 +171,6 @@ pub async fn list(
 
 /// Creates a namespace owned by `owner` with everything nested in `input`, in one transaction.
 pub async fn create_namespace(db: &DatabaseConnection, input: &NamespaceInput, owner: &str) -> Result<Namespace> {
-    let txn = db.begin().await?;
     let at = now();
     let row = ns_row::ActiveModel {
         namespace: Set(input.namespace.clone()),
@@ -185,24 +183,28 @@ pub async fn create_namespace(db: &DatabaseConnection, input: &NamespaceInput, o
         updated_at: Set(Some(at)),
         ..Default::default()
     };
-    ns_row::Entity::insert(row)
-        .exec_without_returning(&txn)
-        .await
-        .map_err(|e| unique(e, || format!("Namespace {} already exists", input.namespace)))?;
-    let ns = find(&txn, &input.namespace).await?.ok_or_else(|| namespace_not_found(&input.namespace))?;
-    for association in &input.associations {
-        associate_in(&txn, &ns, association).await?;
-    }
-    for (name, fragment) in &input.properties {
-        insert_property(&txn, &ns, name, fragment.as_object().cloned().unwrap_or_default()).await?;
-    }
-    for object in &input.objects {
-        insert_object(&txn, &ns, object).await?;
-    }
-    for tag in &input.tags {
-        insert_tag(&txn, &ns, tag).await?;
-    }
-    txn.commit().await?;
+    let ns = db
+        .transaction_async(async |txn| -> Result<Namespace> {
+            ns_row::Entity::insert(row)
+                .exec_without_returning(txn)
+                .await
+                .map_err(|e| unique(e, || format!("Namespace {} already exists", input.namespace)))?;
+            let ns = find(txn, &input.namespace).await?.ok_or_else(|| namespace_not_found(&input.namespace))?;
+            for association in &input.associations {
+                associate_in(txn, &ns, association).await?;
+            }
+            for (name, fragment) in &input.properties {
+                insert_property(txn, &ns, name, fragment.as_object().cloned().unwrap_or_default()).await?;
+            }
+            for object in &input.objects {
+                insert_object(txn, &ns, object).await?;
+            }
+            for tag in &input.tags {
+                insert_tag(txn, &ns, tag).await?;
+            }
+            Ok(ns)
+        })
+        .await?;
     Ok(ns)
 }
 
@@ -230,13 +232,15 @@ pub async fn update_namespace(
 
 /// Deletes the namespace and everything in it (its resource types stay), in one transaction.
 pub async fn delete_namespace(db: &DatabaseConnection, ns: &Namespace) -> Result<()> {
-    let txn = db.begin().await?;
-    delete_tags(&txn, ns).await?;
-    delete_objects(&txn, ns).await?;
-    delete_properties(&txn, ns).await?;
-    assoc_row::Entity::delete_many().filter(assoc_row::Column::NamespaceId.eq(ns.id)).exec(&txn).await?;
-    ns_row::Entity::delete_many().filter(ns_row::Column::Id.eq(ns.id)).exec(&txn).await?;
-    txn.commit().await?;
+    db.transaction_async(async |txn| -> Result<()> {
+        delete_tags(txn, ns).await?;
+        delete_objects(txn, ns).await?;
+        delete_properties(txn, ns).await?;
+        assoc_row::Entity::delete_many().filter(assoc_row::Column::NamespaceId.eq(ns.id)).exec(txn).await?;
+        ns_row::Entity::delete_many().filter(ns_row::Column::Id.eq(ns.id)).exec(txn).await?;
+        Ok(())
+    })
+    .await?;
     Ok(())
 }
 
@@ -516,14 +520,16 @@ pub async fn replace_tags(db: &DatabaseConnection, ns: &Namespace, names: &[Stri
     if names.is_empty() {
         return Ok(());
     }
-    let txn = db.begin().await?;
-    if !append {
-        delete_tags(&txn, ns).await?;
-    }
-    for name in names {
-        insert_tag(&txn, ns, name).await?;
-    }
-    txn.commit().await?;
+    db.transaction_async(async |txn| -> Result<()> {
+        if !append {
+            delete_tags(txn, ns).await?;
+        }
+        for name in names {
+            insert_tag(txn, ns, name).await?;
+        }
+        Ok(())
+    })
+    .await?;
     Ok(())
 }
 
@@ -630,9 +636,7 @@ async fn associate_in(db: &impl ConnectionTrait, ns: &Namespace, input: &Associa
 
 /// Associates `ns` with the resource type `input` names (created if unknown); 409 if it is.
 pub async fn associate(db: &DatabaseConnection, ns: &Namespace, input: &AssociationInput) -> Result<Association> {
-    let txn = db.begin().await?;
-    associate_in(&txn, ns, input).await?;
-    txn.commit().await?;
+    db.transaction_async(async |txn| associate_in(txn, ns, input).await).await?;
     associations(db, ns)
         .await?
         .into_iter()

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionSession, TransactionTrait,
+    QuerySelect, TransactionTrait,
 };
 
 use super::{Task, TaskStatus};
@@ -18,7 +18,6 @@ use crate::{Error, Result};
 /// transaction): the outbox relay publishes any pending task row at once, and a worker that
 /// claimed a task without its info would abort it for want of an input.
 pub async fn insert(db: &impl TransactionTrait, task: &Task) -> Result<()> {
-    let txn = db.begin().await?;
     let row = task::ActiveModel {
         id: Set(task.id.clone()),
         task_type: Set(task.task_type.as_str().to_owned()),
@@ -43,18 +42,14 @@ pub async fn insert(db: &impl TransactionTrait, task: &Task) -> Result<()> {
         result: Set(task.result.clone()),
         message: Set(task.message.clone()),
     };
-    let inserted = async {
-        task::Entity::insert(row).exec_without_returning(&txn).await?;
-        task_info::Entity::insert(info).exec_without_returning(&txn).await
-    }
-    .await;
-    match inserted {
-        Ok(_) => txn.commit().await?,
-        Err(err) => {
-            txn.rollback().await?;
-            return Err(err.into());
-        }
-    }
+    db.transaction::<_, _, Error>(|txn| {
+        Box::pin(async move {
+            task::Entity::insert(row).exec_without_returning(txn).await?;
+            task_info::Entity::insert(info).exec_without_returning(txn).await?;
+            Ok(())
+        })
+    })
+    .await?;
     Ok(())
 }
 
@@ -108,10 +103,37 @@ pub async fn renew_lease(
     Ok(result.rows_affected == 1)
 }
 
+/// A worker's hold on a running task: what ending the task needs.
+#[derive(Clone, Copy, Debug)]
+pub struct Claim<'a> {
+    /// The claimed task.
+    pub task_id: &'a str,
+    /// The worker holding it (the task's `claimed_by`).
+    pub worker: &'a str,
+    /// How long the task is kept once it has ended.
+    pub ttl: std::time::Duration,
+}
+
+/// Ends the claimed task as `success` with `result` (see [`finish`]); `false` when the claim
+/// was lost (nothing written).
+pub async fn succeed<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    claim: &Claim<'_>,
+    result: serde_json::Value,
+) -> Result<bool> {
+    finish(db, claim.task_id, claim.worker, TaskStatus::Success, Some(result), "", claim.ttl).await
+}
+
+/// Ends the claimed task as `failure` with `reason` as its message (see [`finish`]); `false`
+/// when the claim was lost (nothing written).
+pub async fn fail<C: ConnectionTrait + TransactionTrait>(db: &C, claim: &Claim<'_>, reason: &str) -> Result<bool> {
+    finish(db, claim.task_id, claim.worker, TaskStatus::Failure, None, reason, claim.ttl).await
+}
+
 /// Ends `worker`'s task `id` as `status` (success or failure) with its result and message, in
 /// one transaction (a savepoint inside the caller's), so nobody sees the final status without
 /// its message; it expires `ttl` later. `false` when the worker no longer held the claim
-/// (nothing written).
+/// (nothing written). Flows call [`succeed`] or [`fail`]; this general form is what they share.
 pub async fn finish<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     id: &str,
@@ -123,31 +145,36 @@ pub async fn finish<C: ConnectionTrait + TransactionTrait>(
 ) -> Result<bool> {
     TaskStatus::Processing.next(status)?;
     let at = now();
-    let txn = db.begin().await?;
-    let updated = task::Entity::update_many()
-        .col_expr(task::Column::Status, Expr::value(status.as_str()))
-        .col_expr(task::Column::ExpiresAt, Expr::value(at + duration(ttl)?))
-        .col_expr(task::Column::LeaseExpiresAt, Expr::value(Option::<chrono::NaiveDateTime>::None))
-        .col_expr(task::Column::UpdatedAt, Expr::value(at))
-        .filter(task::Column::Id.eq(id))
-        .filter(task::Column::Status.eq(TaskStatus::Processing.as_str()))
-        .filter(task::Column::ClaimedBy.eq(worker))
-        .exec(&txn)
-        .await?;
-    if updated.rows_affected == 0 {
-        // Explicitly: a dropped transaction is only rolled back when its connection is next
-        // used, and until then InnoDB keeps the locks the UPDATE took.
-        txn.rollback().await?;
-        return Ok(false);
-    }
-    task_info::Entity::update_many()
-        .col_expr(task_info::Column::Result, Expr::value(result))
-        .col_expr(task_info::Column::Message, Expr::value(message))
-        .filter(task_info::Column::TaskId.eq(id))
-        .exec(&txn)
-        .await?;
-    txn.commit().await?;
-    Ok(true)
+    let expires_at = at + duration(ttl)?;
+    // Owned: the transaction's closure may not borrow from the caller.
+    let (id, worker, message) = (id.to_owned(), worker.to_owned(), message.to_owned());
+    let finished = db.transaction::<_, _, Error>(|txn| {
+        Box::pin(async move {
+            let updated = task::Entity::update_many()
+                .col_expr(task::Column::Status, Expr::value(status.as_str()))
+                .col_expr(task::Column::ExpiresAt, Expr::value(expires_at))
+                .col_expr(task::Column::LeaseExpiresAt, Expr::value(Option::<chrono::NaiveDateTime>::None))
+                .col_expr(task::Column::UpdatedAt, Expr::value(at))
+                .filter(task::Column::Id.eq(&id))
+                .filter(task::Column::Status.eq(TaskStatus::Processing.as_str()))
+                .filter(task::Column::ClaimedBy.eq(worker))
+                .exec(txn)
+                .await?;
+            if updated.rows_affected == 0 {
+                // Nothing written: committing ends the transaction (and its locks) as a
+                // rollback would.
+                return Ok(false);
+            }
+            task_info::Entity::update_many()
+                .col_expr(task_info::Column::Result, Expr::value(result))
+                .col_expr(task_info::Column::Message, Expr::value(message))
+                .filter(task_info::Column::TaskId.eq(id))
+                .exec(txn)
+                .await?;
+            Ok(true)
+        })
+    });
+    Ok(finished.await?)
 }
 
 /// The live task `id`, whoever owns it.

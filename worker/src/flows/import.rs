@@ -8,12 +8,11 @@
 use glint_core::image::import::{self, FAILED_IMPORT, IMPORT_TASK, IMPORTING_TO_STORES, ImportJob, Method};
 use glint_core::image::{Image, Ingested, data, locations, repo as images};
 use glint_core::store::{ByteStream, Store};
-use glint_core::task::{Task, TaskStatus, repo as tasks};
+use glint_core::task::{Task, repo as tasks};
 use glint_formats::Format;
-use sea_orm::TransactionTrait;
 use serde_json::json;
 
-use super::{Deps, Progress, core_failure, fetch_failure, store_failure};
+use super::{Deps, Progress};
 use crate::{Flow, FlowContext, FlowError};
 
 /// Runs interoperable imports.
@@ -51,8 +50,7 @@ impl ImportFlow {
     /// The image, if it still exists and this task holds its import lock.
     async fn locked_image(&self, ctx: &FlowContext, task: &Task, image_id: &str) -> Result<Image, FlowError> {
         let image = images::get(&ctx.db, image_id)
-            .await
-            .map_err(core_failure)?
+            .await?
             .ok_or_else(|| FlowError::Abort("Image has been deleted, aborting import.".into()))?;
         if image.properties.get(IMPORT_TASK).cloned().flatten().as_deref() != Some(task.id.as_str()) {
             return Err(FlowError::Abort("The image's import lock was taken over by another import.".into()));
@@ -71,7 +69,7 @@ impl ImportFlow {
     ) -> Result<(Source, Option<Format>), FlowError> {
         let staged = match &job.method {
             Method::CopyImage => {
-                let copies = locations::active(&ctx.db, &image.id).await.map_err(core_failure)?;
+                let copies = locations::active(&ctx.db, &image.id).await?;
                 let copy = copies
                     .into_iter()
                     .find(|l| l.store.as_deref().is_some_and(|s| self.deps.stores.get(s).is_some()))
@@ -99,9 +97,9 @@ impl ImportFlow {
                 if target.is_none() && job.stores.len() == 1 {
                     return Ok((Source::Web(uri.clone()), None));
                 }
-                let download = self.deps.fetcher.get(uri, self.deps.cap).await.map_err(fetch_failure)?;
+                let download = self.deps.fetcher.get(uri, self.deps.cap).await?;
                 let body = progress.count(download.body, download.content_length);
-                self.deps.staging.put(&image.id, body, self.deps.cap).await.map_err(store_failure)?;
+                self.deps.staging.put(&image.id, body, self.deps.cap).await?;
                 image.id.clone()
             }
         };
@@ -144,18 +142,18 @@ impl ImportFlow {
         match source {
             Source::Staged(name) => {
                 let size = self.deps.staging.size(name).await.ok();
-                let body = self.deps.staging.read(name).await.map_err(store_failure)?;
+                let body = self.deps.staging.read(name).await?;
                 Ok(progress.count(body, size))
             }
             Source::Web(uri) => {
-                let download = self.deps.fetcher.get(uri, self.deps.cap).await.map_err(fetch_failure)?;
+                let download = self.deps.fetcher.get(uri, self.deps.cap).await?;
                 Ok(progress.count(download.body, download.content_length))
             }
             Source::Copy(location) => {
                 let store = location.store.as_deref().and_then(|s| self.deps.stores.get(s)).ok_or_else(|| {
                     FlowError::Abort(format!("Store {:?} of the image's data is not configured", location.store))
                 })?;
-                let body = store.get(&location.url, None).await.map_err(store_failure)?;
+                let body = store.get(&location.url, None).await?;
                 Ok(progress.count(body, None))
             }
         }
@@ -175,8 +173,7 @@ impl ImportFlow {
         let copying = matches!(source, Source::Copy(_));
         let inspector =
             (!copying && image.container_format.as_deref() == Some("bare")).then(glint_formats::Inspector::new);
-        let (ingested, inspector) =
-            data::ingest(store, &image.id, body, self.deps.cap, inspector).await.map_err(store_failure)?;
+        let (ingested, inspector) = data::ingest(store, &image.id, body, self.deps.cap, inspector).await?;
         let mut declared = image.clone();
         declared.disk_format = Some(disk_format.to_owned());
         let checked = if copying {
@@ -223,60 +220,41 @@ impl ImportFlow {
         failed: &[String],
         converted: Option<Format>,
     ) -> Result<bool, FlowError> {
-        let txn = ctx.db.begin().await.map_err(|e| core_failure(e.into()))?;
-        let outcome: Result<bool, FlowError> = async {
-            let finished = tasks::finish(
-                &txn,
-                &task.id,
-                &ctx.worker_id,
-                TaskStatus::Success,
-                Some(json!({"image_id": job.image_id})),
-                "",
-                ctx.task_ttl,
-            )
-            .await
-            .map_err(core_failure)?;
-            if !finished {
-                return Ok(false);
-            }
-            let image = images::get(&txn, &job.image_id).await.map_err(core_failure)?;
-            let Some(image) = image else {
-                return Err(FlowError::Abort("Image has been deleted, aborting import.".into()));
-            };
-            if job.method != Method::CopyImage {
-                let first = &written[0];
-                let imported = images::Imported {
-                    data: &first.data,
-                    virtual_size: first.virtual_size,
-                    disk_format: converted.map(|f| f.as_str()),
-                };
-                if !images::activate_import(&txn, &job.image_id, &imported).await.map_err(core_failure)? {
-                    return Err(FlowError::Abort(format!(
-                        "Image changed status to {} during the import, aborting.",
-                        image.status
-                    )));
+        // `Ok(false)` has written nothing, so committing it changes nothing.
+        Ok(ctx
+            .db
+            .transaction_async(async |txn| {
+                if !tasks::succeed(txn, &ctx.claim(task), json!({"image_id": job.image_id})).await? {
+                    return Ok(false);
                 }
-            }
-            for copy in written {
-                locations::insert(&txn, &job.image_id, &copy.data.location, &copy.store).await.map_err(core_failure)?;
-            }
-            if !images::remove_property_if(&txn, &job.image_id, IMPORT_TASK, &task.id).await.map_err(core_failure)? {
-                return Err(FlowError::Abort("The image's import lock was taken over by another import.".into()));
-            }
-            set_store_lists(&txn, &image, &self.targets(job), failed).await?;
-            Ok(true)
-        }
-        .await;
-        match outcome {
-            Ok(true) => {
-                txn.commit().await.map_err(|e| core_failure(e.into()))?;
+                let image = images::get(txn, &job.image_id).await?;
+                let Some(image) = image else {
+                    return Err(FlowError::Abort("Image has been deleted, aborting import.".into()));
+                };
+                if job.method != Method::CopyImage {
+                    let first = &written[0];
+                    let imported = images::Imported {
+                        data: &first.data,
+                        virtual_size: first.virtual_size,
+                        disk_format: converted.map(|f| f.as_str()),
+                    };
+                    if !images::activate_import(txn, &job.image_id, &imported).await? {
+                        return Err(FlowError::Abort(format!(
+                            "Image changed status to {} during the import, aborting.",
+                            image.status
+                        )));
+                    }
+                }
+                for copy in written {
+                    locations::insert(txn, &job.image_id, &copy.data.location, &copy.store).await?;
+                }
+                if !images::remove_property_if(txn, &job.image_id, IMPORT_TASK, &task.id).await? {
+                    return Err(FlowError::Abort("The image's import lock was taken over by another import.".into()));
+                }
+                set_store_lists(txn, &image, &self.targets(job), failed).await?;
                 Ok(true)
-            }
-            other => {
-                txn.rollback().await.map_err(|e| core_failure(e.into()))?;
-                other
-            }
-        }
+            })
+            .await?)
     }
 
     fn targets(&self, job: &ImportJob) -> Vec<String> {
@@ -291,7 +269,7 @@ async fn set_store_lists(
     image: &Image,
     done: &[String],
     failed: &[String],
-) -> Result<(), FlowError> {
+) -> glint_core::Result<()> {
     let property = |name: &str| image.properties.get(name).cloned().flatten().unwrap_or_default();
     let importing = import::remove_stores(&property(IMPORTING_TO_STORES), done);
     let mut failures: Vec<String> =
@@ -300,7 +278,6 @@ async fn set_store_lists(
     let failures = failures.join(",");
     images::set_properties(db, &image.id, &[(IMPORTING_TO_STORES, Some(&importing)), (FAILED_IMPORT, Some(&failures))])
         .await
-        .map_err(core_failure)
 }
 
 async fn remove(store: &dyn Store, image_id: &str, location: &str) {
@@ -312,6 +289,7 @@ async fn remove(store: &dyn Store, image_id: &str, location: &str) {
 #[async_trait::async_trait]
 impl Flow for ImportFlow {
     async fn run(&self, ctx: &FlowContext, task: &Task) -> Result<(), FlowError> {
+        // A corrupt task stays corrupt: no retry.
         let job = ImportJob::of(task).map_err(|e| FlowError::Abort(e.to_string()))?;
         let image = self.locked_image(ctx, task, &job.image_id).await?;
         let progress = Progress::default();
@@ -381,37 +359,28 @@ impl Flow for ImportFlow {
 
     async fn fail(&self, ctx: &FlowContext, task: &Task, reason: &str) -> glint_core::Result<()> {
         let job = ImportJob::of(task).ok();
-        let txn = ctx.db.begin().await?;
-        let outcome: glint_core::Result<bool> = async {
-            if !tasks::finish(&txn, &task.id, &ctx.worker_id, TaskStatus::Failure, None, reason, ctx.task_ttl).await? {
-                return Ok(false);
-            }
-            let Some(job) = &job else { return Ok(true) };
-            let Some(image) = images::get(&txn, &job.image_id).await? else { return Ok(true) };
-            if !images::remove_property_if(&txn, &image.id, IMPORT_TASK, &task.id).await? {
-                // Someone took the lock over; the image is theirs now.
-                return Ok(true);
-            }
-            if job.method != Method::CopyImage {
-                images::back_to_queued(&txn, &image.id, glint_core::image::Status::Importing).await?;
-            }
-            let targets = self.targets(job);
-            set_store_lists(&txn, &image, &targets, &targets)
-                .await
-                .map_err(|e| glint_core::Error::Internal(e.to_string()))?;
-            Ok(true)
-        }
-        .await;
-        match outcome {
-            Ok(true) => txn.commit().await?,
-            Ok(false) => {
-                txn.rollback().await?;
-                return Ok(());
-            }
-            Err(err) => {
-                txn.rollback().await?;
-                return Err(err);
-            }
+        let finished = ctx
+            .db
+            .transaction_async(async |txn| -> glint_core::Result<bool> {
+                if !tasks::fail(txn, &ctx.claim(task), reason).await? {
+                    return Ok(false);
+                }
+                let Some(job) = &job else { return Ok(true) };
+                let Some(image) = images::get(txn, &job.image_id).await? else { return Ok(true) };
+                if !images::remove_property_if(txn, &image.id, IMPORT_TASK, &task.id).await? {
+                    // Someone took the lock over; the image is theirs now.
+                    return Ok(true);
+                }
+                if job.method != Method::CopyImage {
+                    images::back_to_queued(txn, &image.id, glint_core::image::Status::Importing).await?;
+                }
+                let targets = self.targets(job);
+                set_store_lists(txn, &image, &targets, &targets).await?;
+                Ok(true)
+            })
+            .await?;
+        if !finished {
+            return Ok(());
         }
         if let Some(job) = &job {
             self.clean_staging(&job.image_id, &job.method).await;

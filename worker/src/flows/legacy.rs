@@ -9,10 +9,10 @@ use glint_core::image::data::{self, Upload};
 use glint_core::image::repo as images;
 use glint_core::image::schema::Validator;
 use glint_core::image::{Status, new_image};
-use glint_core::task::{Task, TaskStatus, repo as tasks};
+use glint_core::task::{Task, repo as tasks};
 use serde_json::{Value, json};
 
-use super::{Deps, Progress, core_failure, fetch_failure};
+use super::{Deps, Progress};
 use crate::{Flow, FlowContext, FlowError};
 
 /// Runs legacy `import` tasks.
@@ -35,7 +35,7 @@ impl LegacyImportFlow {
         task: &Task,
         image_id: &str,
     ) -> Result<glint_core::image::Image, FlowError> {
-        if let Some(image) = images::get(&ctx.db, image_id).await.map_err(core_failure)? {
+        if let Some(image) = images::get(&ctx.db, image_id).await? {
             return Ok(image);
         }
         let input = task.input.clone().unwrap_or(Value::Null);
@@ -50,7 +50,7 @@ impl LegacyImportFlow {
         let mut image = new_image(properties, &caller, &self.deps.config.images, &self.validator)
             .map_err(|e| FlowError::Abort(format!("Invalid image_properties: {e}")))?;
         image.id = image_id.to_owned();
-        images::insert(&ctx.db, &image).await.map_err(core_failure)?;
+        images::insert(&ctx.db, &image).await?;
         Ok(image)
     }
 }
@@ -69,41 +69,35 @@ impl Flow for LegacyImportFlow {
         let mut image = self.image(ctx, task, &image_id).await?;
         if image.status == Status::Saving {
             // An earlier attempt died mid-upload.
-            images::back_to_queued(&ctx.db, &image_id, Status::Saving).await.map_err(core_failure)?;
+            images::back_to_queued(&ctx.db, &image_id, Status::Saving).await?;
             image.status = Status::Queued;
         }
         if image.status == Status::Queued {
             let progress = Progress::default();
+            // Typed failures (fetch, store) decide the retry; a body that breaks off mid-way
+            // is the network's doing and is retried.
             let work = async {
-                let download = self.deps.fetcher.get(&url, self.deps.cap).await.map_err(fetch_failure)?;
+                let download = self.deps.fetcher.get(&url, self.deps.cap).await?;
                 let body = progress.count(download.body, download.content_length);
                 let how = Upload { store: None, expected_size: download.content_length, cap: self.deps.cap };
-                data::upload(&ctx.db, &self.deps.stores, &image, body, how).await.map_err(|err| match err {
-                    // The body failing mid-way is the network's doing.
-                    glint_core::Error::BadRequest(_) => FlowError::Retry(err.to_string()),
-                    other => core_failure(other),
-                })
+                data::upload(&ctx.db, &self.deps.stores, &image, body, how).await
             };
             progress.around(ctx, task, work).await?;
         } else if image.status != Status::Active {
             return Err(FlowError::Abort(format!("The image is {}, it cannot be imported into", image.status)));
         }
-        let result = Some(json!({"image_id": image_id}));
-        tasks::finish(&ctx.db, &task.id, &ctx.worker_id, TaskStatus::Success, result, "", ctx.task_ttl)
-            .await
-            .map_err(core_failure)?;
+        tasks::succeed(&ctx.db, &ctx.claim(task), json!({"image_id": image_id})).await?;
         Ok(())
     }
 
     async fn fail(&self, ctx: &FlowContext, task: &Task, reason: &str) -> glint_core::Result<()> {
-        if !tasks::finish(&ctx.db, &task.id, &ctx.worker_id, TaskStatus::Failure, None, reason, ctx.task_ttl).await? {
+        if !tasks::fail(&ctx.db, &ctx.claim(task), reason).await? {
             return Ok(());
         }
         if let Some(image_id) = &task.image_id
             && images::get(&ctx.db, image_id).await?.is_some()
         {
-            images::delete(&ctx.db, image_id).await?;
-            glint_core::store::scrub::purge(&ctx.db, &self.deps.stores, Some(image_id)).await?;
+            glint_core::image::delete(&ctx.db, &self.deps.stores, &self.deps.staging, image_id).await?;
         }
         Ok(())
     }

@@ -1,20 +1,23 @@
-//! The import flows, and what they share: progress reports and error classification.
+//! The import flows, and what they share: their dependencies and progress reports.
 
 mod import;
 mod legacy;
 
+use std::convert::Infallible;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use glint_core::config::Config;
-use glint_core::fetch::{FetchError, Fetcher};
-use glint_core::store::{ByteStream, Staging, StoreError, Stores};
+use glint_core::fetch::Fetcher;
+use glint_core::heartbeat::while_ticking;
+use glint_core::store::{ByteStream, Staging, Stores};
 use glint_core::task::repo as tasks;
 use glint_core::task::{Task, TaskType};
 
-use crate::{FlowContext, FlowError, Registry};
+use crate::{FlowContext, Registry};
 
 pub use import::ImportFlow;
 pub use legacy::LegacyImportFlow;
@@ -99,50 +102,23 @@ impl Progress {
         }
     }
 
-    /// Reports progress every few seconds, for as long as it is polled.
-    async fn report(&self, ctx: &FlowContext, task: &Task) {
+    /// Runs `work` while showing its progress every few seconds, when it changed.
+    async fn around<T>(&self, ctx: &FlowContext, task: &Task, work: impl Future<Output = T>) -> T {
         let mut shown = String::new();
-        loop {
-            tokio::time::sleep(PROGRESS_EVERY).await;
+        let report = || {
             let message = self.message();
-            if message != shown {
-                if let Err(err) = tasks::report_progress(&ctx.db, &task.id, &ctx.worker_id, &message).await {
+            let changed = message != shown;
+            if changed {
+                shown.clone_from(&message);
+            }
+            async move {
+                if changed && let Err(err) = tasks::report_progress(&ctx.db, &task.id, &ctx.worker_id, &message).await {
                     tracing::debug!(task = %task.id, error = %err, "progress report failed");
                 }
-                shown = message;
+                ControlFlow::<Infallible>::Continue(())
             }
-        }
-    }
-
-    /// Runs `work` while reporting progress.
-    async fn around<T>(&self, ctx: &FlowContext, task: &Task, work: impl Future<Output = T>) -> T {
-        tokio::select! {
-            out = work => out,
-            () = self.report(ctx, task) => unreachable!("progress reports never end"),
-        }
-    }
-}
-
-/// A store failure, as a retry (the backend may come back) or a final failure.
-fn store_failure(err: StoreError) -> FlowError {
-    match err {
-        StoreError::TooLarge(_) | StoreError::Full | StoreError::NotFound(_) => {
-            FlowError::Abort(format!("Image upload problem: {err}"))
-        }
-        StoreError::Denied(_) | StoreError::Source(_) | StoreError::Io(_) => FlowError::Retry(err.to_string()),
-    }
-}
-
-/// A download failure, as a retry (network, server trouble) or a final failure.
-fn fetch_failure(err: FetchError) -> FlowError {
-    if err.is_transient() { FlowError::Retry(err.to_string()) } else { FlowError::Abort(err.to_string()) }
-}
-
-/// A core failure: database and backend trouble is retried, the rest is final.
-fn core_failure(err: glint_core::Error) -> FlowError {
-    use glint_core::Error;
-    match err {
-        Error::Database(_) | Error::Unavailable(_) | Error::Internal(_) => FlowError::Retry(err.to_string()),
-        other => FlowError::Abort(other.to_string()),
+        };
+        let Ok(out) = while_ticking(work, PROGRESS_EVERY, report).await;
+        out
     }
 }
