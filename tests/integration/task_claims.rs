@@ -21,6 +21,11 @@ on_every_database!(idle;
 const ID: &str = "aaaaaaaa-0000-4000-8000-000000000001";
 const HOUR: Duration = Duration::from_secs(3600);
 
+/// `worker`'s claim of task [`ID`], ending with a time to live of `ttl`.
+fn claim(worker: &str, ttl: Duration) -> tasks::Claim<'_> {
+    tasks::Claim { task_id: ID, worker, ttl }
+}
+
 async fn pending(app: &TestApp, id: &str) {
     let at = NaiveDateTime::parse_from_str("2024-01-01 00:00:00", "%Y-%m-%d %H:%M:%S").expect("time");
     let task = Task {
@@ -70,7 +75,7 @@ async fn claim_of_a_running_or_finished_task_is_refused(app: TestApp) {
         tasks::claim(&app.db, ID, "w2", HOUR).await.expect("claim").is_none(),
         "a redelivered wake-up runs nothing"
     );
-    assert!(tasks::finish(&app.db, ID, "w1", TaskStatus::Success, None, "", HOUR).await.expect("finish"));
+    assert!(tasks::succeed(&app.db, &claim("w1", HOUR), json!({})).await.expect("finish"));
     assert!(tasks::claim(&app.db, ID, "w2", HOUR).await.expect("claim").is_none());
     assert!(tasks::claim(&app.db, "bbbbbbbb-0000-4000-8000-000000000002", "w2", HOUR).await.expect("claim").is_none());
 }
@@ -90,24 +95,20 @@ async fn lease_renewal_keeps_the_claim_and_expiry_releases_it(app: TestApp) {
     assert_eq!(tasks::unpublished(&app.db, HOUR, 10).await.expect("outbox"), vec![ID.to_owned()]);
     let task = tasks::claim(&app.db, ID, "w2", HOUR).await.expect("claim").expect("claimable again");
     assert_eq!(task.status, TaskStatus::Processing);
-    assert!(!tasks::finish(&app.db, ID, "w1", TaskStatus::Success, None, "", HOUR).await.expect("finish"));
+    assert!(!tasks::succeed(&app.db, &claim("w1", HOUR), json!({})).await.expect("finish"));
 }
 
 async fn finish_needs_the_claim_and_sets_the_expiry(app: TestApp) {
     pending(&app, ID).await;
-    assert!(!tasks::finish(&app.db, ID, "w1", TaskStatus::Failure, None, "x", HOUR).await.expect("finish"));
+    assert!(!tasks::fail(&app.db, &claim("w1", HOUR), "x").await.expect("finish"));
     tasks::claim(&app.db, ID, "w1", HOUR).await.expect("claim").expect("claimed");
     let result = json!({"image_id": "8b1a0000-0000-4000-8000-000000000001"});
-    assert!(
-        tasks::finish(&app.db, ID, "w1", TaskStatus::Success, Some(result.clone()), "", 48 * HOUR)
-            .await
-            .expect("finish")
-    );
+    assert!(tasks::succeed(&app.db, &claim("w1", 48 * HOUR), result.clone()).await.expect("finish"));
     let task = app.get_json(&format!("/v2/tasks/{ID}")).await;
     assert_eq!(task["status"], "success");
     assert_eq!(task["result"], result);
     assert!(task["expires_at"].as_str().is_some());
-    assert!(tasks::finish(&app.db, ID, "w1", TaskStatus::Pending, None, "", HOUR).await.is_err());
+    assert!(!tasks::fail(&app.db, &claim("w1", HOUR), "late").await.expect("fail"), "an ended task stays ended");
 }
 
 async fn outbox_lists_unconfirmed_pending_tasks(app: TestApp) {

@@ -32,9 +32,7 @@ impl Flow for TestFlow {
         match self.behaviour {
             Behaviour::Succeed => {
                 let result = serde_json::json!({"image_id": task.image_id});
-                tasks::finish(&ctx.db, &task.id, &ctx.worker_id, TaskStatus::Success, Some(result), "", ctx.task_ttl)
-                    .await
-                    .map_err(|e| FlowError::Retry(e.to_string()))?;
+                tasks::succeed(&ctx.db, &ctx.claim(task), result).await.map_err(|e| FlowError::Retry(e.to_string()))?;
                 Ok(())
             }
             Behaviour::Abort => Err(FlowError::Abort("Image disk_format qcow2 does not match stream data raw".into())),

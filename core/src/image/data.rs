@@ -158,7 +158,7 @@ pub struct Upload<'a> {
 }
 
 /// `PUT /v2/images/{id}/file`: `queued -> saving -> active`, streaming `body` into a store.
-/// Data of `bare` images is inspected on the way (contract §7.2): content that is not the
+/// Data of `bare` images is inspected on the way (docs/glance-v2-api.md §7.2): content that is not the
 /// declared `disk_format`, or fails the safety checks, is a 415. On any failure the image is
 /// back in `queued` and no bytes are left in the store.
 pub async fn upload(

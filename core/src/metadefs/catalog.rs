@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, TransactionTrait,
+    QueryOrder,
 };
 use serde_json::{Map, Value, json};
 
@@ -153,79 +153,81 @@ async fn load_one(db: &DatabaseConnection, file: &Value, report: &mut LoadReport
         protected,
         text(file, "owner")?.unwrap_or_else(|| DEFAULT_OWNER.into()),
     );
-    let txn = db.begin().await?;
-    let existing = ns_row::Entity::find().filter(ns_row::Column::Namespace.eq(&name)).one(&txn).await?;
-    match &existing {
-        None => {
-            let row = ns_row::ActiveModel {
-                namespace: Set(name.clone()),
-                display_name: Set(fields.0.clone()),
-                description: Set(fields.1.clone()),
-                visibility: Set(fields.2.clone()),
-                protected: Set(fields.3),
-                owner: Set(fields.4.clone()),
-                created_at: Set(now()),
-                updated_at: Set(None),
-                ..Default::default()
-            };
-            ns_row::Entity::insert(row).exec_without_returning(&txn).await?;
-            report.inserted += 1;
+    db.transaction_async(async |txn| -> Result<()> {
+        let existing = ns_row::Entity::find().filter(ns_row::Column::Namespace.eq(&name)).one(txn).await?;
+        match &existing {
+            None => {
+                let row = ns_row::ActiveModel {
+                    namespace: Set(name.clone()),
+                    display_name: Set(fields.0.clone()),
+                    description: Set(fields.1.clone()),
+                    visibility: Set(fields.2.clone()),
+                    protected: Set(fields.3),
+                    owner: Set(fields.4.clone()),
+                    created_at: Set(now()),
+                    updated_at: Set(None),
+                    ..Default::default()
+                };
+                ns_row::Entity::insert(row).exec_without_returning(txn).await?;
+                report.inserted += 1;
+            }
+            Some(row)
+                if (&row.display_name, &row.description, &row.visibility, row.protected, &row.owner)
+                    != (&fields.0, &fields.1, &fields.2, fields.3, &fields.4) =>
+            {
+                ns_row::Entity::update_many()
+                    .col_expr(ns_row::Column::DisplayName, Expr::value(fields.0.clone()))
+                    .col_expr(ns_row::Column::Description, Expr::value(fields.1.clone()))
+                    .col_expr(ns_row::Column::Visibility, Expr::value(fields.2.clone()))
+                    .col_expr(ns_row::Column::Protected, Expr::value(fields.3))
+                    .col_expr(ns_row::Column::Owner, Expr::value(fields.4.clone()))
+                    .col_expr(ns_row::Column::UpdatedAt, Expr::value(now()))
+                    .filter(ns_row::Column::Id.eq(row.id))
+                    .exec(txn)
+                    .await?;
+                report.updated += 1;
+            }
+            Some(_) => {}
         }
-        Some(row)
-            if (&row.display_name, &row.description, &row.visibility, row.protected, &row.owner)
-                != (&fields.0, &fields.1, &fields.2, fields.3, &fields.4) =>
-        {
-            ns_row::Entity::update_many()
-                .col_expr(ns_row::Column::DisplayName, Expr::value(fields.0.clone()))
-                .col_expr(ns_row::Column::Description, Expr::value(fields.1.clone()))
-                .col_expr(ns_row::Column::Visibility, Expr::value(fields.2.clone()))
-                .col_expr(ns_row::Column::Protected, Expr::value(fields.3))
-                .col_expr(ns_row::Column::Owner, Expr::value(fields.4.clone()))
-                .col_expr(ns_row::Column::UpdatedAt, Expr::value(now()))
-                .filter(ns_row::Column::Id.eq(row.id))
-                .exec(&txn)
-                .await?;
-            report.updated += 1;
-        }
-        Some(_) => {}
-    }
-    let ns_id = ns_row::Entity::find()
-        .filter(ns_row::Column::Namespace.eq(&name))
-        .one(&txn)
-        .await?
-        .map(|r| r.id)
-        .ok_or_else(|| Error::Internal(format!("namespace {name} vanished while loading")))?;
-
-    for association in list(file, "resource_type_associations")? {
-        load_association(&txn, ns_id, association, report).await?;
-    }
-    for (property, fragment) in fragments(file.get("properties"))? {
-        load_property(&txn, ns_id, &property, &fragment, report).await?;
-    }
-    for object in list(file, "objects")? {
-        load_object(&txn, ns_id, object, report).await?;
-    }
-    for tag in list(file, "tags")? {
-        let tag = named(tag, "tags")?;
-        let exists = tag_row::Entity::find()
-            .filter(tag_row::Column::NamespaceId.eq(ns_id))
-            .filter(tag_row::Column::Name.eq(&tag))
-            .one(&txn)
+        let ns_id = ns_row::Entity::find()
+            .filter(ns_row::Column::Namespace.eq(&name))
+            .one(txn)
             .await?
-            .is_some();
-        if !exists {
-            let row = tag_row::ActiveModel {
-                namespace_id: Set(ns_id),
-                name: Set(tag),
-                created_at: Set(now()),
-                updated_at: Set(None),
-                ..Default::default()
-            };
-            tag_row::Entity::insert(row).exec_without_returning(&txn).await?;
-            report.inserted += 1;
+            .map(|r| r.id)
+            .ok_or_else(|| Error::Internal(format!("namespace {name} vanished while loading")))?;
+
+        for association in list(file, "resource_type_associations")? {
+            load_association(txn, ns_id, association, report).await?;
         }
-    }
-    txn.commit().await?;
+        for (property, fragment) in fragments(file.get("properties"))? {
+            load_property(txn, ns_id, &property, &fragment, report).await?;
+        }
+        for object in list(file, "objects")? {
+            load_object(txn, ns_id, object, report).await?;
+        }
+        for tag in list(file, "tags")? {
+            let tag = named(tag, "tags")?;
+            let exists = tag_row::Entity::find()
+                .filter(tag_row::Column::NamespaceId.eq(ns_id))
+                .filter(tag_row::Column::Name.eq(&tag))
+                .one(txn)
+                .await?
+                .is_some();
+            if !exists {
+                let row = tag_row::ActiveModel {
+                    namespace_id: Set(ns_id),
+                    name: Set(tag),
+                    created_at: Set(now()),
+                    updated_at: Set(None),
+                    ..Default::default()
+                };
+                tag_row::Entity::insert(row).exec_without_returning(txn).await?;
+                report.inserted += 1;
+            }
+        }
+        Ok(())
+    })
+    .await?;
     report.files += 1;
     Ok(())
 }

@@ -114,40 +114,37 @@ pub struct Claim<'a> {
     pub ttl: std::time::Duration,
 }
 
-/// Ends the claimed task as `success` with `result` (see [`finish`]); `false` when the claim
+/// Ends the claimed task as `success` with `result`; `false` when the claim
 /// was lost (nothing written).
 pub async fn succeed<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     claim: &Claim<'_>,
     result: serde_json::Value,
 ) -> Result<bool> {
-    finish(db, claim.task_id, claim.worker, TaskStatus::Success, Some(result), "", claim.ttl).await
+    finish(db, claim, TaskStatus::Success, Some(result), "").await
 }
 
-/// Ends the claimed task as `failure` with `reason` as its message (see [`finish`]); `false`
+/// Ends the claimed task as `failure` with `reason` as its message; `false`
 /// when the claim was lost (nothing written).
 pub async fn fail<C: ConnectionTrait + TransactionTrait>(db: &C, claim: &Claim<'_>, reason: &str) -> Result<bool> {
-    finish(db, claim.task_id, claim.worker, TaskStatus::Failure, None, reason, claim.ttl).await
+    finish(db, claim, TaskStatus::Failure, None, reason).await
 }
 
-/// Ends `worker`'s task `id` as `status` (success or failure) with its result and message, in
-/// one transaction (a savepoint inside the caller's), so nobody sees the final status without
-/// its message; it expires `ttl` later. `false` when the worker no longer held the claim
-/// (nothing written). Flows call [`succeed`] or [`fail`]; this general form is what they share.
-pub async fn finish<C: ConnectionTrait + TransactionTrait>(
+/// Ends the claimed task as `status` with its result and message, in one transaction (a
+/// savepoint inside the caller's), so nobody sees the final status without its message; it
+/// expires `claim.ttl` later. `false` when the worker no longer held the claim (nothing written).
+async fn finish<C: ConnectionTrait + TransactionTrait>(
     db: &C,
-    id: &str,
-    worker: &str,
+    claim: &Claim<'_>,
     status: TaskStatus,
     result: Option<serde_json::Value>,
     message: &str,
-    ttl: std::time::Duration,
 ) -> Result<bool> {
     TaskStatus::Processing.next(status)?;
     let at = now();
-    let expires_at = at + duration(ttl)?;
+    let expires_at = at + duration(claim.ttl)?;
     // Owned: the transaction's closure may not borrow from the caller.
-    let (id, worker, message) = (id.to_owned(), worker.to_owned(), message.to_owned());
+    let (id, worker, message) = (claim.task_id.to_owned(), claim.worker.to_owned(), message.to_owned());
     let finished = db.transaction::<_, _, Error>(|txn| {
         Box::pin(async move {
             let updated = task::Entity::update_many()

@@ -1,4 +1,4 @@
-//! `api_image_import`: glance-direct, web-download and copy-image (contract §6).
+//! `api_image_import`: glance-direct, web-download and copy-image (docs/glance-v2-api.md §6).
 //!
 //! fetch (staging area, HTTP, or an existing copy) -> convert when configured -> inspect, hash
 //! and store in each target store -> image `active`, locations, lock released and task

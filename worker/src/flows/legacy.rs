@@ -1,5 +1,5 @@
 //! `import` tasks of the legacy tasks API: create an image from `image_properties` and fill
-//! it from `import_from` (contract §4.14). On failure the image is deleted.
+//! it from `import_from` (docs/glance-v2-api.md §4.14). On failure the image is deleted.
 //!
 //! The API chose the image id (the task's `image_id`), so a retried attempt finds the image
 //! an earlier attempt created instead of making a second one.
