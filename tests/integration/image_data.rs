@@ -502,22 +502,7 @@ async fn upload_abandoned_by_a_dead_process_is_recovered(app: TestApp) {
     let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
     std::fs::File::options().write(true).open(&part).and_then(|f| f.set_modified(hour_ago)).expect("age");
 
-    let stores = glint_core::store::Stores::new(
-        "local",
-        std::collections::BTreeMap::from([(
-            "local".to_owned(),
-            Arc::new(glint_core::store::FilesystemStore::open(&app.store_path).expect("store")) as Arc<dyn Store>,
-        )]),
-    );
-    let staging = glint_core::store::Staging::open(&app.staging_path).expect("staging");
-    glint_core::store::scrub::recover_abandoned_uploads(
-        &app.db,
-        &stores,
-        &staging,
-        glint_core::store::scrub::UPLOAD_STALE_AFTER,
-    )
-    .await
-    .expect("recover");
+    app.recover_abandoned_uploads().await;
     let image = show(&app, &abandoned).await;
     assert_eq!(image["status"], "queued");
     assert!(image["size"].is_null());

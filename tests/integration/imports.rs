@@ -172,18 +172,7 @@ async fn staging_abandoned_by_a_dead_process_is_recovered(app: TestApp) {
     std::fs::write(&part, b"half").expect("part file");
     let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
     std::fs::File::options().write(true).open(&part).and_then(|f| f.set_modified(hour_ago)).expect("age");
-    let local = glint_core::store::FilesystemStore::open(&app.store_path).expect("store");
-    let stores =
-        glint_core::store::Stores::new("local", [("local".to_owned(), std::sync::Arc::new(local) as _)].into());
-    let staging = glint_core::store::Staging::open(&app.staging_path).expect("staging");
-    glint_core::store::scrub::recover_abandoned_uploads(
-        &app.db,
-        &stores,
-        &staging,
-        glint_core::store::scrub::UPLOAD_STALE_AFTER,
-    )
-    .await
-    .expect("recover");
+    app.recover_abandoned_uploads().await;
     assert_eq!(show(&app, &abandoned).await["status"], "queued");
     assert_eq!(show(&app, &waiting).await["status"], "uploading");
     assert_eq!(staged(&app), std::slice::from_ref(&waiting));

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect,
-    SqlErr, TransactionError,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, QuerySelect, SqlErr, TransactionError,
 };
 
 use super::{HASH_ALGO, Image, Ingested, Status, Visibility};
@@ -57,7 +57,7 @@ async fn insert_properties<'a>(
     image_id: &str,
     properties: impl Iterator<Item = (&'a String, &'a Option<String>)>,
 ) -> Result<()> {
-    let rows: Vec<_> = properties
+    let rows = properties
         .map(|(name, value)| image_property::ActiveModel {
             image_id: Set(image_id.to_owned()),
             name: Set(name.clone()),
@@ -65,10 +65,7 @@ async fn insert_properties<'a>(
             ..Default::default()
         })
         .collect();
-    if !rows.is_empty() {
-        image_property::Entity::insert_many(rows).exec_without_returning(txn).await?;
-    }
-    Ok(())
+    insert_all(txn, rows).await
 }
 
 async fn insert_tags<'a>(
@@ -76,15 +73,23 @@ async fn insert_tags<'a>(
     image_id: &str,
     tags: impl Iterator<Item = &'a String>,
 ) -> Result<()> {
-    let rows: Vec<_> = tags
+    let rows = tags
         .map(|tag| image_tag::ActiveModel {
             image_id: Set(image_id.to_owned()),
             value: Set(tag.clone()),
             ..Default::default()
         })
         .collect();
+    insert_all(txn, rows).await
+}
+
+/// Inserts `rows` in one statement (none is no statement: an empty INSERT is an error).
+async fn insert_all<A>(txn: &impl ConnectionTrait, rows: Vec<A>) -> Result<()>
+where
+    A: ActiveModelTrait + Send,
+{
     if !rows.is_empty() {
-        image_tag::Entity::insert_many(rows).exec_without_returning(txn).await?;
+        A::Entity::insert_many(rows).exec_without_returning(txn).await?;
     }
     Ok(())
 }

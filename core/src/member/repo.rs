@@ -1,7 +1,7 @@
 //! Member repository: the `image_members` rows of shared images.
 
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, UpdateMany};
 
 use super::{Member, MemberStatus};
 use crate::db::entity::image_member;
@@ -108,27 +108,35 @@ pub async fn set_status(
     member_id: &str,
     status: MemberStatus,
 ) -> Result<Member> {
-    let result = image_member::Entity::update_many()
-        .col_expr(image_member::Column::Status, Expr::value(status.as_str()))
-        .col_expr(image_member::Column::UpdatedAt, Expr::value(now()))
-        .filter(image_member::Column::ImageId.eq(image_id))
-        .filter(image_member::Column::Member.eq(member_id))
-        .filter(image_member::Column::Deleted.eq(false))
-        .exec(db)
-        .await?;
-    if result.rows_affected == 0 {
-        return Err(Error::NotFound(format!("Member {member_id} not found for image {image_id}")));
-    }
+    update_live(db, image_id, member_id, |update| {
+        update
+            .col_expr(image_member::Column::Status, Expr::value(status.as_str()))
+            .col_expr(image_member::Column::UpdatedAt, Expr::value(now()))
+    })
+    .await?;
     get(db, image_id, member_id).await
 }
 
 /// Removes member `member_id` (soft delete); 404 if it is not a member.
 pub async fn remove(db: &impl ConnectionTrait, image_id: &str, member_id: &str) -> Result<()> {
     let at = now();
-    let result = image_member::Entity::update_many()
-        .col_expr(image_member::Column::Deleted, Expr::value(true))
-        .col_expr(image_member::Column::DeletedAt, Expr::value(at))
-        .col_expr(image_member::Column::UpdatedAt, Expr::value(at))
+    update_live(db, image_id, member_id, |update| {
+        update
+            .col_expr(image_member::Column::Deleted, Expr::value(true))
+            .col_expr(image_member::Column::DeletedAt, Expr::value(at))
+            .col_expr(image_member::Column::UpdatedAt, Expr::value(at))
+    })
+    .await
+}
+
+/// Applies `set` to the live membership of `member_id` in `image_id`; 404 if there is none.
+async fn update_live(
+    db: &impl ConnectionTrait,
+    image_id: &str,
+    member_id: &str,
+    set: impl FnOnce(UpdateMany<image_member::Entity>) -> UpdateMany<image_member::Entity>,
+) -> Result<()> {
+    let result = set(image_member::Entity::update_many())
         .filter(image_member::Column::ImageId.eq(image_id))
         .filter(image_member::Column::Member.eq(member_id))
         .filter(image_member::Column::Deleted.eq(false))

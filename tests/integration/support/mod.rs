@@ -137,6 +137,22 @@ pub struct TestApp {
 }
 
 impl TestApp {
+    /// One pass of the scrubber's recovery of abandoned uploads over this app's store and
+    /// staging area, as a process runs it every few minutes.
+    pub async fn recover_abandoned_uploads(&self) {
+        let local = glint_core::store::FilesystemStore::open(&self.store_path).expect("store");
+        let stores = glint_core::store::Stores::new("local", [("local".to_owned(), Arc::new(local) as _)].into());
+        let staging = glint_core::store::Staging::open(&self.staging_path).expect("staging");
+        glint_core::store::scrub::recover_abandoned_uploads(
+            &self.db,
+            &stores,
+            &staging,
+            glint_core::store::scrub::UPLOAD_STALE_AFTER,
+        )
+        .await
+        .expect("recover");
+    }
+
     /// Starts the API on `backend`; `None` (after saying "skipped") when its server is down
     /// outside CI.
     pub async fn spawn(backend: Backend) -> Option<TestApp> {
