@@ -78,6 +78,14 @@ impl Clients {
         LoggedIn { clients: self, env }
     }
 
+    /// The clients logged in to `keystone` as the admin without a project: each command
+    /// chooses its scope (`--os-system-scope all`).
+    fn logged_in_unscoped(&self, keystone: &Keystone) -> LoggedIn<'_> {
+        let mut env = keystone.unscoped_admin_env();
+        env.push(("OS_IMAGE_ENDPOINT_OVERRIDE".into(), self.server.url()));
+        LoggedIn { clients: self, env }
+    }
+
     /// The bytes of the file `name` in the clients' working directory.
     fn read(&self, name: &str) -> Vec<u8> {
         std::fs::read(self.server.dir().join(name)).unwrap_or_else(|e| panic!("read {name}: {e}"))
@@ -959,6 +967,20 @@ fn glance_with_keystone_works_as_a_member_and_is_refused_as_a_reader() {
     assert_eq!(listed.iter().map(|(_, name)| name.as_str()).collect::<Vec<_>>(), ["g"]);
     rita.glance(&["image-create", "--name", "r"]).failure_mentioning("403 Forbidden");
     rita.glance(&["image-download", "--file", "r.raw", prop(&created, "id")]).failure_mentioning("403 Forbidden");
+}
+
+#[test]
+fn openstack_with_a_system_scoped_token_finds_no_image_and_may_not_create_one() {
+    let (c, keystone) = keystone_clients_or_skip!(&[]);
+    let alice = c.logged_in(keystone, User::Alice);
+    let id = text(&alice.openstack_json(&["image", "create", "--private", "alices"]), "id");
+    let system = c.logged_in_unscoped(keystone);
+    // The client asks for the id (404: the image does not exist for a system token), then
+    // looks for a name, which listing refuses (403), as Glance answers them both.
+    let show = system.openstack(&["--debug", "--os-system-scope", "all", "image", "show", &id]);
+    show.failure_mentioning("get_images").failure_mentioning("RESP: [404]");
+    system.openstack(&["--os-system-scope", "all", "image", "create", "sys"]).failure_mentioning("403");
+    assert_eq!(alice.list_ids(&[]), set(&[&id]), "nothing was created");
 }
 
 // Last, so that it sees the helper macros above.
