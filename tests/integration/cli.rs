@@ -585,6 +585,42 @@ fn openstack_and_glance_round_trip_image_data_through_the_s3_store() {
     assert!(runtime.block_on(s3.keys()).is_empty(), "deleting the image removed the object");
 }
 
+/// `GLINT__...` variables for two filesystem stores in the server's directory, `fast` (the
+/// default) and `cheap`: Glance's multistore mode.
+fn two_stores() -> Vec<(String, String)> {
+    let mut config = vec![("GLINT__STORAGE__DEFAULT".to_owned(), "fast".to_owned())];
+    for store in ["FAST", "CHEAP"] {
+        config.push((format!("GLINT__STORAGE__BACKENDS__{store}__TYPE"), "filesystem".into()));
+        config.push((format!("GLINT__STORAGE__BACKENDS__{store}__PATH"), store.to_lowercase()));
+    }
+    config
+}
+
+#[test]
+fn glance_stores_delete_removes_one_store_s_copy() {
+    let Some(c) = Clients::start_with(&two_stores()) else { return };
+    let created = properties(
+        &c.glance(&["image-create", "--disk-format", "raw", "--container-format", "bare", "--file", DISK_FILE])
+            .success()
+            .stdout,
+    );
+    let id = prop(&created, "id").to_owned();
+    assert_eq!(prop(&created, "stores"), "fast");
+    c.glance(&["image-import", &id, "--import-method", "copy-image", "--stores", "cheap"]).success();
+    let deadline = std::time::Instant::now() + CLI_DEADLINE;
+    while c.glance_show(&id).get("stores").map(String::as_str) != Some("cheap,fast") {
+        assert!(std::time::Instant::now() < deadline, "copy-image did not finish: {:?}", c.glance_show(&id));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    c.glance(&["stores-delete", "--store", "fast", &id]).success();
+    assert_eq!(prop(&c.glance_show(&id), "stores"), "cheap");
+    assert!(!c.server.dir().join("fast").join(&id).exists(), "the copy in fast is gone");
+    assert!(c.server.dir().join("cheap").join(&id).exists());
+    c.glance(&["stores-delete", "--store", "cheap", &id]).failure_mentioning("only store containing it");
+    c.glance(&["image-download", "--file", "left.raw", &id]).success();
+    assert!(c.read("left.raw") == disk(), "the remaining copy is intact");
+}
+
 #[test]
 fn openstack_image_deactivate_and_reactivate() {
     let c = clients_or_skip!();
