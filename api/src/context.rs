@@ -75,12 +75,14 @@ async fn token_context(keystone: &Keystone, headers: &HeaderMap, request_id: &st
             .into_response(),
         err => keystone_unavailable(&err),
     })?;
-    let Some(project) = identity.project_id else {
-        // Every image and metadef rule is project-scoped; Glance answers system- and
-        // domain-scoped (and unscoped) tokens with 403 all the same.
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "Only project-scoped tokens are accepted.").into_response());
-    };
-    Ok(RequestContext::new(Some(project), Some(identity.user_id), identity.roles, request_id.to_owned()))
+    Ok(match identity.project_id {
+        Some(project) => {
+            RequestContext::new(Some(project), Some(identity.user_id), identity.roles, request_id.to_owned())
+        }
+        // Glance accepts system- and domain-scoped tokens and lets its (project-scoped) rules
+        // refuse them, which is what a system admin's client expects to hear: 404s and 403s.
+        None => RequestContext::outside_project(Some(identity.user_id), request_id.to_owned()),
+    })
 }
 
 /// keystonemiddleware's answer when Keystone cannot be asked; the cause is for the operator's

@@ -19,6 +19,7 @@ use glint_core::store::ByteStream;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::NoBody;
+use crate::list::Params;
 
 pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -103,12 +104,40 @@ pub(crate) async fn outliving_the_client(
     Ok(())
 }
 
+/// The stores `?prefer=a,b` names, in its order (blanks dropped): 400 when one is not
+/// configured, or when any is named outside multistore mode.
+fn preferred_stores(state: &AppState, params: &Params) -> Result<Vec<String>, ApiError> {
+    let named: Vec<String> = params
+        .last("prefer")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if named.is_empty() {
+        return Ok(named);
+    }
+    if !state.stores.multistore() {
+        return Err(ApiError::bad_request(
+            "Store selection for download is not available when multiple backends are not enabled.",
+        ));
+    }
+    if let Some(unknown) = named.iter().find(|s| state.stores.get(s).is_none()) {
+        return Err(ApiError::bad_request(format!("Store '{unknown}' is not configured.")));
+    }
+    Ok(named)
+}
+
 /// `GET /v2/images/{id}/file`: 200 with the data, 206 for a range, 204 when there is none.
+/// Copies are read oldest first, or those in the stores `?prefer=` names first, in its order
+/// (as Glance documents it), then the others.
 pub async fn download(
     State(state): State<AppState>,
     Extension(ctx): Extension<RequestContext>,
     Path(id): Path<String>,
     headers: HeaderMap,
+    params: Params,
     _: NoBody,
 ) -> Result<Response, ApiError> {
     let image = repo::find_visible(&state.db, &ctx, &id).await?;
@@ -118,8 +147,14 @@ pub async fn download(
             "The requested image has been deactivated. Image data download is forbidden.",
         ));
     }
+    // `download_from_store`, the rule for `?prefer=`, is `download_image`'s by default.
     policy::check_download(&ctx)?;
-    let found = locations::active(&state.db, &id).await?;
+    let preferred = preferred_stores(&state, &params)?;
+    let mut found = locations::active(&state.db, &id).await?;
+    // Stable: copies in no preferred store keep their order, after the others.
+    found.sort_by_key(|l| {
+        l.store.as_deref().and_then(|s| preferred.iter().position(|p| p == s)).unwrap_or(preferred.len())
+    });
     let (Some(size), false) = (image.size, found.is_empty()) else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };

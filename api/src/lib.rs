@@ -13,6 +13,7 @@ mod members;
 mod metadefs;
 mod router;
 mod schemas;
+mod stores;
 mod tags;
 mod tasks;
 mod versions;

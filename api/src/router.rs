@@ -9,7 +9,9 @@ use crate::error::{self, ApiError};
 use crate::metadefs::{
     self, objects as md_objects, properties as md_properties, resource_types as md_types, tags as md_tags,
 };
-use crate::{AppState, actions, context, image_data, images, import, info, members, schemas, tags, tasks, versions};
+use crate::{
+    AppState, actions, context, image_data, images, import, info, members, schemas, stores, tags, tasks, versions,
+};
 
 /// A resource's methods; any other method is a 405 listing `allowed` in `Allow`.
 fn resource(methods: MethodRouter<AppState>, allowed: &'static str) -> MethodRouter<AppState> {
@@ -46,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/info/usage", resource(get(info::usage), "GET"))
         .route("/v2/info/stores", resource(get(info::list), "GET"))
         .route("/v2/info/stores/detail", resource(get(info::detail), "GET"))
+        .route("/v2/stores/{store_id}/{image_id}", resource(delete(stores::delete_copy), "DELETE"))
         .route("/v2/schemas/image", resource(get(schemas::image), "GET"))
         .route("/v2/schemas/images", resource(get(schemas::images), "GET"))
         .route("/v2/metadefs/namespaces", resource(get(metadefs::list).post(metadefs::create), "GET, POST"))

@@ -41,6 +41,14 @@ impl RequestContext {
         Self { project_id: None, user_id: None, roles: vec![], is_admin: true, request_id }
     }
 
+    /// The context of a token scoped to the system or a domain (or to nothing): no project
+    /// and no role that any rule counts. Every Glance rule is `scope_types=['project']` and
+    /// oslo.policy enforces scopes by default, so such a token passes no rule whatever its
+    /// roles: images are 404 to it, creating and listing 403, as for a caller without roles.
+    pub fn outside_project(user_id: Option<String>, request_id: String) -> Self {
+        Self { project_id: None, user_id, roles: vec![], is_admin: false, request_id }
+    }
+
     /// Whether the caller holds `role` (after expansion of implied roles).
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
@@ -60,6 +68,12 @@ mod tests {
     fn admin_implies_member_and_reader() {
         let ctx = RequestContext::new(Some("p".into()), None, vec![" Admin ".into()], "req-1".into());
         assert!(ctx.is_admin && ctx.has_role("member") && ctx.has_role("reader"));
+    }
+
+    #[test]
+    fn a_token_outside_any_project_holds_no_role() {
+        let ctx = RequestContext::outside_project(Some("u".into()), "req-1".into());
+        assert!(!ctx.is_admin && !ctx.has_role("reader") && ctx.project_id.is_none());
     }
 
     #[test]

@@ -67,6 +67,21 @@ pub fn check_download(ctx: &RequestContext) -> Result<()> {
     }
 }
 
+/// `get_image_location` then `delete_image_location` (`DELETE /v2/stores/...`): admins only
+/// by default. The first needs a reader of the owning project, the second an admin, and the
+/// refusal names the first rule that failed.
+pub fn check_delete_location(ctx: &RequestContext, image: &Image) -> Result<()> {
+    if ctx.is_admin {
+        return Ok(());
+    }
+    let rule = if ctx.has_role("reader") && ctx.owns(image.owner.as_deref()) {
+        "delete_image_location"
+    } else {
+        "get_image_location"
+    };
+    Err(Error::Forbidden(format!("You are not authorized to complete {rule} action.")))
+}
+
 /// `publicize_image` / `communitize_image`: who may set a visibility.
 pub fn check_visibility(ctx: &RequestContext, owner: Option<&str>, visibility: Visibility) -> Result<()> {
     let allowed = match visibility {

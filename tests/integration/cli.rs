@@ -78,6 +78,14 @@ impl Clients {
         LoggedIn { clients: self, env }
     }
 
+    /// The clients logged in to `keystone` as the admin without a project: each command
+    /// chooses its scope (`--os-system-scope all`).
+    fn logged_in_unscoped(&self, keystone: &Keystone) -> LoggedIn<'_> {
+        let mut env = keystone.unscoped_admin_env();
+        env.push(("OS_IMAGE_ENDPOINT_OVERRIDE".into(), self.server.url()));
+        LoggedIn { clients: self, env }
+    }
+
     /// The bytes of the file `name` in the clients' working directory.
     fn read(&self, name: &str) -> Vec<u8> {
         std::fs::read(self.server.dir().join(name)).unwrap_or_else(|e| panic!("read {name}: {e}"))
@@ -577,6 +585,42 @@ fn openstack_and_glance_round_trip_image_data_through_the_s3_store() {
     assert!(runtime.block_on(s3.keys()).is_empty(), "deleting the image removed the object");
 }
 
+/// `GLINT__...` variables for two filesystem stores in the server's directory, `fast` (the
+/// default) and `cheap`: Glance's multistore mode.
+fn two_stores() -> Vec<(String, String)> {
+    let mut config = vec![("GLINT__STORAGE__DEFAULT".to_owned(), "fast".to_owned())];
+    for store in ["FAST", "CHEAP"] {
+        config.push((format!("GLINT__STORAGE__BACKENDS__{store}__TYPE"), "filesystem".into()));
+        config.push((format!("GLINT__STORAGE__BACKENDS__{store}__PATH"), store.to_lowercase()));
+    }
+    config
+}
+
+#[test]
+fn glance_stores_delete_removes_one_store_s_copy() {
+    let Some(c) = Clients::start_with(&two_stores()) else { return };
+    let created = properties(
+        &c.glance(&["image-create", "--disk-format", "raw", "--container-format", "bare", "--file", DISK_FILE])
+            .success()
+            .stdout,
+    );
+    let id = prop(&created, "id").to_owned();
+    assert_eq!(prop(&created, "stores"), "fast");
+    c.glance(&["image-import", &id, "--import-method", "copy-image", "--stores", "cheap"]).success();
+    let deadline = std::time::Instant::now() + CLI_DEADLINE;
+    while c.glance_show(&id).get("stores").map(String::as_str) != Some("cheap,fast") {
+        assert!(std::time::Instant::now() < deadline, "copy-image did not finish: {:?}", c.glance_show(&id));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    c.glance(&["stores-delete", "--store", "fast", &id]).success();
+    assert_eq!(prop(&c.glance_show(&id), "stores"), "cheap");
+    assert!(!c.server.dir().join("fast").join(&id).exists(), "the copy in fast is gone");
+    assert!(c.server.dir().join("cheap").join(&id).exists());
+    c.glance(&["stores-delete", "--store", "cheap", &id]).failure_mentioning("only store containing it");
+    c.glance(&["image-download", "--file", "left.raw", &id]).success();
+    assert!(c.read("left.raw") == disk(), "the remaining copy is intact");
+}
+
 #[test]
 fn openstack_image_deactivate_and_reactivate() {
     let c = clients_or_skip!();
@@ -959,6 +1003,20 @@ fn glance_with_keystone_works_as_a_member_and_is_refused_as_a_reader() {
     assert_eq!(listed.iter().map(|(_, name)| name.as_str()).collect::<Vec<_>>(), ["g"]);
     rita.glance(&["image-create", "--name", "r"]).failure_mentioning("403 Forbidden");
     rita.glance(&["image-download", "--file", "r.raw", prop(&created, "id")]).failure_mentioning("403 Forbidden");
+}
+
+#[test]
+fn openstack_with_a_system_scoped_token_finds_no_image_and_may_not_create_one() {
+    let (c, keystone) = keystone_clients_or_skip!(&[]);
+    let alice = c.logged_in(keystone, User::Alice);
+    let id = text(&alice.openstack_json(&["image", "create", "--private", "alices"]), "id");
+    let system = c.logged_in_unscoped(keystone);
+    // The client asks for the id (404: the image does not exist for a system token), then
+    // looks for a name, which listing refuses (403), as Glance answers them both.
+    let show = system.openstack(&["--debug", "--os-system-scope", "all", "image", "show", &id]);
+    show.failure_mentioning("get_images").failure_mentioning("RESP: [404]");
+    system.openstack(&["--os-system-scope", "all", "image", "create", "sys"]).failure_mentioning("403");
+    assert_eq!(alice.list_ids(&[]), set(&[&id]), "nothing was created");
 }
 
 // Last, so that it sees the helper macros above.

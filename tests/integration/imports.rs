@@ -15,6 +15,7 @@ use crate::support::{TestApp, expect_error, on_every_database, store_listing};
 on_every_database!(
     stage_moves_the_image_to_uploading_and_records_the_size,
     stage_twice_is_409,
+    stage_with_a_size_mismatch_is_400_and_leaves_nothing,
     stage_of_an_image_without_glance_direct_enabled_is_404,
     glance_direct_import_makes_the_image_active_with_digests_and_virtual_size,
     glance_direct_of_data_that_is_not_the_declared_format_fails_and_requeues,
@@ -126,6 +127,24 @@ async fn stage_moves_the_image_to_uploading_and_records_the_size(app: TestApp) {
     assert_eq!((image["status"].as_str(), image["size"].as_i64()), (Some("uploading"), Some(3000)));
     assert!(image["checksum"].is_null(), "staging computes no digests: {image}");
     assert_eq!(staged(&app), [id]);
+}
+
+async fn stage_with_a_size_mismatch_is_400_and_leaves_nothing(app: TestApp) {
+    let id = image_of(&app, "raw", "bare").await;
+    let response = app
+        .request(Method::PUT, &format!("/v2/images/{id}/stage"))
+        .header("Content-Type", "application/octet-stream")
+        .header("x-openstack-image-size", "3001")
+        .body(payload(3000))
+        .send()
+        .await
+        .expect("stage");
+    let message = expect_error(response, 400).await;
+    assert!(message.contains("Size mismatch: expected 3001 bytes, got 3000 bytes"), "{message}");
+    let image = show(&app, &id).await;
+    assert_eq!((image["status"].as_str(), image["size"].as_i64()), (Some("queued"), None));
+    assert!(staged(&app).is_empty(), "{:?}", staged(&app));
+    assert_eq!(stage(&app, &id, payload(3000)).await.status(), 204, "the image can be staged again");
 }
 
 async fn stage_twice_is_409(app: TestApp) {

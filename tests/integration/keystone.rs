@@ -194,12 +194,48 @@ async fn identity_headers_sent_by_the_client_are_ignored() {
     expect_error(response, 401).await;
 }
 
-#[tokio::test]
-async fn a_system_scoped_token_is_403() {
+/// What Glance (oslo.policy enforcing scopes) answers a token scoped outside any project, as
+/// glance-tempest-plugin's project-admin tests check with a system admin: every rule is
+/// project-scoped, so images do not exist for it (404) and listing and creating are forbidden
+/// (403), admin role or not. Nothing changes.
+async fn a_token_outside_any_project_passes_no_rule(token: String) {
     let (app, keystone) = keystone_app!();
-    let admin = app.with_token(&keystone.system_token().await);
-    let message = expect_error(admin.get("/v2/images").await, 403).await;
-    assert!(message.contains("project-scoped"), "{message}");
+    let alice = app.with_token(&keystone.token(User::Alice).await);
+    let private = alice.create_image(json!({"name": "p", "visibility": "private"})).await;
+    let id = private["id"].as_str().unwrap();
+    let public = app.with_token(&keystone.token(User::Admin).await).create_image(json!({"visibility": "public"})).await;
+    let public_id = public["id"].as_str().unwrap();
+    let outsider = app.with_token(&token);
+    let message = expect_error(outsider.get("/v2/images").await, 403).await;
+    assert!(message.contains("get_images"), "{message}");
+    let message = expect_error(outsider.post_json("/v2/images", &json!({"name": "sys"})).await, 403).await;
+    assert!(message.contains("add_image"), "{message}");
+    for image in [id, public_id] {
+        expect_error(outsider.get(&format!("/v2/images/{image}")).await, 404).await;
+        expect_error(outsider.get(&format!("/v2/images/{image}/file")).await, 404).await;
+        expect_error(outsider.get(&format!("/v2/images/{image}/members")).await, 404).await;
+        expect_error(outsider.patch(image, &json!([{"op": "add", "path": "/x", "value": "y"}])).await, 404).await;
+        let deactivate = outsider.request(Method::POST, &format!("/v2/images/{image}/actions/deactivate"));
+        expect_error(deactivate.send().await.unwrap(), 404).await;
+        expect_error(outsider.delete(&format!("/v2/images/{image}")).await, 404).await;
+    }
+    expect_error(outsider.get("/v2/tasks").await, 403).await;
+    let after = alice.get_json(&format!("/v2/images/{id}")).await;
+    assert_eq!((after["status"].as_str(), after.get("x")), (Some("queued"), None));
+    let ids = app.with_token(&keystone.token(User::Admin).await).list_ids("").await;
+    assert_eq!(ids.len(), 2, "nothing was created: {ids:?}");
+}
+
+#[tokio::test]
+async fn a_system_scoped_admin_token_sees_no_image_and_may_not_create_or_list() {
+    let Some(keystone) = keystone() else { return };
+    a_token_outside_any_project_passes_no_rule(keystone.system_token().await).await;
+}
+
+#[tokio::test]
+async fn a_domain_scoped_admin_token_sees_no_image_and_may_not_create_or_list() {
+    let Some(keystone) = keystone() else { return };
+    a_token_outside_any_project_passes_no_rule(keystone.domain_token().await).await;
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ on_every_database!(config = limited;
     creating_beyond_image_count_total_is_413,
     uploading_beyond_image_size_total_is_413_and_leaves_the_image_queued,
     staging_beyond_image_stage_total_is_413,
+    an_announced_image_size_over_the_quota_is_413_before_any_byte,
     per_project_overrides_replace_only_the_limits_they_name,
 );
 on_every_database!(config = no_uploads; uploads_stages_and_imports_beyond_image_count_uploading_are_413);
@@ -90,6 +91,29 @@ async fn uploading_beyond_image_size_total_is_413_and_leaves_the_image_queued(ap
     assert_eq!(send(&p1, &id, "file", payload(3 << 20)).await.status(), 204);
     let other = image(&p1).await;
     expect_error(send(&p1, &other, "file", payload(1 << 20)).await, 413).await;
+}
+
+/// `x-openstack-image-size` is what the quota check counts, before the body is read: a body
+/// that is small (and would be a size mismatch, 400) never gets that far.
+async fn an_announced_image_size_over_the_quota_is_413_before_any_byte(app: TestApp) {
+    let p1 = app.as_project("p1", "member");
+    for (target, resource) in [("file", "image_size_total"), ("stage", "image_stage_total")] {
+        let id = image(&p1).await;
+        let chunks = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"x"))]);
+        let response = p1
+            .request(Method::PUT, &format!("/v2/images/{id}/{target}"))
+            .header("Content-Type", "application/octet-stream")
+            .header("x-openstack-image-size", (4u64 << 20).to_string())
+            .body(reqwest::Body::wrap_stream(chunks))
+            .send()
+            .await
+            .expect("send data");
+        let message = expect_error(response, 413).await;
+        assert!(message.contains(resource), "{target}: {message}");
+        let image = p1.get_json(&format!("/v2/images/{id}")).await;
+        assert_eq!((image["status"].as_str(), image["size"].as_i64()), (Some("queued"), None), "{target}");
+    }
+    assert!(crate::support::store_listing(&app).is_empty());
 }
 
 async fn staging_beyond_image_stage_total_is_413(app: TestApp) {

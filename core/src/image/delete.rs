@@ -1,4 +1,5 @@
-//! Deleting an image: the row at once, its data as soon as the stores allow.
+//! Deleting an image, or one store's copy of its data: the rows at once, the bytes as soon as
+//! the stores allow.
 
 use sea_orm::DatabaseConnection;
 
@@ -16,6 +17,17 @@ pub async fn delete(db: &DatabaseConnection, stores: &Stores, staging: &Staging,
     }
     if let Err(err) = staging.remove(id).await {
         tracing::warn!(image = %id, error = %err, "removing staged data failed");
+    }
+    Ok(())
+}
+
+/// Removes active image `id`'s copy in store `store_id` (`DELETE /v2/stores/{store}/{image}`),
+/// refusing its last copy. The image no longer lists the store once the row is marked; bytes
+/// the store fails to drop now are retried by the scrubber, as for a deleted image.
+pub async fn delete_from_store(db: &DatabaseConnection, stores: &Stores, id: &str, store_id: &str) -> Result<()> {
+    repo::remove_store_copy(db, id, store_id).await?;
+    if let Err(err) = scrub::purge(db, stores, Some(id)).await {
+        tracing::warn!(image = %id, store = %store_id, error = %err, "removing image data failed; the scrubber will retry");
     }
     Ok(())
 }

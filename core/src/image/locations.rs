@@ -88,6 +88,18 @@ pub async fn mark_for_deletion(db: &impl ConnectionTrait, image_id: &str) -> Res
     Ok(())
 }
 
+/// Marks the live copy `location_id` for removal (one store's copy goes; the image stays).
+pub async fn mark_one_for_deletion(db: &impl ConnectionTrait, location_id: i64) -> Result<()> {
+    image_location::Entity::update_many()
+        .col_expr(image_location::Column::Status, Expr::value(PENDING_DELETE))
+        .col_expr(image_location::Column::UpdatedAt, Expr::value(now()))
+        .filter(image_location::Column::Id.eq(location_id))
+        .filter(image_location::Column::Status.eq(ACTIVE))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 /// Copies waiting for removal: those of `image_id`, or up to `limit` of any image.
 pub async fn pending_deletion(db: &impl ConnectionTrait, image_id: Option<&str>, limit: u64) -> Result<Vec<Location>> {
     let mut query = image_location::Entity::find()

@@ -17,7 +17,7 @@ use chrono::NaiveDateTime;
 use crate::{Error, Result};
 
 pub use create::new_image;
-pub use delete::delete;
+pub use delete::{delete, delete_from_store};
 pub use patch::{Dialect, Op, PatchOp, PatchPath, apply_patch};
 
 /// An image as the domain sees it: the row, its extra properties and its tags.

@@ -285,6 +285,43 @@ pub async fn delete(db: &DatabaseConnection, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Marks the copy of active image `id` in store `store_id` for removal, in one transaction
+/// with Glance's refusals: 409 unless the image is active, 403 for its only copy, 404 when the
+/// store holds none. The image's row is written first, which serializes concurrent removals
+/// of one image, so two of them cannot take away its last two copies.
+pub async fn remove_store_copy(db: &DatabaseConnection, id: &str, store_id: &str) -> Result<()> {
+    db.transaction_async(async |txn| {
+        let touched = image::Entity::update_many()
+            .col_expr(image::Column::UpdatedAt, Expr::value(now()))
+            .filter(image::Column::Id.eq(id))
+            .filter(image::Column::Deleted.eq(false))
+            .filter(image::Column::Status.eq(Status::Active.as_str()))
+            .exec(txn)
+            .await?;
+        if touched.rows_affected == 0 {
+            return Err(match get(txn, id).await? {
+                Some(_) => Error::Conflict(
+                    "It's not allowed to remove image data from store if image status is not 'active'".into(),
+                ),
+                None => Error::NotFound(format!("No image found with ID {id}")),
+            });
+        }
+        let copies = super::locations::active(txn, id).await?;
+        if copies.len() == 1 {
+            return Err(Error::Forbidden(
+                "Cannot delete image data from the only store containing it. Consider deleting the image instead."
+                    .into(),
+            ));
+        }
+        let Some(copy) = copies.iter().find(|c| c.store.as_deref() == Some(store_id)) else {
+            return Err(Error::NotFound(format!("Image {id} is not stored in store {store_id}.")));
+        };
+        super::locations::mark_one_for_deletion(txn, copy.id).await
+    })
+    .await?;
+    Ok(())
+}
+
 /// Records a finished upload in one transaction: the image becomes `active` with its size,
 /// hashes and virtual size, and gains the location. A 410 if the image was deleted (or moved
 /// on) meanwhile; the caller then removes the stored bytes.

@@ -8,6 +8,9 @@
 //! | rita  | one     | reader      | owner reader |
 //! | bob   | two     | member      | another project's member |
 //! | glint | service | service     | Glint's service user |
+//!
+//! The admin also holds `admin` on the system (bootstrap) and on the `Default` domain, for
+//! system- and domain-scoped tokens.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -162,6 +165,8 @@ async fn populate(url: &str) -> Result<(HashMap<&'static str, String>, HashMap<U
     let mut users = HashMap::new();
     let admin_user = call(reqwest::Method::GET, "/users?name=admin".into(), None).await?;
     users.insert(User::Admin, admin_user["users"][0]["id"].as_str().ok_or("admin user")?.to_owned());
+    let on_domain = format!("/domains/default/users/{}/roles/{}", users[&User::Admin], roles["admin"]);
+    call(reqwest::Method::PUT, on_domain, None).await?;
     let people =
         [(Some(User::Alice), "member"), (Some(User::Rita), "reader"), (Some(User::Bob), "member"), (None, "service")];
     for (user, role) in people {
@@ -281,12 +286,21 @@ impl Keystone {
     /// A system-scoped token of the admin (bootstrap grants admin on the system), which
     /// Glance's project-scoped rules never admit.
     pub async fn system_token(&self) -> String {
+        self.admin_token_for(json!({"system": {"all": true}})).await
+    }
+
+    /// A token of the admin scoped to the `Default` domain, which no Glance rule admits either.
+    pub async fn domain_token(&self) -> String {
+        self.admin_token_for(json!({"domain": {"id": "default"}})).await
+    }
+
+    async fn admin_token_for(&self, scope: Value) -> String {
         let (name, password, _) = User::Admin.credentials();
         let body = json!({"auth": {
             "identity": {"methods": ["password"], "password": {"user": {"name": name, "domain": {"id": "default"}, "password": password}}},
-            "scope": {"system": {"all": true}},
+            "scope": scope,
         }});
-        issue(&reqwest::Client::new(), &self.url, &body).await.expect("system token")
+        issue(&reqwest::Client::new(), &self.url, &body).await.expect("admin token")
     }
 
     /// Revokes `token` (its own holder may).
@@ -309,6 +323,14 @@ impl Keystone {
     /// The id of `user`'s project.
     pub fn project_of(&self, user: User) -> &str {
         self.project(user.credentials().2)
+    }
+
+    /// The `OS_*` variables that log the admin in without a project (a scope option such as
+    /// `--os-system-scope all` chooses the scope).
+    pub fn unscoped_admin_env(&self) -> Vec<(String, String)> {
+        let mut env = self.client_env(User::Admin);
+        env.retain(|(name, _)| !name.starts_with("OS_PROJECT_"));
+        env
     }
 
     /// The `OS_*` variables that make `openstack` and `glance` log in as `user`.
