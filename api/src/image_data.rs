@@ -68,7 +68,13 @@ pub async fn upload(
     let store = header_str(&headers, "x-image-meta-store").filter(|_| state.stores.multistore()).map(str::to_owned);
     let stream: ByteStream = Box::pin(body.into_data_stream().map_err(io::Error::other));
     outliving_the_client("upload", async move {
-        let how = Upload { store: store.as_deref(), expected_size, cap: state.config.images.image_size_cap };
+        let images = &state.config.images;
+        let how = Upload {
+            store: store.as_deref(),
+            expected_size,
+            cap: images.image_size_cap,
+            require_format_match: images.require_image_format_match,
+        };
         data::upload(&state.db, &state.stores, &image, stream, how).await
     })
     .await?;

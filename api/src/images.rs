@@ -17,7 +17,9 @@ use crate::extract::{JsonBody, NoBody};
 use crate::list::Params;
 use crate::{list, versions, view};
 
-/// `POST /v2/images`: 201 with the new queued image and its Location.
+/// `POST /v2/images`: 201 with the new queued image, its Location, the import methods on offer
+/// (openstacksdk imports only if its method is listed there) and, in multistore mode, the
+/// store ids.
 pub async fn create(
     State(state): State<AppState>,
     Extension(ctx): Extension<RequestContext>,
@@ -34,6 +36,13 @@ pub async fn create(
     let mut response = (StatusCode::CREATED, Json(view::image(&image, state.stores.multistore()))).into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
+    }
+    // Comma-separated without spaces, as Glance writes them: openstacksdk splits on ','.
+    let methods = image::import::offered(&state.config.import.enabled_import_methods);
+    if !methods.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&methods.join(","))
+    {
+        response.headers_mut().insert("openstack-image-import-methods", value);
     }
     if state.stores.multistore() {
         let ids: Vec<&str> = state.stores.infos().map(|(id, _)| id).collect();

@@ -79,6 +79,6 @@ pub async fn import(
 
 /// `GET /v2/info/import`: the enabled import methods.
 pub async fn info(State(state): State<AppState>, _: NoBody) -> Json<Value> {
-    let methods: Vec<&str> = import::METHODS.into_iter().filter(|m| enabled(&state, m)).collect();
+    let methods = import::offered(&state.config.import.enabled_import_methods);
     Json(json!({"import-methods": {"description": "Import methods available.", "type": "array", "value": methods}}))
 }

@@ -176,6 +176,10 @@ pub struct ImagesConfig {
     pub container_formats: Vec<String>,
     /// Largest image in bytes (uploads beyond it are refused with 413).
     pub image_size_cap: u64,
+    /// Refuse data of `bare` images that is not the declared `disk_format` (Glance's
+    /// `[image_format] require_image_format_match`). When false such data is stored without a
+    /// `virtual_size`; images failing a safety check are refused either way.
+    pub require_image_format_match: bool,
 }
 
 impl Default for ImagesConfig {
@@ -190,6 +194,7 @@ impl Default for ImagesConfig {
             disk_formats: strings(&["ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop"]),
             container_formats: strings(&["ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compressed"]),
             image_size_cap: 1 << 40,
+            require_image_format_match: true,
         }
     }
 }

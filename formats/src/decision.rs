@@ -9,10 +9,28 @@ use crate::report::Report;
 /// gpt check treated as non-fatal. Returns the `virtual_size` to record, if any.
 ///
 /// Errors come in Glance's order: undecided format, then mismatch, then safety. A deployment
-/// running with `require_image_format_match = false` logs the first two but must still refuse
-/// an unsafe image: [`Report::is_safe`] tells.
+/// running with `require_image_format_match = false` uses [`check_declared_allowing_mismatch`].
 pub fn check_declared(declared_disk_format: &str, report: &Report) -> Result<Option<u64>, FormatError> {
     check_declared_allowing(declared_disk_format, report, &[])
+}
+
+/// [`check_declared`] for a deployment that lets content differ from the declared format
+/// (Glance's `require_image_format_match = false`): a mismatch is accepted without a
+/// `virtual_size`, as Glance records none either, provided the content passes the safety
+/// checks of what it really is. Glance skips those checks on a mismatch; here a qcow2 with a
+/// backing file is refused whatever it was declared as. Data of several formats at once stays
+/// refused too: no single format's checks can vouch for it.
+pub fn check_declared_allowing_mismatch(
+    declared_disk_format: &str,
+    report: &Report,
+) -> Result<Option<u64>, FormatError> {
+    match check_declared(declared_disk_format, report) {
+        Err(FormatError::Mismatch { detected, .. }) if !report.is_safe() => {
+            Err(FormatError::Unsafe { format: detected, failures: report.failures.clone() })
+        }
+        Err(FormatError::Mismatch { .. }) => Ok(None),
+        decided => decided,
+    }
 }
 
 /// [`check_declared`], with the gpt checks named in `gpt_nonfatal` (Glance's

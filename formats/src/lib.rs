@@ -24,7 +24,7 @@ use std::io::{ErrorKind, Read};
 use std::path::Path;
 
 pub use convert::{ConvertReport, SparseOutput, convert, qcow2_to_raw, raw_to_qcow2};
-pub use decision::{check_declared, check_declared_allowing};
+pub use decision::{check_declared, check_declared_allowing, check_declared_allowing_mismatch};
 pub use error::FormatError;
 pub use format::Format;
 pub use inspector::{DEFAULT_MAX_VIRTUAL_SIZE, Inspector};

@@ -42,6 +42,16 @@ on_every_database!(
 
 on_every_database!(config = small_cap; upload_over_the_cap_is_413_with_and_without_content_length);
 
+on_every_database!(config = format_match_not_required;
+    upload_of_data_that_is_not_the_declared_format_is_accepted_without_a_virtual_size_when_no_match_is_required,
+    upload_of_qcow2_with_a_backing_file_is_415_even_when_no_match_is_required,
+);
+
+/// Glance's `[image_format] require_image_format_match = false`.
+pub(crate) fn format_match_not_required(config: &mut Config) {
+    config.images.require_image_format_match = false;
+}
+
 fn small_cap(config: &mut Config) {
     config.images.image_size_cap = 1024;
 }
@@ -459,6 +469,50 @@ async fn upload_of_raw_data_declared_qcow2_is_415_and_leaves_nothing(app: TestAp
     assert!(store_listing(&app).is_empty());
     let vmdk = image_of(&app, "vmdk", "bare").await;
     expect_error(put(&app, &vmdk, qemu_image(&["-f", "qcow2"])).await, 415).await;
+    let vhd = image_of(&app, "vhd", "bare").await;
+    let message = expect_error(put(&app, &vhd, payload(100_000)).await, 415).await;
+    assert!(message.contains("Image disk_format vhd does not match stream data raw"), "{message}");
+    assert!(store_listing(&app).is_empty());
+}
+
+async fn upload_of_data_that_is_not_the_declared_format_is_accepted_without_a_virtual_size_when_no_match_is_required(
+    app: TestApp,
+) {
+    let data = payload(100_000);
+    let (md5, _) = coreutils_digests(&data);
+    for declared in ["qcow2", "vmdk", "vhd"] {
+        let id = image_of(&app, declared, "bare").await;
+        assert_eq!(put(&app, &id, data.clone()).await.status(), 204, "{declared}");
+        let image = show(&app, &id).await;
+        assert_eq!(
+            (image["status"].as_str(), image["disk_format"].as_str(), image["checksum"].as_str()),
+            (Some("active"), Some(declared), Some(md5.as_str()))
+        );
+        // Glance cannot compute one for content it did not recognise as the declared format.
+        assert!(image["virtual_size"].is_null(), "{image}");
+        assert_eq!(app.get(&format!("/v2/images/{id}/file")).await.bytes().await.expect("data"), data);
+    }
+    // A clean qcow2 declared vmdk is a mismatch too.
+    let id = image_of(&app, "vmdk", "bare").await;
+    assert_eq!(put(&app, &id, qemu_image(&["-f", "qcow2"])).await.status(), 204);
+    assert!(show(&app, &id).await["virtual_size"].is_null());
+    // What matches keeps its virtual size.
+    let id = image_of(&app, "qcow2", "bare").await;
+    assert_eq!(put(&app, &id, qemu_image(&["-f", "qcow2"])).await.status(), 204);
+    assert_eq!(show(&app, &id).await["virtual_size"], 10 * 1024 * 1024);
+}
+
+async fn upload_of_qcow2_with_a_backing_file_is_415_even_when_no_match_is_required(app: TestApp) {
+    let data = qemu_image(&["-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2"]);
+    for declared in ["qcow2", "vmdk", "vhd", "raw"] {
+        let id = image_of(&app, declared, "bare").await;
+        let message = expect_error(put(&app, &id, data.clone()).await, 415).await;
+        assert!(message.contains("backing"), "{declared}: {message}");
+        let image = show(&app, &id).await;
+        assert_eq!(image["status"], "queued", "{declared}");
+        assert!(image["size"].is_null() && image["checksum"].is_null(), "{image}");
+    }
+    assert!(store_listing(&app).is_empty());
 }
 
 async fn upload_of_qcow2_with_a_backing_file_is_415_whatever_is_declared(app: TestApp) {

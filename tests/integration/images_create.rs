@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::support::{TestApp, expect_error, on_every_database};
+use crate::support::{Backend, TestApp, expect_error, on_every_database};
 
 on_every_database!(
     create_returns_201_with_location_and_glance_defaults,
@@ -33,6 +33,9 @@ async fn create_returns_201_with_location_and_glance_defaults(app: TestApp) {
     let request_id = response.headers()["x-openstack-request-id"].to_str().unwrap().to_owned();
     assert!(request_id.starts_with("req-"));
     let location = response.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(response.headers()["openstack-image-import-methods"], "glance-direct,web-download,copy-image");
+    assert!(response.headers().get("openstack-image-store-ids").is_none(), "single-store mode");
     let image: serde_json::Value = response.json().await.unwrap();
     let id = image["id"].as_str().unwrap();
     assert_eq!(location, format!("{}/v2/images/{id}", app.base));
@@ -229,4 +232,30 @@ async fn create_by_reader_is_403(app: TestApp) {
     let reader = app.as_project("p1", "reader");
     expect_error(reader.post_json("/v2/images", &json!({"name": "x"})).await, 403).await;
     assert_eq!(image_count(&app).await, 0);
+}
+
+#[tokio::test]
+async fn create_lists_the_enabled_import_methods_in_their_configured_order() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |config| {
+        config.import.enabled_import_methods =
+            ["web-download", "glance-download", "glance-direct"].map(String::from).to_vec();
+    })
+    .await
+    .expect("sqlite");
+    let response = app.post_json("/v2/images", &json!({"name": "cirros"})).await;
+    assert_eq!(response.status(), 201);
+    // glance-download is not a method Glint runs: it is not offered.
+    assert_eq!(response.headers()["openstack-image-import-methods"], "web-download,glance-direct");
+    let info = app.get_json("/v2/info/import").await;
+    assert_eq!(info["import-methods"]["value"], json!(["web-download", "glance-direct"]));
+}
+
+#[tokio::test]
+async fn create_without_enabled_import_methods_sends_no_import_methods_header() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |config| config.import.enabled_import_methods.clear())
+        .await
+        .expect("sqlite");
+    let response = app.post_json("/v2/images", &json!({"name": "cirros"})).await;
+    assert_eq!(response.status(), 201);
+    assert!(response.headers().get("openstack-image-import-methods").is_none(), "{:?}", response.headers());
 }

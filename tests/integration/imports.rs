@@ -7,7 +7,7 @@ use glint_core::config::{BackendConfig, Config};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::image_data::{coreutils_digests, image_of, payload, qemu_image};
+use crate::image_data::{coreutils_digests, format_match_not_required, image_of, payload, qemu_image};
 use crate::support::rows::set_columns;
 use crate::support::web::{Reply, WebServer};
 use crate::support::{TestApp, expect_error, on_every_database, store_listing};
@@ -19,6 +19,7 @@ on_every_database!(
     stage_of_an_image_without_glance_direct_enabled_is_404,
     glance_direct_import_makes_the_image_active_with_digests_and_virtual_size,
     glance_direct_of_data_that_is_not_the_declared_format_fails_and_requeues,
+    glance_direct_of_qcow2_with_a_backing_file_fails_and_requeues,
     glance_direct_before_staging_is_409,
     import_of_an_active_image_is_409,
     import_with_unknown_or_missing_method_is_400,
@@ -37,6 +38,10 @@ on_every_database!(config = web_allowed;
     legacy_import_task_failure_deletes_its_image,
 );
 
+on_every_database!(config = format_match_not_required;
+    glance_direct_of_data_that_is_not_the_declared_format_is_imported_without_a_virtual_size_when_no_match_is_required,
+    glance_direct_of_qcow2_with_a_backing_file_fails_even_when_no_match_is_required,
+);
 on_every_database!(config = web_default; web_download_to_loopback_is_refused_by_default);
 on_every_database!(config = impatient; web_download_of_a_stalling_server_fails_after_the_retries);
 on_every_database!(config = converting; imports_are_converted_when_configured);
@@ -240,6 +245,63 @@ async fn glance_direct_of_data_that_is_not_the_declared_format_fails_and_requeue
     assert!(staged(&app).is_empty(), "{:?}", staged(&app));
     assert!(store_listing(&app).is_empty(), "{:?}", store_listing(&app));
     assert_eq!(stage(&app, &id, qemu_image(&["-f", "qcow2"])).await.status(), 204, "the import can be retried");
+}
+
+/// Stages `data` for a new `bare` image declared `disk_format` and imports it with
+/// glance-direct; returns the image id and its finished task.
+async fn glance_direct(app: &TestApp, disk_format: &str, data: Vec<u8>) -> (String, Value) {
+    let id = image_of(app, disk_format, "bare").await;
+    assert_eq!(stage(app, &id, data).await.status(), 204);
+    assert_eq!(import(app, &id, json!({"method": {"name": "glance-direct"}})).await.status(), 202);
+    let task = finished_task(app, &id).await;
+    (id, task)
+}
+
+/// The image is back to `queued` with nothing recorded, staged or stored.
+async fn assert_requeued_with_nothing_left(app: &TestApp, id: &str) {
+    let image = show(app, id).await;
+    assert_eq!(image["status"], "queued", "{image}");
+    assert!(image["size"].is_null() && image["checksum"].is_null(), "{image}");
+    assert!(image.get("os_glance_import_task").is_none(), "{image}");
+    assert!(staged(app).is_empty(), "{:?}", staged(app));
+    assert!(store_listing(app).is_empty(), "{:?}", store_listing(app));
+}
+
+async fn glance_direct_of_qcow2_with_a_backing_file_fails_and_requeues(app: TestApp) {
+    let (id, task) =
+        glance_direct(&app, "qcow2", qemu_image(&["-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2"])).await;
+    assert_eq!(task["status"], "failure");
+    assert!(task["message"].as_str().unwrap_or_default().contains("backing"), "{task}");
+    assert_requeued_with_nothing_left(&app, &id).await;
+}
+
+async fn glance_direct_of_data_that_is_not_the_declared_format_is_imported_without_a_virtual_size_when_no_match_is_required(
+    app: TestApp,
+) {
+    let data = payload(100_000);
+    let (md5, _) = coreutils_digests(&data);
+    for declared in ["qcow2", "vmdk", "vhd"] {
+        let (id, task) = glance_direct(&app, declared, data.clone()).await;
+        assert_eq!(task["status"], "success", "{declared}: {task}");
+        let image = show(&app, &id).await;
+        assert_eq!(
+            (image["status"].as_str(), image["disk_format"].as_str(), image["checksum"].as_str()),
+            (Some("active"), Some(declared), Some(md5.as_str()))
+        );
+        assert!(image["virtual_size"].is_null(), "{image}");
+        assert_eq!(app.get(&format!("/v2/images/{id}/file")).await.bytes().await.expect("data"), data);
+    }
+    assert!(staged(&app).is_empty(), "{:?}", staged(&app));
+}
+
+async fn glance_direct_of_qcow2_with_a_backing_file_fails_even_when_no_match_is_required(app: TestApp) {
+    let data = qemu_image(&["-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2"]);
+    for declared in ["qcow2", "vmdk"] {
+        let (id, task) = glance_direct(&app, declared, data.clone()).await;
+        assert_eq!(task["status"], "failure", "{declared}: {task}");
+        assert!(task["message"].as_str().unwrap_or_default().contains("backing"), "{declared}: {task}");
+        assert_requeued_with_nothing_left(&app, &id).await;
+    }
 }
 
 async fn glance_direct_before_staging_is_409(app: TestApp) {

@@ -155,11 +155,14 @@ pub struct Upload<'a> {
     pub expected_size: Option<u64>,
     /// The image size cap.
     pub cap: u64,
+    /// Whether content must be the declared `disk_format` (see [`verdict`]).
+    pub require_format_match: bool,
 }
 
 /// `PUT /v2/images/{id}/file`: `queued -> saving -> active`, streaming `body` into a store.
-/// Data of `bare` images is inspected on the way (docs/glance-v2-api.md §7.2): content that is not the
-/// declared `disk_format`, or fails the safety checks, is a 415. On any failure the image is
+/// Data of `bare` images is inspected on the way (docs/glance-v2-api.md §7.2): content that
+/// fails the safety checks, or (when `how.require_format_match`) is not the declared
+/// `disk_format`, is a 415. On any failure the image is
 /// back in `queued` and no bytes are left in the store.
 pub async fn upload(
     db: &DatabaseConnection,
@@ -186,7 +189,7 @@ pub async fn upload(
                 "Size mismatch: expected {expected} bytes, got {} bytes",
                 ingested.size
             ))),
-            _ => match verdict(image, inspector) {
+            _ => match verdict(image, inspector, how.require_format_match) {
                 Ok(virtual_size) => images::finish_upload(db, &image.id, &ingested, virtual_size, store_id).await,
                 Err(err) => Err(err),
             },
@@ -262,13 +265,29 @@ async fn keeping_alive<T>(db: &DatabaseConnection, image_id: &str, what: &str, w
     out
 }
 
-/// The `virtual_size` to record for inspected data, or the 415 that refuses it.
-pub fn verdict(image: &Image, inspector: Option<glint_formats::Inspector>) -> Result<Option<i64>> {
+/// The `virtual_size` to record for inspected data, or the 415 that refuses it. Without
+/// `require_format_match` (Glance's `require_image_format_match = false`) content that is not
+/// the declared `disk_format` is accepted with no `virtual_size`, unless it is unsafe.
+pub fn verdict(
+    image: &Image,
+    inspector: Option<glint_formats::Inspector>,
+    require_format_match: bool,
+) -> Result<Option<i64>> {
     let (Some(inspector), Some(disk_format)) = (inspector, image.disk_format.as_deref()) else {
         return Ok(None);
     };
     let report = inspector.finish();
-    match glint_formats::check_declared(disk_format, &report) {
+    let decided = if require_format_match {
+        glint_formats::check_declared(disk_format, &report)
+    } else {
+        glint_formats::check_declared_allowing_mismatch(disk_format, &report)
+    };
+    if decided.is_ok()
+        && let Err(mismatch) = glint_formats::check_declared(disk_format, &report)
+    {
+        tracing::warn!(image = %image.id, %mismatch, "accepted although the content does not match (require_image_format_match = false)");
+    }
+    match decided {
         Ok(virtual_size) => Ok(virtual_size.and_then(|v| i64::try_from(v).ok())),
         Err(err) => {
             tracing::warn!(image = %image.id, report = %report.to_json(), "upload refused by format inspection");

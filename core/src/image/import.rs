@@ -28,6 +28,21 @@ pub const FAILED_IMPORT: &str = "os_glance_failed_import";
 /// The import methods Glint can run.
 pub const METHODS: [&str; 3] = ["glance-direct", "web-download", "copy-image"];
 
+/// The import methods offered to clients (`GET /v2/info/import`, the
+/// `OpenStack-image-import-methods` header): the enabled ones Glint can run, in the configured
+/// order as Glance lists its `enabled_import_methods`, each once.
+pub fn offered(enabled: &[String]) -> Vec<&'static str> {
+    let mut offered = Vec::new();
+    for name in enabled {
+        if let Some(method) = METHODS.into_iter().find(|m| m == name)
+            && !offered.contains(&method)
+        {
+            offered.push(method);
+        }
+    }
+    offered
+}
+
 /// A lock whose task has not moved for this long is stale and may be taken over (Glance's
 /// figures; a running import reports progress, which counts as moving).
 const LOCK_STALE_PROCESSING: Duration = Duration::from_secs(60 * 60);
@@ -414,6 +429,13 @@ mod tests {
         );
         let only_direct = vec!["glance-direct".to_owned()];
         assert!(parse(json!({"method": {"name": "web-download", "uri": "http://x/"}}), &only_direct).is_err());
+    }
+
+    #[test]
+    fn offered_methods_keep_the_configured_order_without_unknown_names_or_repeats() {
+        let enabled = ["copy-image", "glance-download", "glance-direct", "copy-image"].map(String::from);
+        assert_eq!(offered(&enabled), ["copy-image", "glance-direct"]);
+        assert!(offered(&[]).is_empty());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The upload decision of docs/glance-v2-api.md §7.2: which declared disk_format may be stored, with which
 //! virtual_size.
 
-use glint_formats::{FormatError, check_declared, check_declared_allowing};
+use glint_formats::{FormatError, check_declared, check_declared_allowing, check_declared_allowing_mismatch};
 
 use crate::common::{create, inspect_bytes, iso_image, mbr, patch, read, tempdir};
 
@@ -47,6 +47,36 @@ fn mismatches_are_refused_with_glance_wording() {
     assert_eq!(err.to_string(), "Image disk_format vmdk does not match stream data qcow2");
     let err = check_declared("iso", &raw).expect_err("raw data declared iso");
     assert_eq!(err.to_string(), "Image disk_format iso does not match stream data raw");
+}
+
+#[test]
+fn without_the_match_requirement_safe_mismatches_are_accepted_without_a_virtual_size() {
+    let raw = inspect_bytes(&[7u8; 5000]);
+    for declared in ["qcow2", "vmdk", "vhd", "iso"] {
+        assert_eq!(check_declared_allowing_mismatch(declared, &raw).expect("raw data as {declared}"), None);
+    }
+    assert_eq!(check_declared_allowing_mismatch("vmdk", &qcow2()).expect("a clean qcow2 declared vmdk"), None);
+    // What matches keeps its answer.
+    assert_eq!(check_declared_allowing_mismatch("qcow2", &qcow2()).expect("qcow2 as qcow2"), Some(10 << 20));
+    assert_eq!(check_declared_allowing_mismatch("raw", &raw).expect("raw as raw"), Some(5000));
+}
+
+#[test]
+fn without_the_match_requirement_unsafe_data_is_still_refused_whatever_it_is_declared_as() {
+    let dir = tempdir();
+    let base = create(dir.path(), "base.qcow2", "qcow2", &[], "1M");
+    let child =
+        create(dir.path(), "child.qcow2", "qcow2", &["-b", base.to_str().expect("UTF-8 path"), "-F", "qcow2"], "1M");
+    let hostile = inspect_bytes(&read(&child));
+    for declared in ["qcow2", "vmdk", "raw", "ami"] {
+        let err = check_declared_allowing_mismatch(declared, &hostile).expect_err("a backing file is refused");
+        assert!(matches!(err, FormatError::Unsafe { .. }), "{declared}: {err}");
+        assert!(err.to_string().contains("backing file"), "{declared}: {err}");
+    }
+    let mut disk = vec![0u8; 1 << 16];
+    patch(&mut disk, 0, &mbr(&[(0x42, 0x83, 2048)]));
+    let err = check_declared_allowing_mismatch("vhd", &inspect_bytes(&disk)).expect_err("a malformed MBR fails");
+    assert!(matches!(err, FormatError::Unsafe { .. }), "{err}");
 }
 
 #[test]

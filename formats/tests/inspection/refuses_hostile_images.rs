@@ -1,7 +1,7 @@
 //! The hostile corpus: images that would make qemu-img read host files, or whose headers lie,
 //! are refused with a failure that says what was found.
 
-use glint_formats::{Format, Inspector, check_declared};
+use glint_formats::{Format, Inspector, check_declared, check_declared_allowing_mismatch};
 
 use crate::common::{
     assert_fails, create, inspect_bytes, inspect_streaming, iso_image, mbr, patch, qemu_info, read, run, tempdir,
@@ -136,6 +136,11 @@ fn vmdk_descriptor_pointing_at_a_host_file_is_refused() {
         assert_fails(&report, "descriptor", &format!("createType \"{}\" is not allowed", create_type.to_lowercase()));
         assert_fails(&report, "descriptor", "\"rw 2048 flat \\\"/etc/passwd\\\" 0\" names a file path");
         assert_fails(&report, "descriptor_only", "other files");
+        for declared in ["vmdk", "qcow2", "raw"] {
+            let err =
+                check_declared_allowing_mismatch(declared, &report).expect_err("refused whatever the declaration");
+            assert!(err.to_string().starts_with("Image failed safety checks: vmdk"), "{declared}: {err}");
+        }
     }
 }
 
@@ -358,6 +363,8 @@ fn several_formats_at_once_are_refused() {
     assert_eq!(report.matched, vec![Format::Qcow2, Format::Iso]);
     assert_fails(&report, "format", "Multiple formats detected: qcow2, iso");
     let err = check_declared("qcow2", &report).expect_err("ambiguous data is refused");
+    assert_eq!(err.to_string(), "Multiple formats detected: qcow2, iso");
+    let err = check_declared_allowing_mismatch("qcow2", &report).expect_err("even when mismatches are allowed");
     assert_eq!(err.to_string(), "Multiple formats detected: qcow2, iso");
 
     let mut iso_in_vhd = iso_image(40);

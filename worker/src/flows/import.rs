@@ -185,7 +185,8 @@ impl ImportFlow {
                 _ => Ok(image.virtual_size),
             }
         } else {
-            data::verdict(&declared, inspector).map_err(|e| FlowError::Abort(format!("Image format check failed: {e}")))
+            data::verdict(&declared, inspector, self.deps.config.images.require_image_format_match)
+                .map_err(|e| FlowError::Abort(format!("Image format check failed: {e}")))
         };
         match checked {
             Ok(virtual_size) => Ok(Written { store: String::new(), data: ingested, virtual_size }),

@@ -79,7 +79,12 @@ impl Flow for LegacyImportFlow {
             let work = async {
                 let download = self.deps.fetcher.get(&url, self.deps.cap).await?;
                 let body = progress.count(download.body, download.content_length);
-                let how = Upload { store: None, expected_size: download.content_length, cap: self.deps.cap };
+                let how = Upload {
+                    store: None,
+                    expected_size: download.content_length,
+                    cap: self.deps.cap,
+                    require_format_match: self.deps.config.images.require_image_format_match,
+                };
                 data::upload(&ctx.db, &self.deps.stores, &image, body, how).await
             };
             progress.around(ctx, task, work).await?;
