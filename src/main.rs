@@ -1,15 +1,17 @@
 //! The `glint` command: parse arguments, load the configuration, hand over to the crates.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use glint_core::config::{Config, TasksConfig, Transport};
+use glint_core::config::{Config, LogConfig, LogFormat, TasksConfig, Transport};
 use glint_core::queue::{MemoryQueue, RabbitQueue, TaskQueue};
 use glint_core::store::{Staging, Stores};
 use glint_worker::flows::Deps;
+use tracing_subscriber::EnvFilter;
 
 /// Glint: an OpenStack Image (Glance v2) compatible image service.
 #[derive(Parser)]
@@ -61,18 +63,29 @@ enum MetadefsAction {
     },
 }
 
+/// The process log on standard output, as `[log]` and `RUST_LOG` say.
+fn init_logging(log: &LogConfig) -> Result<(), String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(from_env) => EnvFilter::try_new(&from_env).map_err(|e| format!("RUST_LOG '{from_env}': {e}"))?,
+        Err(_) => EnvFilter::try_new(&log.level).map_err(|e| format!("log.level '{}': {e}", log.level))?,
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match log.format {
+        // Colour codes are noise in a file or a collector; NO_COLOR is the usual way to ask for none.
+        LogFormat::Text => builder
+            .with_ansi(std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()))
+            .init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Operators inspect files anywhere: no configuration, database or runtime needed.
     if let Some(Command::Inspect { file, json }) = &cli.command {
         return inspect(file, *json);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(err) => {
@@ -80,6 +93,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(err) = init_logging(&config.log) {
+        eprintln!("glint: {err}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {

@@ -8,6 +8,8 @@ use glint_core::config::AuthMode;
 use glint_core::context::RequestContext;
 use glint_core::keystone::{Keystone, UNAUTHORIZED};
 
+use tracing::Instrument;
+
 use crate::AppState;
 use crate::error::ApiError;
 
@@ -36,8 +38,11 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
         },
         _ => trusted_headers(request.headers(), request_id.clone()),
     };
-    request.extensions_mut().insert(context);
-    let mut response = next.run(request).await;
+    let span = tracing::info_span!("request", request_id = %request_id);
+    request.extensions_mut().insert(context.clone());
+    let mut response = next.run(request).instrument(span).await;
+    // For the access log, which runs outside this layer.
+    response.extensions_mut().insert(context);
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }

@@ -193,6 +193,8 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
     let (content_type, body) = render(status, &explanation, negotiate(accept.as_deref()));
     let headers: HeaderMap = response.headers().clone();
     let mut rendered = (status, body).into_response();
+    // The caller's context travels on for the access log.
+    *rendered.extensions_mut() = std::mem::take(response.extensions_mut());
     for (name, value) in &headers {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             rendered.headers_mut().insert(name.clone(), value.clone());

@@ -16,6 +16,8 @@ use glint_core::policy;
 use glint_core::quota::{self, Resource};
 use glint_core::store::ByteStream;
 
+use tracing::Instrument;
+
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::NoBody;
@@ -105,7 +107,7 @@ pub(crate) async fn outliving_the_client(
     what: &str,
     work: impl Future<Output = glint_core::Result<()>> + Send + 'static,
 ) -> Result<(), ApiError> {
-    let finished = tokio::spawn(work).await;
+    let finished = tokio::spawn(work.instrument(tracing::Span::current())).await;
     finished.map_err(|e| ApiError::from(glint_core::Error::Internal(format!("{what} task failed: {e}"))))??;
     Ok(())
 }

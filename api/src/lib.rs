@@ -1,5 +1,6 @@
 //! Glint's HTTP API: the Glance v2 wire contract on axum.
 
+mod access_log;
 mod actions;
 mod context;
 mod error;

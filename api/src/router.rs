@@ -5,6 +5,7 @@ use axum::http::{Method, StatusCode};
 use axum::middleware;
 use axum::routing::{MethodRouter, any, delete, get, post, put};
 
+use crate::access_log;
 use crate::error::{self, ApiError};
 use crate::metadefs::{
     self, objects as md_objects, properties as md_properties, resource_types as md_types, tags as md_tags,
@@ -110,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         .merge(v2)
         .fallback(versions::multiple_choices)
         .layer(middleware::from_fn(error::render_errors))
+        .layer(middleware::from_fn(access_log::log))
         .with_state(state)
 }
 

@@ -30,6 +30,36 @@ pub struct Config {
     pub tasks: TasksConfig,
     /// Per-project limits (Glance's unified-limits names).
     pub quotas: QuotasConfig,
+    /// What the process logs and how.
+    pub log: LogConfig,
+}
+
+/// `[log]`: the process log (standard output).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` for people, `json` (one object a line) for log collectors.
+    pub format: LogFormat,
+    /// Level filter in `RUST_LOG`'s syntax (`info`, `glint_api=debug,info`); `RUST_LOG`, when
+    /// set, wins.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line of text an event, coloured only when written to a terminal.
+    #[default]
+    Text,
+    /// One JSON object an event, with the request or task span's fields.
+    Json,
 }
 
 /// `[server]`: the HTTP listener.

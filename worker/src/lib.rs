@@ -11,6 +11,7 @@ use std::future::Future;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use futures_util::StreamExt;
 use glint_core::fetch::FetchError;
@@ -223,7 +224,9 @@ pub async fn run(
         tokio::select! {
             message = subscription.next() => match message {
                 Some(message) => {
-                    running.spawn(handle(ctx.clone(), flows.clone(), settings.clone(), message));
+                    // Every line logged while the task runs names it.
+                    let span = tracing::info_span!("task", task_id = %message.task_id);
+                    running.spawn(handle(ctx.clone(), flows.clone(), settings.clone(), message).instrument(span));
                 }
                 None => break,
             },
