@@ -33,7 +33,7 @@ pub async fn create(
     quota::enforce(&state.db, &state.config.quotas, image.owner.as_deref(), &[(Resource::ImageCountTotal, 1)]).await?;
     repo::insert(&state.db, &image).await?;
     let location = format!("{}/v2/images/{}", versions::base_url(&state, &headers), image.id);
-    let mut response = (StatusCode::CREATED, Json(view::image(&image, state.stores.multistore()))).into_response();
+    let mut response = (StatusCode::CREATED, Json(view::ImageView::new(&state, &ctx).render(&image))).into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
     }
@@ -63,7 +63,8 @@ pub async fn list(
     let parsed = list::images::parse(&params, &state.config.images)?;
     let images = query::list(&state.db, &ctx, &parsed).await?;
     let links = params.links("/v2/images", list::next_marker(&images, parsed.limit, |i| i.id.as_str()));
-    let items = images.iter().map(|i| view::image(i, state.stores.multistore())).collect();
+    let view = view::ImageView::new(&state, &ctx);
+    let items = images.iter().map(|i| view.render(i)).collect();
     Ok(Json(list::page("images", items, links, "/v2/schemas/images")))
 }
 
@@ -75,7 +76,7 @@ pub async fn show(
     _: NoBody,
 ) -> Result<Json<Value>, ApiError> {
     let image = repo::find_visible(&state.db, &ctx, &id).await?;
-    Ok(Json(view::image(&image, state.stores.multistore())))
+    Ok(Json(view::ImageView::new(&state, &ctx).render(&image)))
 }
 
 const ACCEPT_PATCH: &str = "application/openstack-images-v2.0-json-patch, application/openstack-images-v2.1-json-patch";
@@ -104,12 +105,12 @@ pub async fn update(
     let ops = parse_patch(body, dialect)?;
     let before = repo::find_visible(&state.db, &ctx, &id).await?;
     if ops.is_empty() {
-        return Ok(Json(view::image(&before, state.stores.multistore())));
+        return Ok(Json(view::ImageView::new(&state, &ctx).render(&before)));
     }
     let mut after = before.clone();
     image::apply_patch(&mut after, ops, dialect, &ctx, &state.config.images, &state.validator)?;
     let saved = repo::update(&state.db, &before, &after).await?;
-    Ok(Json(view::image(&saved, state.stores.multistore())))
+    Ok(Json(view::ImageView::new(&state, &ctx).render(&saved)))
 }
 
 fn parse_patch(body: Value, dialect: Dialect) -> Result<Vec<PatchOp>, ApiError> {

@@ -1,17 +1,72 @@
 //! Wire views: Glance's JSON for an image (base fields, flattened properties, links).
 
 use chrono::NaiveDateTime;
-use glint_core::image::{Image, schema};
+use glint_core::context::RequestContext;
+use glint_core::image::{Image, Status, schema};
 use serde_json::{Map, Value, json};
+
+use crate::AppState;
 
 /// Glance's timestamp format: UTC, whole seconds, `Z`.
 pub fn timestamp(at: NaiveDateTime) -> String {
     at.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-/// The image JSON of `GET /v2/images/{id}` and every other image response. In multistore
-/// mode it names the stores holding the data (`stores`, sorted ids, comma-joined).
-pub fn image(image: &Image, multistore: bool) -> Value {
+/// How image responses look for one request: what the configuration reveals about where the
+/// data lives, and whether the caller is an admin.
+#[derive(Clone, Copy, Debug)]
+pub struct ImageView {
+    multistore: bool,
+    show_locations: bool,
+    show_direct_url: bool,
+    is_admin: bool,
+}
+
+impl ImageView {
+    /// The view for `ctx`'s request under `state`'s configuration.
+    pub fn new(state: &AppState, ctx: &RequestContext) -> Self {
+        ImageView {
+            multistore: state.stores.multistore(),
+            show_locations: state.config.images.show_multiple_locations,
+            show_direct_url: state.config.images.show_image_direct_url,
+            is_admin: ctx.is_admin,
+        }
+    }
+
+    /// The image JSON of `GET /v2/images/{id}` and every other image response. In multistore
+    /// mode it names the stores holding the data (`stores`, sorted ids, comma-joined);
+    /// `locations` and `direct_url` appear when their switches are on.
+    pub fn render(&self, image: &Image) -> Value {
+        // Glance hides a deactivated image's locations from non-admins at the database layer,
+        // so everything built from them (`stores` too) disappears with them.
+        let hidden = image.status == Status::Deactivated && !self.is_admin;
+        let mut out = base(image);
+        if self.multistore && !hidden && !image.stores.is_empty() {
+            let stores: Vec<&str> = image.stores.iter().map(String::as_str).collect();
+            out.insert("stores".into(), json!(stores.join(",")));
+        }
+        let locations = if hidden { &[][..] } else { image.locations.as_slice() };
+        if self.show_locations {
+            let shown = locations.iter().map(|location| {
+                let mut metadata = location.metadata.clone();
+                // Glint records the store of every copy; Glance names it only in multistore mode.
+                if !self.multistore {
+                    metadata.remove("store");
+                }
+                json!({"url": location.url, "metadata": metadata})
+            });
+            out.insert("locations".into(), Value::Array(shown.collect()));
+        }
+        if self.show_direct_url
+            && let Some(first) = locations.first()
+        {
+            out.insert("direct_url".into(), json!(first.url));
+        }
+        Value::Object(out)
+    }
+}
+
+fn base(image: &Image) -> Map<String, Value> {
     let mut out = Map::new();
     let mut put = |k: &str, v: Value| {
         out.insert(k.to_owned(), v);
@@ -38,9 +93,6 @@ pub fn image(image: &Image, multistore: bool) -> Value {
     put("self", json!(format!("/v2/images/{}", image.id)));
     put("file", json!(format!("/v2/images/{}/file", image.id)));
     put("schema", json!("/v2/schemas/image"));
-    if multistore && !image.stores.is_empty() {
-        put("stores", json!(image.stores.iter().map(String::as_str).collect::<Vec<_>>().join(",")));
-    }
     for (key, value) in &image.properties {
         let value = match value {
             Some(v) => json!(v),
@@ -49,5 +101,5 @@ pub fn image(image: &Image, multistore: bool) -> Value {
         };
         out.insert(key.clone(), value);
     }
-    Value::Object(out)
+    out
 }

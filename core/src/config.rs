@@ -210,6 +210,13 @@ pub struct ImagesConfig {
     /// `[image_format] require_image_format_match`). When false such data is stored without a
     /// `virtual_size`; images failing a safety check are refused either way.
     pub require_image_format_match: bool,
+    /// Show each image's live locations (`locations`: url and metadata) in image responses
+    /// (Glance's `show_multiple_locations`). They name the store's paths and buckets, so
+    /// Glance and Glint keep them hidden by default.
+    pub show_multiple_locations: bool,
+    /// Show the URL of an image's first live location as `direct_url` (Glance's
+    /// `show_image_direct_url`); hidden by default for the same reason.
+    pub show_image_direct_url: bool,
 }
 
 impl Default for ImagesConfig {
@@ -225,6 +232,8 @@ impl Default for ImagesConfig {
             container_formats: strings(&["ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compressed"]),
             image_size_cap: 1 << 40,
             require_image_format_match: true,
+            show_multiple_locations: false,
+            show_image_direct_url: false,
         }
     }
 }

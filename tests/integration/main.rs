@@ -17,6 +17,7 @@ mod images_show;
 mod import_e2e;
 mod imports;
 mod keystone;
+mod locations;
 mod logs;
 mod members;
 mod metadefs;

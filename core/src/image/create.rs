@@ -60,6 +60,7 @@ pub fn new_image(
         properties: BTreeMap::new(),
         tags: BTreeSet::new(),
         stores: BTreeSet::new(),
+        locations: Vec::new(),
     };
     for (key, value) in body {
         set_field(&mut image, &key, value)?;

@@ -18,6 +18,8 @@ pub struct Location {
     pub url: String,
     /// Id of the store holding it (`metadata.store`).
     pub store: Option<String>,
+    /// The location's metadata as stored (`store` included).
+    pub metadata: serde_json::Map<String, serde_json::Value>,
 }
 
 const ACTIVE: &str = "active";
@@ -28,6 +30,10 @@ impl From<image_location::Model> for Location {
     fn from(row: image_location::Model) -> Self {
         Location {
             store: row.meta_data.get("store").and_then(|s| s.as_str()).map(str::to_owned),
+            metadata: match row.meta_data {
+                serde_json::Value::Object(map) => map,
+                _ => serde_json::Map::new(),
+            },
             id: row.id,
             image_id: row.image_id,
             url: row.value,
@@ -65,12 +71,13 @@ pub async fn active(db: &impl ConnectionTrait, image_id: &str) -> Result<Vec<Loc
     Ok(rows.into_iter().map(Location::from).collect())
 }
 
-/// The live copies of several images' data (to show which stores hold each image).
+/// The live copies of several images' data, oldest first (to show where each image is).
 pub async fn active_of_images(db: &impl ConnectionTrait, image_ids: &[String]) -> Result<Vec<Location>> {
     let rows = image_location::Entity::find()
         .filter(image_location::Column::ImageId.is_in(image_ids.iter().map(String::as_str)))
         .filter(image_location::Column::Status.eq(ACTIVE))
         .filter(image_location::Column::Deleted.eq(false))
+        .order_by_asc(image_location::Column::Id)
         .all(db)
         .await?;
     Ok(rows.into_iter().map(Location::from).collect())

@@ -47,6 +47,8 @@ pub struct Image {
     pub tags: BTreeSet<String>,
     /// Ids of the stores holding the image's data.
     pub stores: BTreeSet<String>,
+    /// The live copies of the image's data, oldest first.
+    pub locations: Vec<locations::Location>,
 }
 
 impl Image {

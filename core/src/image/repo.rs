@@ -491,6 +491,7 @@ pub(super) async fn assemble(db: &impl ConnectionTrait, rows: Vec<image::Model>)
     let mut properties: HashMap<String, BTreeMap<String, Option<String>>> = HashMap::new();
     let mut tags: HashMap<String, BTreeSet<String>> = HashMap::new();
     let mut stores: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let mut locations: HashMap<String, Vec<super::locations::Location>> = HashMap::new();
     if !ids.is_empty() {
         // Independent queries: on a pool they run side by side, saving two round trips.
         let (property_rows, tag_rows, location_rows) = futures_util::try_join!(
@@ -516,9 +517,10 @@ pub(super) async fn assemble(db: &impl ConnectionTrait, rows: Vec<image::Model>)
             tags.entry(t.image_id).or_default().insert(t.value);
         }
         for location in location_rows {
-            if let Some(store) = location.store {
-                stores.entry(location.image_id).or_default().insert(store);
+            if let Some(store) = &location.store {
+                stores.entry(location.image_id.clone()).or_default().insert(store.clone());
             }
+            locations.entry(location.image_id.clone()).or_default().push(location);
         }
     }
     rows.into_iter()
@@ -532,6 +534,7 @@ pub(super) async fn assemble(db: &impl ConnectionTrait, rows: Vec<image::Model>)
                 properties: properties.remove(&row.id).unwrap_or_default(),
                 tags: tags.remove(&row.id).unwrap_or_default(),
                 stores: stores.remove(&row.id).unwrap_or_default(),
+                locations: locations.remove(&row.id).unwrap_or_default(),
                 id: row.id,
                 name: row.name,
                 disk_format: row.disk_format,
