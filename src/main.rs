@@ -117,6 +117,9 @@ fn main() -> ExitCode {
 /// How often data of deleted images that a store failed to remove is retried.
 const SCRUB_INTERVAL: Duration = Duration::from_secs(60);
 
+/// How often partial writes of dead processes are swept (and once at start-up).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
 /// How long a stopping worker waits for its running tasks; those still running then are
 /// taken over by another worker once their lease expires.
 const WORKER_GRACE: Duration = Duration::from_secs(30);
@@ -148,6 +151,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     let queue = task_queue(&command, &config.tasks)?;
     let stores = Stores::from_config(&config.storage)?;
     let stopping = Stopping::on_signal();
+    if matches!(command, Command::Serve | Command::Api | Command::Worker) {
+        // At start-up too: a crash-looping process must not leave its partial writes behind.
+        let staging = Staging::from_config(&config.import)?;
+        tokio::spawn(glint_core::store::scrub::sweep(stores.clone(), staging, SWEEP_INTERVAL));
+    }
     let relay = tokio::spawn(glint_worker::relay(
         db.clone(),
         queue.clone(),

@@ -408,6 +408,38 @@ async fn worker_sigkilled_mid_download_is_taken_over_and_the_image_becomes_activ
     assert!(audit.parts.len() <= rounds, "at most one partial file per kill: {:?}", audit.parts);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_worker_sweeps_the_partial_file_of_its_killed_predecessor_at_start_up() {
+    let spec = Spec { lease: 6, worker_concurrency: 1, ..Spec::default() };
+    let Some(mut cluster) = Cluster::start(spec).await else { return };
+    let body = Arc::new(payload(KILL_IMAGE_SIZE));
+    let web = SlowServer::start(body, KILL_RATE).await;
+    let store = cluster.store_dir("local").to_path_buf();
+    for round in 0..rounds(2) {
+        let body = json!({"name": format!("sweep-{round}"), "disk_format": "raw", "container_format": "bare"});
+        let id = cluster.create_image(0, &body).await;
+        let import = json!({"method": {"name": "web-download", "uri": format!("{}/{id}.raw", web.base)}});
+        assert_eq!(cluster.import(1, &id, &import).await.expect("POST import").status(), 202);
+        let (victim, _) = mid_download(&cluster, &id).await;
+        cluster.workers[victim].kill();
+        let prefix = format!(".{id}.");
+        let dead: Vec<String> =
+            listing(&store).into_iter().filter(|n| n.starts_with(&prefix) && n.ends_with(".part")).collect();
+        assert!(!dead.is_empty(), "the killed worker left its partial file");
+        // Young (seconds old), far below the 5-minute age guard: only the free lock tells.
+        cluster.workers[victim].restart();
+        let until = Instant::now() + Duration::from_secs(5);
+        while dead.iter().any(|n| store.join(n).exists()) {
+            assert!(Instant::now() < until, "{dead:?} still there 5 s after the restart\n{}", cluster.logs(40));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The takeover's own (live) download is left alone and completes.
+        let image = cluster.wait_active(&id, Duration::from_secs(90)).await;
+        assert_eq!(image["status"], "active", "{image}");
+    }
+    assert!(!listing(&store).iter().any(|n| n.ends_with(".part")), "{:?}", listing(&store));
+}
+
 /// One import submitted by the background client of the broker outage test.
 struct Submitted {
     id: String,

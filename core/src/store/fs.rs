@@ -2,12 +2,16 @@
 //!
 //! A put writes `.<id>.<random>.part` in the same directory, fsyncs it, renames it to `<id>`
 //! and fsyncs the directory, so a crash at any point leaves either no file or a whole one.
+//! The writer holds an exclusive advisory lock (`flock`) on its partial file until the rename,
+//! and the kernel drops it when the writer's process dies: a partial file whose lock can be
+//! taken is abandoned, whatever its age, while a slow but live upload's never is.
 //! File I/O runs on a blocking thread fed through a bounded channel: tokio's `fs::File` would
 //! hop to the blocking pool once per chunk, which costs more than the write itself.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
@@ -75,12 +79,46 @@ impl Drop for PartFile {
     }
 }
 
+/// Creates and locks a fresh partial file for `name`. A sweep may have taken the lock and
+/// removed the file between its creation and our lock, so the lock counts only once the path
+/// still names the file we locked; otherwise we start over under a new name.
+fn create_locked(dir: &Path, name: &str) -> Result<(PathBuf, File), StoreError> {
+    loop {
+        let part = dir.join(format!(".{name}.{}.part", uuid::Uuid::new_v4().simple()));
+        let file = File::options().write(true).create_new(true).open(&part).map_err(classify)?;
+        match file.lock() {
+            Ok(()) => {}
+            // Without locks (some network filesystems) sweeps fall back to the file's age.
+            Err(e) if lock_unsupported(&e) => return Ok((part, file)),
+            Err(e) => {
+                let _ = std::fs::remove_file(&part);
+                return Err(classify(e));
+            }
+        }
+        let ours = file.metadata().map_err(classify)?;
+        match std::fs::metadata(&part) {
+            Ok(meta) if meta.dev() == ours.dev() && meta.ino() == ours.ino() => return Ok((part, file)),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(classify(e)),
+        }
+    }
+}
+
+/// Whether `err` says the filesystem has no advisory locks, rather than that locking failed.
+fn lock_unsupported(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::Unsupported || err.raw_os_error() == Some(ENOLCK)
+}
+
+/// `ENOLCK` on Linux: what NFS without a lock manager answers.
+const ENOLCK: i32 = 37;
+
 /// Writes chunks until the `None` end marker, then commits. A channel closed without the
-/// marker means the put was abandoned: the partial file is removed, never renamed.
+/// marker means the put was abandoned: the partial file is removed, never renamed. The file
+/// stays open, and so locked, until after the rename, so no sweep can take it mid-commit.
 fn write_file(dir: &Path, name: &str, mut chunks: mpsc::Receiver<Option<Bytes>>) -> Result<(), StoreError> {
-    let part = dir.join(format!(".{name}.{}.part", uuid::Uuid::new_v4().simple()));
+    let (part, mut file) = create_locked(dir, name)?;
     let mut guard = PartFile(Some(part.clone()));
-    let mut file = File::create(&part).map_err(classify)?;
     loop {
         match chunks.blocking_recv() {
             Some(Some(chunk)) => file.write_all(&chunk).map_err(classify)?,
@@ -89,10 +127,61 @@ fn write_file(dir: &Path, name: &str, mut chunks: mpsc::Receiver<Option<Bytes>>)
         }
     }
     file.sync_all().map_err(classify)?;
-    drop(file);
     std::fs::rename(&part, dir.join(name)).map_err(classify)?;
     guard.0 = None;
+    drop(file);
     File::open(dir).and_then(|d| d.sync_all()).map_err(classify)
+}
+
+/// What one sweep may spend, so a directory full of leftovers cannot stall a starting process:
+/// the rest goes in the next sweep.
+const SWEEP_MAX_REMOVALS: usize = 1000;
+const SWEEP_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Removes the partial files in `dir` whose writer is gone: those whose lock can be taken,
+/// and, where the filesystem cannot lock, those not written to for `idle`.
+fn sweep_dir(dir: &Path, idle: std::time::Duration) -> io::Result<usize> {
+    let started = std::time::Instant::now();
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        if removed >= SWEEP_MAX_REMOVALS || started.elapsed() >= SWEEP_MAX_TIME {
+            tracing::info!(dir = %dir.display(), removed, "sweep budget spent; the next sweep goes on");
+            break;
+        }
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with('.') && name.ends_with(".part")) {
+            continue;
+        }
+        if remove_if_abandoned(&entry.path(), idle)? {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes the partial file at `path` if it has no live writer; whether it did. The lock
+/// taken to tell is held until the file is gone: a writer that has just created it waits on
+/// that lock (see [`create_locked`]) and then finds it removed, never the other way round.
+fn remove_if_abandoned(path: &Path, idle: std::time::Duration) -> io::Result<bool> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let abandoned = match file.try_lock() {
+        Ok(()) => true,
+        Err(std::fs::TryLockError::WouldBlock) => false,
+        Err(std::fs::TryLockError::Error(e)) if lock_unsupported(&e) => {
+            file.metadata()?.modified()?.elapsed().unwrap_or_default() >= idle
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(e),
+    };
+    // Gone already: its writer committed it (renamed away) or another sweep took it.
+    let removed = abandoned && std::fs::remove_file(path).is_ok();
+    drop(file);
+    Ok(removed)
 }
 
 #[async_trait::async_trait]
@@ -163,29 +252,16 @@ impl Store for FilesystemStore {
         tokio::fs::remove_file(&probe).await.map_err(classify)
     }
 
-    /// Partial files not written to for `idle` belong to a put whose process died: a live
-    /// put, on this node or another sharing the directory, keeps its file's mtime fresh.
+    /// A partial file is abandoned once its writer's lock is gone (the writer died or gave
+    /// up), whatever its age; on a filesystem without locks, once it has not been written to
+    /// for `idle` (a live put, on this node or another sharing the directory, keeps its
+    /// file's mtime fresh).
     async fn remove_abandoned(&self, idle: std::time::Duration) -> Result<usize, StoreError> {
         let dir = self.dir.clone();
-        let removed = tokio::task::spawn_blocking(move || -> io::Result<usize> {
-            let mut removed = 0;
-            for entry in std::fs::read_dir(&dir)? {
-                let entry = entry?;
-                let name = entry.file_name();
-                let name = name.to_string_lossy();
-                if !(name.starts_with('.') && name.ends_with(".part")) {
-                    continue;
-                }
-                let idle_for = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
-                if idle_for >= idle && std::fs::remove_file(entry.path()).is_ok() {
-                    removed += 1;
-                }
-            }
-            Ok(removed)
-        })
-        .await
-        .map_err(|e| StoreError::Io(io::Error::other(e)))?;
-        removed.map_err(classify)
+        tokio::task::spawn_blocking(move || sweep_dir(&dir, idle))
+            .await
+            .map_err(|e| StoreError::Io(io::Error::other(e)))?
+            .map_err(classify)
     }
 }
 
@@ -193,6 +269,7 @@ impl Store for FilesystemStore {
 mod tests {
     use super::*;
     use futures_util::StreamExt;
+    use std::sync::Arc;
 
     fn chunks(parts: Vec<io::Result<Bytes>>) -> ByteStream {
         Box::pin(futures_util::stream::iter(parts))
@@ -253,19 +330,58 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn abandoned_partial_files_are_removed_once_idle() {
+    async fn partial_files_without_a_live_writer_are_removed_even_if_young() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = FilesystemStore::open(dir.path()).expect("open");
-        let old = dir.path().join(".img.abc.part");
-        let fresh = dir.path().join(".img2.def.part");
-        std::fs::write(&old, b"x").expect("write");
-        std::fs::write(&fresh, b"x").expect("write");
-        std::fs::write(dir.path().join("img3"), b"x").expect("write");
-        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-        File::options().write(true).open(&old).and_then(|f| f.set_modified(hour_ago)).expect("age");
+        // Written and closed: like a writer that died, nobody holds its lock.
+        std::fs::write(dir.path().join(".img.abc.part"), b"x").expect("write");
+        std::fs::write(dir.path().join("img2"), b"x").expect("write");
         let removed = store.remove_abandoned(std::time::Duration::from_secs(600)).await.expect("sweep");
         assert_eq!(removed, 1);
-        assert_eq!(listing(dir.path()), [".img2.def.part", "img3"]);
+        assert_eq!(listing(dir.path()), ["img2"]);
+    }
+
+    #[tokio::test]
+    async fn partial_files_whose_writer_holds_the_lock_are_kept_however_old() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FilesystemStore::open(dir.path()).expect("open");
+        let part = dir.path().join(".img.abc.part");
+        let writer = File::create(&part).expect("create");
+        writer.lock().expect("lock");
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        writer.set_modified(hour_ago).expect("age");
+        assert_eq!(store.remove_abandoned(std::time::Duration::from_secs(600)).await.expect("sweep"), 0);
+        assert_eq!(listing(dir.path()), [".img.abc.part"]);
+        drop(writer);
+        assert_eq!(store.remove_abandoned(std::time::Duration::from_secs(600)).await.expect("sweep"), 1);
+        assert!(listing(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_slow_live_put_survives_sweeps_and_completes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(FilesystemStore::open(dir.path()).expect("open"));
+        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(1);
+        let data: ByteStream =
+            Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) }));
+        let put = tokio::spawn({
+            let store = store.clone();
+            async move { store.put("img", data, 100).await }
+        });
+        tx.send(Ok(Bytes::from_static(b"slow "))).await.expect("send");
+        while !listing(dir.path()).iter().any(|n| n.ends_with(".part")) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        for _ in 0..3 {
+            assert_eq!(store.remove_abandoned(std::time::Duration::ZERO).await.expect("sweep"), 0);
+            tx.send(Ok(Bytes::from_static(b"data "))).await.expect("send");
+        }
+        drop(tx);
+        let location = put.await.expect("join").expect("put");
+        let read: Vec<u8> =
+            store.get(&location, None).await.expect("get").map(|c| c.expect("chunk").to_vec()).concat().await;
+        assert_eq!(read, b"slow data data data ");
+        assert_eq!(listing(dir.path()), ["img"]);
     }
 
     #[tokio::test]

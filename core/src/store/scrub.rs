@@ -1,4 +1,5 @@
-//! The scrubber: removes the bytes of deleted images and recovers uploads whose process died.
+//! The scrubber: removes the bytes of deleted images and recovers uploads whose process died;
+//! the sweep: removes partial writes of dead processes.
 
 use std::time::Duration;
 
@@ -34,16 +35,10 @@ pub async fn purge(db: &DatabaseConnection, stores: &Stores, image_id: Option<&s
     Ok(removed)
 }
 
-/// Cleans up after uploads and stagings whose process died: their images go back to
-/// `queued`, and partial bytes idle for `idle` are removed from every store and the staging
-/// area. An `uploading` image whose data was staged in full is waiting for its import, not
-/// abandoned: it is left alone.
-pub async fn recover_abandoned_uploads(
-    db: &DatabaseConnection,
-    stores: &Stores,
-    staging: &Staging,
-    idle: Duration,
-) -> Result<()> {
+/// Recovers uploads and stagings whose process died (silent for `idle`): their images go back
+/// to `queued`. Their partial bytes are [`sweep`]'s. An `uploading` image whose data was
+/// staged in full is waiting for its import, not abandoned: it is left alone.
+pub async fn recover_abandoned_uploads(db: &DatabaseConnection, staging: &Staging, idle: Duration) -> Result<()> {
     let reset = images::reset_stale_uploads(db, idle).await?;
     if reset > 0 {
         tracing::warn!(images = reset, "uploads abandoned by a dead process: images back to queued");
@@ -54,6 +49,13 @@ pub async fn recover_abandoned_uploads(
             images::back_to_queued(db, &id, Status::Uploading).await?;
         }
     }
+    Ok(())
+}
+
+/// Removes the partial data of writes abandoned by a dead process from every store and the
+/// staging area (see [`super::Store::remove_abandoned`]; `idle` only counts where a store
+/// cannot tell a dead writer otherwise). Each store bounds what one sweep spends.
+pub async fn sweep_partial_writes(stores: &Stores, staging: &Staging, idle: Duration) {
     let partials = stores.all().map(|(id, store)| (id, store.remove_abandoned(idle)));
     for (id, sweep) in partials {
         match sweep.await {
@@ -67,7 +69,16 @@ pub async fn recover_abandoned_uploads(
         Ok(removed) => tracing::info!(removed, "removed partial staging data of abandoned stagings"),
         Err(err) => tracing::warn!(error = %err, "could not sweep the staging area"),
     }
-    Ok(())
+}
+
+/// At once, then every `every` for as long as the process runs: sweeps partial writes
+/// abandoned by dead processes. Every process that writes to a store runs it, so a node
+/// whose processes restart more often than the scrubber's pass still gets swept.
+pub async fn sweep(stores: Stores, staging: Staging, every: Duration) {
+    loop {
+        sweep_partial_writes(&stores, &staging, UPLOAD_STALE_AFTER).await;
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// Every `every`, for as long as the process runs: retries removals that failed, and
@@ -78,8 +89,40 @@ pub async fn scrub(db: DatabaseConnection, stores: Stores, staging: Staging, eve
         if let Err(err) = purge(&db, &stores, None).await {
             tracing::warn!(error = %err, "scrubber pass failed");
         }
-        if let Err(err) = recover_abandoned_uploads(&db, &stores, &staging, UPLOAD_STALE_AFTER).await {
+        if let Err(err) = recover_abandoned_uploads(&db, &staging, UPLOAD_STALE_AFTER).await {
             tracing::warn!(error = %err, "recovering abandoned uploads failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::FilesystemStore;
+
+    #[tokio::test]
+    async fn a_starting_process_sweeps_young_partial_writes_of_dead_writers_at_once() {
+        let (store_dir, staging_dir) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+        let store = FilesystemStore::open(store_dir.path()).expect("store");
+        let stores = Stores::new("local", [("local".to_owned(), Arc::new(store) as _)].into());
+        let staging = Staging::open(staging_dir.path()).expect("staging");
+        let dead = [store_dir.path().join(".img.dead.part"), staging_dir.path().join(".img.dead.part")];
+        for part in &dead {
+            std::fs::write(part, b"half").expect("write");
+        }
+        let live = store_dir.path().join(".img2.live.part");
+        let writer = std::fs::File::create(&live).expect("create");
+        writer.lock().expect("lock");
+
+        let sweeper = tokio::spawn(sweep(stores, staging, Duration::from_secs(3600)));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while dead.iter().any(|p| p.exists()) {
+            assert!(tokio::time::Instant::now() < deadline, "start-up sweep did not remove dead partial writes");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(live.exists(), "a live writer's partial file was swept");
+        sweeper.abort();
     }
 }

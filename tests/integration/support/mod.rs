@@ -137,20 +137,15 @@ pub struct TestApp {
 }
 
 impl TestApp {
-    /// One pass of the scrubber's recovery of abandoned uploads over this app's store and
-    /// staging area, as a process runs it every few minutes.
+    /// One pass of the scrubber's recovery of abandoned uploads and of the sweep of partial
+    /// writes over this app's store and staging area, as a process runs them every minute.
     pub async fn recover_abandoned_uploads(&self) {
+        use glint_core::store::scrub;
         let local = glint_core::store::FilesystemStore::open(&self.store_path).expect("store");
         let stores = glint_core::store::Stores::new("local", [("local".to_owned(), Arc::new(local) as _)].into());
         let staging = glint_core::store::Staging::open(&self.staging_path).expect("staging");
-        glint_core::store::scrub::recover_abandoned_uploads(
-            &self.db,
-            &stores,
-            &staging,
-            glint_core::store::scrub::UPLOAD_STALE_AFTER,
-        )
-        .await
-        .expect("recover");
+        scrub::recover_abandoned_uploads(&self.db, &staging, scrub::UPLOAD_STALE_AFTER).await.expect("recover");
+        scrub::sweep_partial_writes(&stores, &staging, scrub::UPLOAD_STALE_AFTER).await;
     }
 
     /// Starts the API on `backend`; `None` (after saying "skipped") when its server is down
