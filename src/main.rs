@@ -156,6 +156,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         let staging = Staging::from_config(&config.import)?;
         tokio::spawn(glint_core::store::scrub::sweep(stores.clone(), staging, SWEEP_INTERVAL));
     }
+    if let Some(bind) = config.metrics.bind.filter(|_| config.metrics.enabled) {
+        let listener = tokio::net::TcpListener::bind(bind).await?;
+        tracing::info!(address = %listener.local_addr()?, "metrics listening");
+        tokio::spawn(glint_api::metrics::serve(db.clone(), listener, stopping.wait()));
+    }
     let relay = tokio::spawn(glint_worker::relay(
         db.clone(),
         queue.clone(),
@@ -177,6 +182,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         tokio::spawn(glint_core::store::scrub::scrub(db.clone(), stores.clone(), staging, SCRUB_INTERVAL));
         let listener = tokio::net::TcpListener::bind(config.server.bind).await?;
         tracing::info!(address = %listener.local_addr()?, "glint API listening");
+        if config.metrics.enabled && !config.metrics.on_api_port(config.server.bind) {
+            tracing::info!("GET /metrics is not served on a non-loopback API port (see metrics.bind)");
+        }
         let state = glint_api::AppState::new(config, db, stores, queue)?;
         glint_api::serve(state, listener, stopping.wait()).await?;
     } else {

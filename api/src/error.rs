@@ -72,6 +72,10 @@ impl From<Error> for ApiError {
             Error::Store(StoreError::TooLarge(_) | StoreError::Full) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Store(StoreError::Denied(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Store(StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
+            // The client stopped sending (server.body_idle_timeout).
+            Error::Store(StoreError::Source(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                StatusCode::REQUEST_TIMEOUT
+            }
             // The request body broke off: the client's doing.
             Error::Store(StoreError::Source(_)) => StatusCode::BAD_REQUEST,
             Error::Store(StoreError::Io(_)) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,27 +1,27 @@
 //! `PUT|GET /v2/images/{id}/file`: image data in and out, streamed.
 
-use std::io;
 use std::ops::Range;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::TryStreamExt;
 use glint_core::context::RequestContext;
 use glint_core::image::data::{self, Upload};
 use glint_core::image::{Image, Status};
 use glint_core::image::{locations, repo};
+use glint_core::metrics::DataFlow;
 use glint_core::policy;
 use glint_core::quota::{self, Resource};
 use glint_core::store::ByteStream;
 
 use tracing::Instrument;
 
-use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::NoBody;
 use crate::list::Params;
+use crate::{AppState, body};
 
 pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -68,7 +68,8 @@ pub async fn upload(
     let image = admitted(&state, &ctx, &id, Some("upload_image"), &deltas).await?;
     // Only multistore mode lets the client pick a store, as in Glance.
     let store = header_str(&headers, "x-image-meta-store").filter(|_| state.stores.multistore()).map(str::to_owned);
-    let stream: ByteStream = Box::pin(body.into_data_stream().map_err(io::Error::other));
+    let idle = Duration::from_secs(state.config.server.body_idle_timeout);
+    let stream = body::image_data(body, DataFlow::Uploaded, idle);
     outliving_the_client("upload", async move {
         let images = &state.config.images;
         let how = Upload {
@@ -190,7 +191,7 @@ fn data_response(stream: ByteStream, size: u64, range: Option<Range<u64>>, check
         Some(r) => (StatusCode::PARTIAL_CONTENT, r.end - r.start),
         None => (StatusCode::OK, size),
     };
-    let mut response = (status, Body::from_stream(stream)).into_response();
+    let mut response = (status, Body::from_stream(body::counted_download(stream))).into_response();
     let out = response.headers_mut();
     out.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     out.insert(header::CONTENT_LENGTH, HeaderValue::from(length));

@@ -1,24 +1,23 @@
 //! `PUT /v2/images/{id}/stage`, `POST /v2/images/{id}/import` and `GET /v2/info/import`:
 //! interoperable import. The API records the task; workers run it.
 
-use std::io;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use futures_util::TryStreamExt;
 use glint_core::context::RequestContext;
 use glint_core::image::data;
 use glint_core::image::import::{self, Importer};
+use glint_core::metrics::DataFlow;
 use glint_core::quota::{self, Resource};
-use glint_core::store::ByteStream;
 use serde_json::{Value, json};
 
-use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, NoBody};
 use crate::image_data::{admitted, expected_size, header_str, outliving_the_client, require_octet_stream};
+use crate::{AppState, body};
 
 fn enabled(state: &AppState, method: &str) -> bool {
     state.config.import.enabled_import_methods.iter().any(|m| m == method)
@@ -40,7 +39,8 @@ pub async fn stage(
     let size = expected_size.map_or(0, quota::mib);
     let deltas = [(Resource::ImageStageTotal, size), (Resource::ImageCountUploading, 1)];
     let image = admitted(&state, &ctx, &id, Some("modify_image"), &deltas).await?;
-    let stream: ByteStream = Box::pin(body.into_data_stream().map_err(io::Error::other));
+    let idle = Duration::from_secs(state.config.server.body_idle_timeout);
+    let stream = body::image_data(body, DataFlow::Staged, idle);
     outliving_the_client("staging", async move {
         let cap = state.config.images.image_size_cap;
         data::stage(&state.db, &state.staging, &image, stream, expected_size, cap).await

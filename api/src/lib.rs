@@ -2,6 +2,7 @@
 
 mod access_log;
 mod actions;
+mod body;
 mod context;
 mod error;
 mod extract;
@@ -12,8 +13,10 @@ mod info;
 mod list;
 mod members;
 mod metadefs;
+pub mod metrics;
 mod router;
 mod schemas;
+mod server;
 mod stores;
 mod tags;
 mod tasks;
@@ -23,8 +26,6 @@ mod view;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::ServiceExt;
-use axum::extract::Request;
 use glint_core::config::{AuthMode, Config};
 use glint_core::db::DatabaseConnection;
 use glint_core::fetch::Fetcher;
@@ -86,6 +87,13 @@ impl AppState {
     }
 }
 
+/// `GET /metrics` reads the database through the pool alone.
+impl axum::extract::FromRef<AppState> for DatabaseConnection {
+    fn from_ref(state: &AppState) -> Self {
+        state.db.clone()
+    }
+}
+
 /// Serves the API on `listener` until `shutdown` resolves, then drains in-flight requests.
 pub async fn serve(
     state: AppState,
@@ -93,6 +101,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let rewrite = versions::rewrite_version_prefix(state.stores.multistore());
+    let limits = server::Limits::from_config(&state.config.server);
     let app = MapRequestLayer::new(rewrite).layer(router::router(state));
-    axum::serve(listener, ServiceExt::<Request>::into_make_service(app)).with_graceful_shutdown(shutdown).await
+    server::run(app, listener, limits, shutdown).await
 }

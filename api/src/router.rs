@@ -11,7 +11,8 @@ use crate::metadefs::{
     self, objects as md_objects, properties as md_properties, resource_types as md_types, tags as md_tags,
 };
 use crate::{
-    AppState, actions, context, image_data, images, import, info, members, schemas, stores, tags, tasks, versions,
+    AppState, actions, context, image_data, images, import, info, members, metrics, schemas, stores, tags, tasks,
+    versions,
 };
 
 /// A resource's methods; any other method is a 405 listing `allowed` in `Allow`.
@@ -103,16 +104,22 @@ pub fn router(state: AppState) -> Router {
         .route("/v2", any(not_found))
         .route("/v2/{*rest}", any(not_found))
         .layer(middleware::from_fn_with_state(state.clone(), context::authenticate));
-    Router::new()
+    let metrics_config = &state.config.metrics;
+    let mut unversioned = Router::new()
         .route("/", get(versions::multiple_choices))
         .route("/versions", get(versions::versions))
         .route("/versions/{*rest}", get(versions::versions))
-        .route("/healthcheck", get(versions::healthcheck))
+        .route("/healthcheck", get(versions::healthcheck));
+    if metrics_config.on_api_port(state.config.server.bind) {
+        unversioned = unversioned.route("/metrics", get(metrics::scrape));
+    }
+    let app = unversioned
         .merge(v2)
         .fallback(versions::multiple_choices)
         .layer(middleware::from_fn(error::render_errors))
-        .layer(middleware::from_fn(access_log::log))
-        .with_state(state)
+        .layer(middleware::from_fn(access_log::log));
+    let app = if metrics_config.enabled { app.layer(middleware::from_fn(metrics::record)) } else { app };
+    app.with_state(state)
 }
 
 /// Unknown paths under `/v2` (behind auth, so they carry a request id like every v2 answer).

@@ -32,6 +32,36 @@ pub struct Config {
     pub quotas: QuotasConfig,
     /// What the process logs and how.
     pub log: LogConfig,
+    /// Prometheus metrics: whether and where `GET /metrics` is served.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: the Prometheus scrape endpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Count requests and serve `GET /metrics` (on the API port when it is loopback, and on
+    /// `bind` when set).
+    pub enabled: bool,
+    /// A listener of its own for `GET /metrics`; the only one of `glint worker`, which has no
+    /// API port. Unset: none.
+    pub bind: Option<SocketAddr>,
+    /// Serve metrics on a non-loopback address: on the API port when it is one, and allow
+    /// `bind` to be one. Metrics name routes, stores and volumes, and the endpoint has no auth.
+    pub allow_non_loopback: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true, bind: None, allow_non_loopback: false }
+    }
+}
+
+impl MetricsConfig {
+    /// Whether `GET /metrics` is served next to the API listening on `api_bind`.
+    pub fn on_api_port(&self, api_bind: SocketAddr) -> bool {
+        self.enabled && (api_bind.ip().is_loopback() || self.allow_non_loopback)
+    }
 }
 
 /// `[log]`: the process log (standard output).
@@ -73,11 +103,33 @@ pub struct ServerConfig {
     pub public_endpoint: Option<String>,
     /// When this file exists, /healthcheck answers 503 "DISABLED BY FILE" (for draining).
     pub healthcheck_disable_file: Option<PathBuf>,
+    /// Seconds a client has to send a request's line and headers, from the moment the
+    /// connection is ready for it; then the connection is closed.
+    pub header_read_timeout: u64,
+    /// Largest request line plus headers, in bytes (at least 8192); larger ones get 431.
+    pub max_header_size: usize,
+    /// Seconds an idle keep-alive connection (no bytes either way) is kept.
+    pub keepalive_timeout: u64,
+    /// Most connections open at once; further clients wait to be accepted. Keep it below the
+    /// process's open-file limit, less what the database pool and the stores need.
+    pub max_connections: usize,
+    /// Seconds an upload or stage body may send nothing before the request fails with 408 and
+    /// the image goes back to `queued`. A body that keeps sending, however slowly, is not cut.
+    pub body_idle_timeout: u64,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { bind: SocketAddr::from(([127, 0, 0, 1], 9292)), public_endpoint: None, healthcheck_disable_file: None }
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 9292)),
+            public_endpoint: None,
+            healthcheck_disable_file: None,
+            header_read_timeout: 20,
+            max_header_size: 16 * 1024,
+            keepalive_timeout: 15,
+            max_connections: 4096,
+            body_idle_timeout: 60,
+        }
     }
 }
 
@@ -568,6 +620,29 @@ impl Config {
                 self.server.bind
             )));
         }
+        if let Some(bind) = self.metrics.bind.filter(|b| !b.ip().is_loopback())
+            && self.metrics.enabled
+            && !self.metrics.allow_non_loopback
+        {
+            return Err(Error::Config(format!(
+                "metrics.bind = \"{bind}\" would serve metrics, which have no auth, beyond this host \
+                 (set metrics.allow_non_loopback = true to do it anyway)"
+            )));
+        }
+        let server = &self.server;
+        if server.max_header_size < 8192 {
+            return Err(Error::Config("server.max_header_size must be at least 8192".into()));
+        }
+        for (key, value) in [
+            ("header_read_timeout", server.header_read_timeout),
+            ("keepalive_timeout", server.keepalive_timeout),
+            ("body_idle_timeout", server.body_idle_timeout),
+            ("max_connections", server.max_connections as u64),
+        ] {
+            if value == 0 {
+                return Err(Error::Config(format!("server.{key} must be at least 1")));
+            }
+        }
         if self.auth.mode == AuthMode::Keystone {
             let keystone = &self.auth.keystone;
             for (key, value) in
@@ -658,6 +733,19 @@ mod tests {
         config.server.bind = SocketAddr::from(([0, 0, 0, 0], 9292));
         config.validate().expect("keystone may listen anywhere");
         assert!(!format!("{config:?}").contains("pa55word"));
+    }
+
+    #[test]
+    fn metrics_stay_on_loopback_unless_allowed() {
+        let mut config = Config::default();
+        assert!(config.metrics.on_api_port(config.server.bind));
+        assert!(!config.metrics.on_api_port("10.0.0.1:9292".parse().expect("addr")));
+        config.metrics.bind = Some("0.0.0.0:9100".parse().expect("addr"));
+        let err = config.validate().expect_err("public metrics listener");
+        assert!(err.to_string().contains("metrics.allow_non_loopback"), "{err}");
+        config.metrics.allow_non_loopback = true;
+        assert!(config.validate().is_ok());
+        assert!(config.metrics.on_api_port("10.0.0.1:9292".parse().expect("addr")));
     }
 
     #[test]

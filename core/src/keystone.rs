@@ -10,7 +10,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::KeystoneConfig;
-use crate::{Error, Result};
+use crate::{Error, Result, metrics};
 
 /// Who a valid token speaks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,10 +161,17 @@ impl Keystone {
         let key: [u8; 32] =
             Sha256::new().chain_update([u8::from(allow_expired)]).chain_update(token.as_bytes()).finalize().into();
         let cached = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key, Instant::now());
+        metrics::token_cache(cached.is_some());
         let verdict = match cached {
             Some(verdict) => verdict,
             None => {
-                let verdict = self.ask(token, allow_expired).await?;
+                let asked = self.ask(token, allow_expired).await;
+                metrics::keystone_validation(match &asked {
+                    Ok(Verdict::Valid(_)) => "valid",
+                    Ok(Verdict::Invalid) => "invalid",
+                    Err(_) => "error",
+                });
+                let verdict = asked?;
                 let ttl = Duration::from_secs(self.config.cache_ttl);
                 let until = Instant::now() + ttl;
                 self.cache

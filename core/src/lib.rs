@@ -15,6 +15,7 @@ pub mod keystone;
 pub mod list;
 pub mod member;
 pub mod metadefs;
+pub mod metrics;
 pub mod policy;
 pub mod queue;
 pub mod quota;

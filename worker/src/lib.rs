@@ -10,12 +10,14 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use futures_util::StreamExt;
 use glint_core::fetch::FetchError;
 use glint_core::heartbeat::while_ticking;
+use glint_core::image::import::ImportJob;
+use glint_core::metrics::{self, ImportOutcome, WorkerEvent};
 use glint_core::queue::{Message, TaskQueue, backoff};
 use glint_core::store::StoreError;
 use glint_core::task::repo as tasks;
@@ -253,27 +255,38 @@ async fn handle(ctx: Arc<FlowContext>, flows: Arc<Registry>, settings: Arc<Setti
         message.ack().await;
         return;
     };
+    metrics::worker(WorkerEvent::Claim, 1);
     let flow: &dyn Flow = flows.get(task.task_type).map_or(&Unknown, |f| f.as_ref());
+    let method = import_method(&task);
     let attempts = attempts_of(&ctx.db, &task.id).await;
+    if attempts == 1 {
+        metrics::import_started(method);
+    }
+    let started = Instant::now();
+    let failed = |reason| metrics::import_finished(method, ImportOutcome::Failed(reason), started.elapsed());
     if attempts > settings.max_attempts {
         // Every earlier attempt ended with its worker gone (crash, OOM, kill): this task
         // may be what kills them.
         let reason = format!("Gave up after {} attempts whose workers stopped responding", attempts - 1);
         fail(&ctx, flow, &task, &reason).await;
+        failed("workers_lost");
         message.ack().await;
         return;
     }
     match run_leased(&ctx, &settings, flow, &task).await {
         None => tracing::warn!(task = %task.id, "lost the claim while running; another worker takes over"),
-        Some(Ok(())) => {}
+        Some(Ok(())) => metrics::import_finished(method, ImportOutcome::Succeeded, started.elapsed()),
         Some(Err(FlowError::Abort(reason))) => {
             tracing::info!(task = %task.id, reason = %reason, "task failed");
             fail(&ctx, flow, &task, &reason).await;
+            failed("aborted");
         }
         Some(Err(FlowError::Retry(reason))) => {
             if attempts >= settings.max_attempts {
                 fail(&ctx, flow, &task, &format!("{reason} (gave up after {attempts} attempts)")).await;
+                failed("retries_exhausted");
             } else {
+                metrics::worker(WorkerEvent::Retry, 1);
                 tracing::info!(task = %task.id, attempts, reason = %reason, "task will be retried");
                 if let Err(err) = tasks::release(&ctx.db, &task.id, &settings.worker_id).await {
                     tracing::warn!(task = %task.id, error = %err, "cannot release the task; its lease will expire");
@@ -295,6 +308,15 @@ async fn fail(ctx: &FlowContext, flow: &dyn Flow, task: &Task, reason: &str) {
     }
 }
 
+/// The `method` label of `task`'s import metrics: the import method of an interoperable import,
+/// else the task type (`import` for the legacy tasks API).
+fn import_method(task: &Task) -> &'static str {
+    match task.task_type {
+        TaskType::ApiImageImport => ImportJob::of(task).map_or("unknown", |job| job.method.name()),
+        other => other.as_str(),
+    }
+}
+
 async fn attempts_of(db: &DatabaseConnection, id: &str) -> i32 {
     tasks::attempts(db, id).await.unwrap_or(i32::MAX)
 }
@@ -308,7 +330,10 @@ async fn run_leased(
 ) -> Option<Result<(), FlowError>> {
     let renew = || async {
         match tasks::renew_lease(&ctx.db, &task.id, &settings.worker_id, settings.lease).await {
-            Ok(true) => ControlFlow::Continue(()),
+            Ok(true) => {
+                metrics::worker(WorkerEvent::LeaseRenewal, 1);
+                ControlFlow::Continue(())
+            }
             Ok(false) => ControlFlow::Break(()),
             Err(err) => {
                 tracing::warn!(task = %task.id, error = %err, "lease renewal failed; retrying");
@@ -351,6 +376,7 @@ pub async fn relay_once(
     republish_after: Duration,
 ) -> glint_core::Result<usize> {
     let released = tasks::release_expired_leases(db).await?;
+    metrics::worker(WorkerEvent::Takeover, released);
     if released > 0 {
         tracing::warn!(tasks = released, "released tasks whose worker stopped renewing its lease");
     }

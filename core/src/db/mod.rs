@@ -41,6 +41,29 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<()> {
     Ok(())
 }
 
+/// Connections of `db`'s pool in use and idle; `None` for a connection that is no pool.
+pub fn pool_state(db: &DatabaseConnection) -> Option<(i64, i64)> {
+    use sea_orm::DatabaseConnectionType as Kind;
+    let (size, idle) = match &db.inner {
+        Kind::SqlxPostgresPoolConnection(_) => {
+            let pool = db.get_postgres_connection_pool();
+            (pool.size(), pool.num_idle())
+        }
+        Kind::SqlxMySqlPoolConnection(_) => {
+            let pool = db.get_mysql_connection_pool();
+            (pool.size(), pool.num_idle())
+        }
+        Kind::SqlxSqlitePoolConnection(_) => {
+            let pool = db.get_sqlite_connection_pool();
+            (pool.size(), pool.num_idle())
+        }
+        #[allow(unreachable_patterns)]
+        _ => return None,
+    };
+    let idle = i64::try_from(idle).unwrap_or(i64::MAX);
+    Some((i64::from(size).saturating_sub(idle).max(0), idle))
+}
+
 fn sqlite_path(url: &str) -> Option<&str> {
     let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or(rest);

@@ -20,7 +20,7 @@ use super::repo as images;
 use super::{Action, Image, Ingested, Status};
 use crate::heartbeat::while_ticking;
 use crate::store::{ByteStream, Staging, Store, StoreError, Stores};
-use crate::{Error, Result};
+use crate::{Error, Result, metrics};
 
 const CHANNEL_DEPTH: usize = 4;
 
@@ -290,9 +290,22 @@ pub fn verdict(
     match decided {
         Ok(virtual_size) => Ok(virtual_size.and_then(|v| i64::try_from(v).ok())),
         Err(err) => {
+            metrics::inspection_refused(refusal_reason(&err));
             tracing::warn!(image = %image.id, report = %report.to_json(), "upload refused by format inspection");
             Err(Error::UnsupportedMedia(err.to_string()))
         }
+    }
+}
+
+/// The metrics label of an inspection refusal: one word per kind, never the details.
+fn refusal_reason(err: &glint_formats::FormatError) -> &'static str {
+    use glint_formats::FormatError;
+    match err {
+        FormatError::Mismatch { .. } => "mismatch",
+        FormatError::Unsafe { .. } => "unsafe",
+        FormatError::MultipleFormats { .. } => "multiple_formats",
+        FormatError::Malformed { .. } => "malformed",
+        _ => "other",
     }
 }
 

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
-use super::{ByteStream, Store, StoreError};
+use super::{ByteStream, Store, StoreError, Swept};
 
 /// Bytes per read when streaming a download.
 pub(super) const READ_CHUNK: usize = 256 * 1024;
@@ -140,12 +140,12 @@ const SWEEP_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Removes the partial files in `dir` whose writer is gone: those whose lock can be taken,
 /// and, where the filesystem cannot lock, those not written to for `idle`.
-fn sweep_dir(dir: &Path, idle: std::time::Duration) -> io::Result<usize> {
+fn sweep_dir(dir: &Path, idle: std::time::Duration) -> io::Result<Swept> {
     let started = std::time::Instant::now();
-    let mut removed = 0;
+    let mut removed = Swept::default();
     for entry in std::fs::read_dir(dir)? {
-        if removed >= SWEEP_MAX_REMOVALS || started.elapsed() >= SWEEP_MAX_TIME {
-            tracing::info!(dir = %dir.display(), removed, "sweep budget spent; the next sweep goes on");
+        if removed.files >= SWEEP_MAX_REMOVALS || started.elapsed() >= SWEEP_MAX_TIME {
+            tracing::info!(dir = %dir.display(), removed = removed.files, "sweep budget spent; the next sweep goes on");
             break;
         }
         let entry = entry?;
@@ -154,20 +154,21 @@ fn sweep_dir(dir: &Path, idle: std::time::Duration) -> io::Result<usize> {
         if !(name.starts_with('.') && name.ends_with(".part")) {
             continue;
         }
-        if remove_if_abandoned(&entry.path(), idle)? {
-            removed += 1;
+        if let Some(bytes) = remove_if_abandoned(&entry.path(), idle)? {
+            removed.files += 1;
+            removed.bytes += bytes;
         }
     }
     Ok(removed)
 }
 
-/// Removes the partial file at `path` if it has no live writer; whether it did. The lock
+/// Removes the partial file at `path` if it has no live writer; its size if it did. The lock
 /// taken to tell is held until the file is gone: a writer that has just created it waits on
 /// that lock (see [`create_locked`]) and then finds it removed, never the other way round.
-fn remove_if_abandoned(path: &Path, idle: std::time::Duration) -> io::Result<bool> {
+fn remove_if_abandoned(path: &Path, idle: std::time::Duration) -> io::Result<Option<u64>> {
     let file = match File::open(path) {
         Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
     let abandoned = match file.try_lock() {
@@ -178,10 +179,12 @@ fn remove_if_abandoned(path: &Path, idle: std::time::Duration) -> io::Result<boo
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(e),
     };
+    // Sized under the lock: no writer can add to it any more.
+    let size = if abandoned { file.metadata()?.len() } else { 0 };
     // Gone already: its writer committed it (renamed away) or another sweep took it.
     let removed = abandoned && std::fs::remove_file(path).is_ok();
     drop(file);
-    Ok(removed)
+    Ok(removed.then_some(size))
 }
 
 #[async_trait::async_trait]
@@ -256,7 +259,7 @@ impl Store for FilesystemStore {
     /// up), whatever its age; on a filesystem without locks, once it has not been written to
     /// for `idle` (a live put, on this node or another sharing the directory, keeps its
     /// file's mtime fresh).
-    async fn remove_abandoned(&self, idle: std::time::Duration) -> Result<usize, StoreError> {
+    async fn remove_abandoned(&self, idle: std::time::Duration) -> Result<Swept, StoreError> {
         let dir = self.dir.clone();
         tokio::task::spawn_blocking(move || sweep_dir(&dir, idle))
             .await
@@ -337,7 +340,7 @@ mod tests {
         std::fs::write(dir.path().join(".img.abc.part"), b"x").expect("write");
         std::fs::write(dir.path().join("img2"), b"x").expect("write");
         let removed = store.remove_abandoned(std::time::Duration::from_secs(600)).await.expect("sweep");
-        assert_eq!(removed, 1);
+        assert_eq!(removed, Swept { files: 1, bytes: 1 });
         assert_eq!(listing(dir.path()), ["img2"]);
     }
 
@@ -350,10 +353,10 @@ mod tests {
         writer.lock().expect("lock");
         let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
         writer.set_modified(hour_ago).expect("age");
-        assert_eq!(store.remove_abandoned(std::time::Duration::from_secs(600)).await.expect("sweep"), 0);
+        assert_eq!(store.remove_abandoned(std::time::Duration::from_secs(600)).await.expect("sweep").files, 0);
         assert_eq!(listing(dir.path()), [".img.abc.part"]);
         drop(writer);
-        assert_eq!(store.remove_abandoned(std::time::Duration::from_secs(600)).await.expect("sweep"), 1);
+        assert_eq!(store.remove_abandoned(std::time::Duration::from_secs(600)).await.expect("sweep").files, 1);
         assert!(listing(dir.path()).is_empty());
     }
 
@@ -373,7 +376,7 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         for _ in 0..3 {
-            assert_eq!(store.remove_abandoned(std::time::Duration::ZERO).await.expect("sweep"), 0);
+            assert_eq!(store.remove_abandoned(std::time::Duration::ZERO).await.expect("sweep").files, 0);
             tx.send(Ok(Bytes::from_static(b"data "))).await.expect("send");
         }
         drop(tx);

@@ -3,6 +3,7 @@
 //! A store only moves bytes; hashing, inspection and status changes happen around it
 //! (see [`crate::image::data`]). Stores are chosen at boot and kept by id in [`Stores`].
 
+mod counted;
 mod fs;
 mod s3;
 pub mod scrub;
@@ -63,12 +64,21 @@ pub trait Store: Send + Sync {
     /// Checks that the store can be written to.
     async fn health(&self) -> Result<(), StoreError>;
     /// Removes what writes abandoned by a crashed process left behind, once it has been idle
-    /// for `idle`; returns how many leftovers went. The default suits backends that never
-    /// expose partial writes and clean up on their own (S3: the bucket's lifecycle rule for
-    /// incomplete multipart uploads).
-    async fn remove_abandoned(&self, _idle: std::time::Duration) -> Result<usize, StoreError> {
-        Ok(0)
+    /// for `idle`; returns what went. The default suits backends that never expose partial
+    /// writes and clean up on their own (S3: the bucket's lifecycle rule for incomplete
+    /// multipart uploads).
+    async fn remove_abandoned(&self, _idle: std::time::Duration) -> Result<Swept, StoreError> {
+        Ok(Swept::default())
     }
+}
+
+/// What a sweep of abandoned partial writes removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Leftovers removed.
+    pub files: usize,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 /// How much data may wait between a put's reader and its writer.
@@ -157,7 +167,7 @@ impl Stores {
                     (Arc::new(store), StoreInfo { kind: "s3", description: cfg.description, properties })
                 }
             };
-            stores.by_id.insert(id.clone(), store);
+            stores.by_id.insert(id.clone(), counted::Counted::wrap(&id, store));
             stores.descriptions.insert(id, info);
         }
         // Glance is in multistore mode as soon as `enabled_backends` is set, even to one store.
@@ -167,6 +177,7 @@ impl Stores {
 
     /// Stores from already-opened backends, in single-store mode; `default` must be one of them.
     pub fn new(default: &str, by_id: BTreeMap<String, Arc<dyn Store>>) -> Stores {
+        let by_id = by_id.into_iter().map(|(id, store)| (id.clone(), counted::Counted::wrap(&id, store))).collect();
         Stores { default: default.to_owned(), by_id, descriptions: BTreeMap::new(), multistore: false }
     }
 

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use sea_orm::DatabaseConnection;
 
-use super::{Staging, Stores};
-use crate::Result;
+use super::{Staging, Stores, Swept};
 use crate::image::{Status, locations, repo as images};
+use crate::{Result, metrics};
 
 /// An upload silent for this long belongs to a dead process: its image goes back to `queued`
 /// and its partial bytes are removed. Several heartbeats, so a slow database is no false alarm.
@@ -59,14 +59,29 @@ pub async fn sweep_partial_writes(stores: &Stores, staging: &Staging, idle: Dura
     let partials = stores.all().map(|(id, store)| (id, store.remove_abandoned(idle)));
     for (id, sweep) in partials {
         match sweep.await {
-            Ok(0) => {}
-            Ok(removed) => tracing::info!(store = id, removed, "removed partial data of abandoned uploads"),
+            Ok(Swept { files: 0, .. }) => {}
+            Ok(removed) => {
+                metrics::partial_bytes_swept(id, removed.bytes);
+                tracing::info!(
+                    store = id,
+                    removed = removed.files,
+                    bytes = removed.bytes,
+                    "removed partial data of abandoned uploads"
+                );
+            }
             Err(err) => tracing::warn!(store = id, error = %err, "could not sweep abandoned uploads"),
         }
     }
     match staging.remove_abandoned(idle).await {
-        Ok(0) => {}
-        Ok(removed) => tracing::info!(removed, "removed partial staging data of abandoned stagings"),
+        Ok(Swept { files: 0, .. }) => {}
+        Ok(removed) => {
+            metrics::partial_bytes_swept("staging", removed.bytes);
+            tracing::info!(
+                removed = removed.files,
+                bytes = removed.bytes,
+                "removed partial staging data of abandoned stagings"
+            );
+        }
         Err(err) => tracing::warn!(error = %err, "could not sweep the staging area"),
     }
 }

@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{ByteStream, FilesystemStore, Store, StoreError};
+use super::{ByteStream, FilesystemStore, Store, StoreError, Swept};
 
 /// Staged image data, by image id.
 #[derive(Clone)]
@@ -70,7 +70,7 @@ impl Staging {
     }
 
     /// Removes partial files of writes abandoned by a dead process (see [`Store::remove_abandoned`]).
-    pub async fn remove_abandoned(&self, idle: std::time::Duration) -> Result<usize, StoreError> {
+    pub async fn remove_abandoned(&self, idle: std::time::Duration) -> Result<Swept, StoreError> {
         self.files.remove_abandoned(idle).await
     }
 }

@@ -1,0 +1,52 @@
+//! A store whose failures are counted in `glint_store_errors_total` under its id.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use super::{ByteStream, Store, StoreError, Swept};
+use crate::metrics;
+
+/// `inner`, counting its failures as store `id`'s.
+pub(super) struct Counted {
+    id: String,
+    inner: Arc<dyn Store>,
+}
+
+impl Counted {
+    pub(super) fn wrap(id: &str, inner: Arc<dyn Store>) -> Arc<dyn Store> {
+        Arc::new(Counted { id: id.to_owned(), inner })
+    }
+
+    fn count<T>(&self, operation: &str, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        // A body that broke off or went past the cap is the client's doing, not the store's.
+        if let Err(err) = &result
+            && !matches!(err, StoreError::Source(_) | StoreError::TooLarge(_))
+        {
+            metrics::store_error(&self.id, operation);
+        }
+        result
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for Counted {
+    async fn put(&self, image_id: &str, data: ByteStream, cap: u64) -> Result<String, StoreError> {
+        self.count("put", self.inner.put(image_id, data, cap).await)
+    }
+
+    async fn get(&self, location: &str, range: Option<Range<u64>>) -> Result<ByteStream, StoreError> {
+        self.count("get", self.inner.get(location, range).await)
+    }
+
+    async fn delete(&self, location: &str) -> Result<(), StoreError> {
+        self.count("delete", self.inner.delete(location).await)
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        self.count("health", self.inner.health().await)
+    }
+
+    async fn remove_abandoned(&self, idle: std::time::Duration) -> Result<Swept, StoreError> {
+        self.count("sweep", self.inner.remove_abandoned(idle).await)
+    }
+}
