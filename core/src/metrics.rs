@@ -2,8 +2,9 @@
 //! exposition for `GET /metrics`.
 //!
 //! Recording is a hash lookup and an atomic add, cheap enough for every request. Counters live
-//! for the process; what the database knows (tasks by state, the outbox) is read when scraped,
-//! so every process that serves `/metrics` reports it and none has to keep it in sync.
+//! for the process; what the database knows (tasks by state, the outbox) and the pool's state
+//! are read when scraped, so every process that serves `/metrics` reports them and none has to
+//! keep them in sync.
 //! Label values come from small fixed sets (route templates, store ids, reasons), never from
 //! ids or raw paths, so the number of series stays bounded.
 //!
@@ -14,10 +15,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
 use sea_orm::DatabaseConnection;
 
 use crate::Result;
@@ -76,10 +74,6 @@ struct Families {
     token_cache_misses: IntCounter,
     inspection_refusals: IntCounterVec,
     partial_bytes_swept: IntCounterVec,
-    tasks: IntGaugeVec,
-    outbox_backlog: IntGauge,
-    outbox_oldest_age: Gauge,
-    db_pool: IntGaugeVec,
 }
 
 /// Seconds, from 5 ms (a cached metadata read) to 10 s.
@@ -107,11 +101,6 @@ impl Families {
             let counter = IntCounter::new(name, help).expect("valid counter");
             registry.register(Box::new(counter.clone())).expect("unique counter");
             counter
-        };
-        let gauge = |name: &str, help: &str, labels: &[&str]| {
-            let family = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");
-            registry.register(Box::new(family.clone())).expect("unique gauge");
-            family
         };
         Families {
             http_requests: counter(
@@ -187,30 +176,6 @@ impl Families {
                 "glint_partial_bytes_swept_total",
                 "Bytes of partial writes of dead processes removed, by store id (or staging).",
                 &["store"],
-            ),
-            tasks: gauge("glint_tasks", "Tasks not yet finished, by status (read from the database).", &["status"]),
-            outbox_backlog: {
-                let gauge = IntGauge::new(
-                    "glint_outbox_backlog",
-                    "Pending tasks whose wake-up the broker has not confirmed (read from the database).",
-                )
-                .expect("valid gauge");
-                registry.register(Box::new(gauge.clone())).expect("unique gauge");
-                gauge
-            },
-            outbox_oldest_age: {
-                let gauge = Gauge::new(
-                    "glint_outbox_oldest_unpublished_age_seconds",
-                    "Age of the oldest pending task whose wake-up is unconfirmed; 0 when there is none.",
-                )
-                .expect("valid gauge");
-                registry.register(Box::new(gauge.clone())).expect("unique gauge");
-                gauge
-            },
-            db_pool: gauge(
-                "glint_db_pool_connections",
-                "Database pool connections, by state (in_use, idle).",
-                &["state"],
             ),
             registry,
         }
@@ -297,22 +262,16 @@ pub fn partial_bytes_swept(store: &str, bytes: u64) {
     families().partial_bytes_swept.with_label_values(&[store]).inc_by(bytes);
 }
 
-/// Every family in the Prometheus text format, after reading what the database knows.
+/// Every family in the Prometheus text format, with what the database knows read now.
 pub async fn render(db: &DatabaseConnection) -> Result<String> {
-    let f = families();
-    let snapshot = scrape::read(db).await?;
-    for (status, count) in snapshot.tasks {
-        f.tasks.with_label_values(&[status]).set(count);
-    }
-    f.outbox_backlog.set(snapshot.outbox_backlog);
-    f.outbox_oldest_age.set(snapshot.outbox_oldest_age.as_secs_f64());
-    if let Some((in_use, idle)) = snapshot.pool {
-        f.db_pool.with_label_values(&["in_use"]).set(in_use);
-        f.db_pool.with_label_values(&["idle"]).set(idle);
-    }
+    let encoding = |e: prometheus::Error| crate::Error::Internal(format!("encoding metrics: {e}"));
+    // The database's values go into a registry of this scrape's own, so that concurrent
+    // scrapes (of different databases, in tests) never see each other's.
+    let from_database = scrape::read(db).await?.registry().map_err(encoding)?;
+    let mut gathered = families().registry.gather();
+    gathered.extend(from_database.gather());
+    gathered.sort_by(|a, b| a.name().cmp(b.name()));
     let mut out = Vec::new();
-    TextEncoder::new()
-        .encode(&f.registry.gather(), &mut out)
-        .map_err(|e| crate::Error::Internal(format!("encoding metrics: {e}")))?;
+    TextEncoder::new().encode(&gathered, &mut out).map_err(encoding)?;
     String::from_utf8(out).map_err(|e| crate::Error::Internal(format!("encoding metrics: {e}")))
 }

@@ -5,12 +5,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use glint_core::task::repo as tasks;
+use glint_core::task::{Task, TaskStatus, TaskType};
 use serde_json::{Value, json};
 
-use crate::support::cluster::SlowServer;
+use crate::support::cluster::{Cluster, SlowServer, Spec};
 use crate::support::server::Server;
+use crate::support::{TestApp, on_every_database};
 
 const MIB: usize = 1 << 20;
+
+on_every_database!(idle; tasks_by_state_and_the_outbox_are_read_from_the_database_at_scrape_time);
 
 /// One scrape: every sample by metric name and label set.
 struct Scrape {
@@ -193,6 +198,67 @@ async fn imports_are_counted_by_method_and_outcome_and_running_tasks_by_state() 
     }
     assert_eq!(after.value("glint_outbox_backlog", &[]), 0.0);
     assert_eq!(after.value("glint_outbox_oldest_unpublished_age_seconds", &[]), 0.0);
+}
+
+/// Three tasks recorded a day ago and never published; one claimed since.
+async fn tasks_by_state_and_the_outbox_are_read_from_the_database_at_scrape_time(app: TestApp) {
+    let day_ago = glint_core::db::now() - chrono::Duration::days(1);
+    for n in 1..=3 {
+        let task = Task {
+            id: format!("aaaaaaaa-0000-4000-8000-00000000000{n}"),
+            task_type: TaskType::ApiImageImport,
+            status: TaskStatus::Pending,
+            owner: "p1".into(),
+            expires_at: None,
+            image_id: None,
+            request_id: None,
+            user_id: None,
+            created_at: day_ago,
+            updated_at: day_ago,
+            input: Some(json!({})),
+            result: None,
+            message: String::new(),
+        };
+        tasks::insert(&app.db, &task).await.expect("insert");
+    }
+    let claimed = tasks::claim(&app.db, "aaaaaaaa-0000-4000-8000-000000000001", "w1", Duration::from_secs(60)).await;
+    assert!(claimed.expect("claim").is_some());
+
+    let response = app.get("/metrics").await;
+    assert_eq!(response.status(), 200);
+    let scraped = Scrape::parse(response.text().await.expect("body"));
+    assert_eq!(scraped.value("glint_tasks", &[("status", "pending")]), 2.0, "{}", scraped.text);
+    assert_eq!(scraped.value("glint_tasks", &[("status", "processing")]), 1.0);
+    assert_eq!(scraped.value("glint_outbox_backlog", &[]), 2.0);
+    let age = scraped.value("glint_outbox_oldest_unpublished_age_seconds", &[]);
+    assert!((86_400.0..86_500.0).contains(&age), "oldest unpublished task is {age} s old");
+    assert!(scraped.value("glint_db_pool_connections", &[("state", "idle")]) >= 0.0);
+    assert!(scraped.text.contains("glint_db_pool_connections{state=\"in_use\"}"), "{}", scraped.text);
+}
+
+#[tokio::test]
+async fn a_worker_process_serves_its_own_metrics_on_metrics_bind() {
+    let Some(cluster) = Cluster::start(Spec { apis: 1, workers: 1, ..Spec::default() }).await else { return };
+    let id = cluster.create_image(0, &json!({"disk_format": "raw", "container_format": "bare"})).await;
+    cluster.stage(0, &id, vec![3u8; 100_000]).await;
+    let accepted = cluster.import(0, &id, &json!({"method": {"name": "glance-direct"}})).await;
+    assert_eq!(accepted.expect("import").status(), 202);
+    cluster.wait_active(&id, Duration::from_secs(30)).await;
+
+    let read = |url: String| {
+        let http = cluster.http.clone();
+        async move { Scrape::parse(http.get(url).send().await.expect("scrape").text().await.expect("body")) }
+    };
+    let glance_direct = [("method", "glance-direct")];
+    let worker = read(cluster.worker_metrics_url(0)).await;
+    assert_eq!(worker.value("glint_import_tasks_succeeded_total", &glance_direct), 1.0, "{}", worker.text);
+    assert_eq!(worker.value("glint_worker_claims_total", &[]), 1.0);
+    assert_eq!(worker.value("glint_tasks", &[("status", "processing")]), 0.0);
+    // The API counts what it served and runs no task.
+    let api = read(format!("{}/metrics", cluster.url(0))).await;
+    assert_eq!(api.value("glint_image_data_bytes_total", &[("flow", "staged")]), 100_000.0);
+    assert_eq!(api.value("glint_import_tasks_succeeded_total", &glance_direct), 0.0);
+    assert_eq!(worker.value("glint_image_data_bytes_total", &[("flow", "staged")]), 0.0);
 }
 
 #[tokio::test]

@@ -128,32 +128,45 @@ async fn image_status(server: &Server, id: &str) -> String {
     image["status"].as_str().expect("status").to_owned()
 }
 
-fn store_files(server: &Server) -> Vec<String> {
-    let dir = server.dir().join("data/images");
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
+fn files_in(server: &Server, dir: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(server.dir().join(dir))
         .map(|entries| entries.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
     names.sort();
     names
 }
 
-#[tokio::test]
-async fn an_upload_body_that_stops_sending_times_out_and_the_image_is_queued_with_nothing_kept() {
-    let server = Server::start_with(&limits(&[("body_idle_timeout", "1")]));
-    let id = create_image(&server).await;
-    let mut stream = TcpStream::connect(address(&server)).await.expect("connect");
+/// Sends the head of a 1 MiB `PUT {path}` and 64 KiB of its body, then nothing; returns the
+/// status line of the answer.
+async fn stalled_put(server: &Server, path: &str) -> String {
+    let mut stream = TcpStream::connect(address(server)).await.expect("connect");
     let head = format!(
-        "PUT /v2/images/{id}/file HTTP/1.1\r\nHost: glint\r\nContent-Type: application/octet-stream\r\n\
+        "PUT {path} HTTP/1.1\r\nHost: glint\r\nContent-Type: application/octet-stream\r\n\
          Content-Length: {}\r\n\r\n",
         1 << 20
     );
     stream.write_all(head.as_bytes()).await.expect("head");
     stream.write_all(&[5u8; 64 * 1024]).await.expect("the first part of the body");
     let response = read_until_closed(&mut stream, Duration::from_secs(10)).await.expect("an answer within 10 s");
-    let status = String::from_utf8_lossy(&response).lines().next().unwrap_or_default().to_owned();
-    assert_eq!(status, "HTTP/1.1 408 Request Timeout");
+    String::from_utf8_lossy(&response).lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn an_upload_body_that_stops_sending_times_out_and_the_image_is_queued_with_nothing_kept() {
+    let server = Server::start_with(&limits(&[("body_idle_timeout", "1")]));
+    let id = create_image(&server).await;
+    assert_eq!(stalled_put(&server, &format!("/v2/images/{id}/file")).await, "HTTP/1.1 408 Request Timeout");
     assert_eq!(image_status(&server, &id).await, "queued");
-    assert_eq!(store_files(&server), Vec::<String>::new(), "partial data left behind");
+    assert_eq!(files_in(&server, "data/images"), Vec::<String>::new(), "partial data left behind");
+}
+
+#[tokio::test]
+async fn a_stage_body_that_stops_sending_times_out_and_the_image_is_queued_with_nothing_staged() {
+    let server = Server::start_with(&limits(&[("body_idle_timeout", "1")]));
+    let id = create_image(&server).await;
+    assert_eq!(stalled_put(&server, &format!("/v2/images/{id}/stage")).await, "HTTP/1.1 408 Request Timeout");
+    assert_eq!(image_status(&server, &id).await, "queued");
+    assert_eq!(files_in(&server, "data/staging"), Vec::<String>::new(), "partial data left behind");
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::io::Read;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::broker;
-use super::server::{Node, Role, run_to_completion};
+use super::server::{Node, Role, free_loopback_port, run_to_completion};
 use super::{Backend, TestDatabase};
 
 /// Any token does: the APIs run in no-auth mode and ignore it.
@@ -98,6 +99,7 @@ pub struct Cluster {
     pub apis: Vec<Node>,
     /// The `glint worker` processes.
     pub workers: Vec<Node>,
+    worker_metrics: Vec<SocketAddr>,
     db: DatabaseConnection,
     /// An HTTP client for the APIs (60 s timeout).
     pub http: reqwest::Client,
@@ -150,8 +152,16 @@ impl Cluster {
         let apis = (0..spec.apis)
             .map(|i| Node::start(Role::Api, &format!("api-{i}"), &root.join(format!("api-{i}")), &config))
             .collect();
-        let workers = (0..spec.workers)
-            .map(|i| Node::start(Role::Worker, &format!("worker-{i}"), &root.join(format!("worker-{i}")), &config))
+        // A worker has no API port: its metrics have a listener of their own.
+        let worker_metrics: Vec<SocketAddr> = (0..spec.workers).map(|_| free_loopback_port()).collect();
+        let workers = worker_metrics
+            .iter()
+            .enumerate()
+            .map(|(i, metrics)| {
+                let mut config = config.clone();
+                config.push(("GLINT__METRICS__BIND".to_owned(), metrics.to_string()));
+                Node::start(Role::Worker, &format!("worker-{i}"), &root.join(format!("worker-{i}")), &config)
+            })
             .collect();
         let url = config.iter().find(|(k, _)| k == "GLINT__DATABASE__URL").map(|(_, v)| v.clone()).unwrap_or_default();
         let db = Database::connect(url).await.expect("connect to the cluster's database");
@@ -160,6 +170,7 @@ impl Cluster {
         Some(Cluster {
             apis,
             workers,
+            worker_metrics,
             db,
             http,
             root,
@@ -169,6 +180,11 @@ impl Cluster {
             _leftovers: leftovers,
             _broker: guard,
         })
+    }
+
+    /// The `GET /metrics` URL of worker `i`.
+    pub fn worker_metrics_url(&self, i: usize) -> String {
+        format!("http://{}/metrics", self.worker_metrics[i])
     }
 
     /// The root URL of API `i`.

@@ -349,7 +349,7 @@ enum Failure {
 }
 
 /// A loopback port nobody listens on right now.
-fn free_loopback_port() -> SocketAddr {
+pub fn free_loopback_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a probe socket on 127.0.0.1");
     listener.local_addr().expect("probe socket address")
 }
