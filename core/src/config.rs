@@ -217,6 +217,8 @@ pub struct ImagesConfig {
     /// Show the URL of an image's first live location as `direct_url` (Glance's
     /// `show_image_direct_url`); hidden by default for the same reason.
     pub show_image_direct_url: bool,
+    /// Most locations per image; negative = no limit (Glance's `image_location_quota`).
+    pub image_location_quota: i64,
 }
 
 impl Default for ImagesConfig {
@@ -234,6 +236,7 @@ impl Default for ImagesConfig {
             require_image_format_match: true,
             show_multiple_locations: false,
             show_image_direct_url: false,
+            image_location_quota: 10,
         }
     }
 }
@@ -268,6 +271,18 @@ pub enum BackendConfig {
     },
     /// A bucket of Amazon S3 or an S3-compatible service (Ceph RGW, MinIO, SeaweedFS).
     S3(S3Config),
+    /// Read-only: image data that stays on a web server, added as an http(s) location and
+    /// streamed from there on download (Glance's `http` store). Never written, and removing
+    /// a location only forgets it.
+    Http {
+        /// Shown in /v2/info/stores.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+        /// Which location URLs are accepted and followed: the filter of `[import.filtering]`,
+        /// with its defaults (public addresses, ports 80 and 443, redirects checked again).
+        #[serde(default)]
+        filtering: FilteringConfig,
+    },
 }
 
 /// `type = "s3"`: one object per image, `<prefix>/<image id>`, in one bucket.
@@ -558,6 +573,12 @@ impl Config {
                 self.storage.default
             )));
         }
+        if matches!(self.storage.backends.get(&self.storage.default), Some(BackendConfig::Http { .. })) {
+            return Err(Error::Config(format!(
+                "storage.default = \"{}\" is an http store, which is read-only",
+                self.storage.default
+            )));
+        }
         if self.auth.mode == AuthMode::Noauth
             && !self.server.bind.ip().is_loopback()
             && !self.auth.allow_noauth_on_non_loopback
@@ -658,6 +679,17 @@ mod tests {
         config.server.bind = SocketAddr::from(([0, 0, 0, 0], 9292));
         config.validate().expect("keystone may listen anywhere");
         assert!(!format!("{config:?}").contains("pa55word"));
+    }
+
+    #[test]
+    fn an_http_store_cannot_be_the_default() {
+        let mut config = Config::default();
+        config
+            .storage
+            .backends
+            .insert("local".into(), BackendConfig::Http { description: None, filtering: FilteringConfig::default() });
+        let err = config.validate().expect_err("read-only default");
+        assert!(err.to_string().contains("read-only"), "{err}");
     }
 
     #[test]

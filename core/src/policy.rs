@@ -101,3 +101,17 @@ pub fn check_visibility(ctx: &RequestContext, owner: Option<&str>, visibility: V
 pub fn check_owner_change(ctx: &RequestContext) -> Result<()> {
     if ctx.is_admin { Ok(()) } else { Err(Error::Forbidden("Owner can't be updated by non admin.".into())) }
 }
+
+/// `set_image_location` (PATCH add or replace on `/locations`): admin or owner-member.
+pub fn check_set_location(ctx: &RequestContext, image: &Image) -> Result<()> {
+    check_modify(ctx, image, "set_image_location")
+}
+
+/// `delete_image_location` (PATCH remove on `/locations`): admins only.
+pub fn check_remove_location(ctx: &RequestContext) -> Result<()> {
+    if ctx.is_admin {
+        Ok(())
+    } else {
+        Err(Error::Forbidden("You are not authorized to complete delete_image_location action.".into()))
+    }
+}

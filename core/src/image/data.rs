@@ -173,6 +173,9 @@ pub async fn upload(
 ) -> Result<()> {
     let store_id = how.store.unwrap_or(stores.default_id());
     let store = stores.get(store_id).ok_or_else(|| Error::BadRequest(format!("Store {store_id} is not available")))?;
+    if !store.writable() {
+        return Err(Error::BadRequest(format!("Store {store_id} is read-only")));
+    }
     image.status.next(Action::Upload)?;
     image.check_formats_for_data()?;
     if let Some(expected) = how.expected_size.filter(|e| *e > how.cap) {

@@ -271,7 +271,7 @@ impl Importer<'_> {
         }
         let copying = request.method == Method::CopyImage;
         let wanted: Vec<String> = if request.all_stores {
-            let all = self.stores.all().map(|(id, _)| id.to_owned());
+            let all = self.stores.all().filter(|(_, store)| store.writable()).map(|(id, _)| id.to_owned());
             all.filter(|id| !(copying && image.stores.contains(id))).collect()
         } else if let Some(stores) = &request.stores {
             stores.clone()
@@ -281,8 +281,12 @@ impl Importer<'_> {
             vec![self.stores.default_id().to_owned()]
         };
         for id in &wanted {
-            if self.stores.get(id).is_none() {
-                return Err(Error::Conflict(format!("Unknown store '{id}'")));
+            match self.stores.get(id) {
+                None => return Err(Error::Conflict(format!("Unknown store '{id}'"))),
+                Some(store) if !store.writable() => {
+                    return Err(Error::BadRequest(format!("Store {id} is read-only")));
+                }
+                Some(_) => {}
             }
             if copying && image.stores.contains(id) {
                 return Err(Error::BadRequest(format!("Image is already present at store '{id}'")));

@@ -140,6 +140,13 @@ pub async fn update(db: &DatabaseConnection, before: &Image, after: &Image) -> R
             .col_expr(image::Column::DiskFormat, Expr::value(after.disk_format.clone()))
             .col_expr(image::Column::ContainerFormat, Expr::value(after.container_format.clone()))
             .col_expr(image::Column::Owner, Expr::value(after.owner.clone()))
+            // Read-only for clients: only a location change (the first one activating a
+            // queued image) moves these.
+            .col_expr(image::Column::Status, Expr::value(after.status.as_str()))
+            .col_expr(image::Column::Size, Expr::value(after.size))
+            .col_expr(image::Column::Checksum, Expr::value(after.checksum.clone()))
+            .col_expr(image::Column::OsHashAlgo, Expr::value(after.os_hash_algo.clone()))
+            .col_expr(image::Column::OsHashValue, Expr::value(after.os_hash_value.clone()))
             .col_expr(image::Column::UpdatedAt, Expr::value(updated_at))
             .filter(image::Column::Id.eq(&before.id))
             .filter(image::Column::Deleted.eq(false))
@@ -173,14 +180,33 @@ pub async fn update(db: &DatabaseConnection, before: &Image, after: &Image) -> R
                 .await?;
         }
         insert_tags(txn, &before.id, after.tags.difference(&before.tags)).await?;
-        Ok(())
+        save_locations(txn, before, after).await
     })
     .await?;
 
     let mut saved = after.clone();
-    saved.status = before.status;
     saved.updated_at = updated_at;
+    saved.locations = super::locations::active(db, &before.id).await?;
+    saved.stores = saved.locations.iter().filter_map(|l| l.store.clone()).collect();
     Ok(saved)
+}
+
+/// The location rows a patch changed: kept ones (same id) may have new metadata, new ones
+/// (id 0) are inserted, and those gone are marked for removal of their data.
+async fn save_locations(txn: &impl ConnectionTrait, before: &Image, after: &Image) -> Result<()> {
+    for old in &before.locations {
+        match after.locations.iter().find(|l| l.id == old.id) {
+            None => super::locations::mark_one_for_deletion(txn, old.id).await?,
+            Some(kept) if kept.metadata != old.metadata => {
+                super::locations::set_metadata(txn, old.id, &kept.metadata).await?;
+            }
+            Some(_) => {}
+        }
+    }
+    for new in after.locations.iter().filter(|l| l.id == 0) {
+        super::locations::insert_with_metadata(txn, &before.id, &new.url, new.metadata.clone()).await?;
+    }
+    Ok(())
 }
 
 /// Moves image `id` from status `from` to `to` if nobody moved it first (409 otherwise).
