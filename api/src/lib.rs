@@ -10,6 +10,7 @@ mod images;
 mod import;
 mod info;
 mod list;
+mod locations;
 mod members;
 mod metadefs;
 mod router;

@@ -219,6 +219,14 @@ pub struct ImagesConfig {
     pub show_image_direct_url: bool,
     /// Most locations per image; negative = no limit (Glance's `image_location_quota`).
     pub image_location_quota: i64,
+    /// Compute the checksum and hash of the data behind a location added with
+    /// `POST /v2/images/{id}/locations`, in a task run by the workers, and check them against
+    /// the request's `validation_data` (Glance's `do_secure_hash`). When false the
+    /// `validation_data` given is recorded as is.
+    pub do_secure_hash: bool,
+    /// Attempts at reading a location's data to hash it before the task gives up (Glance's
+    /// `http_retries`).
+    pub http_retries: u32,
 }
 
 impl Default for ImagesConfig {
@@ -237,6 +245,8 @@ impl Default for ImagesConfig {
             show_multiple_locations: false,
             show_image_direct_url: false,
             image_location_quota: 10,
+            do_secure_hash: true,
+            http_retries: 3,
         }
     }
 }

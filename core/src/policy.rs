@@ -115,3 +115,26 @@ pub fn check_remove_location(ctx: &RequestContext) -> Result<()> {
         Err(Error::Forbidden("You are not authorized to complete delete_image_location action.".into()))
     }
 }
+
+/// Glance's `service_api` rule: the `service` role (other services' tokens) or an admin.
+pub fn is_service(ctx: &RequestContext) -> bool {
+    ctx.is_admin || ctx.has_role("service")
+}
+
+/// `add_image_location` (`POST /v2/images/{id}/locations`): a service, or owner-member.
+pub fn check_add_location(ctx: &RequestContext, image: &Image) -> Result<()> {
+    if is_service(ctx) || (ctx.has_role("member") && ctx.owns(image.owner.as_deref())) {
+        Ok(())
+    } else {
+        Err(Error::Forbidden("You are not authorized to complete add_image_location action.".into()))
+    }
+}
+
+/// `fetch_image_location` (`GET /v2/images/{id}/locations`): services only.
+pub fn check_fetch_locations(ctx: &RequestContext) -> Result<()> {
+    if is_service(ctx) {
+        Ok(())
+    } else {
+        Err(Error::Forbidden("You are not authorized to complete fetch_image_location action.".into()))
+    }
+}

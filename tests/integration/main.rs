@@ -18,6 +18,7 @@ mod images_show;
 mod import_e2e;
 mod imports;
 mod keystone;
+mod location_api;
 mod location_changes;
 mod locations;
 mod logs;

@@ -4,6 +4,7 @@ mod create;
 pub mod data;
 mod delete;
 pub mod import;
+pub mod location_import;
 pub mod location_rules;
 pub mod locations;
 mod patch;

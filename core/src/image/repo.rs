@@ -581,3 +581,33 @@ pub(super) async fn assemble(db: &impl ConnectionTrait, rows: Vec<image::Model>)
         })
         .collect()
 }
+
+/// What a `location_import` task found out about the data behind the location.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Located {
+    /// Bytes at the location.
+    pub size: i64,
+    /// md5, when hashed.
+    pub checksum: Option<String>,
+    /// `os_hash_algo` and `os_hash_value`, when hashed or given.
+    pub hash: Option<(String, String)>,
+}
+
+/// Makes image `id` active from `importing` with the data found at its new location; false
+/// when the image is no longer `importing` (nothing written).
+pub async fn activate_located(db: &impl ConnectionTrait, id: &str, located: &Located) -> Result<bool> {
+    let (algo, value) = located.hash.clone().unzip();
+    let result = image::Entity::update_many()
+        .col_expr(image::Column::Status, Expr::value(Status::Active.as_str()))
+        .col_expr(image::Column::Size, Expr::value(located.size))
+        .col_expr(image::Column::Checksum, Expr::value(located.checksum.clone()))
+        .col_expr(image::Column::OsHashAlgo, Expr::value(algo))
+        .col_expr(image::Column::OsHashValue, Expr::value(value))
+        .col_expr(image::Column::UpdatedAt, Expr::value(now()))
+        .filter(image::Column::Id.eq(id))
+        .filter(image::Column::Deleted.eq(false))
+        .filter(image::Column::Status.eq(Status::Importing.as_str()))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
