@@ -677,16 +677,19 @@ mod tests {
                 Ok(n) => request.extend_from_slice(&buf[..n]),
             }
             // Not HTTP (a TLS ClientHello): answer in plain HTTP and hang up, as a server would.
-            if !request.starts_with(b"GET ") {
+            if !request.starts_with(b"GET ") && !request.starts_with(b"HEAD ") {
                 socket.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await.ok();
                 return;
             }
         }
         let request = String::from_utf8_lossy(&request);
+        let head = request.starts_with("HEAD ");
         let path = request.split(' ').nth(1).unwrap_or("/").to_owned();
         let reply = |status: &str, headers: &str, body: &[u8]| {
             let mut out = format!("HTTP/1.1 {status}\r\nConnection: close\r\n{headers}\r\n").into_bytes();
-            out.extend_from_slice(body);
+            if !head {
+                out.extend_from_slice(body);
+            }
             out
         };
         let hundred = [b'x'; 100];
@@ -718,6 +721,30 @@ mod tests {
             reply("404 Not Found", "Content-Length: 0\r\n", b"")
         };
         socket.write_all(&out).await.ok();
+    }
+
+    #[tokio::test]
+    async fn size_is_the_content_length_of_a_head_request_after_allowed_redirects() {
+        let port = serve().await;
+        let f = fetcher(&local(port));
+        assert_eq!(f.size(&format!("http://127.0.0.1:{port}/redirect/2")).await.expect("size"), 5);
+        assert!(matches!(f.size(&format!("http://127.0.0.1:{port}/missing")).await, Err(FetchError::Status(404, _))));
+        let elsewhere = fetcher(&FilteringConfig { allowed_ports: vec![port + 1], ..local(port) });
+        assert!(matches!(elsewhere.size(&format!("http://127.0.0.1:{port}/ok")).await, Err(FetchError::Refused(_))));
+    }
+
+    #[tokio::test]
+    async fn a_range_is_cut_out_of_a_whole_body_when_the_server_ignores_it() {
+        let port = serve().await;
+        let f = fetcher(&local(port));
+        let url = format!("http://127.0.0.1:{port}/big");
+        let part = read(f.get_range(&url, Some(10..13)).await.expect("range")).await.expect("body");
+        assert_eq!(part, b"xxx");
+        let whole = read(f.get_range(&format!("http://127.0.0.1:{port}/ok"), None).await.expect("get")).await;
+        assert_eq!(whole.expect("body"), b"hello");
+        let chunks = futures_util::stream::iter([&b"0123"[..], b"4567", b"89"].map(|c| Ok(Bytes::from_static(c))));
+        let sliced = read(slice(Box::pin(chunks), 3..9)).await.expect("slice");
+        assert_eq!(sliced, b"345678");
     }
 
     #[tokio::test]
