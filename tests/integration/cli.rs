@@ -810,6 +810,27 @@ fn glance_location_add_update_and_delete() {
     assert!(c.read("from-web.raw") == disk(), "the data streamed from the web server differs");
 }
 
+#[test]
+fn glance_add_location_runs_a_location_import_task() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let Some((c, url, _)) = clients_with_a_web_store(&runtime) else { return };
+    let created =
+        properties(&c.glance(&["image-create", "--disk-format", "raw", "--container-format", "bare"]).success().stdout);
+    let id = prop(&created, "id").to_owned();
+    let validation = format!(r#"{{"os_hash_algo": "sha512", "os_hash_value": "{}"}}"#, "0".repeat(128));
+    // A hash that does not match: the task fails and the image stays queued, ready for another try.
+    c.glance(&["add-location", "--url", &url, "--validation-data", &validation, &id]).success();
+    let deadline = Instant::now() + IMPORT_DEADLINE;
+    while text(&c.openstack_json(&["image", "task", "list"])[0], "Status") != "failure" {
+        assert!(Instant::now() < deadline, "the location task did not fail");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(prop(&c.glance_show(&id), "status"), "queued");
+    c.glance(&["add-location", "--url", &url, &id]).success();
+    let image = c.wait_active(&id);
+    assert_eq!(text(&image["properties"], "os_hash_value"), DISK_SHA512);
+}
+
 /// openstacksdk's API 2.17 calls: `add_image_location` on the image argv[2] with the url
 /// argv[3] and the sha512 argv[4] as validation data, or (argv[3] = "list") the urls
 /// `image_locations` lists, one a line. argv[1] is the endpoint.
