@@ -109,7 +109,7 @@ pub async fn update(
     }
     let mut after = before.clone();
     image::apply_patch(&mut after, ops, dialect, &ctx, &state.config.images, &state.validator)?;
-    let saved = repo::update(&state.db, &before, &after).await?;
+    let saved = image::location_rules::save(&state.db, &state.stores, &before, after).await?;
     Ok(Json(view::ImageView::new(&state, &ctx).render(&saved)))
 }
 

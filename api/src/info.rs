@@ -26,6 +26,10 @@ fn stores(state: &AppState, detail: bool) -> Result<Json<Value>, ApiError> {
             if id == state.stores.default_id() {
                 store.insert("default".into(), json!("true"));
             }
+            // Glance's flag for its read-only http store.
+            if info.is_some_and(|i| i.kind == "http") {
+                store.insert("read-only".into(), json!("true"));
+            }
             if detail {
                 store.insert("type".into(), json!(info.map_or("file", |i| i.kind)));
                 store.insert("weight".into(), json!(0));

@@ -11,6 +11,7 @@ mod images;
 mod import;
 mod info;
 mod list;
+mod locations;
 mod members;
 mod metadefs;
 pub mod metrics;

@@ -11,7 +11,8 @@ use crate::metadefs::{
     self, objects as md_objects, properties as md_properties, resource_types as md_types, tags as md_tags,
 };
 use crate::{
-    AppState, actions, context, image_data, images, import, info, members, metrics, schemas, stores, tags, tasks,
+    AppState, actions, context, image_data, images, import, info, locations, members, metrics, schemas, stores, tags,
+    tasks,
     versions,
 };
 
@@ -31,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/images/{id}/file", resource(get(image_data::download).put(image_data::upload), "GET, PUT"))
         .route("/v2/images/{id}/stage", resource(put(import::stage), "PUT"))
         .route("/v2/images/{id}/import", resource(post(import::import), "POST"))
+        .route("/v2/images/{id}/locations", resource(get(locations::list).post(locations::add), "GET, POST"))
         .route("/v2/info/import", resource(get(import::info), "GET"))
         .route("/v2/images/{id}/members", resource(get(members::list).post(members::add), "GET, POST"))
         .route(

@@ -269,6 +269,16 @@ pub struct ImagesConfig {
     /// Show the URL of an image's first live location as `direct_url` (Glance's
     /// `show_image_direct_url`); hidden by default for the same reason.
     pub show_image_direct_url: bool,
+    /// Most locations per image; negative = no limit (Glance's `image_location_quota`).
+    pub image_location_quota: i64,
+    /// Compute the checksum and hash of the data behind a location added with
+    /// `POST /v2/images/{id}/locations`, in a task run by the workers, and check them against
+    /// the request's `validation_data` (Glance's `do_secure_hash`). When false the
+    /// `validation_data` given is recorded as is.
+    pub do_secure_hash: bool,
+    /// Attempts at reading a location's data to hash it before the task gives up (Glance's
+    /// `http_retries`).
+    pub http_retries: u32,
 }
 
 impl Default for ImagesConfig {
@@ -286,6 +296,9 @@ impl Default for ImagesConfig {
             require_image_format_match: true,
             show_multiple_locations: false,
             show_image_direct_url: false,
+            image_location_quota: 10,
+            do_secure_hash: true,
+            http_retries: 3,
         }
     }
 }
@@ -320,6 +333,18 @@ pub enum BackendConfig {
     },
     /// A bucket of Amazon S3 or an S3-compatible service (Ceph RGW, MinIO, SeaweedFS).
     S3(S3Config),
+    /// Read-only: image data that stays on a web server, added as an http(s) location and
+    /// streamed from there on download (Glance's `http` store). Never written, and removing
+    /// a location only forgets it.
+    Http {
+        /// Shown in /v2/info/stores.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+        /// Which location URLs are accepted and followed: the filter of `[import.filtering]`,
+        /// with its defaults (public addresses, ports 80 and 443, redirects checked again).
+        #[serde(default)]
+        filtering: FilteringConfig,
+    },
 }
 
 /// `type = "s3"`: one object per image, `<prefix>/<image id>`, in one bucket.
@@ -610,6 +635,12 @@ impl Config {
                 self.storage.default
             )));
         }
+        if matches!(self.storage.backends.get(&self.storage.default), Some(BackendConfig::Http { .. })) {
+            return Err(Error::Config(format!(
+                "storage.default = \"{}\" is an http store, which is read-only",
+                self.storage.default
+            )));
+        }
         if self.auth.mode == AuthMode::Noauth
             && !self.server.bind.ip().is_loopback()
             && !self.auth.allow_noauth_on_non_loopback
@@ -746,6 +777,17 @@ mod tests {
         config.metrics.allow_non_loopback = true;
         assert!(config.validate().is_ok());
         assert!(config.metrics.on_api_port("10.0.0.1:9292".parse().expect("addr")));
+    }
+
+    #[test]
+    fn an_http_store_cannot_be_the_default() {
+        let mut config = Config::default();
+        config
+            .storage
+            .backends
+            .insert("local".into(), BackendConfig::Http { description: None, filtering: FilteringConfig::default() });
+        let err = config.validate().expect_err("read-only default");
+        assert!(err.to_string().contains("read-only"), "{err}");
     }
 
     #[test]

@@ -106,23 +106,63 @@ impl Fetcher {
 
     /// GETs `url` (checked again), following only allowed redirects; the response body streamed, refusing more than `cap` bytes.
     pub async fn get(&self, url: &str, cap: u64) -> Result<Download, FetchError> {
+        let (url, response) = self.send(reqwest::Method::GET, url, None).await?;
+        self.download(url, response, cap)
+    }
+
+    /// The size of the data at `url` from a HEAD request (checked and redirected like
+    /// [`Fetcher::get`]): the Content-Length the server announces, or an error without one.
+    pub async fn size(&self, url: &str) -> Result<u64, FetchError> {
+        let (url, response) = self.send(reqwest::Method::HEAD, url, None).await?;
+        // reqwest reads HEAD's Content-Length as the length of an empty body: the header counts.
+        let length = response.headers().get(reqwest::header::CONTENT_LENGTH);
+        length.and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).ok_or_else(|| {
+            FetchError::Status(response.status().as_u16(), format!("HEAD {} announced no Content-Length", shown(&url)))
+        })
+    }
+
+    /// The bytes `range` of the data at `url` (all of it when None), checked and redirected
+    /// like [`Fetcher::get`]. The range is asked for with a `Range` header; a server that
+    /// ignores it and sends everything is cut down to the range here.
+    pub async fn get_range(&self, url: &str, range: Option<std::ops::Range<u64>>) -> Result<ByteStream, FetchError> {
+        let (url, response) = self.send(reqwest::Method::GET, url, range.clone()).await?;
+        let partial = response.status() == reqwest::StatusCode::PARTIAL_CONTENT;
+        let body = self.download(url, response, u64::MAX)?.body;
+        match range {
+            Some(range) if !partial => Ok(slice(body, range)),
+            _ => Ok(body),
+        }
+    }
+
+    /// Sends `method` to `url` (checked first), following only allowed redirects, and
+    /// returns the final URL with its successful response.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<(Url, reqwest::Response), FetchError> {
         let first = self.filter.check(url, None).map_err(FetchError::Refused)?;
         let mut url = first.clone();
         let mut redirects = 0;
         loop {
-            let response = self.client.get(url.clone()).send().await.map_err(|e| self.failure(&url, e))?;
+            let mut request = self.client.request(method.clone(), url.clone());
+            if let Some(range) = &range {
+                request = request.header(reqwest::header::RANGE, format!("bytes={}-{}", range.start, range.end - 1));
+            }
+            let response = request.send().await.map_err(|e| self.failure(&url, e))?;
             let status = response.status();
             let code = status.as_u16();
-            let said = || format!("GET {} returned {status}", shown(&url));
+            let said = || format!("{method} {} returned {status}", shown(&url));
             match code {
-                200..=299 => return self.download(url, response, cap),
+                200..=299 => return Ok((url, response)),
                 301 | 302 | 303 | 307 | 308 => {
                     let Some(location) = response.headers().get(LOCATION).and_then(|v| v.to_str().ok()) else {
                         return Err(FetchError::Status(code, format!("{} without a usable Location header", said())));
                     };
                     if redirects == self.max_redirects {
                         return Err(FetchError::Refused(format!(
-                            "GET {} was redirected more than {} times; gave up at {} redirecting to {location}",
+                            "{method} {} was redirected more than {} times; gave up at {} redirecting to {location}",
                             shown(&first),
                             self.max_redirects,
                             shown(&url)
@@ -132,7 +172,7 @@ impl Fetcher {
                     url = self
                         .filter
                         .check(location, Some(&url))
-                        .map_err(|why| FetchError::Refused(format!("GET {} redirected: {why}", shown(&url))))?;
+                        .map_err(|why| FetchError::Refused(format!("{method} {} redirected: {why}", shown(&url))))?;
                 }
                 408 | 429 | 500..=599 => return Err(FetchError::Transient(said())),
                 _ => return Err(FetchError::Status(code, said())),
@@ -227,6 +267,33 @@ impl Body {
             },
         }
     }
+}
+
+/// The bytes `range` of `body`, which holds everything from byte 0.
+fn slice(body: ByteStream, range: std::ops::Range<u64>) -> ByteStream {
+    let state = (body, 0u64);
+    Box::pin(futures_util::stream::unfold(state, move |(mut body, mut at)| {
+        let range = range.clone();
+        async move {
+            loop {
+                if at >= range.end {
+                    return None;
+                }
+                let chunk = match body.next().await? {
+                    Ok(chunk) => chunk,
+                    Err(e) => return Some((Err(e), (body, range.end))),
+                };
+                let (start, end) = (at, at + chunk.len() as u64);
+                at = end;
+                if end <= range.start {
+                    continue;
+                }
+                let from = range.start.saturating_sub(start) as usize;
+                let to = (range.end.min(end) - start) as usize;
+                return Some((Ok(chunk.slice(from..to)), (body, at)));
+            }
+        }
+    }))
 }
 
 /// The URL checks of `[import.filtering]`; "only the allow list counts when both are set".
@@ -610,16 +677,19 @@ mod tests {
                 Ok(n) => request.extend_from_slice(&buf[..n]),
             }
             // Not HTTP (a TLS ClientHello): answer in plain HTTP and hang up, as a server would.
-            if !request.starts_with(b"GET ") {
+            if !request.starts_with(b"GET ") && !request.starts_with(b"HEAD ") {
                 socket.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await.ok();
                 return;
             }
         }
         let request = String::from_utf8_lossy(&request);
+        let head = request.starts_with("HEAD ");
         let path = request.split(' ').nth(1).unwrap_or("/").to_owned();
         let reply = |status: &str, headers: &str, body: &[u8]| {
             let mut out = format!("HTTP/1.1 {status}\r\nConnection: close\r\n{headers}\r\n").into_bytes();
-            out.extend_from_slice(body);
+            if !head {
+                out.extend_from_slice(body);
+            }
             out
         };
         let hundred = [b'x'; 100];
@@ -651,6 +721,30 @@ mod tests {
             reply("404 Not Found", "Content-Length: 0\r\n", b"")
         };
         socket.write_all(&out).await.ok();
+    }
+
+    #[tokio::test]
+    async fn size_is_the_content_length_of_a_head_request_after_allowed_redirects() {
+        let port = serve().await;
+        let f = fetcher(&local(port));
+        assert_eq!(f.size(&format!("http://127.0.0.1:{port}/redirect/2")).await.expect("size"), 5);
+        assert!(matches!(f.size(&format!("http://127.0.0.1:{port}/missing")).await, Err(FetchError::Status(404, _))));
+        let elsewhere = fetcher(&FilteringConfig { allowed_ports: vec![port + 1], ..local(port) });
+        assert!(matches!(elsewhere.size(&format!("http://127.0.0.1:{port}/ok")).await, Err(FetchError::Refused(_))));
+    }
+
+    #[tokio::test]
+    async fn a_range_is_cut_out_of_a_whole_body_when_the_server_ignores_it() {
+        let port = serve().await;
+        let f = fetcher(&local(port));
+        let url = format!("http://127.0.0.1:{port}/big");
+        let part = read(f.get_range(&url, Some(10..13)).await.expect("range")).await.expect("body");
+        assert_eq!(part, b"xxx");
+        let whole = read(f.get_range(&format!("http://127.0.0.1:{port}/ok"), None).await.expect("get")).await;
+        assert_eq!(whole.expect("body"), b"hello");
+        let chunks = futures_util::stream::iter([&b"0123"[..], b"4567", b"89"].map(|c| Ok(Bytes::from_static(c))));
+        let sliced = read(slice(Box::pin(chunks), 3..9)).await.expect("slice");
+        assert_eq!(sliced, b"345678");
     }
 
     #[tokio::test]

@@ -101,3 +101,40 @@ pub fn check_visibility(ctx: &RequestContext, owner: Option<&str>, visibility: V
 pub fn check_owner_change(ctx: &RequestContext) -> Result<()> {
     if ctx.is_admin { Ok(()) } else { Err(Error::Forbidden("Owner can't be updated by non admin.".into())) }
 }
+
+/// `set_image_location` (PATCH add or replace on `/locations`): admin or owner-member.
+pub fn check_set_location(ctx: &RequestContext, image: &Image) -> Result<()> {
+    check_modify(ctx, image, "set_image_location")
+}
+
+/// `delete_image_location` (PATCH remove on `/locations`): admins only.
+pub fn check_remove_location(ctx: &RequestContext) -> Result<()> {
+    if ctx.is_admin {
+        Ok(())
+    } else {
+        Err(Error::Forbidden("You are not authorized to complete delete_image_location action.".into()))
+    }
+}
+
+/// Glance's `service_api` rule: the `service` role (other services' tokens) or an admin.
+pub fn is_service(ctx: &RequestContext) -> bool {
+    ctx.is_admin || ctx.has_role("service")
+}
+
+/// `add_image_location` (`POST /v2/images/{id}/locations`): a service, or owner-member.
+pub fn check_add_location(ctx: &RequestContext, image: &Image) -> Result<()> {
+    if is_service(ctx) || (ctx.has_role("member") && ctx.owns(image.owner.as_deref())) {
+        Ok(())
+    } else {
+        Err(Error::Forbidden("You are not authorized to complete add_image_location action.".into()))
+    }
+}
+
+/// `fetch_image_location` (`GET /v2/images/{id}/locations`): services only.
+pub fn check_fetch_locations(ctx: &RequestContext) -> Result<()> {
+    if is_service(ctx) {
+        Ok(())
+    } else {
+        Err(Error::Forbidden("You are not authorized to complete fetch_image_location action.".into()))
+    }
+}

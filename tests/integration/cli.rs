@@ -754,6 +754,120 @@ fn openstacksdk_create_image_with_web_download_import_fetches_the_uri() {
     assert_eq!(text(&image["properties"], "os_hash_value"), DISK_SHA512);
 }
 
+/// A loopback web server holding [`disk`] at `/disk.raw` and `/copy.raw`, and the clients
+/// against a multistore server showing locations, with an http store `web` whose filter lets
+/// it be read (loopback, its port) next to the filesystem store `local`.
+fn clients_with_a_web_store(runtime: &tokio::runtime::Runtime) -> Option<(Clients, String, String)> {
+    let web = runtime.block_on(WebServer::start());
+    let url = web.route("/disk.raw", Reply::Bytes(disk()));
+    let copy = web.route("/copy.raw", Reply::Bytes(disk()));
+    let port = url.rsplit_once(':').and_then(|(_, rest)| rest.split('/').next()).expect("port").to_owned();
+    let config = [
+        ("GLINT__IMAGES__SHOW_MULTIPLE_LOCATIONS", "true".to_owned()),
+        ("GLINT__STORAGE__DEFAULT", "local".to_owned()),
+        ("GLINT__STORAGE__BACKENDS__LOCAL__TYPE", "filesystem".to_owned()),
+        ("GLINT__STORAGE__BACKENDS__LOCAL__PATH", "local".to_owned()),
+        ("GLINT__STORAGE__BACKENDS__WEB__TYPE", "http".to_owned()),
+        ("GLINT__STORAGE__BACKENDS__WEB__FILTERING__ALLOW_PRIVATE_ADDRESSES", "true".to_owned()),
+        ("GLINT__STORAGE__BACKENDS__WEB__FILTERING__ALLOWED_PORTS", format!("[{port}]")),
+    ];
+    let config: Vec<(String, String)> = config.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    Some((Clients::start_with(&config)?, url, copy))
+}
+
+#[test]
+fn glance_location_add_update_and_delete() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let Some((c, url, copy)) = clients_with_a_web_store(&runtime) else { return };
+    let created =
+        properties(&c.glance(&["image-create", "--disk-format", "raw", "--container-format", "bare"]).success().stdout);
+    let id = prop(&created, "id").to_owned();
+    assert_eq!(prop(&created, "status"), "queued");
+
+    let added = properties(&c.glance(&["location-add", "--url", &url, &id]).success().stdout);
+    assert_eq!(prop(&added, "status"), "active");
+    assert_eq!(prop(&added, "size"), DISK_SIZE.to_string());
+    assert_eq!(prop(&added, "stores"), "web");
+    let metadata = r#"{"tier": "cold"}"#;
+    c.glance(&["location-add", "--url", &copy, "--metadata", metadata, &id]).success();
+    c.glance(&["location-add", "--url", &copy, &id]).failure_mentioning("already exists");
+
+    c.glance(&["location-update", "--url", &copy, "--metadata", r#"{"tier": "hot"}"#, &id]).success();
+    let locations: Value = serde_json::from_str(prop(&c.glance_show(&id), "locations")).expect("locations JSON");
+    assert_eq!(
+        locations,
+        serde_json::json!([
+            {"url": url, "metadata": {"store": "web"}},
+            {"url": copy, "metadata": {"tier": "hot", "store": "web"}},
+        ])
+    );
+
+    c.glance(&["location-delete", "--url", &url, &id]).success();
+    let locations: Value = serde_json::from_str(prop(&c.glance_show(&id), "locations")).expect("locations JSON");
+    assert_eq!(locations, serde_json::json!([{"url": copy, "metadata": {"tier": "hot", "store": "web"}}]));
+    c.glance(&["location-delete", "--url", &copy, &id]).failure_mentioning("Cannot remove last location in the image.");
+    c.glance(&["image-download", "--file", "from-web.raw", &id]).success();
+    assert!(c.read("from-web.raw") == disk(), "the data streamed from the web server differs");
+}
+
+#[test]
+fn glance_add_location_runs_a_location_import_task() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let Some((c, url, _)) = clients_with_a_web_store(&runtime) else { return };
+    let created =
+        properties(&c.glance(&["image-create", "--disk-format", "raw", "--container-format", "bare"]).success().stdout);
+    let id = prop(&created, "id").to_owned();
+    let validation = format!(r#"{{"os_hash_algo": "sha512", "os_hash_value": "{}"}}"#, "0".repeat(128));
+    // A hash that does not match: the task fails and the image stays queued, ready for another try.
+    c.glance(&["add-location", "--url", &url, "--validation-data", &validation, &id]).success();
+    let deadline = Instant::now() + IMPORT_DEADLINE;
+    while text(&c.openstack_json(&["image", "task", "list"])[0], "Status") != "failure" {
+        assert!(Instant::now() < deadline, "the location task did not fail");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(prop(&c.glance_show(&id), "status"), "queued");
+    c.glance(&["add-location", "--url", &url, &id]).success();
+    let image = c.wait_active(&id);
+    assert_eq!(text(&image["properties"], "os_hash_value"), DISK_SHA512);
+}
+
+/// openstacksdk's API 2.17 calls: `add_image_location` on the image argv[2] with the url
+/// argv[3] and the sha512 argv[4] as validation data, or (argv[3] = "list") the urls
+/// `image_locations` lists, one a line. argv[1] is the endpoint.
+const SDK_LOCATIONS: &str = r#"
+import sys
+import openstack
+conn = openstack.connect(auth_type="none", endpoint=sys.argv[1])
+if sys.argv[3] == "list":
+    for location in conn.image.image_locations(sys.argv[2]):
+        print(location.url)
+else:
+    conn.image.add_image_location(sys.argv[2], sys.argv[3],
+                                  validation_data={"os_hash_algo": "sha512", "os_hash_value": sys.argv[4]})
+"#;
+
+#[test]
+fn openstacksdk_add_image_location_hashes_and_activates_the_image() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let Some((c, url, _)) = clients_with_a_web_store(&runtime) else { return };
+    let id = text(&c.create(&["--disk-format", "raw", "--container-format", "bare", "located"]), "id");
+    let sdk = |args: &[&str]| {
+        let mut all = vec!["-c".to_owned(), SDK_LOCATIONS.to_owned(), c.server.url()];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        run(&c.bin.join("python"), &all, &c.server)
+    };
+    sdk(&[&id, &url, DISK_SHA512]).success();
+    let image = c.wait_active(&id);
+    assert_eq!((image["size"].clone(), text(&image, "checksum")), (DISK_SIZE.into(), DISK_MD5.to_owned()));
+    assert_eq!(text(&image["properties"], "os_hash_value"), DISK_SHA512);
+    assert_eq!(sdk(&[&id, "list"]).success().stdout.trim(), url);
+    let tasks = c.openstack_json(&["image", "task", "list"]);
+    let kinds: Vec<(String, String)> = rows(&tasks).iter().map(|t| (text(t, "Type"), text(t, "Status"))).collect();
+    assert_eq!(kinds, [("location_import".to_owned(), "success".to_owned())], "{tasks:#}");
+    c.openstack(&["image", "save", "--file", "saved.raw", "located"]).success();
+    assert!(c.read("saved.raw") == disk(), "downloaded data differs from the web server's");
+}
+
 #[test]
 fn openstack_reports_server_errors() {
     let c = clients_or_skip!();

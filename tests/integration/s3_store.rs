@@ -259,3 +259,39 @@ async fn health_check_fails_for_a_missing_bucket() {
     stores.get("s3").expect("s3").health().await.expect("healthy");
     assert!(stores.get("gone").expect("gone").health().await.is_err());
 }
+
+#[tokio::test]
+async fn s3_locations_are_accepted_only_under_the_configured_bucket_and_prefix() {
+    for backend in [Backend::Sqlite, Backend::Postgres, Backend::Mariadb] {
+        let Some(setup) = Setup::start(backend, |c| c.images.show_multiple_locations = true).await else { continue };
+        let app = &setup.app;
+        let config = setup.s3.config(Some(PREFIX));
+        // An object the operator put in the bucket, outside Glint's image names.
+        let store = glint_core::store::S3Store::open(&config).expect("s3 store");
+        let data = payload(1000);
+        let body: glint_core::store::ByteStream =
+            Box::pin(futures_util::stream::iter([Ok(bytes::Bytes::from(data.clone()))]));
+        let url = glint_core::store::Store::put(&store, "external.img", body, 1 << 20).await.expect("put");
+        assert_eq!(url, format!("s3://{}/{PREFIX}/external.img", config.bucket));
+        let uploaded = queued_image(app).await;
+        assert_eq!(put(app, &uploaded, data.clone()).await.status(), 204);
+        let add = |url: String| json!([{"op": "add", "path": "/locations/-", "value": {"url": url, "metadata": {}}}]);
+        for foreign in [
+            format!("s3://other-{}/{PREFIX}/external.img", config.bucket),
+            format!("s3://{}/elsewhere/external.img", config.bucket),
+            format!("s3://{}/{PREFIX}/missing.img", config.bucket),
+            format!("s3://{}/{PREFIX}/{uploaded}", config.bucket),
+        ] {
+            let id = queued_image(app).await;
+            let message = expect_error(app.patch(&id, &add(foreign.clone())).await, 400).await;
+            assert!(message.starts_with("Invalid location"), "{foreign}: {message}");
+            assert_eq!(show(app, &id).await["status"], "queued", "{foreign}");
+        }
+        let id = queued_image(app).await;
+        assert_eq!(app.patch(&id, &add(url)).await.status(), 200);
+        let image = show(app, &id).await;
+        assert_eq!((image["status"].as_str(), image["stores"].as_str()), (Some("active"), Some("s3")));
+        let response = app.get(&format!("/v2/images/{id}/file")).await;
+        assert!(response.bytes().await.expect("body") == data, "downloaded bytes differ");
+    }
+}

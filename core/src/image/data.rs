@@ -111,6 +111,66 @@ fn spawn_consumer<S: Observer>(mut state: S) -> (mpsc::Sender<Bytes>, tokio::tas
     (tx, handle)
 }
 
+/// A digest of one of the algorithms `validation_data` may name (Glance's choice of four).
+pub enum Hasher {
+    /// `sha1`.
+    Sha1(sha1::Sha1),
+    /// `sha256`.
+    Sha256(sha2::Sha256),
+    /// `sha512`, what Glint computes for every image.
+    Sha512(Sha512),
+    /// `md5`.
+    Md5(Md5),
+}
+
+impl Hasher {
+    /// A fresh digest of `algo` (`sha1`, `sha256`, `sha512`, `md5`), if it is one of them.
+    pub fn of(algo: &str) -> Option<Hasher> {
+        Some(match algo {
+            "sha1" => Hasher::Sha1(Default::default()),
+            "sha256" => Hasher::Sha256(Default::default()),
+            "sha512" => Hasher::Sha512(Default::default()),
+            "md5" => Hasher::Md5(Default::default()),
+            _ => return None,
+        })
+    }
+
+    /// The hex digest of everything observed.
+    pub fn finish(self) -> String {
+        match self {
+            Hasher::Sha1(h) => hex::encode(h.finalize()),
+            Hasher::Sha256(h) => hex::encode(h.finalize()),
+            Hasher::Sha512(h) => hex::encode(h.finalize()),
+            Hasher::Md5(h) => hex::encode(h.finalize()),
+        }
+    }
+}
+
+impl Observer for Hasher {
+    fn observe(&mut self, chunk: &[u8]) {
+        match self {
+            Hasher::Sha1(h) => h.update(chunk),
+            Hasher::Sha256(h) => h.update(chunk),
+            Hasher::Sha512(h) => h.update(chunk),
+            Hasher::Md5(h) => h.update(chunk),
+        }
+    }
+}
+
+/// Reads `body` to its end on a blocking thread, returning its md5 (Glance's `checksum`) and
+/// its `hasher` digest, both hex.
+pub async fn digest(mut body: ByteStream, hasher: Hasher) -> std::io::Result<(String, String)> {
+    let (tx, done) = spawn_consumer((Md5::new(), hasher));
+    while let Some(chunk) = body.next().await {
+        if tx.send(chunk?).await.is_err() {
+            return Err(std::io::Error::other("the hashing thread stopped"));
+        }
+    }
+    drop(tx);
+    let (md5, hasher) = done.await.map_err(std::io::Error::other)?;
+    Ok((hex::encode(md5.finalize()), hasher.finish()))
+}
+
 /// Streams `body` into `store` as image `image_id` (at most `cap` bytes), hashing it and
 /// showing it to `observer` on the way. Nothing is kept in the store on error.
 pub async fn ingest<O: Observer>(
@@ -173,6 +233,9 @@ pub async fn upload(
 ) -> Result<()> {
     let store_id = how.store.unwrap_or(stores.default_id());
     let store = stores.get(store_id).ok_or_else(|| Error::BadRequest(format!("Store {store_id} is not available")))?;
+    if !store.writable() {
+        return Err(Error::BadRequest(format!("Store {store_id} is read-only")));
+    }
     image.status.next(Action::Upload)?;
     image.check_formats_for_data()?;
     if let Some(expected) = how.expected_size.filter(|e| *e > how.cap) {

@@ -168,7 +168,7 @@ impl Importer<'_> {
         } else {
             policy::check_modify(ctx, image, "modify_image")?;
         }
-        self.check_lock_free(image).await?;
+        check_lock_free(self.db, image, self.task_ttl).await?;
         let Some(targets) = self.targets(image, request, header_store)? else {
             return Ok(None);
         };
@@ -231,31 +231,6 @@ impl Importer<'_> {
         Ok(Some(task))
     }
 
-    /// 409 if another import holds the image's lock and is alive; a stale lock is taken over
-    /// (its task fails with `Expired lock preempted`).
-    async fn check_lock_free(&self, image: &Image) -> Result<()> {
-        let Some(Some(holder)) = image.properties.get(IMPORT_TASK) else {
-            return Ok(());
-        };
-        if let Some(task) = tasks::get(self.db, holder).await? {
-            let idle = (now() - task.updated_at).to_std().unwrap_or_default();
-            let live = match task.status {
-                TaskStatus::Pending => idle < LOCK_STALE_PENDING,
-                TaskStatus::Processing => idle < LOCK_STALE_PROCESSING,
-                // A finished task always releases its lock with its last write; one that did
-                // not is a leftover.
-                TaskStatus::Success | TaskStatus::Failure => false,
-            };
-            if live {
-                return Err(Error::Conflict("Image has active task".into()));
-            }
-            tasks::preempt(self.db, holder, "Expired lock preempted", self.task_ttl).await?;
-        }
-        tracing::warn!(image = %image.id, task = %holder, "taking over a stale import lock");
-        images::remove_property_if(self.db, &image.id, IMPORT_TASK, holder).await?;
-        Ok(())
-    }
-
     /// The stores to import to (step 8): `[None]` in single-store mode.
     fn targets(
         &self,
@@ -271,7 +246,7 @@ impl Importer<'_> {
         }
         let copying = request.method == Method::CopyImage;
         let wanted: Vec<String> = if request.all_stores {
-            let all = self.stores.all().map(|(id, _)| id.to_owned());
+            let all = self.stores.all().filter(|(_, store)| store.writable()).map(|(id, _)| id.to_owned());
             all.filter(|id| !(copying && image.stores.contains(id))).collect()
         } else if let Some(stores) = &request.stores {
             stores.clone()
@@ -281,8 +256,12 @@ impl Importer<'_> {
             vec![self.stores.default_id().to_owned()]
         };
         for id in &wanted {
-            if self.stores.get(id).is_none() {
-                return Err(Error::Conflict(format!("Unknown store '{id}'")));
+            match self.stores.get(id) {
+                None => return Err(Error::Conflict(format!("Unknown store '{id}'"))),
+                Some(store) if !store.writable() => {
+                    return Err(Error::BadRequest(format!("Store {id} is read-only")));
+                }
+                Some(_) => {}
             }
             if copying && image.stores.contains(id) {
                 return Err(Error::BadRequest(format!("Image is already present at store '{id}'")));
@@ -290,6 +269,31 @@ impl Importer<'_> {
         }
         Ok((!wanted.is_empty()).then(|| wanted.into_iter().map(Some).collect()))
     }
+}
+
+/// 409 if another import (or location task) holds `image`'s lock and is alive; a stale lock
+/// is taken over (its task fails with `Expired lock preempted`).
+pub(super) async fn check_lock_free(db: &DatabaseConnection, image: &Image, task_ttl: Duration) -> Result<()> {
+    let Some(Some(holder)) = image.properties.get(IMPORT_TASK) else {
+        return Ok(());
+    };
+    if let Some(task) = tasks::get(db, holder).await? {
+        let idle = (now() - task.updated_at).to_std().unwrap_or_default();
+        let live = match task.status {
+            TaskStatus::Pending => idle < LOCK_STALE_PENDING,
+            TaskStatus::Processing => idle < LOCK_STALE_PROCESSING,
+            // A finished task always releases its lock with its last write; one that did
+            // not is a leftover.
+            TaskStatus::Success | TaskStatus::Failure => false,
+        };
+        if live {
+            return Err(Error::Conflict("Image has active task".into()));
+        }
+        tasks::preempt(db, holder, "Expired lock preempted", task_ttl).await?;
+    }
+    tracing::warn!(image = %image.id, task = %holder, "taking over a stale import lock");
+    images::remove_property_if(db, &image.id, IMPORT_TASK, holder).await?;
+    Ok(())
 }
 
 /// Validates a legacy `POST /v2/tasks` body (type `import`) and builds its pending task; the

@@ -43,11 +43,22 @@ impl From<image_location::Model> for Location {
 
 /// Records that `image_id`'s data is at `url` in store `store_id`.
 pub async fn insert(db: &impl ConnectionTrait, image_id: &str, url: &str, store_id: &str) -> Result<()> {
+    let metadata = serde_json::Map::from_iter([("store".to_owned(), serde_json::json!(store_id))]);
+    insert_with_metadata(db, image_id, url, metadata).await
+}
+
+/// Records that `image_id`'s data is at `url`, with a caller's `metadata` (`store` included).
+pub async fn insert_with_metadata(
+    db: &impl ConnectionTrait,
+    image_id: &str,
+    url: &str,
+    metadata: serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
     let at = now();
     let row = image_location::ActiveModel {
         image_id: Set(image_id.to_owned()),
         value: Set(url.to_owned()),
-        meta_data: Set(serde_json::json!({ "store": store_id })),
+        meta_data: Set(serde_json::Value::Object(metadata)),
         status: Set(ACTIVE.to_owned()),
         created_at: Set(at),
         updated_at: Set(at),
@@ -57,6 +68,34 @@ pub async fn insert(db: &impl ConnectionTrait, image_id: &str, url: &str, store_
     };
     image_location::Entity::insert(row).exec_without_returning(db).await?;
     Ok(())
+}
+
+/// Replaces the metadata of location `location_id`.
+pub async fn set_metadata(
+    db: &impl ConnectionTrait,
+    location_id: i64,
+    metadata: &serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
+    image_location::Entity::update_many()
+        .col_expr(image_location::Column::MetaData, Expr::value(serde_json::Value::Object(metadata.clone())))
+        .col_expr(image_location::Column::UpdatedAt, Expr::value(now()))
+        .filter(image_location::Column::Id.eq(location_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Whether an image other than `image_id` has `url` as a location whose data is not yet
+/// removed (live or awaiting removal).
+pub async fn in_use_elsewhere(db: &impl ConnectionTrait, url: &str, image_id: &str) -> Result<bool> {
+    let found = image_location::Entity::find()
+        .filter(image_location::Column::Value.eq(url))
+        .filter(image_location::Column::ImageId.ne(image_id))
+        .filter(image_location::Column::Status.is_in([ACTIVE, PENDING_DELETE]))
+        .limit(1)
+        .all(db)
+        .await?;
+    Ok(!found.is_empty())
 }
 
 /// The live copies of an image's data, oldest first (the order downloads try them in).

@@ -4,6 +4,8 @@ mod create;
 pub mod data;
 mod delete;
 pub mod import;
+pub mod location_import;
+pub mod location_rules;
 pub mod locations;
 mod patch;
 pub mod query;
@@ -124,6 +126,16 @@ pub enum Action {
     ImportRemote,
     /// Copy of an active image's data to more stores (`copy-image`); the status stays.
     Copy,
+    /// A location added (PATCH `/locations/-`): a queued image becomes active, an active one
+    /// stays.
+    SetLocations,
+    /// The locations replaced (PATCH `/locations`): as [`Action::SetLocations`].
+    ReplaceLocations,
+    /// A location removed (PATCH `/locations`): only from an active image.
+    RemoveLocation,
+    /// `POST /v2/images/{id}/locations` (API 2.17): only a queued image, which the task then
+    /// makes active.
+    AddLocation,
 }
 
 impl Status {
@@ -177,6 +189,9 @@ impl Status {
                 }
             },
             Action::ImportStaged | Action::ImportRemote | Action::Copy => return self.import_target(action),
+            Action::SetLocations | Action::ReplaceLocations | Action::RemoveLocation | Action::AddLocation => {
+                return self.location_target(action);
+            }
         };
         if target == self || self.allowed_next().contains(&target) {
             Ok(target)
@@ -196,6 +211,21 @@ impl Status {
             (Action::ImportStaged, _) => conflict("Image needs to be staged before 'glance-direct' method can be used"),
             (_, Status::Queued) => Ok(Status::Importing),
             _ => conflict("Image needs to be in 'queued' state to use 'web-download' method"),
+        }
+    }
+
+    /// Where a location change moves the image, with Glance's 409 texts for the wrong status.
+    fn location_target(self, action: Action) -> Result<Status> {
+        let (verb, allowed): (&str, &[Status]) = match action {
+            Action::RemoveLocation => ("remove", &[Status::Active]),
+            Action::AddLocation => ("add", &[Status::Queued]),
+            Action::ReplaceLocations => ("replace", &[Status::Queued, Status::Active]),
+            _ => ("add", &[Status::Queued, Status::Active]),
+        };
+        if allowed.contains(&self) {
+            Ok(if action == Action::RemoveLocation { self } else { Status::Active })
+        } else {
+            Err(Error::Conflict(format!("It's not allowed to {verb} locations if image status is {self}.")))
         }
     }
 
@@ -276,6 +306,18 @@ mod tests {
             assert_eq!(code(Action::ImportStaged), (status == Uploading).then_some(Importing), "{status}");
             assert_eq!(code(Action::ImportRemote), (status == Queued).then_some(Importing), "{status}");
             assert_eq!(code(Action::Copy), (status == Active).then_some(Active), "{status}");
+        }
+    }
+
+    #[test]
+    fn locations_change_only_queued_or_active_images() {
+        use Status::*;
+        for status in Status::ALL.iter().copied() {
+            let code = |action| status.next(action).ok();
+            assert_eq!(code(Action::SetLocations), matches!(status, Queued | Active).then_some(Active), "{status}");
+            assert_eq!(code(Action::ReplaceLocations), code(Action::SetLocations), "{status}");
+            assert_eq!(code(Action::RemoveLocation), (status == Active).then_some(Active), "{status}");
+            assert_eq!(code(Action::AddLocation), (status == Queued).then_some(Active), "{status}");
         }
     }
 

@@ -31,7 +31,7 @@ impl Op {
         }
     }
 
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Op::Add => "add",
             Op::Remove => "remove",
@@ -75,6 +75,11 @@ impl PatchPath {
     fn root(&self) -> &str {
         &self.0[0]
     }
+
+    /// The decoded segments, root first.
+    pub(super) fn segments(&self) -> &[String] {
+        &self.0
+    }
 }
 
 /// One parsed JSON-patch operation, whatever the dialect it came in.
@@ -115,14 +120,8 @@ pub fn apply_patch(
             return Err(Error::Forbidden(format!("Attribute '{root}' is reserved.")));
         }
         if root == "locations" {
-            return Err(Error::Forbidden(format!(
-                "It's not allowed to {} locations if locations are invisible.",
-                match op {
-                    Op::Add => "add",
-                    Op::Replace => "update",
-                    Op::Remove => "remove",
-                }
-            )));
+            super::location_rules::apply(image, op, &path, value, ctx, cfg, validator)?;
+            continue;
         }
         if path.0.len() != 1 {
             return Err(Error::BadRequest(format!("Invalid JSON pointer for this resource: '/{}'", path.0.join("/"))));

@@ -140,6 +140,13 @@ pub async fn update(db: &DatabaseConnection, before: &Image, after: &Image) -> R
             .col_expr(image::Column::DiskFormat, Expr::value(after.disk_format.clone()))
             .col_expr(image::Column::ContainerFormat, Expr::value(after.container_format.clone()))
             .col_expr(image::Column::Owner, Expr::value(after.owner.clone()))
+            // Read-only for clients: only a location change (the first one activating a
+            // queued image) moves these.
+            .col_expr(image::Column::Status, Expr::value(after.status.as_str()))
+            .col_expr(image::Column::Size, Expr::value(after.size))
+            .col_expr(image::Column::Checksum, Expr::value(after.checksum.clone()))
+            .col_expr(image::Column::OsHashAlgo, Expr::value(after.os_hash_algo.clone()))
+            .col_expr(image::Column::OsHashValue, Expr::value(after.os_hash_value.clone()))
             .col_expr(image::Column::UpdatedAt, Expr::value(updated_at))
             .filter(image::Column::Id.eq(&before.id))
             .filter(image::Column::Deleted.eq(false))
@@ -173,14 +180,33 @@ pub async fn update(db: &DatabaseConnection, before: &Image, after: &Image) -> R
                 .await?;
         }
         insert_tags(txn, &before.id, after.tags.difference(&before.tags)).await?;
-        Ok(())
+        save_locations(txn, before, after).await
     })
     .await?;
 
     let mut saved = after.clone();
-    saved.status = before.status;
     saved.updated_at = updated_at;
+    saved.locations = super::locations::active(db, &before.id).await?;
+    saved.stores = saved.locations.iter().filter_map(|l| l.store.clone()).collect();
     Ok(saved)
+}
+
+/// The location rows a patch changed: kept ones (same id) may have new metadata, new ones
+/// (id 0) are inserted, and those gone are marked for removal of their data.
+async fn save_locations(txn: &impl ConnectionTrait, before: &Image, after: &Image) -> Result<()> {
+    for old in &before.locations {
+        match after.locations.iter().find(|l| l.id == old.id) {
+            None => super::locations::mark_one_for_deletion(txn, old.id).await?,
+            Some(kept) if kept.metadata != old.metadata => {
+                super::locations::set_metadata(txn, old.id, &kept.metadata).await?;
+            }
+            Some(_) => {}
+        }
+    }
+    for new in after.locations.iter().filter(|l| l.id == 0) {
+        super::locations::insert_with_metadata(txn, &before.id, &new.url, new.metadata.clone()).await?;
+    }
+    Ok(())
 }
 
 /// Moves image `id` from status `from` to `to` if nobody moved it first (409 otherwise).
@@ -554,4 +580,34 @@ pub(super) async fn assemble(db: &impl ConnectionTrait, rows: Vec<image::Model>)
             })
         })
         .collect()
+}
+
+/// What a `location_import` task found out about the data behind the location.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Located {
+    /// Bytes at the location.
+    pub size: i64,
+    /// md5, when hashed.
+    pub checksum: Option<String>,
+    /// `os_hash_algo` and `os_hash_value`, when hashed or given.
+    pub hash: Option<(String, String)>,
+}
+
+/// Makes image `id` active from `importing` with the data found at its new location; false
+/// when the image is no longer `importing` (nothing written).
+pub async fn activate_located(db: &impl ConnectionTrait, id: &str, located: &Located) -> Result<bool> {
+    let (algo, value) = located.hash.clone().unzip();
+    let result = image::Entity::update_many()
+        .col_expr(image::Column::Status, Expr::value(Status::Active.as_str()))
+        .col_expr(image::Column::Size, Expr::value(located.size))
+        .col_expr(image::Column::Checksum, Expr::value(located.checksum.clone()))
+        .col_expr(image::Column::OsHashAlgo, Expr::value(algo))
+        .col_expr(image::Column::OsHashValue, Expr::value(value))
+        .col_expr(image::Column::UpdatedAt, Expr::value(now()))
+        .filter(image::Column::Id.eq(id))
+        .filter(image::Column::Deleted.eq(false))
+        .filter(image::Column::Status.eq(Status::Importing.as_str()))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
 }

@@ -206,7 +206,14 @@ impl Store for FilesystemStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::NotFound(location.to_owned())),
             Err(e) => return Err(classify(e)),
         };
-        let len = file.metadata().map_err(classify)?.len();
+        let opened = file.metadata().map_err(classify)?;
+        // `open` follows symlinks: what was opened must be the regular file the path names
+        // itself, or a symlink placed in the directory would serve whatever it points to.
+        let named = std::fs::symlink_metadata(&path).map_err(classify)?;
+        if !named.file_type().is_file() || (named.dev(), named.ino()) != (opened.dev(), opened.ino()) {
+            return Err(StoreError::Denied(format!("{location} is not a regular file")));
+        }
+        let len = opened.len();
         let Range { start, end } = range.unwrap_or(0..len);
         file.seek(SeekFrom::Start(start)).map_err(classify)?;
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
@@ -247,6 +254,23 @@ impl Store for FilesystemStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(classify(e)),
         }
+    }
+
+    fn holds(&self, location: &str) -> bool {
+        self.path_of(location).is_ok()
+    }
+
+    async fn size(&self, location: &str) -> Result<u64, StoreError> {
+        let path = self.path_of(location)?;
+        let meta = match tokio::fs::symlink_metadata(&path).await {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::NotFound(location.to_owned())),
+            Err(e) => return Err(classify(e)),
+        };
+        if !meta.file_type().is_file() {
+            return Err(StoreError::Denied(format!("{location} is not a regular file")));
+        }
+        Ok(meta.len())
     }
 
     async fn health(&self) -> Result<(), StoreError> {
@@ -330,6 +354,20 @@ mod tests {
         }
         let escape = format!("file://{}/../escape", store.dir.display());
         assert!(store.get(&escape, None).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn symlinks_in_the_directory_are_neither_sized_nor_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FilesystemStore::open(dir.path()).expect("open");
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("passwd")).expect("symlink");
+        std::fs::write(dir.path().join("real"), b"data").expect("write");
+        let url = |name: &str| format!("file://{}/{name}", store.dir.display());
+        assert!(store.holds(&url("passwd")));
+        assert!(matches!(store.size(&url("passwd")).await, Err(StoreError::Denied(_))));
+        assert!(matches!(store.get(&url("passwd"), None).await, Err(StoreError::Denied(_))));
+        assert_eq!(store.size(&url("real")).await.expect("size"), 4);
+        assert!(!store.holds("file:///etc/passwd"));
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 
 mod counted;
 mod fs;
+mod http;
 mod s3;
 pub mod scrub;
 mod staging;
@@ -22,6 +23,7 @@ use crate::config::{BackendConfig, StorageConfig};
 use crate::{Error, Result};
 
 pub use fs::FilesystemStore;
+pub use http::HttpStore;
 pub use s3::S3Store;
 pub use staging::Staging;
 
@@ -69,6 +71,22 @@ pub trait Store: Send + Sync {
     /// multipart uploads).
     async fn remove_abandoned(&self, _idle: std::time::Duration) -> Result<Swept, StoreError> {
         Ok(Swept::default())
+    }
+    /// Whether `location` names data inside this store (its directory, its bucket and prefix,
+    /// any http(s) URL for an http store), judging by the URL alone. The default suits stores
+    /// that take no locations from callers.
+    fn holds(&self, _location: &str) -> bool {
+        false
+    }
+    /// The size of the data at `location`, one this store [`holds`](Store::holds), checked
+    /// as a caller-given location must be: a regular file and never a symlink, an existing
+    /// object, a URL the store's filter allows.
+    async fn size(&self, location: &str) -> Result<u64, StoreError> {
+        Err(StoreError::NotFound(location.to_owned()))
+    }
+    /// Whether image data can be written here (the http store is read-only).
+    fn writable(&self) -> bool {
+        true
     }
 }
 
@@ -166,6 +184,10 @@ impl Stores {
                     });
                     (Arc::new(store), StoreInfo { kind: "s3", description: cfg.description, properties })
                 }
+                BackendConfig::Http { description, filtering } => {
+                    let store = HttpStore::open(&filtering).map_err(|e| Error::Config(format!("store {id}: {e}")))?;
+                    (Arc::new(store), StoreInfo { kind: "http", description, properties: serde_json::json!({}) })
+                }
             };
             stores.by_id.insert(id.clone(), counted::Counted::wrap(&id, store));
             stores.descriptions.insert(id, info);
@@ -205,5 +227,23 @@ impl Stores {
     /// The store `id`, if configured.
     pub fn get(&self, id: &str) -> Option<&Arc<dyn Store>> {
         self.by_id.get(id)
+    }
+
+    /// The id of the store a caller-given location URL belongs to and the size of its data,
+    /// or why it is refused: it belongs to no configured store, the store's checks refuse it
+    /// (symlinks, filter), there is no data, or it names data Glint itself writes (a file or
+    /// object named by an image id), which would let a caller read another image's data.
+    pub async fn check_location(&self, url: &str) -> Result<(String, u64), StoreError> {
+        let Some((id, store)) = self.by_id.iter().find(|(_, store)| store.holds(url)) else {
+            return Err(StoreError::Denied(format!("{url} is in no configured store")));
+        };
+        let own_name = url.rsplit_once('/').is_some_and(|(_, name)| crate::image::schema::is_uuid(name));
+        if store.writable() && own_name {
+            return Err(StoreError::Denied(format!("{url} names image data written by Glint")));
+        }
+        match store.size(url).await? {
+            0 => Err(StoreError::NotFound(format!("{url} holds no data"))),
+            size => Ok((id.clone(), size)),
+        }
     }
 }

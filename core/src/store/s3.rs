@@ -178,6 +178,19 @@ impl Store for S3Store {
         }
     }
 
+    fn holds(&self, location: &str) -> bool {
+        self.path_of(location).is_ok()
+    }
+
+    async fn size(&self, location: &str) -> Result<u64, StoreError> {
+        let path = self.path_of(location)?;
+        match self.client.head(&path).await {
+            Ok(meta) => Ok(meta.size),
+            Err(object_store::Error::NotFound { .. }) => Err(StoreError::NotFound(location.to_owned())),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
     async fn health(&self) -> Result<(), StoreError> {
         // A listing under a prefix no image has is one small request that fails on a wrong
         // endpoint, credentials or bucket; a HEAD could not tell a missing bucket from a

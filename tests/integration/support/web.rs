@@ -30,7 +30,13 @@ pub struct WebServer {
 impl WebServer {
     /// Starts serving on a free loopback port.
     pub async fn start() -> WebServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_on("127.0.0.1").await
+    }
+
+    /// Starts serving on a free port of loopback address `ip` (127.0.0.2 is another host as
+    /// far as a URL filter is concerned).
+    pub async fn start_on(ip: &str) -> WebServer {
+        let listener = TcpListener::bind((ip, 0)).await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let routes: Arc<Mutex<HashMap<String, Reply>>> = Arc::default();
         let shared = routes.clone();
@@ -60,8 +66,22 @@ async fn answer(mut socket: TcpStream, routes: Arc<Mutex<HashMap<String, Reply>>
     }
     let text = String::from_utf8_lossy(&head);
     let path = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    let range = requested_range(&text);
     let reply = routes.lock().expect("routes").get(&path).cloned().unwrap_or(Reply::Status(404));
     let _ = match reply {
+        Reply::Bytes(body) if let Some((start, end)) = range.filter(|(s, e)| s <= e && (*e as usize) < body.len()) => {
+            let part = &body[start as usize..=end as usize];
+            let header = format!(
+                "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{end}/{}\r\nConnection: close\r\n\r\n",
+                part.len(),
+                body.len()
+            );
+            async {
+                socket.write_all(header.as_bytes()).await?;
+                socket.write_all(part).await
+            }
+            .await
+        }
         Reply::Bytes(body) => {
             let header = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
             async {
@@ -87,4 +107,11 @@ async fn answer(mut socket: TcpStream, routes: Arc<Mutex<HashMap<String, Reply>>
         }
     };
     let _ = socket.shutdown().await;
+}
+
+/// The `Range: bytes=a-b` of a request head, if any.
+fn requested_range(head: &str) -> Option<(u64, u64)> {
+    let line = head.lines().find(|l| l.to_ascii_lowercase().starts_with("range:"))?;
+    let (start, end) = line.split_once('=')?.1.trim().split_once('-')?;
+    Some((start.parse().ok()?, end.parse().ok()?))
 }

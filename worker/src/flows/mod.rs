@@ -2,6 +2,7 @@
 
 mod import;
 mod legacy;
+mod location;
 
 use std::convert::Infallible;
 use std::ops::ControlFlow;
@@ -21,6 +22,7 @@ use crate::{FlowContext, Registry};
 
 pub use import::ImportFlow;
 pub use legacy::LegacyImportFlow;
+pub use location::LocationFlow;
 
 /// What the flows need besides the database.
 #[derive(Clone)]
@@ -69,7 +71,8 @@ impl Deps {
 pub fn registry(deps: Deps) -> Registry {
     Registry::default()
         .with(TaskType::ApiImageImport, Arc::new(ImportFlow::new(deps.clone())))
-        .with(TaskType::Import, Arc::new(LegacyImportFlow::new(deps)))
+        .with(TaskType::Import, Arc::new(LegacyImportFlow::new(deps.clone())))
+        .with(TaskType::LocationImport, Arc::new(LocationFlow::new(deps)))
 }
 
 /// How often a running task's message shows the bytes copied so far.
