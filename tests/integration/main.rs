@@ -6,6 +6,7 @@ mod support;
 mod authorization;
 mod cli;
 mod errors;
+mod identity_headers;
 mod image_actions;
 mod image_data;
 mod image_tags;
