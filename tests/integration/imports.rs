@@ -43,6 +43,9 @@ on_every_database!(config = format_match_not_required;
     glance_direct_of_qcow2_with_a_backing_file_fails_even_when_no_match_is_required,
 );
 on_every_database!(config = web_default; web_download_to_loopback_is_refused_by_default);
+on_every_database!(config = web_any_port;
+    web_download_to_ipv6_forms_carrying_loopback_is_refused_without_connecting,
+);
 on_every_database!(config = impatient; web_download_of_a_stalling_server_fails_after_the_retries);
 on_every_database!(config = converting; imports_are_converted_when_configured);
 on_every_database!(config = two_stores; copy_image_adds_a_store_and_rejects_a_store_already_holding_it);
@@ -55,6 +58,11 @@ fn web_allowed(config: &mut Config) {
 }
 
 fn web_default(_config: &mut Config) {}
+
+/// The default address filter, without the port rule (so that only the address decides).
+fn web_any_port(config: &mut Config) {
+    config.import.filtering.allowed_ports = Vec::new();
+}
 
 fn impatient(config: &mut Config) {
     web_allowed(config);
@@ -395,6 +403,35 @@ async fn web_download_to_loopback_is_refused_by_default(app: TestApp) {
         let body = json!({"method": {"name": "web-download", "uri": refused}});
         expect_error(import(&app, &id, body).await, 400).await;
     }
+    assert_eq!(show(&app, &id).await["status"], "queued");
+    assert_eq!(app.get_json(&format!("/v2/images/{id}/tasks")).await["tasks"], json!([]));
+}
+
+async fn web_download_to_ipv6_forms_carrying_loopback_is_refused_without_connecting(app: TestApp) {
+    let web = WebServer::start().await;
+    web.route("/x", Reply::Bytes(payload(10)));
+    let port = web.port();
+    let id = image_of(&app, "raw", "bare").await;
+    for host in [
+        "[::ffff:127.0.0.1]",
+        "[::ffff:0:127.0.0.1]",
+        "[::127.0.0.1]",
+        "[64:ff9b::127.0.0.1]",
+        "[64:ff9b:1::7f00:1]",
+        "[2002:7f00:1::1]",
+        "[2001:0:4136:e378:8000:63bf:80ff:fffe]",
+        "192.0.0.170",
+    ] {
+        let url = format!("http://{host}:{port}/x");
+        let body = json!({"method": {"name": "web-download", "uri": url}});
+        let message = expect_error(import(&app, &id, body).await, 400).await;
+        assert!(message.contains("URI for web-download does not pass filtering"), "{url}: {message}");
+        let legacy = json!({"type": "import", "input": {"import_from": url, "import_from_format": "raw",
+                            "image_properties": {"disk_format": "raw", "container_format": "bare"}}});
+        expect_error(create_task(&app, legacy).await, 400).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(web.connections(), 0, "a refused URL was connected to");
     assert_eq!(show(&app, &id).await["status"], "queued");
     assert_eq!(app.get_json(&format!("/v2/images/{id}/tasks")).await["tasks"], json!([]));
 }

@@ -1,6 +1,7 @@
 //! A loopback HTTP server with canned answers by path: the far end of web-download tests.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,6 +26,7 @@ pub struct WebServer {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     routes: Arc<Mutex<HashMap<String, Reply>>>,
+    connections: Arc<AtomicUsize>,
 }
 
 impl WebServer {
@@ -34,12 +36,25 @@ impl WebServer {
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let routes: Arc<Mutex<HashMap<String, Reply>>> = Arc::default();
         let shared = routes.clone();
+        let connections: Arc<AtomicUsize> = Arc::default();
+        let counted = connections.clone();
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(answer(socket, shared.clone()));
             }
         });
-        WebServer { base, routes }
+        WebServer { base, routes, connections }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.base.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port")
+    }
+
+    /// How many connections it has accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Answers `path` with `reply` from now on; returns the full URL.
