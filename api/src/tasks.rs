@@ -52,7 +52,7 @@ fn full(task: &Task) -> Value {
         Value::Object(map) => map,
         _ => Map::new(),
     };
-    out.insert("input".into(), task.input.clone().unwrap_or(Value::Null));
+    out.insert("input".into(), task.shown_input().unwrap_or(Value::Null));
     out.insert("result".into(), task.result.clone().unwrap_or(Value::Null));
     out.insert("message".into(), json!(task.message));
     for (key, value) in [("image_id", &task.image_id), ("request_id", &task.request_id), ("user_id", &task.user_id)] {
@@ -80,7 +80,7 @@ fn image_task(task: &Task) -> Value {
         "expires_at": task.expires_at.map(raw),
         "deleted_at": null,
         "deleted": false,
-        "input": task.input,
+        "input": task.shown_input(),
         "result": task.result,
         "message": task.message,
     })

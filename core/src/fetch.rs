@@ -122,10 +122,11 @@ impl Fetcher {
                     };
                     if redirects == self.max_redirects {
                         return Err(FetchError::Refused(format!(
-                            "GET {} was redirected more than {} times; gave up at {} redirecting to {location}",
+                            "GET {} was redirected more than {} times; gave up at {} redirecting to {}",
                             shown(&first),
                             self.max_redirects,
-                            shown(&url)
+                            shown(&url),
+                            redacted(location)
                         )));
                     }
                     redirects += 1;
@@ -324,10 +325,13 @@ impl Filter {
     fn check(&self, raw: &str, base: Option<&Url>) -> Result<Url, String> {
         let refuse = |target: &str, why: String| format!("refusing to fetch {target}: {why}");
         if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(refuse(&format!("{raw:?}"), "the URL contains spaces or control characters".into()));
+            let target = format!("{:?}", redacted(raw));
+            return Err(refuse(&target, "the URL contains spaces or control characters".into()));
         }
-        let url =
-            Url::options().base_url(base).parse(raw).map_err(|e| refuse(raw, format!("not a valid URL ({e})")))?;
+        let url = Url::options()
+            .base_url(base)
+            .parse(raw)
+            .map_err(|e| refuse(&redacted(raw), format!("not a valid URL ({e})")))?;
         self.refusal(raw, &url).map_or(Ok(url.clone()), |why| Err(refuse(&shown(&url), why)))
     }
 
@@ -603,14 +607,39 @@ fn find<'a, E: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Option<&'
     None
 }
 
-/// `url` for messages, which are stored and shown: without its password.
+/// `url` for messages, which are stored and shown: without its user name and password.
 fn shown(url: &Url) -> String {
+    if !url.has_host() {
+        // `user:secret@host/x` parses as a URL of scheme `user`: its text is all there is.
+        return masked(url.as_str());
+    }
     let mut url = url.clone();
-    if url.password().is_some() {
-        // Only fails for URLs that cannot have a password, and this one has one.
-        url.set_password(Some("***")).ok();
+    if !url.username().is_empty() || url.password().is_some() {
+        // Only fails for URLs that cannot have credentials, and this one has some. A user name
+        // alone may be the secret (`https://TOKEN@host/`), so it goes too.
+        url.set_username("***").ok();
+        if url.password().is_some() {
+            url.set_password(Some("***")).ok();
+        }
     }
     url.to_string()
+}
+
+/// `raw`, a URL as a caller wrote it, fit for logs and responses: its credentials (user
+/// name and password) replaced by `***`, whether or not it parses.
+pub fn redacted(raw: &str) -> String {
+    Url::parse(raw).map_or_else(|_| masked(raw), |url| shown(&url))
+}
+
+/// `text` with whatever precedes an `@` in its authority (after `scheme://`, or from the
+/// start) replaced by `***`.
+fn masked(text: &str) -> String {
+    let start = text.find("://").map_or(0, |i| i + 3);
+    let authority_end = text[start..].find(['/', '\\', '?', '#']).map_or(text.len(), |i| start + i);
+    match text[start..authority_end].rfind('@') {
+        Some(at) => format!("{}***@{}", &text[..start], &text[start + at + 1..]),
+        None => text.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -1025,9 +1054,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn messages_do_not_show_passwords() {
-        let why = refusal(&fetcher(&FilteringConfig::default()), "http://user:s3cret@93.184.216.34:8080/x").await;
-        assert!(why.contains("http://user:***@93.184.216.34:8080/x") && !why.contains("s3cret"), "{why}");
+    async fn messages_do_not_show_credentials() {
+        let f = fetcher(&FilteringConfig::default());
+        let why = refusal(&f, "http://user:s3cret@93.184.216.34:8080/x").await;
+        assert!(why.contains("http://***:***@93.184.216.34:8080/x") && !why.contains("s3cret"), "{why}");
+        let why = refusal(&f, "http://t0ken@127.0.0.1/x").await;
+        assert!(why.contains("http://***@127.0.0.1/x") && !why.contains("t0ken"), "{why}");
+        for unparsable in ["http://user:s3cret@exa mple.com/x", "http://user:s3cret@[::1/x", "user:s3cret@host/x"] {
+            let why = refusal(&f, unparsable).await;
+            assert!(!why.contains("s3cret") && why.contains("***@"), "{why}");
+        }
+    }
+
+    #[test]
+    fn redacted_urls_keep_everything_but_the_credentials() {
+        assert_eq!(redacted("https://u:p@h.example:8443/a?b=c#d"), "https://***:***@h.example:8443/a?b=c#d");
+        assert_eq!(redacted("http://h.example/a@b"), "http://h.example/a@b");
+        assert_eq!(redacted("http://u:p@h ost/a@b"), "http://***@h ost/a@b");
+        assert_eq!(redacted("not a url"), "not a url");
     }
 
     #[tokio::test]
