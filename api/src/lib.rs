@@ -5,6 +5,7 @@ mod actions;
 mod context;
 mod error;
 mod extract;
+mod forwarded;
 mod image_data;
 mod images;
 mod import;
@@ -25,7 +26,7 @@ use std::sync::Arc;
 
 use axum::ServiceExt;
 use axum::extract::Request;
-use glint_core::config::{AuthMode, Config};
+use glint_core::config::{AuthMode, Config, Network};
 use glint_core::db::DatabaseConnection;
 use glint_core::fetch::Fetcher;
 use glint_core::image::schema::Validator;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub queue: Arc<dyn TaskQueue>,
     /// Validates tokens in `keystone` auth mode.
     pub keystone: Option<Arc<Keystone>>,
+    /// The peers whose X-Forwarded-* headers are believed (`[server] trusted_proxies`).
+    pub trusted_proxies: Arc<Vec<Network>>,
 }
 
 impl AppState {
@@ -75,7 +78,8 @@ impl AppState {
             AuthMode::Keystone => Some(Arc::new(Keystone::new(&config.auth.keystone)?)),
             AuthMode::Noauth => None,
         };
-        Ok(Self { db, config: Arc::new(config), validator, stores, staging, fetcher, queue, keystone })
+        let trusted_proxies = Arc::new(config.server.trusted_proxy_networks()?);
+        Ok(Self { db, config: Arc::new(config), validator, stores, staging, fetcher, queue, keystone, trusted_proxies })
     }
 
     /// Wakes a worker for recorded task `id`, in the background: the row is the truth, and the
@@ -94,5 +98,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let rewrite = versions::rewrite_version_prefix(state.stores.multistore());
     let app = MapRequestLayer::new(rewrite).layer(router::router(state));
-    axum::serve(listener, ServiceExt::<Request>::into_make_service(app)).with_graceful_shutdown(shutdown).await
+    // The peer's address decides whether its X-Forwarded-* headers count (`forwarded`).
+    let app = ServiceExt::<Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(app);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

@@ -11,7 +11,8 @@ use crate::metadefs::{
     self, objects as md_objects, properties as md_properties, resource_types as md_types, tags as md_tags,
 };
 use crate::{
-    AppState, actions, context, image_data, images, import, info, members, schemas, stores, tags, tasks, versions,
+    AppState, actions, context, forwarded, image_data, images, import, info, members, schemas, stores, tags, tasks,
+    versions,
 };
 
 /// A resource's methods; any other method is a 405 listing `allowed` in `Allow`.
@@ -110,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthcheck", get(versions::healthcheck))
         .merge(v2)
         .fallback(versions::multiple_choices)
+        .layer(middleware::from_fn_with_state(state.clone(), forwarded::base_url))
         .layer(middleware::from_fn(error::render_errors))
         .layer(middleware::from_fn(access_log::log))
         .with_state(state)

@@ -1,7 +1,7 @@
 //! One typed configuration: defaults, then a TOML file, then `GLINT__SECTION__KEY` variables.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
@@ -69,15 +69,67 @@ pub struct ServerConfig {
     /// Address and port to listen on.
     pub bind: SocketAddr,
     /// Base URL clients reach the service at (used in the version document and Location
-    /// headers); when unset, taken from the request (honouring X-Forwarded-Proto/-Host).
+    /// headers); when unset, taken from the request's Host, or from X-Forwarded-Proto/-Host
+    /// when a trusted proxy sent them.
     pub public_endpoint: Option<String>,
     /// When this file exists, /healthcheck answers 503 "DISABLED BY FILE" (for draining).
     pub healthcheck_disable_file: Option<PathBuf>,
+    /// Addresses or networks (`10.0.0.5`, `10.0.0.0/8`, `fd00::/8`) of the reverse proxies
+    /// whose X-Forwarded-Proto/-Host are believed; from any other peer they are ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { bind: SocketAddr::from(([127, 0, 0, 1], 9292)), public_endpoint: None, healthcheck_disable_file: None }
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 9292)),
+            public_endpoint: None,
+            healthcheck_disable_file: None,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// `trusted_proxies`, parsed; an entry that is not an address or network is an error.
+    pub fn trusted_proxy_networks(&self) -> Result<Vec<Network>> {
+        self.trusted_proxies.iter().map(|entry| Network::parse(entry)).collect()
+    }
+}
+
+/// An address and a prefix length: one entry of `[server] trusted_proxies`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Network {
+    address: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    /// Parses `10.0.0.0/8`, `fd00::/8` or a lone address (all of its bits).
+    pub fn parse(text: &str) -> Result<Network> {
+        let invalid = || Error::Config(format!("server.trusted_proxies: '{text}' is not an address or a network"));
+        let (address, prefix) = text.trim().split_once('/').map_or((text.trim(), None), |(a, p)| (a, Some(p)));
+        let address: IpAddr = address.parse().map_err(|_| invalid())?;
+        let address = address.to_canonical();
+        let bits = if address.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => bits,
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= bits).ok_or_else(invalid)?,
+        };
+        Ok(Network { address, prefix })
+    }
+
+    /// Whether `ip` (an IPv4-mapped IPv6 address counting as its IPv4 one) is in the network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let mask = |bits: u32| u128::MAX.checked_shl(bits - u32::from(self.prefix)).unwrap_or(0);
+        match (self.address, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = mask(32) as u32;
+                net.to_bits() & mask == ip.to_bits() & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => net.to_bits() & mask(128) == ip.to_bits() & mask(128),
+            _ => false,
+        }
     }
 }
 
@@ -549,6 +601,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<()> {
+        self.server.trusted_proxy_networks()?;
         if self.images.api_limit_max == 0 {
             return Err(Error::Config("images.api_limit_max must be at least 1".into()));
         }
@@ -658,6 +711,22 @@ mod tests {
         config.server.bind = SocketAddr::from(([0, 0, 0, 0], 9292));
         config.validate().expect("keystone may listen anywhere");
         assert!(!format!("{config:?}").contains("pa55word"));
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks() {
+        let net = |text: &str| Network::parse(text).expect(text);
+        let ip = |text: &str| text.parse::<IpAddr>().expect(text);
+        assert!(net("10.0.0.0/8").contains(ip("10.200.0.1")) && !net("10.0.0.0/8").contains(ip("11.0.0.1")));
+        assert!(net("10.0.0.5").contains(ip("::ffff:10.0.0.5")) && !net("10.0.0.5").contains(ip("10.0.0.6")));
+        assert!(net("fd00::/8").contains(ip("fd12::1")) && !net("fd00::/8").contains(ip("fe80::1")));
+        assert!(net("0.0.0.0/0").contains(ip("8.8.8.8")) && !net("0.0.0.0/0").contains(ip("::1")));
+        for bad in ["proxy.example", "10.0.0.0/33", "10.0.0.0/x", "::1/129", ""] {
+            assert!(Network::parse(bad).is_err(), "{bad}");
+        }
+        let mut config = Config::default();
+        config.server.trusted_proxies = vec!["10.0.0.0/8".into(), "nonsense".into()];
+        assert!(config.validate().expect_err("nonsense").to_string().contains("'nonsense'"));
     }
 
     #[test]
