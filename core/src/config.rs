@@ -248,6 +248,9 @@ pub struct ImagesConfig {
     pub api_limit_max: u64,
     /// Most extra properties per image (keys starting `os_glance` excluded); negative = no limit.
     pub image_property_quota: i64,
+    /// Most bytes of extra properties per image, names and values together (keys starting
+    /// `os_glance` excluded); negative = no limit. Every image of a list page is held in memory.
+    pub image_property_size_quota: i64,
     /// Most tags per image; negative = no limit.
     pub image_tag_quota: i64,
     /// Most members (projects shared with) per image; negative = no limit.
@@ -278,6 +281,7 @@ impl Default for ImagesConfig {
             limit_param_default: 25,
             api_limit_max: 1000,
             image_property_quota: 128,
+            image_property_size_quota: 128 * 1024,
             image_tag_quota: 128,
             image_member_quota: 128,
             disk_formats: strings(&["ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop"]),
