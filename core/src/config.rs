@@ -426,6 +426,13 @@ pub struct FilteringConfig {
     pub connect_timeout: u64,
     /// Seconds without a byte from the server before the download fails.
     pub read_timeout: u64,
+    /// Bytes per second a download must average over every `min_transfer_rate_window`, else
+    /// it fails (and is retried): a server trickling bytes cannot hold a worker for long.
+    pub min_transfer_rate: u64,
+    /// Seconds over which `min_transfer_rate` is measured.
+    pub min_transfer_rate_window: u64,
+    /// Seconds one download may take in all, from the request to the last byte.
+    pub total_timeout: u64,
     /// Most redirects followed (each one filtered like the original URL).
     pub max_redirects: usize,
 }
@@ -442,6 +449,9 @@ impl Default for FilteringConfig {
             allow_private_addresses: false,
             connect_timeout: 10,
             read_timeout: 60,
+            min_transfer_rate: 10 * 1024,
+            min_transfer_rate_window: 120,
+            total_timeout: 48 * 3600,
             max_redirects: 5,
         }
     }

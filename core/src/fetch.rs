@@ -13,7 +13,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -31,6 +31,16 @@ pub struct Fetcher {
     client: reqwest::Client,
     read_timeout: u64,
     max_redirects: usize,
+    pace: Pace,
+}
+
+/// How fast a download must go: at least `min_rate` bytes a second over every `window`, and
+/// done within `total` of its request.
+#[derive(Clone, Copy, Debug)]
+struct Pace {
+    min_rate: u64,
+    window: Duration,
+    total: Duration,
 }
 
 /// A response whose status said the image follows.
@@ -82,7 +92,12 @@ impl Fetcher {
             .read_timeout(Duration::from_secs(cfg.read_timeout))
             .build()
             .map_err(|e| FetchError::Transient(format!("cannot set up the HTTP client: {}", chain(&e))))?;
-        Ok(Fetcher { filter, client, read_timeout: cfg.read_timeout, max_redirects: cfg.max_redirects })
+        let pace = Pace {
+            min_rate: cfg.min_transfer_rate,
+            window: Duration::from_secs(cfg.min_transfer_rate_window.max(1)),
+            total: Duration::from_secs(cfg.total_timeout.max(1)),
+        };
+        Ok(Fetcher { filter, client, read_timeout: cfg.read_timeout, max_redirects: cfg.max_redirects, pace })
     }
 
     /// Checks `url` as the API does before accepting an import and returns it parsed; Err(FetchError::Refused(..)) otherwise.
@@ -106,6 +121,7 @@ impl Fetcher {
 
     /// GETs `url` (checked again), following only allowed redirects; the response body streamed, refusing more than `cap` bytes.
     pub async fn get(&self, url: &str, cap: u64) -> Result<Download, FetchError> {
+        let started = Instant::now();
         let first = self.filter.check(url, None).map_err(FetchError::Refused)?;
         let mut url = first.clone();
         let mut redirects = 0;
@@ -115,7 +131,7 @@ impl Fetcher {
             let code = status.as_u16();
             let said = || format!("GET {} returned {status}", shown(&url));
             match code {
-                200..=299 => return self.download(url, response, cap),
+                200..=299 => return self.download(url, response, cap, started),
                 301 | 302 | 303 | 307 | 308 => {
                     let Some(location) = response.headers().get(LOCATION).and_then(|v| v.to_str().ok()) else {
                         return Err(FetchError::Status(code, format!("{} without a usable Location header", said())));
@@ -141,7 +157,13 @@ impl Fetcher {
         }
     }
 
-    fn download(&self, url: Url, response: reqwest::Response, cap: u64) -> Result<Download, FetchError> {
+    fn download(
+        &self,
+        url: Url,
+        response: reqwest::Response,
+        cap: u64,
+        started: Instant,
+    ) -> Result<Download, FetchError> {
         let content_length = response.content_length();
         if content_length.is_some_and(|n| n > cap) {
             return Err(FetchError::TooLarge(cap));
@@ -153,6 +175,10 @@ impl Fetcher {
             content_length,
             url: url.clone(),
             read_timeout: self.read_timeout,
+            pace: self.pace,
+            deadline: started + self.pace.total,
+            window_start: Instant::now(),
+            window_seen: 0,
         };
         let body = futures_util::stream::unfold(Some(body), |body| async move {
             let mut body = body?;
@@ -192,11 +218,52 @@ struct Body {
     content_length: Option<u64>,
     url: Url,
     read_timeout: u64,
+    pace: Pace,
+    /// When the whole download must be done.
+    deadline: Instant,
+    /// The current rate window: when it began and how many bytes had come by then.
+    window_start: Instant,
+    window_seen: u64,
 }
 
 impl Body {
+    /// The next chunk, failing the download when it falls behind its [`Pace`].
     async fn read(&mut self) -> io::Result<Option<Bytes>> {
-        match self.chunks.next().await {
+        loop {
+            let now = Instant::now();
+            if now >= self.deadline {
+                let why = format!("not done within {} s", self.pace.total.as_secs());
+                return Err(self.too_slow(why));
+            }
+            let window_end = self.window_start + self.pace.window;
+            if now >= window_end {
+                let moved = self.seen - self.window_seen;
+                let wanted = self.pace.min_rate.saturating_mul(self.pace.window.as_secs());
+                if moved < wanted {
+                    let why = format!(
+                        "{moved} bytes in the last {} s, under the minimum of {} bytes/s",
+                        self.pace.window.as_secs(),
+                        self.pace.min_rate
+                    );
+                    return Err(self.too_slow(why));
+                }
+                (self.window_start, self.window_seen) = (now, self.seen);
+                continue;
+            }
+            let wake = tokio::time::Instant::from_std(window_end.min(self.deadline));
+            if let Ok(next) = tokio::time::timeout_at(wake, self.chunks.next()).await {
+                return self.take(next);
+            }
+        }
+    }
+
+    fn too_slow(&self, why: String) -> io::Error {
+        let message = format!("GET {} too slow after {} bytes: {why}", shown(&self.url), self.seen);
+        io::Error::new(io::ErrorKind::TimedOut, FetchError::Transient(message))
+    }
+
+    fn take(&mut self, next: Option<reqwest::Result<Bytes>>) -> io::Result<Option<Bytes>> {
+        match next {
             Some(Ok(chunk)) => {
                 self.seen += chunk.len() as u64;
                 if self.seen > self.cap {
@@ -754,6 +821,16 @@ mod tests {
             socket.write_all(&reply("200 OK", "Content-Length: 10\r\n", b"he")).await.ok();
             tokio::time::sleep(Duration::from_secs(30)).await;
             return;
+        } else if path == "/trickle" {
+            // A byte every 200 ms: never silent for long, never fast.
+            socket.write_all(&reply("200 OK", "Content-Length: 100\r\n", b"")).await.ok();
+            for _ in 0..100 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if socket.write_all(b"x").await.is_err() {
+                    return;
+                }
+            }
+            return;
         } else if path == "/silent" {
             tokio::time::sleep(Duration::from_secs(30)).await;
             return;
@@ -1147,6 +1224,40 @@ mod tests {
         assert!(inner(&e).is_transient(), "{e}");
         assert!(e.to_string().contains("after 2 bytes: no data for 1 s"), "{e}");
         assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_trickling_server_fails_transiently_under_the_minimum_rate() {
+        let port = serve().await;
+        let slow = FilteringConfig { min_transfer_rate: 10, min_transfer_rate_window: 1, ..local(port) };
+        let started = Instant::now();
+        let download = fetcher(&slow).get(&format!("http://127.0.0.1:{port}/trickle"), 100).await.expect("headers");
+        let e = read(download.body).await.expect_err("too slow");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(inner(&e).is_transient(), "{e}");
+        assert!(e.to_string().contains("in the last 1 s, under the minimum of 10 bytes/s"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        let lenient = FilteringConfig { min_transfer_rate: 4, min_transfer_rate_window: 1, ..local(port) };
+        let download = fetcher(&lenient).get(&format!("http://127.0.0.1:{port}/ok"), 100).await.expect("headers");
+        assert_eq!(read(download.body).await.expect("fast enough"), b"hello");
+    }
+
+    #[tokio::test]
+    async fn a_download_fails_transiently_past_its_total_time() {
+        let port = serve().await;
+        let capped = FilteringConfig { min_transfer_rate: 0, total_timeout: 1, ..local(port) };
+        let started = Instant::now();
+        let download = fetcher(&capped).get(&format!("http://127.0.0.1:{port}/trickle"), 100).await.expect("headers");
+        let e = read(download.body).await.expect_err("too long");
+        assert!(inner(&e).is_transient() && e.to_string().contains("not done within 1 s"), "{e}");
+        assert!(started.elapsed() < Duration::from_millis(1800), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn the_default_pace_lets_20_gib_through_a_1_mbit_link() {
+        let cfg = FilteringConfig::default();
+        let (size, rate) = (20u64 << 30, 1_000_000 / 8);
+        assert!(size / rate < cfg.total_timeout && rate > cfg.min_transfer_rate);
     }
 
     #[tokio::test]
