@@ -470,6 +470,9 @@ pub struct TasksConfig {
     pub queue_name: String,
     /// Most tasks one worker process runs at once (the broker's prefetch).
     pub worker_concurrency: u16,
+    /// Most tasks of one project running at once across all workers (fair share: a
+    /// project's further tasks wait behind its own, not everyone's); 0 = no limit.
+    pub max_running_per_project: u16,
     /// Seconds a worker's claim on a task lasts unless renewed (renewed every third of it);
     /// a task whose worker died is taken over this long after.
     pub lease: u64,
@@ -508,6 +511,7 @@ impl Default for TasksConfig {
             broker_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             queue_name: "glint.tasks".into(),
             worker_concurrency: 4,
+            max_running_per_project: 2,
             lease: 60,
             max_attempts: 5,
             relay_interval: 5,

@@ -18,6 +18,8 @@ pub enum Reply {
     Redirect(String),
     /// Headers announcing this many bytes, then silence.
     Stall(u64),
+    /// Headers announcing this many bytes, then one byte every 200 ms.
+    Trickle(u64),
 }
 
 /// The server; it stops with the test's runtime.
@@ -93,6 +95,18 @@ async fn answer(mut socket: TcpStream, routes: Arc<Mutex<HashMap<String, Reply>>
             let response =
                 format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             socket.write_all(response.as_bytes()).await
+        }
+        Reply::Trickle(len) => {
+            let header = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n");
+            let mut sent = socket.write_all(header.as_bytes()).await;
+            for _ in 0..len {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                sent = socket.write_all(b"x").await;
+                if sent.is_err() {
+                    break;
+                }
+            }
+            sent
         }
         Reply::Stall(len) => {
             let header = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n");
