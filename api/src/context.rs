@@ -36,14 +36,21 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
             Ok(context) => context,
             Err(refusal) => return refusal,
         },
-        _ => trusted_headers(request.headers(), request_id.clone()),
+        _ => match trusted_headers(request.headers(), request_id.clone()) {
+            Ok(context) => context,
+            Err(refusal) => return with_request_id(refusal.into_response(), &request_id),
+        },
     };
     let span = tracing::info_span!("request", request_id = %request_id);
     request.extensions_mut().insert(context.clone());
     let mut response = next.run(request).instrument(span).await;
     // For the access log, which runs outside this layer.
     response.extensions_mut().insert(context);
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
+    with_request_id(response, &request_id)
+}
+
+fn with_request_id(mut response: Response, request_id: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
     response
@@ -97,17 +104,62 @@ fn keystone_unavailable(err: &glint_core::Error) -> Response {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "The Keystone service is temporarily unavailable.").into_response()
 }
 
+/// The headers that carry an identity in no-auth mode.
+const IDENTITY_HEADERS: [&str; 4] = ["x-project-id", "x-tenant-id", "x-user-id", "x-roles"];
+
+/// Longest project or user id taken (Glance's `owner` column).
+const MAX_ID_LENGTH: usize = 255;
+
 /// No-auth mode: identity headers are trusted as a proxy would set them; a request without
-/// a project is Glance's unauthenticated admin.
-fn trusted_headers(headers: &HeaderMap, request_id: String) -> RequestContext {
-    let header = |name: &str| {
-        headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
+/// any of them is Glance's unauthenticated admin. One that carries identity headers but not
+/// a well-formed project is refused: dropping a malformed header would make its sender that
+/// admin.
+fn trusted_headers(headers: &HeaderMap, request_id: String) -> Result<RequestContext, ApiError> {
+    if IDENTITY_HEADERS.iter().all(|name| headers.get(*name).is_none()) {
+        return Ok(RequestContext::anonymous_admin(request_id));
+    }
+    let header = |name: &'static str| -> Result<Option<&str>, ApiError> {
+        let mut values = headers.get_all(name).iter();
+        let Some(value) = values.next() else { return Ok(None) };
+        let malformed = || ApiError::bad_request(format!("Invalid {} header.", canonical(name)));
+        if values.next().is_some() {
+            return Err(malformed());
+        }
+        let text = value.to_str().map_err(|_| malformed())?.trim();
+        if text.chars().any(|c| c.is_ascii_control()) {
+            return Err(malformed());
+        }
+        Ok(Some(text))
     };
-    let Some(project) = header("x-project-id").or_else(|| header("x-tenant-id")) else {
-        return RequestContext::anonymous_admin(request_id);
+    let id = |name: &'static str| -> Result<Option<String>, ApiError> {
+        match header(name)? {
+            None => Ok(None),
+            Some(id) if id.is_empty() || id.len() > MAX_ID_LENGTH || id.contains(char::is_whitespace) => {
+                Err(ApiError::bad_request(format!("Invalid {} header.", canonical(name))))
+            }
+            Some(id) => Ok(Some(id.to_owned())),
+        }
     };
-    let roles = header("x-roles").unwrap_or_default();
-    RequestContext::new(Some(project), header("x-user-id"), roles.split(',').map(str::to_owned), request_id)
+    let project = match (id("x-project-id")?, id("x-tenant-id")?) {
+        (Some(project), Some(tenant)) if project != tenant => {
+            return Err(ApiError::bad_request("X-Project-Id and X-Tenant-Id name different projects."));
+        }
+        (Some(project), _) | (None, Some(project)) => project,
+        (None, None) => return Err(ApiError::bad_request("Identity headers without X-Project-Id.")),
+    };
+    let user = id("x-user-id")?;
+    let roles = header("x-roles")?.unwrap_or_default();
+    Ok(RequestContext::new(Some(project), user, roles.split(',').map(str::to_owned), request_id))
+}
+
+/// The spelling of an identity header in messages.
+fn canonical(name: &str) -> &'static str {
+    match name {
+        "x-project-id" => "X-Project-Id",
+        "x-tenant-id" => "X-Tenant-Id",
+        "x-user-id" => "X-User-Id",
+        _ => "X-Roles",
+    }
 }
 
 #[cfg(test)]
@@ -124,14 +176,38 @@ mod tests {
 
     #[test]
     fn no_identity_headers_is_an_anonymous_admin() {
-        let ctx = trusted_headers(&headers(&[]), "req-1".into());
+        let ctx = trusted_headers(&headers(&[]), "req-1".into()).expect("context");
         assert!(ctx.is_admin && ctx.project_id.is_none());
     }
 
     #[test]
     fn tenant_id_is_the_legacy_project_header() {
-        let ctx = trusted_headers(&headers(&[("x-tenant-id", "p1"), ("x-roles", "Member, reader")]), "req-1".into());
+        let ctx = trusted_headers(&headers(&[("x-tenant-id", "p1"), ("x-roles", "Member, reader")]), "req-1".into())
+            .expect("context");
         assert_eq!(ctx.project_id.as_deref(), Some("p1"));
         assert!(ctx.has_role("member") && !ctx.is_admin);
+    }
+
+    #[test]
+    fn malformed_identity_headers_are_refused_never_an_admin() {
+        let refused = |pairs: &[(&'static str, &[u8])]| {
+            let mut map = HeaderMap::new();
+            for (k, v) in pairs {
+                map.append(*k, HeaderValue::from_bytes(v).expect("header value"));
+            }
+            trusted_headers(&map, "req-1".into()).is_err()
+        };
+        assert!(refused(&[("x-project-id", b"\xffb"), ("x-roles", b"reader")]));
+        assert!(refused(&[("x-project-id", "é".as_bytes())]));
+        assert!(refused(&[("x-project-id", b"   "), ("x-roles", b"reader")]));
+        assert!(refused(&[("x-project-id", b"")]));
+        assert!(refused(&[("x-project-id", b"a b")]));
+        assert!(refused(&[("x-project-id", b"p1"), ("x-project-id", b"p2")]));
+        assert!(refused(&[("x-project-id", b"p1"), ("x-tenant-id", b"p2")]));
+        assert!(refused(&[("x-roles", b"reader")]));
+        assert!(refused(&[("x-user-id", b"alice")]));
+        assert!(refused(&[("x-project-id", b"p1"), ("x-roles", b"r\xe9ader")]));
+        assert!(refused(&[("x-project-id", b"p1"), ("x-user-id", b"   ")]));
+        assert!(!refused(&[("x-project-id", b" p1 "), ("x-tenant-id", b"p1"), ("x-roles", b"")]));
     }
 }

@@ -14,8 +14,9 @@ use serde_json::Value;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, NoBody};
+use crate::forwarded::BaseUrl;
 use crate::list::Params;
-use crate::{list, versions, view};
+use crate::{list, view};
 
 /// `POST /v2/images`: 201 with the new queued image, its Location, the import methods on offer
 /// (openstacksdk imports only if its method is listed there) and, in multistore mode, the
@@ -23,7 +24,7 @@ use crate::{list, versions, view};
 pub async fn create(
     State(state): State<AppState>,
     Extension(ctx): Extension<RequestContext>,
-    headers: HeaderMap,
+    Extension(base): Extension<BaseUrl>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let Value::Object(body) = body else {
@@ -32,7 +33,7 @@ pub async fn create(
     let image = image::new_image(body, &ctx, &state.config.images, &state.validator)?;
     quota::enforce(&state.db, &state.config.quotas, image.owner.as_deref(), &[(Resource::ImageCountTotal, 1)]).await?;
     repo::insert(&state.db, &image).await?;
-    let location = format!("{}/v2/images/{}", versions::base_url(&state, &headers), image.id);
+    let location = format!("{}/v2/images/{}", base.0, image.id);
     let mut response = (StatusCode::CREATED, Json(view::ImageView::new(&state, &ctx).render(&image))).into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);

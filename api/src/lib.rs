@@ -6,6 +6,7 @@ mod body;
 mod context;
 mod error;
 mod extract;
+mod forwarded;
 mod image_data;
 mod images;
 mod import;
@@ -27,7 +28,7 @@ mod view;
 use std::future::Future;
 use std::sync::Arc;
 
-use glint_core::config::{AuthMode, Config};
+use glint_core::config::{AuthMode, Config, Network};
 use glint_core::db::DatabaseConnection;
 use glint_core::fetch::Fetcher;
 use glint_core::image::schema::Validator;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub queue: Arc<dyn TaskQueue>,
     /// Validates tokens in `keystone` auth mode.
     pub keystone: Option<Arc<Keystone>>,
+    /// The peers whose X-Forwarded-* headers are believed (`[server] trusted_proxies`).
+    pub trusted_proxies: Arc<Vec<Network>>,
 }
 
 impl AppState {
@@ -77,7 +80,8 @@ impl AppState {
             AuthMode::Keystone => Some(Arc::new(Keystone::new(&config.auth.keystone)?)),
             AuthMode::Noauth => None,
         };
-        Ok(Self { db, config: Arc::new(config), validator, stores, staging, fetcher, queue, keystone })
+        let trusted_proxies = Arc::new(config.server.trusted_proxy_networks()?);
+        Ok(Self { db, config: Arc::new(config), validator, stores, staging, fetcher, queue, keystone, trusted_proxies })
     }
 
     /// Wakes a worker for recorded task `id`, in the background: the row is the truth, and the

@@ -11,8 +11,8 @@ use crate::metadefs::{
     self, objects as md_objects, properties as md_properties, resource_types as md_types, tags as md_tags,
 };
 use crate::{
-    AppState, actions, context, image_data, images, import, info, locations, members, metrics, schemas, stores, tags,
-    tasks,
+    AppState, actions, context, forwarded, image_data, images, import, info, locations, members, metrics, schemas,
+    stores, tags, tasks,
     versions,
 };
 
@@ -118,6 +118,7 @@ pub fn router(state: AppState) -> Router {
     let app = unversioned
         .merge(v2)
         .fallback(versions::multiple_choices)
+        .layer(middleware::from_fn_with_state(state.clone(), forwarded::base_url))
         .layer(middleware::from_fn(error::render_errors))
         .layer(middleware::from_fn(access_log::log));
     let app = if metrics_config.enabled { app.layer(middleware::from_fn(metrics::record)) } else { app };

@@ -78,9 +78,9 @@ where
             },
             () = &mut shutdown => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(err) => {
                     // Out of file descriptors or memory: give the open connections a moment
                     // to finish instead of spinning on accept.
@@ -92,7 +92,12 @@ where
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = app.clone().map_request(|request: hyper::Request<Incoming>| request.map(Body::new));
+        // The peer decides whether its X-Forwarded-* headers count (`forwarded`).
+        let service = app.clone().map_request(move |request: hyper::Request<Incoming>| {
+            let mut request = request.map(Body::new);
+            request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            request
+        });
         let connection = serve_connection(builder.clone(), stream, service, limits.keepalive_timeout, draining.clone());
         tokio::spawn(holding(slot, connection));
     }

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::{Extension, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::NaiveDateTime;
 use glint_core::context::RequestContext;
@@ -16,8 +16,8 @@ use serde_json::{Map, Value, json};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, NoBody};
+use crate::forwarded::BaseUrl;
 use crate::list::{self, Links, Params};
-use crate::versions;
 use crate::view::timestamp;
 
 /// `tasks_api_access`: the legacy tasks API is for admins by default.
@@ -52,7 +52,7 @@ fn full(task: &Task) -> Value {
         Value::Object(map) => map,
         _ => Map::new(),
     };
-    out.insert("input".into(), task.input.clone().unwrap_or(Value::Null));
+    out.insert("input".into(), task.shown_input().unwrap_or(Value::Null));
     out.insert("result".into(), task.result.clone().unwrap_or(Value::Null));
     out.insert("message".into(), json!(task.message));
     for (key, value) in [("image_id", &task.image_id), ("request_id", &task.request_id), ("user_id", &task.user_id)] {
@@ -80,7 +80,7 @@ fn image_task(task: &Task) -> Value {
         "expires_at": task.expires_at.map(raw),
         "deleted_at": null,
         "deleted": false,
-        "input": task.input,
+        "input": task.shown_input(),
         "result": task.result,
         "message": task.message,
     })
@@ -135,7 +135,7 @@ pub async fn list(
 pub async fn create(
     State(state): State<AppState>,
     Extension(ctx): Extension<RequestContext>,
-    headers: HeaderMap,
+    Extension(base): Extension<BaseUrl>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     check_tasks_api(&ctx)?;
@@ -146,7 +146,7 @@ pub async fn create(
     tracing::info!(task = %task.id, "legacy import task accepted");
     state.announce(&task.id);
     let mut response = (StatusCode::CREATED, Json(full(&task))).into_response();
-    let location = format!("{}/v2/tasks/{}", versions::base_url(&state, &headers), task.id);
+    let location = format!("{}/v2/tasks/{}", base.0, task.id);
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
     }

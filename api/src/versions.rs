@@ -1,11 +1,12 @@
 //! The version document (`/`, `/versions`, unknown versions), `/v2.N` prefixes and /healthcheck.
 
-use axum::extract::{Request, State};
+use axum::extract::{Extension, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::AppState;
+use crate::forwarded::BaseUrl;
 
 /// Advertised API versions, in upstream's order, for one store and no image cache.
 const VERSIONS: &[(&str, &str)] = &[
@@ -21,19 +22,6 @@ const VERSIONS: &[(&str, &str)] = &[
     ("v2.1", "SUPPORTED"),
     ("v2.0", "SUPPORTED"),
 ];
-
-/// The service's base URL: `public_endpoint`, else what the request (or its proxy) says.
-pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
-    if let Some(endpoint) = &state.config.server.public_endpoint {
-        return endpoint.trim_end_matches('/').to_owned();
-    }
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let scheme = header("x-forwarded-proto").unwrap_or_else(|| "http".into());
-    let host = header("x-forwarded-host")
-        .or_else(|| header(header::HOST.as_str()))
-        .unwrap_or_else(|| state.config.server.bind.to_string());
-    format!("{scheme}://{host}")
-}
 
 /// Versions multistore mode adds (2.9 then moves into this block, as upstream lists it).
 const MULTISTORE_VERSIONS: &[(&str, &str)] = &[
@@ -53,8 +41,8 @@ fn advertised(multistore: bool) -> Vec<(&'static str, &'static str)> {
     versions
 }
 
-fn document(state: &AppState, headers: &HeaderMap) -> serde_json::Value {
-    let href = format!("{}/v2/", base_url(state, headers));
+fn document(state: &AppState, base: &BaseUrl) -> serde_json::Value {
+    let href = format!("{}/v2/", base.0);
     let versions: Vec<_> = advertised(state.stores.multistore())
         .iter()
         .map(|(id, status)| json!({"id": id, "status": status, "links": [{"rel": "self", "href": href}]}))
@@ -63,13 +51,13 @@ fn document(state: &AppState, headers: &HeaderMap) -> serde_json::Value {
 }
 
 /// `GET /versions`: 200 with the version document.
-pub async fn versions(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    (StatusCode::OK, axum::Json(document(&state, &headers))).into_response()
+pub async fn versions(State(state): State<AppState>, Extension(base): Extension<BaseUrl>) -> Response {
+    (StatusCode::OK, axum::Json(document(&state, &base))).into_response()
 }
 
 /// `GET /` and any unversioned or unknown-version path: 300 with the version document.
-pub async fn multiple_choices(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    (StatusCode::MULTIPLE_CHOICES, axum::Json(document(&state, &headers))).into_response()
+pub async fn multiple_choices(State(state): State<AppState>, Extension(base): Extension<BaseUrl>) -> Response {
+    (StatusCode::MULTIPLE_CHOICES, axum::Json(document(&state, &base))).into_response()
 }
 
 /// Rewrites `/v2.N/...` to `/v2/...` for every advertised minor version, before routing.

@@ -1,7 +1,7 @@
 //! One typed configuration: defaults, then a TOML file, then `GLINT__SECTION__KEY` variables.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
@@ -99,7 +99,8 @@ pub struct ServerConfig {
     /// Address and port to listen on.
     pub bind: SocketAddr,
     /// Base URL clients reach the service at (used in the version document and Location
-    /// headers); when unset, taken from the request (honouring X-Forwarded-Proto/-Host).
+    /// headers); when unset, taken from the request's Host, or from X-Forwarded-Proto/-Host
+    /// when a trusted proxy sent them.
     pub public_endpoint: Option<String>,
     /// When this file exists, /healthcheck answers 503 "DISABLED BY FILE" (for draining).
     pub healthcheck_disable_file: Option<PathBuf>,
@@ -116,6 +117,9 @@ pub struct ServerConfig {
     /// Seconds an upload or stage body may send nothing before the request fails with 408 and
     /// the image goes back to `queued`. A body that keeps sending, however slowly, is not cut.
     pub body_idle_timeout: u64,
+    /// Addresses or networks (`10.0.0.5`, `10.0.0.0/8`, `fd00::/8`) of the reverse proxies
+    /// whose X-Forwarded-Proto/-Host are believed; from any other peer they are ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -129,6 +133,50 @@ impl Default for ServerConfig {
             keepalive_timeout: 15,
             max_connections: 4096,
             body_idle_timeout: 60,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// `trusted_proxies`, parsed; an entry that is not an address or network is an error.
+    pub fn trusted_proxy_networks(&self) -> Result<Vec<Network>> {
+        self.trusted_proxies.iter().map(|entry| Network::parse(entry)).collect()
+    }
+}
+
+/// An address and a prefix length: one entry of `[server] trusted_proxies`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Network {
+    address: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    /// Parses `10.0.0.0/8`, `fd00::/8` or a lone address (all of its bits).
+    pub fn parse(text: &str) -> Result<Network> {
+        let invalid = || Error::Config(format!("server.trusted_proxies: '{text}' is not an address or a network"));
+        let (address, prefix) = text.trim().split_once('/').map_or((text.trim(), None), |(a, p)| (a, Some(p)));
+        let address: IpAddr = address.parse().map_err(|_| invalid())?;
+        let address = address.to_canonical();
+        let bits = if address.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => bits,
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= bits).ok_or_else(invalid)?,
+        };
+        Ok(Network { address, prefix })
+    }
+
+    /// Whether `ip` (an IPv4-mapped IPv6 address counting as its IPv4 one) is in the network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let mask = |bits: u32| u128::MAX.checked_shl(bits - u32::from(self.prefix)).unwrap_or(0);
+        match (self.address, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = mask(32) as u32;
+                net.to_bits() & mask == ip.to_bits() & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => net.to_bits() & mask(128) == ip.to_bits() & mask(128),
+            _ => false,
         }
     }
 }
@@ -248,6 +296,9 @@ pub struct ImagesConfig {
     pub api_limit_max: u64,
     /// Most extra properties per image (keys starting `os_glance` excluded); negative = no limit.
     pub image_property_quota: i64,
+    /// Most bytes of extra properties per image, names and values together (keys starting
+    /// `os_glance` excluded); negative = no limit. Every image of a list page is held in memory.
+    pub image_property_size_quota: i64,
     /// Most tags per image; negative = no limit.
     pub image_tag_quota: i64,
     /// Most members (projects shared with) per image; negative = no limit.
@@ -288,6 +339,7 @@ impl Default for ImagesConfig {
             limit_param_default: 25,
             api_limit_max: 1000,
             image_property_quota: 128,
+            image_property_size_quota: 128 * 1024,
             image_tag_quota: 128,
             image_member_quota: 128,
             disk_formats: strings(&["ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop"]),
@@ -447,6 +499,13 @@ pub struct FilteringConfig {
     pub connect_timeout: u64,
     /// Seconds without a byte from the server before the download fails.
     pub read_timeout: u64,
+    /// Bytes per second a download must average over every `min_transfer_rate_window`, else
+    /// it fails (and is retried): a server trickling bytes cannot hold a worker for long.
+    pub min_transfer_rate: u64,
+    /// Seconds over which `min_transfer_rate` is measured.
+    pub min_transfer_rate_window: u64,
+    /// Seconds one download may take in all, from the request to the last byte.
+    pub total_timeout: u64,
     /// Most redirects followed (each one filtered like the original URL).
     pub max_redirects: usize,
 }
@@ -463,6 +522,9 @@ impl Default for FilteringConfig {
             allow_private_addresses: false,
             connect_timeout: 10,
             read_timeout: 60,
+            min_transfer_rate: 10 * 1024,
+            min_transfer_rate_window: 120,
+            total_timeout: 48 * 3600,
             max_redirects: 5,
         }
     }
@@ -481,6 +543,9 @@ pub struct TasksConfig {
     pub queue_name: String,
     /// Most tasks one worker process runs at once (the broker's prefetch).
     pub worker_concurrency: u16,
+    /// Most tasks of one project running at once across all workers (fair share: a
+    /// project's further tasks wait behind its own, not everyone's); 0 = no limit.
+    pub max_running_per_project: u16,
     /// Seconds a worker's claim on a task lasts unless renewed (renewed every third of it);
     /// a task whose worker died is taken over this long after.
     pub lease: u64,
@@ -519,6 +584,7 @@ impl Default for TasksConfig {
             broker_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             queue_name: "glint.tasks".into(),
             worker_concurrency: 4,
+            max_running_per_project: 2,
             lease: 60,
             max_attempts: 5,
             relay_interval: 5,
@@ -626,6 +692,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<()> {
+        self.server.trusted_proxy_networks()?;
         if self.images.api_limit_max == 0 {
             return Err(Error::Config("images.api_limit_max must be at least 1".into()));
         }
@@ -788,6 +855,22 @@ mod tests {
             .insert("local".into(), BackendConfig::Http { description: None, filtering: FilteringConfig::default() });
         let err = config.validate().expect_err("read-only default");
         assert!(err.to_string().contains("read-only"), "{err}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks() {
+        let net = |text: &str| Network::parse(text).expect(text);
+        let ip = |text: &str| text.parse::<IpAddr>().expect(text);
+        assert!(net("10.0.0.0/8").contains(ip("10.200.0.1")) && !net("10.0.0.0/8").contains(ip("11.0.0.1")));
+        assert!(net("10.0.0.5").contains(ip("::ffff:10.0.0.5")) && !net("10.0.0.5").contains(ip("10.0.0.6")));
+        assert!(net("fd00::/8").contains(ip("fd12::1")) && !net("fd00::/8").contains(ip("fe80::1")));
+        assert!(net("0.0.0.0/0").contains(ip("8.8.8.8")) && !net("0.0.0.0/0").contains(ip("::1")));
+        for bad in ["proxy.example", "10.0.0.0/33", "10.0.0.0/x", "::1/129", ""] {
+            assert!(Network::parse(bad).is_err(), "{bad}");
+        }
+        let mut config = Config::default();
+        config.server.trusted_proxies = vec!["10.0.0.0/8".into(), "nonsense".into()];
+        assert!(config.validate().expect_err("nonsense").to_string().contains("'nonsense'"));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -31,6 +31,16 @@ pub struct Fetcher {
     client: reqwest::Client,
     read_timeout: u64,
     max_redirects: usize,
+    pace: Pace,
+}
+
+/// How fast a download must go: at least `min_rate` bytes a second over every `window`, and
+/// done within `total` of its request.
+#[derive(Clone, Copy, Debug)]
+struct Pace {
+    min_rate: u64,
+    window: Duration,
+    total: Duration,
 }
 
 /// A response whose status said the image follows.
@@ -82,7 +92,12 @@ impl Fetcher {
             .read_timeout(Duration::from_secs(cfg.read_timeout))
             .build()
             .map_err(|e| FetchError::Transient(format!("cannot set up the HTTP client: {}", chain(&e))))?;
-        Ok(Fetcher { filter, client, read_timeout: cfg.read_timeout, max_redirects: cfg.max_redirects })
+        let pace = Pace {
+            min_rate: cfg.min_transfer_rate,
+            window: Duration::from_secs(cfg.min_transfer_rate_window.max(1)),
+            total: Duration::from_secs(cfg.total_timeout.max(1)),
+        };
+        Ok(Fetcher { filter, client, read_timeout: cfg.read_timeout, max_redirects: cfg.max_redirects, pace })
     }
 
     /// Checks `url` as the API does before accepting an import and returns it parsed; Err(FetchError::Refused(..)) otherwise.
@@ -106,8 +121,9 @@ impl Fetcher {
 
     /// GETs `url` (checked again), following only allowed redirects; the response body streamed, refusing more than `cap` bytes.
     pub async fn get(&self, url: &str, cap: u64) -> Result<Download, FetchError> {
+        let started = Instant::now();
         let (url, response) = self.send(reqwest::Method::GET, url, None).await?;
-        self.download(url, response, cap)
+        self.download(url, response, cap, started)
     }
 
     /// The size of the data at `url` from a HEAD request (checked and redirected like
@@ -125,9 +141,10 @@ impl Fetcher {
     /// like [`Fetcher::get`]. The range is asked for with a `Range` header; a server that
     /// ignores it and sends everything is cut down to the range here.
     pub async fn get_range(&self, url: &str, range: Option<std::ops::Range<u64>>) -> Result<ByteStream, FetchError> {
+        let started = Instant::now();
         let (url, response) = self.send(reqwest::Method::GET, url, range.clone()).await?;
         let partial = response.status() == reqwest::StatusCode::PARTIAL_CONTENT;
-        let body = self.download(url, response, u64::MAX)?.body;
+        let body = self.download(url, response, u64::MAX, started)?.body;
         match range {
             Some(range) if !partial => Ok(slice(body, range)),
             _ => Ok(body),
@@ -162,10 +179,11 @@ impl Fetcher {
                     };
                     if redirects == self.max_redirects {
                         return Err(FetchError::Refused(format!(
-                            "{method} {} was redirected more than {} times; gave up at {} redirecting to {location}",
+                            "{method} {} was redirected more than {} times; gave up at {} redirecting to {}",
                             shown(&first),
                             self.max_redirects,
-                            shown(&url)
+                            shown(&url),
+                            redacted(location)
                         )));
                     }
                     redirects += 1;
@@ -180,7 +198,13 @@ impl Fetcher {
         }
     }
 
-    fn download(&self, url: Url, response: reqwest::Response, cap: u64) -> Result<Download, FetchError> {
+    fn download(
+        &self,
+        url: Url,
+        response: reqwest::Response,
+        cap: u64,
+        started: Instant,
+    ) -> Result<Download, FetchError> {
         let content_length = response.content_length();
         if content_length.is_some_and(|n| n > cap) {
             return Err(FetchError::TooLarge(cap));
@@ -192,6 +216,10 @@ impl Fetcher {
             content_length,
             url: url.clone(),
             read_timeout: self.read_timeout,
+            pace: self.pace,
+            deadline: started + self.pace.total,
+            window_start: Instant::now(),
+            window_seen: 0,
         };
         let body = futures_util::stream::unfold(Some(body), |body| async move {
             let mut body = body?;
@@ -231,11 +259,52 @@ struct Body {
     content_length: Option<u64>,
     url: Url,
     read_timeout: u64,
+    pace: Pace,
+    /// When the whole download must be done.
+    deadline: Instant,
+    /// The current rate window: when it began and how many bytes had come by then.
+    window_start: Instant,
+    window_seen: u64,
 }
 
 impl Body {
+    /// The next chunk, failing the download when it falls behind its [`Pace`].
     async fn read(&mut self) -> io::Result<Option<Bytes>> {
-        match self.chunks.next().await {
+        loop {
+            let now = Instant::now();
+            if now >= self.deadline {
+                let why = format!("not done within {} s", self.pace.total.as_secs());
+                return Err(self.too_slow(why));
+            }
+            let window_end = self.window_start + self.pace.window;
+            if now >= window_end {
+                let moved = self.seen - self.window_seen;
+                let wanted = self.pace.min_rate.saturating_mul(self.pace.window.as_secs());
+                if moved < wanted {
+                    let why = format!(
+                        "{moved} bytes in the last {} s, under the minimum of {} bytes/s",
+                        self.pace.window.as_secs(),
+                        self.pace.min_rate
+                    );
+                    return Err(self.too_slow(why));
+                }
+                (self.window_start, self.window_seen) = (now, self.seen);
+                continue;
+            }
+            let wake = tokio::time::Instant::from_std(window_end.min(self.deadline));
+            if let Ok(next) = tokio::time::timeout_at(wake, self.chunks.next()).await {
+                return self.take(next);
+            }
+        }
+    }
+
+    fn too_slow(&self, why: String) -> io::Error {
+        let message = format!("GET {} too slow after {} bytes: {why}", shown(&self.url), self.seen);
+        io::Error::new(io::ErrorKind::TimedOut, FetchError::Transient(message))
+    }
+
+    fn take(&mut self, next: Option<reqwest::Result<Bytes>>) -> io::Result<Option<Bytes>> {
+        match next {
             Some(Ok(chunk)) => {
                 self.seen += chunk.len() as u64;
                 if self.seen > self.cap {
@@ -391,10 +460,13 @@ impl Filter {
     fn check(&self, raw: &str, base: Option<&Url>) -> Result<Url, String> {
         let refuse = |target: &str, why: String| format!("refusing to fetch {target}: {why}");
         if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(refuse(&format!("{raw:?}"), "the URL contains spaces or control characters".into()));
+            let target = format!("{:?}", redacted(raw));
+            return Err(refuse(&target, "the URL contains spaces or control characters".into()));
         }
-        let url =
-            Url::options().base_url(base).parse(raw).map_err(|e| refuse(raw, format!("not a valid URL ({e})")))?;
+        let url = Url::options()
+            .base_url(base)
+            .parse(raw)
+            .map_err(|e| refuse(&redacted(raw), format!("not a valid URL ({e})")))?;
         self.refusal(raw, &url).map_or(Ok(url.clone()), |why| Err(refuse(&shown(&url), why)))
     }
 
@@ -465,7 +537,8 @@ fn written_authority(raw: &str) -> Option<(&str, &str)> {
 }
 
 /// Which addresses may be connected to: public ones unless private ones are allowed, never
-/// those in the host deny list.
+/// those in the host deny list. An IPv6 address that carries an IPv4 address (see
+/// [`carried_v4`]) is judged by that address too, as that is where its packets may end up.
 #[derive(Debug)]
 struct AddressFilter {
     allow_private: bool,
@@ -475,57 +548,137 @@ struct AddressFilter {
 impl AddressFilter {
     fn refusal(&self, ip: IpAddr) -> Option<String> {
         let ip = ip.to_canonical();
-        if self.denied.contains(&ip) {
-            return Some(format!("the address {ip} is disallowed"));
+        let carried = match ip {
+            IpAddr::V6(v6) => carried_v4(v6),
+            IpAddr::V4(_) => None,
+        };
+        let inner = carried.as_ref().map_or(&[][..], |c| &c.addresses[..]);
+        for candidate in std::iter::once(ip).chain(inner.iter().map(|v4| IpAddr::V4(*v4))) {
+            if self.denied.contains(&candidate) {
+                return Some(format!("the address {candidate} is disallowed"));
+            }
         }
         if self.allow_private {
             return None;
         }
-        let kind = match ip {
-            IpAddr::V4(v4) => special_v4(v4),
-            IpAddr::V6(v6) => special_v6(v6),
-        }?;
-        Some(format!("{ip} is {kind}; only public addresses may be fetched (see allow_private_addresses)"))
+        let why =
+            |kind: &str| format!("{ip} is {kind}; only public addresses may be fetched (see allow_private_addresses)");
+        match (ip, carried) {
+            (IpAddr::V4(v4), _) => special_v4(v4).map(why),
+            (IpAddr::V6(_), Some(carried)) => {
+                if let Some((v4, kind)) = carried.addresses.iter().find_map(|v4| special_v4(*v4).map(|k| (v4, k))) {
+                    return Some(why(&format!("{}, carrying {v4}, which is {kind}", carried.form)));
+                }
+                (!carried.public).then(|| why(carried.form))
+            }
+            (IpAddr::V6(v6), None) => special_v6(v6).map(why),
+        }
     }
 }
+
+/// Whether `ip` lies in `prefix`/`len`.
+fn in_v4(ip: Ipv4Addr, prefix: [u8; 4], len: u32) -> bool {
+    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+    ip.to_bits() & mask == u32::from_be_bytes(prefix) & mask
+}
+
+/// Whether `ip` lies in `prefix`/`len`.
+fn in_v6(ip: Ipv6Addr, prefix: &str, len: u32) -> bool {
+    let Ok(prefix) = prefix.parse::<Ipv6Addr>() else { return false };
+    let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+    ip.to_bits() & mask == prefix.to_bits() & mask
+}
+
+/// The blocks of IANA's IPv4 Special-Purpose Address Registry (2025), plus multicast: all of
+/// them, globally reachable or not, as no image is served from an anycast or AS112 address.
+const SPECIAL_V4: &[([u8; 4], u32, &str)] = &[
+    ([0, 0, 0, 0], 8, "in 0.0.0.0/8 (this host on this network)"),
+    ([10, 0, 0, 0], 8, "a private (RFC 1918) address"),
+    ([100, 64, 0, 0], 10, "a shared (carrier-grade NAT) address"),
+    ([127, 0, 0, 0], 8, "a loopback address"),
+    ([169, 254, 0, 0], 16, "a link-local address"),
+    ([172, 16, 0, 0], 12, "a private (RFC 1918) address"),
+    ([192, 0, 0, 0], 24, "in 192.0.0.0/24 (IETF protocol assignments)"),
+    ([192, 0, 2, 0], 24, "a documentation address"),
+    ([192, 31, 196, 0], 24, "an AS112 address"),
+    ([192, 52, 193, 0], 24, "an AMT address"),
+    ([192, 88, 99, 0], 24, "a 6to4 relay anycast address"),
+    ([192, 168, 0, 0], 16, "a private (RFC 1918) address"),
+    ([192, 175, 48, 0], 24, "an AS112 address"),
+    ([198, 18, 0, 0], 15, "a benchmarking address"),
+    ([198, 51, 100, 0], 24, "a documentation address"),
+    ([203, 0, 113, 0], 24, "a documentation address"),
+    ([224, 0, 0, 0], 4, "a multicast address"),
+    ([240, 0, 0, 0], 4, "a reserved or broadcast address"),
+];
 
 fn special_v4(ip: Ipv4Addr) -> Option<&'static str> {
-    let kind = match ip.octets() {
-        [0, ..] => "in 0.0.0.0/8 (this host on this network)",
-        [127, ..] => "a loopback address",
-        [10, ..] | [172, 16..=31, ..] | [192, 168, ..] => "a private (RFC 1918) address",
-        [169, 254, ..] => "a link-local address",
-        [100, 64..=127, ..] => "a shared (carrier-grade NAT) address",
-        [192, 0, 2, _] | [198, 51, 100, _] | [203, 0, 113, _] => "a documentation address",
-        [198, 18..=19, ..] => "a benchmarking address",
-        [224..=239, ..] => "a multicast address",
-        [240..=255, ..] => "a reserved or broadcast address",
-        _ => return None,
-    };
-    Some(kind)
+    SPECIAL_V4.iter().find(|(prefix, len, _)| in_v4(ip, *prefix, *len)).map(|(_, _, kind)| *kind)
 }
 
-/// IPv4-mapped addresses arrive here already as IPv4 (`to_canonical`).
+/// The blocks of IANA's IPv6 Special-Purpose Address Registry (2025) that do not carry an
+/// IPv4 address, and the non-unicast ranges; the forms carrying one are judged by
+/// [`embedded_v4`]. Only global unicast (2000::/3) is public at all.
+const SPECIAL_V6: &[(&str, u32, &str)] = &[
+    ("::", 128, "the unspecified address"),
+    ("::1", 128, "a loopback address"),
+    // Local-use translation: the operator picks where the IPv4 address sits in it.
+    ("64:ff9b:1::", 48, "a local-use IPv4/IPv6 translation address"),
+    ("100::", 64, "a discard-only address"),
+    ("100:0:0:1::", 64, "a dummy address"),
+    ("2001::", 23, "in 2001::/23 (IETF protocol assignments)"),
+    ("2001:db8::", 32, "a documentation address"),
+    ("2620:4f:8000::", 48, "an AS112 address"),
+    ("3fff::", 20, "a documentation address"),
+    ("5f00::", 16, "a segment routing (SRv6) address"),
+    ("fc00::", 7, "a unique local address"),
+    ("fe80::", 10, "a link-local address"),
+    ("fec0::", 10, "a site-local address"),
+    ("ff00::", 8, "a multicast address"),
+];
+
+/// IPv4-mapped addresses arrive here already as IPv4 (`to_canonical`), and the other forms
+/// carrying an IPv4 address are [`carried_v4`]'s.
 fn special_v6(ip: Ipv6Addr) -> Option<&'static str> {
-    let s = ip.segments();
-    let embedded = || Ipv4Addr::from_bits(ip.to_bits() as u32);
-    if ip.is_unspecified() {
-        return Some("the unspecified address");
+    match SPECIAL_V6.iter().find(|(prefix, len, _)| in_v6(ip, prefix, *len)) {
+        Some((_, _, kind)) => Some(kind),
+        None if !in_v6(ip, "2000::", 3) => Some("not a global unicast address"),
+        None => None,
     }
-    if ip.is_loopback() {
-        return Some("a loopback address");
-    }
-    // IPv4-compatible (::a.b.c.d) and NAT64 (64:ff9b::a.b.c.d) forms reach the IPv4 address inside.
-    if s[..6] == [0; 6] || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        return special_v4(embedded());
-    }
-    match s[0] {
-        0xfc00..=0xfdff => Some("a unique local address"),
-        0xfe80..=0xfebf => Some("a link-local address"),
-        0xfec0..=0xfeff => Some("a site-local address"),
-        0xff00..=0xffff => Some("a multicast address"),
-        0x2001 if s[1] == 0x0db8 => Some("a documentation address"),
-        _ => None,
+}
+
+/// An IPv6 address that carries IPv4 addresses: the form's name, the addresses, and whether
+/// the form itself may be fetched from when they are public.
+struct Carried {
+    form: &'static str,
+    addresses: Vec<Ipv4Addr>,
+    public: bool,
+}
+
+/// The IPv4 addresses an IPv6 address carries: IPv4-compatible (::a.b.c.d), SIIT
+/// (::ffff:0:a.b.c.d), NAT64 (64:ff9b::a.b.c.d), 6to4 (2002:aabb:ccdd::) and Teredo (server
+/// and client of 2001:0::/32). Only NAT64's well-known prefix is used for public addresses
+/// (DNS64 hands it out for IPv4-only names); the others are deprecated or special-purpose
+/// and refused whatever they carry.
+fn carried_v4(ip: Ipv6Addr) -> Option<Carried> {
+    let bits = ip.to_bits();
+    let low = Ipv4Addr::from_bits(bits as u32);
+    let carried = |form, addresses, public| Some(Carried { form, addresses, public });
+    if ip.is_unspecified() || ip.is_loopback() {
+        None
+    } else if in_v6(ip, "64:ff9b::", 96) {
+        carried("a NAT64 address", vec![low], true)
+    } else if in_v6(ip, "::", 96) {
+        carried("an IPv4-compatible address", vec![low], false)
+    } else if in_v6(ip, "::ffff:0:0:0", 96) {
+        carried("an IPv4-translated (SIIT) address", vec![low], false)
+    } else if in_v6(ip, "2002::", 16) {
+        carried("a 6to4 address", vec![Ipv4Addr::from_bits((bits >> 80) as u32)], false)
+    } else if in_v6(ip, "2001::", 32) {
+        let server = Ipv4Addr::from_bits((bits >> 64) as u32);
+        carried("a Teredo address", vec![server, Ipv4Addr::from_bits(!(bits as u32))], false)
+    } else {
+        None
     }
 }
 
@@ -589,14 +742,39 @@ fn find<'a, E: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Option<&'
     None
 }
 
-/// `url` for messages, which are stored and shown: without its password.
+/// `url` for messages, which are stored and shown: without its user name and password.
 fn shown(url: &Url) -> String {
+    if !url.has_host() {
+        // `user:secret@host/x` parses as a URL of scheme `user`: its text is all there is.
+        return masked(url.as_str());
+    }
     let mut url = url.clone();
-    if url.password().is_some() {
-        // Only fails for URLs that cannot have a password, and this one has one.
-        url.set_password(Some("***")).ok();
+    if !url.username().is_empty() || url.password().is_some() {
+        // Only fails for URLs that cannot have credentials, and this one has some. A user name
+        // alone may be the secret (`https://TOKEN@host/`), so it goes too.
+        url.set_username("***").ok();
+        if url.password().is_some() {
+            url.set_password(Some("***")).ok();
+        }
     }
     url.to_string()
+}
+
+/// `raw`, a URL as a caller wrote it, fit for logs and responses: its credentials (user
+/// name and password) replaced by `***`, whether or not it parses.
+pub fn redacted(raw: &str) -> String {
+    Url::parse(raw).map_or_else(|_| masked(raw), |url| shown(&url))
+}
+
+/// `text` with whatever precedes an `@` in its authority (after `scheme://`, or from the
+/// start) replaced by `***`.
+fn masked(text: &str) -> String {
+    let start = text.find("://").map_or(0, |i| i + 3);
+    let authority_end = text[start..].find(['/', '\\', '?', '#']).map_or(text.len(), |i| start + i);
+    match text[start..authority_end].rfind('@') {
+        Some(at) => format!("{}***@{}", &text[..start], &text[start + at + 1..]),
+        None => text.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -713,6 +891,16 @@ mod tests {
         } else if path == "/stall" {
             socket.write_all(&reply("200 OK", "Content-Length: 10\r\n", b"he")).await.ok();
             tokio::time::sleep(Duration::from_secs(30)).await;
+            return;
+        } else if path == "/trickle" {
+            // A byte every 200 ms: never silent for long, never fast.
+            socket.write_all(&reply("200 OK", "Content-Length: 100\r\n", b"")).await.ok();
+            for _ in 0..100 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if socket.write_all(b"x").await.is_err() {
+                    return;
+                }
+            }
             return;
         } else if path == "/silent" {
             tokio::time::sleep(Duration::from_secs(30)).await;
@@ -886,6 +1074,43 @@ mod tests {
             ("[fec0::1]", "site-local"),
             ("[ff02::1]", "multicast"),
             ("[2001:db8::1]", "documentation"),
+            // Every other block of IANA's special-purpose registries.
+            ("192.0.0.1", "192.0.0.0/24"),
+            ("192.0.0.170", "192.0.0.0/24"),
+            ("192.31.196.1", "AS112"),
+            ("192.52.193.1", "AMT"),
+            ("192.88.99.1", "6to4 relay"),
+            ("192.175.48.1", "AS112"),
+            ("198.19.255.255", "benchmarking"),
+            ("240.0.0.1", "reserved"),
+            ("[100::1]", "discard-only"),
+            ("[100:0:0:1::1]", "dummy"),
+            ("[2001:1::1]", "2001::/23"),
+            ("[2001:2::1]", "2001::/23"),
+            ("[2001:3::1]", "2001::/23"),
+            ("[2001:20::1]", "2001::/23"),
+            ("[2001:1ff::1]", "2001::/23"),
+            ("[2620:4f:8000::1]", "AS112"),
+            ("[3fff::1]", "documentation"),
+            ("[5f00::1]", "SRv6"),
+            ("[64:ff9b:1::808:808]", "local-use IPv4/IPv6 translation"),
+            ("[400::1]", "not a global unicast"),
+            ("[fbff::1]", "not a global unicast"),
+            // IPv6 forms that carry an IPv4 address: judged by that address...
+            ("[2002:7f00:1::]", "6to4 address, carrying 127.0.0.1, which is a loopback"),
+            ("[2002:a9fe:a9fe::1]", "carrying 169.254.169.254, which is a link-local"),
+            ("[::ffff:0:127.0.0.1]", "SIIT) address, carrying 127.0.0.1"),
+            ("[::ffff:0:a00:1]", "carrying 10.0.0.1, which is a private"),
+            ("[64:ff9b::127.0.0.1]", "NAT64 address, carrying 127.0.0.1"),
+            ("[64:ff9b::c000:aa]", "carrying 192.0.0.170, which is in 192.0.0.0/24"),
+            ("[::0.0.0.2]", "IPv4-compatible address, carrying 0.0.0.2"),
+            ("[2001:0:4136:e378:8000:63bf:80ff:fffe]", "Teredo address, carrying 127.0.0.1"),
+            ("[2001:0:7f00:1:8000:63bf:f7f7:f7f7]", "Teredo address, carrying 127.0.0.1"),
+            // ... and refused anyway unless NAT64's, deprecated or special-purpose as they are.
+            ("[2002:808:808::1]", "a 6to4 address;"),
+            ("[::ffff:0:8.8.8.8]", "an IPv4-translated (SIIT) address;"),
+            ("[::8.8.8.8]", "an IPv4-compatible address;"),
+            ("[2001:0:4136:e378:8000:63bf:f7f7:f7f7]", "a Teredo address;"),
         ];
         let strict = fetcher(&FilteringConfig::default());
         let lenient = fetcher(&FilteringConfig { allow_private_addresses: true, ..Default::default() });
@@ -899,6 +1124,7 @@ mod tests {
 
     #[test]
     fn public_addresses_are_not_special() {
+        let filter = AddressFilter { allow_private: false, denied: Vec::new() };
         for ip in [
             "8.8.8.8",
             "1.1.1.1",
@@ -907,14 +1133,31 @@ mod tests {
             "100.128.0.0",
             "172.15.255.255",
             "172.32.0.0",
+            "192.0.1.255",
+            "192.0.3.0",
             "192.169.0.1",
+            "198.17.255.255",
             "198.20.0.1",
             "223.255.255.255",
+            "2606:4700::1111",
+            "2001:4860:4860::8888",
+            "2001:200::1",
+            "2a00:1450:4001::1",
+            "3ffe::1",
+            "3fff:1000::1",
+            "64:ff9b::808:808",
+            "::ffff:8.8.8.8",
         ] {
-            assert_eq!(special_v4(ip.parse().expect("ipv4")), None, "{ip}");
+            assert_eq!(filter.refusal(ip.parse().expect("address")), None, "{ip}");
         }
-        for ip in ["2606:4700::1111", "2001:4860:4860::8888", "64:ff9b::808:808", "::808:808", "fbff::1"] {
-            assert_eq!(special_v6(ip.parse().expect("ipv6")), None, "{ip}");
+    }
+
+    #[test]
+    fn the_deny_list_holds_for_the_ipv4_address_an_ipv6_one_carries() {
+        let filter = AddressFilter { allow_private: true, denied: vec!["8.8.8.8".parse().expect("address")] };
+        for ip in ["::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::1", "::ffff:0:808:808"] {
+            let why = filter.refusal(ip.parse().expect("address"));
+            assert_eq!(why.as_deref(), Some("the address 8.8.8.8 is disallowed"), "{ip}");
         }
     }
 
@@ -983,9 +1226,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn messages_do_not_show_passwords() {
-        let why = refusal(&fetcher(&FilteringConfig::default()), "http://user:s3cret@93.184.216.34:8080/x").await;
-        assert!(why.contains("http://user:***@93.184.216.34:8080/x") && !why.contains("s3cret"), "{why}");
+    async fn messages_do_not_show_credentials() {
+        let f = fetcher(&FilteringConfig::default());
+        let why = refusal(&f, "http://user:s3cret@93.184.216.34:8080/x").await;
+        assert!(why.contains("http://***:***@93.184.216.34:8080/x") && !why.contains("s3cret"), "{why}");
+        let why = refusal(&f, "http://t0ken@127.0.0.1/x").await;
+        assert!(why.contains("http://***@127.0.0.1/x") && !why.contains("t0ken"), "{why}");
+        for unparsable in ["http://user:s3cret@exa mple.com/x", "http://user:s3cret@[::1/x", "user:s3cret@host/x"] {
+            let why = refusal(&f, unparsable).await;
+            assert!(!why.contains("s3cret") && why.contains("***@"), "{why}");
+        }
+    }
+
+    #[test]
+    fn redacted_urls_keep_everything_but_the_credentials() {
+        assert_eq!(redacted("https://u:p@h.example:8443/a?b=c#d"), "https://***:***@h.example:8443/a?b=c#d");
+        assert_eq!(redacted("http://h.example/a@b"), "http://h.example/a@b");
+        assert_eq!(redacted("http://u:p@h ost/a@b"), "http://***@h ost/a@b");
+        assert_eq!(redacted("not a url"), "not a url");
     }
 
     #[tokio::test]
@@ -1061,6 +1319,40 @@ mod tests {
         assert!(inner(&e).is_transient(), "{e}");
         assert!(e.to_string().contains("after 2 bytes: no data for 1 s"), "{e}");
         assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_trickling_server_fails_transiently_under_the_minimum_rate() {
+        let port = serve().await;
+        let slow = FilteringConfig { min_transfer_rate: 10, min_transfer_rate_window: 1, ..local(port) };
+        let started = Instant::now();
+        let download = fetcher(&slow).get(&format!("http://127.0.0.1:{port}/trickle"), 100).await.expect("headers");
+        let e = read(download.body).await.expect_err("too slow");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(inner(&e).is_transient(), "{e}");
+        assert!(e.to_string().contains("in the last 1 s, under the minimum of 10 bytes/s"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        let lenient = FilteringConfig { min_transfer_rate: 4, min_transfer_rate_window: 1, ..local(port) };
+        let download = fetcher(&lenient).get(&format!("http://127.0.0.1:{port}/ok"), 100).await.expect("headers");
+        assert_eq!(read(download.body).await.expect("fast enough"), b"hello");
+    }
+
+    #[tokio::test]
+    async fn a_download_fails_transiently_past_its_total_time() {
+        let port = serve().await;
+        let capped = FilteringConfig { min_transfer_rate: 0, total_timeout: 1, ..local(port) };
+        let started = Instant::now();
+        let download = fetcher(&capped).get(&format!("http://127.0.0.1:{port}/trickle"), 100).await.expect("headers");
+        let e = read(download.body).await.expect_err("too long");
+        assert!(inner(&e).is_transient() && e.to_string().contains("not done within 1 s"), "{e}");
+        assert!(started.elapsed() < Duration::from_millis(1800), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn the_default_pace_lets_20_gib_through_a_1_mbit_link() {
+        let cfg = FilteringConfig::default();
+        let (size, rate) = (20u64 << 30, 1_000_000 / 8);
+        assert!(size / rate < cfg.total_timeout && rate > cfg.min_transfer_rate);
     }
 
     #[tokio::test]

@@ -17,6 +17,8 @@ on_every_database!(
     create_with_out_of_range_min_ram_is_400,
     create_with_malformed_or_missing_body_is_400,
     create_over_property_quota_is_413,
+    create_with_a_property_value_over_65535_bytes_is_400,
+    create_over_the_property_size_quota_is_413,
     create_sets_owner_to_callers_project,
     create_for_another_project_is_403,
     create_public_by_non_admin_is_403,
@@ -258,4 +260,25 @@ async fn create_without_enabled_import_methods_sends_no_import_methods_header() 
     let response = app.post_json("/v2/images", &json!({"name": "cirros"})).await;
     assert_eq!(response.status(), 201);
     assert!(response.headers().get("openstack-image-import-methods").is_none(), "{:?}", response.headers());
+}
+
+async fn create_with_a_property_value_over_65535_bytes_is_400(app: TestApp) {
+    let longest = app.create_image(json!({"note": "x".repeat(65_535)})).await;
+    assert_eq!(longest["note"].as_str().map(str::len), Some(65_535));
+    for value in ["x".repeat(65_536), "é".repeat(32_768), "x".repeat(1_900_000)] {
+        let message = expect_error(app.post_json("/v2/images", &json!({"note": value})).await, 400).await;
+        assert!(message.contains("Value of property 'note' is too long"), "{message}");
+    }
+    let message = expect_error(app.post_json("/v2/images", &json!({"description": "d".repeat(65_536)})).await, 400);
+    assert!(message.await.contains("'description' is too long"));
+    assert_eq!(image_count(&app).await, 1);
+}
+
+async fn create_over_the_property_size_quota_is_413(app: TestApp) {
+    // Two longest values and their names: 131,074 bytes, over the default 131,072.
+    let body = json!({"a1": "x".repeat(65_535), "b1": "x".repeat(65_535)});
+    let message = expect_error(app.post_json("/v2/images", &body).await, 413).await;
+    assert!(message.contains("Maximum size of image properties"), "{message}");
+    app.create_image(json!({"a": "x".repeat(65_535), "b": "x".repeat(65_535)})).await;
+    assert_eq!(image_count(&app).await, 1);
 }

@@ -25,6 +25,8 @@ on_every_database!(
     patch_by_another_project_is_403_or_404,
     patch_locations_while_invisible_is_403,
     patch_over_property_quota_is_413,
+    patch_with_a_property_value_over_65535_bytes_is_400_and_writes_nothing,
+    patch_over_the_property_size_quota_is_413_and_writes_nothing,
     patch_of_escaped_property_name,
 );
 
@@ -330,4 +332,85 @@ async fn patch_of_escaped_property_name(app: TestApp) {
     let id = image(&app, json!({})).await;
     let patched = ok(&app, &id, json!([{"op": "add", "path": "/a~1b~0c", "value": "x"}])).await;
     assert_eq!(patched["a/b~c"], "x");
+}
+
+async fn patch_with_a_property_value_over_65535_bytes_is_400_and_writes_nothing(app: TestApp) {
+    let id = image(&app, json!({"note": "short"})).await;
+    for op in ["add", "replace"] {
+        let ops = json!([{"op": op, "path": "/note", "value": "x".repeat(65_536)}]);
+        let message = expect_error(app.patch(&id, &ops).await, 400).await;
+        assert!(message.contains("Value of property 'note' is too long"), "{message}");
+    }
+    let ops = json!([{"op": "add", "path": "/other", "value": "é".repeat(32_768)}]);
+    expect_error(app.patch(&id, &ops).await, 400).await;
+    let shown = app.get_json(&format!("/v2/images/{id}")).await;
+    assert_eq!((shown["note"].as_str(), shown.get("other")), (Some("short"), None));
+    let ops = json!([{"op": "replace", "path": "/note", "value": "x".repeat(65_535)}]);
+    assert_eq!(app.patch(&id, &ops).await.status(), 200);
+}
+
+async fn patch_over_the_property_size_quota_is_413_and_writes_nothing(app: TestApp) {
+    let id = image(&app, json!({"a1": "x".repeat(65_535)})).await;
+    let ops = json!([{"op": "add", "path": "/b1", "value": "x".repeat(65_535)}]);
+    let message = expect_error(app.patch(&id, &ops).await, 413).await;
+    assert!(message.contains("Maximum size of image properties"), "{message}");
+    assert!(app.get_json(&format!("/v2/images/{id}")).await.get("b1").is_none());
+    // Forty near-2 MiB PATCHes (the probe's attack) are each refused.
+    for i in 0..40 {
+        let ops = json!([{"op": "add", "path": format!("/big{i}"), "value": "x".repeat(1_900_000)}]);
+        expect_error(app.patch(&id, &ops).await, 400).await;
+    }
+    let shown = app.get_json(&format!("/v2/images/{id}")).await;
+    assert!(shown.to_string().len() < 70_000, "{}", shown.to_string().len());
+}
+
+/// Peak resident memory of the real binary while a client tries to grow one image's
+/// properties by 40 near-2 MiB PATCHes and reads it with 8 concurrent GETs: it was 90 MiB
+/// before and 681 MiB after, with 1.6 GiB for the GETs, before values were capped.
+#[test]
+fn oversized_property_writes_leave_peak_memory_flat() {
+    let server = crate::support::server::Server::start_with(&[]);
+    let base = server.url();
+    let pid = server.pid();
+    let peak = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM").to_owned();
+        line.split_whitespace().nth(1).and_then(|kb| kb.parse().ok()).expect("kB")
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let (before, after) = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let created: Value = client
+            .post(format!("{base}/v2/images"))
+            .json(&json!({"name": "fat"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let url = format!("{base}/v2/images/{}", created["id"].as_str().unwrap());
+        let before = peak();
+        for i in 0..40 {
+            let ops = json!([{"op": "add", "path": format!("/big{i}"), "value": "x".repeat(1_900_000)}]);
+            let response = client
+                .patch(&url)
+                .header("Content-Type", "application/openstack-images-v2.1-json-patch")
+                .body(ops.to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 400);
+        }
+        let gets = (0..8).map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move { client.get(url).send().await.unwrap().bytes().await.unwrap().len() })
+        });
+        for get in gets {
+            assert!(get.await.unwrap() < 10_000);
+        }
+        (before, peak())
+    });
+    eprintln!("peak RSS: {} MiB before, {} MiB after the attempts", before / 1024, after / 1024);
+    assert!(after - before < 64 * 1024, "peak RSS grew from {before} kB to {after} kB");
 }

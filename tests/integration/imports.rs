@@ -43,7 +43,13 @@ on_every_database!(config = format_match_not_required;
     glance_direct_of_qcow2_with_a_backing_file_fails_even_when_no_match_is_required,
 );
 on_every_database!(config = web_default; web_download_to_loopback_is_refused_by_default);
+on_every_database!(config = web_any_port;
+    web_download_to_ipv6_forms_carrying_loopback_is_refused_without_connecting,
+);
 on_every_database!(config = impatient; web_download_of_a_stalling_server_fails_after_the_retries);
+on_every_database!(config = web_allowed;
+    a_slow_server_holds_only_its_projects_share_of_workers,
+);
 on_every_database!(config = converting; imports_are_converted_when_configured);
 on_every_database!(config = two_stores; copy_image_adds_a_store_and_rejects_a_store_already_holding_it);
 on_every_database!(config = small_cap; stage_over_the_cap_is_413_and_leaves_nothing);
@@ -55,6 +61,11 @@ fn web_allowed(config: &mut Config) {
 }
 
 fn web_default(_config: &mut Config) {}
+
+/// The default address filter, without the port rule (so that only the address decides).
+fn web_any_port(config: &mut Config) {
+    config.import.filtering.allowed_ports = Vec::new();
+}
 
 fn impatient(config: &mut Config) {
     web_allowed(config);
@@ -397,6 +408,63 @@ async fn web_download_to_loopback_is_refused_by_default(app: TestApp) {
     }
     assert_eq!(show(&app, &id).await["status"], "queued");
     assert_eq!(app.get_json(&format!("/v2/images/{id}/tasks")).await["tasks"], json!([]));
+}
+
+async fn web_download_to_ipv6_forms_carrying_loopback_is_refused_without_connecting(app: TestApp) {
+    let web = WebServer::start().await;
+    web.route("/x", Reply::Bytes(payload(10)));
+    let port = web.port();
+    let id = image_of(&app, "raw", "bare").await;
+    for host in [
+        "[::ffff:127.0.0.1]",
+        "[::ffff:0:127.0.0.1]",
+        "[::127.0.0.1]",
+        "[64:ff9b::127.0.0.1]",
+        "[64:ff9b:1::7f00:1]",
+        "[2002:7f00:1::1]",
+        "[2001:0:4136:e378:8000:63bf:80ff:fffe]",
+        "192.0.0.170",
+    ] {
+        let url = format!("http://{host}:{port}/x");
+        let body = json!({"method": {"name": "web-download", "uri": url}});
+        let message = expect_error(import(&app, &id, body).await, 400).await;
+        assert!(message.contains("URI for web-download does not pass filtering"), "{url}: {message}");
+        let legacy = json!({"type": "import", "input": {"import_from": url, "import_from_format": "raw",
+                            "image_properties": {"disk_format": "raw", "container_format": "bare"}}});
+        expect_error(create_task(&app, legacy).await, 400).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(web.connections(), 0, "a refused URL was connected to");
+    assert_eq!(show(&app, &id).await["status"], "queued");
+    assert_eq!(app.get_json(&format!("/v2/images/{id}/tasks")).await["tasks"], json!([]));
+}
+
+async fn a_slow_server_holds_only_its_projects_share_of_workers(app: TestApp) {
+    let web = WebServer::start().await;
+    let slow = web.route("/slow", Reply::Trickle(10_000));
+    let fast = web.route("/fast", Reply::Bytes(payload(4096)));
+    let greedy = app.as_project("greedy", "member");
+    let mut hogs = Vec::new();
+    for _ in 0..4 {
+        let id = image_of(&greedy, "raw", "bare").await;
+        assert_eq!(import(&greedy, &id, json!({"method": {"name": "web-download", "uri": slow}})).await.status(), 202);
+        hogs.push(id);
+    }
+    // Let the four reach the worker (four places by default) before the victim comes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let victim = app.as_project("victim", "member");
+    let id = image_of(&victim, "raw", "bare").await;
+    let started = std::time::Instant::now();
+    assert_eq!(import(&victim, &id, json!({"method": {"name": "web-download", "uri": fast}})).await.status(), 202);
+    assert_eq!(finished_task(&victim, &id).await["status"], "success");
+    assert!(started.elapsed() < Duration::from_secs(3), "the victim waited {:?}", started.elapsed());
+    let mut statuses = Vec::new();
+    for hog in &hogs {
+        let tasks = greedy.get_json(&format!("/v2/images/{hog}/tasks")).await;
+        statuses.push(tasks["tasks"][0]["status"].as_str().unwrap_or_default().to_owned());
+    }
+    statuses.sort();
+    assert_eq!(statuses, ["pending", "pending", "processing", "processing"], "two run, two queue behind them");
 }
 
 async fn web_download_of_a_missing_url_fails_the_task_and_requeues(app: TestApp) {

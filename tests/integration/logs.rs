@@ -3,9 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::server::Server;
+use crate::support::web::{Reply, WebServer};
 
 const TOKEN: &str = "gAAAAA-secret-token-never-logged";
 
@@ -94,4 +95,87 @@ fn an_invalid_log_level_stops_start_up_with_the_reason() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("log.level 'glint=loud'"), "{stderr}");
+}
+
+/// A web-download URL's credentials reach the fetch and nothing a person reads: not the
+/// refusal's answer or log line, not the task's input or message in either task view.
+#[test]
+fn url_credentials_show_in_no_log_line_answer_or_task_view() {
+    const SECRET: &str = "s3cret-pa55";
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let web = runtime.block_on(WebServer::start());
+    let port = web.port();
+    let server = Server::start_with(&[
+        ("RUST_LOG".into(), "debug".into()),
+        ("GLINT__IMPORT__FILTERING__ALLOW_PRIVATE_ADDRESSES".into(), "true".into()),
+        ("GLINT__IMPORT__FILTERING__ALLOWED_PORTS".into(), format!("[{port}]")),
+        ("GLINT__IMPORT__FILTERING__DISALLOWED_HOSTS".into(), "[\"127.0.0.2\"]".into()),
+    ]);
+    let base = server.url();
+    let output = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let image = |name: &'static str| {
+            let (client, base) = (client.clone(), base.clone());
+            async move {
+                let body = json!({"name": name, "disk_format": "raw", "container_format": "bare"});
+                let response = client.post(format!("{base}/v2/images")).json(&body).send().await.expect("create");
+                let image: Value = response.json().await.expect("image");
+                image["id"].as_str().expect("id").to_owned()
+            }
+        };
+        let import = |id: String, uri: String| {
+            let (client, base) = (client.clone(), base.clone());
+            async move {
+                let body = json!({"method": {"name": "web-download", "uri": uri}});
+                let response = client
+                    .post(format!("{base}/v2/images/{id}/import"))
+                    .header("Accept", "application/json")
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("import");
+                (response.status(), response.text().await.expect("body"))
+            }
+        };
+        let refused = image("refused").await;
+        let (status, answer) = import(refused, format!("http://user:{SECRET}@127.0.0.2:{port}/x")).await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(!answer.contains(SECRET) && answer.contains("***"), "{answer}");
+        let legacy = json!({"type": "import", "input": {"import_from": format!("http://{SECRET}@127.0.0.2:{port}/x"),
+                            "import_from_format": "raw",
+                            "image_properties": {"disk_format": "raw", "container_format": "bare"}}});
+        let answer = client.post(format!("{base}/v2/tasks")).json(&legacy).send().await.expect("task");
+        assert_eq!(answer.status(), 400);
+        assert!(!answer.text().await.expect("body").contains(SECRET));
+        let fetched = image("fetched").await;
+        let url = web.route("/x", Reply::Status(404)).replace("http://", &format!("http://user:{SECRET}@"));
+        let (status, answer) = import(fetched.clone(), url).await;
+        assert_eq!(status, 202, "{answer}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let tasks = loop {
+            let tasks: Value = client
+                .get(format!("{base}/v2/images/{fetched}/tasks"))
+                .send()
+                .await
+                .expect("tasks")
+                .json()
+                .await
+                .expect("json");
+            if tasks["tasks"][0]["status"] == "failure" {
+                break tasks;
+            }
+            assert!(Instant::now() < deadline, "the import did not fail: {tasks}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(web.connections() > 0, "the worker fetched with the credentials");
+        let task_id = tasks["tasks"][0]["id"].as_str().expect("task id");
+        let task = client.get(format!("{base}/v2/tasks/{task_id}")).send().await.expect("task").text().await;
+        for view in [tasks.to_string(), task.expect("body")] {
+            assert!(!view.contains(SECRET), "{view}");
+            assert!(view.contains(&format!("http://***:***@127.0.0.1:{port}/x")), "{view}");
+        }
+        server.output()
+    });
+    assert!(output.contains("web-download refused"), "{output}");
+    assert!(!output.contains(SECRET), "{output}");
 }

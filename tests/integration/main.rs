@@ -7,6 +7,7 @@ mod authorization;
 mod cli;
 mod errors;
 mod http_store;
+mod identity_headers;
 mod image_actions;
 mod image_data;
 mod image_tags;

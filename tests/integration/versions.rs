@@ -64,27 +64,75 @@ async fn advertised_minor_versions_work_as_path_prefixes() {
     assert_eq!(app.raw(Method::GET, "/v2.17/schemas/image").send().await.unwrap().status(), 200);
 }
 
+/// The links a client gets with forged forwarded headers: the version document's and the
+/// `Location` of every create (image, task, metadef namespace).
+async fn links_given_forged_forwarded_headers(app: &TestApp) -> Vec<String> {
+    let forged = |method: Method, path: &str| {
+        app.raw(method, path).header("X-Forwarded-Proto", "https").header("X-Forwarded-Host", "images.example.org")
+    };
+    let body: Value = forged(Method::GET, "/versions").send().await.unwrap().json().await.unwrap();
+    let mut links = vec![body["versions"][0]["links"][0]["href"].as_str().unwrap().to_owned()];
+    let body: Value = forged(Method::GET, "/").send().await.unwrap().json().await.unwrap();
+    links.push(body["versions"][0]["links"][0]["href"].as_str().unwrap().to_owned());
+    let task = serde_json::json!({"type": "import", "input": {"import_from": "http://93.184.216.34/x",
+        "import_from_format": "raw", "image_properties": {"disk_format": "raw", "container_format": "bare"}}});
+    for (path, body) in [
+        ("/v2/images", serde_json::json!({"name": "x"})),
+        ("/v2/tasks", task),
+        ("/v2/metadefs/namespaces", serde_json::json!({"namespace": "OS::Forged"})),
+    ] {
+        let response = forged(Method::POST, path).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), 201, "{path}: {}", response.text().await.unwrap());
+        links.push(response.headers()["location"].to_str().unwrap().to_owned());
+    }
+    links
+}
+
 #[tokio::test]
-async fn version_links_honour_forwarded_headers_and_public_endpoint() {
-    let app = app().await;
-    let body: Value = app
-        .raw(Method::GET, "/versions")
-        .header("X-Forwarded-Proto", "https")
-        .header("X-Forwarded-Host", "images.example.org")
-        .send()
-        .await
-        .unwrap()
-        .json()
+async fn forwarded_headers_from_an_untrusted_peer_reach_no_link() {
+    // Idle: the task it records is never run, so its URL is never fetched.
+    let app = TestApp::spawn_idle(Backend::Sqlite).await.unwrap();
+    for link in links_given_forged_forwarded_headers(&app).await {
+        assert!(link.starts_with(&format!("{}/", app.base)), "{link}");
+    }
+}
+
+#[tokio::test]
+async fn forwarded_headers_from_a_trusted_proxy_make_the_links() {
+    let app = TestApp::spawn_idle_with(Backend::Sqlite, |c| c.server.trusted_proxies = vec!["127.0.0.0/8".into()])
         .await
         .unwrap();
-    assert_eq!(body["versions"][0]["links"][0]["href"], "https://images.example.org/v2/");
+    for link in links_given_forged_forwarded_headers(&app).await {
+        assert!(link.starts_with("https://images.example.org/"), "{link}");
+    }
+    let refused = app.raw(Method::GET, "/versions").header("X-Forwarded-Host", "evil.example/path").send().await;
+    assert_eq!(refused.unwrap().status(), 400);
+}
 
+#[tokio::test]
+async fn a_malformed_host_is_400() {
+    let app = app().await;
+    for host in ["evil.example/path", "evil.example:99999", "user@evil.example", "[::1"] {
+        let response = app.raw(Method::GET, "/versions").header("Host", host).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{host}");
+        let response = app.raw(Method::GET, "/v2/images").header("Host", host).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{host}");
+    }
+    let response = app.raw(Method::GET, "/versions").header("Host", "glance.example.org:9292").send().await.unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["versions"][0]["links"][0]["href"], "http://glance.example.org:9292/v2/");
+}
+
+#[tokio::test]
+async fn version_links_use_public_endpoint_when_set() {
     let configured = TestApp::spawn_with(Backend::Sqlite, |c| {
         c.server.public_endpoint = Some("https://cloud.example.org/image/".into());
+        c.server.trusted_proxies = vec!["127.0.0.1".into()];
     })
     .await
     .unwrap();
-    let body: Value = configured.raw(Method::GET, "/").send().await.unwrap().json().await.unwrap();
+    let response = configured.raw(Method::GET, "/").header("X-Forwarded-Host", "images.example.org").send().await;
+    let body: Value = response.unwrap().json().await.unwrap();
     assert_eq!(body["versions"][0]["links"][0]["href"], "https://cloud.example.org/image/v2/");
 }
 

@@ -165,6 +165,8 @@ pub struct Settings {
     pub task_ttl: Duration,
     /// A task retried this many times fails for good.
     pub max_attempts: i32,
+    /// Most tasks of one project running at once across all workers; 0 = no limit.
+    pub max_running_per_project: u16,
 }
 
 impl Settings {
@@ -180,6 +182,7 @@ impl Settings {
             prefetch: cfg.worker_concurrency.max(1),
             task_ttl: cfg.task_ttl(),
             max_attempts: cfg.max_attempts.max(1),
+            max_running_per_project: cfg.max_running_per_project,
         }
     }
 }
@@ -221,6 +224,7 @@ pub async fn run(
     };
     let ctx = Arc::new(FlowContext { db, worker_id: settings.worker_id.clone(), task_ttl: settings.task_ttl });
     let (flows, settings) = (Arc::new(flows), Arc::new(settings));
+    let queue = queue.clone();
     let mut running = JoinSet::new();
     loop {
         tokio::select! {
@@ -228,7 +232,8 @@ pub async fn run(
                 Some(message) => {
                     // Every line logged while the task runs names it.
                     let span = tracing::info_span!("task", task_id = %message.task_id);
-                    running.spawn(handle(ctx.clone(), flows.clone(), settings.clone(), message).instrument(span));
+                    let handled = handle(ctx.clone(), queue.clone(), flows.clone(), settings.clone(), message);
+                    running.spawn(handled.instrument(span));
                 }
                 None => break,
             },
@@ -240,7 +245,13 @@ pub async fn run(
     Ok(())
 }
 
-async fn handle(ctx: Arc<FlowContext>, flows: Arc<Registry>, settings: Arc<Settings>, message: Message) {
+async fn handle(
+    ctx: Arc<FlowContext>,
+    queue: Arc<dyn TaskQueue>,
+    flows: Arc<Registry>,
+    settings: Arc<Settings>,
+    message: Message,
+) {
     let claimed = match tasks::claim(&ctx.db, &message.task_id, &settings.worker_id, settings.lease).await {
         Ok(claimed) => claimed,
         Err(err) => {
@@ -256,8 +267,45 @@ async fn handle(ctx: Arc<FlowContext>, flows: Arc<Registry>, settings: Arc<Setti
         return;
     };
     metrics::worker(WorkerEvent::Claim, 1);
+    if over_share(&ctx, &settings, &task).await {
+        // Counted after claiming, so two workers racing for one project's last place both
+        // back off rather than both run: the share is never exceeded.
+        tracing::debug!(task = %task.id, owner = %task.owner, "the project has its share of running tasks; queued");
+        if let Err(err) = tasks::unclaim(&ctx.db, &task.id, &settings.worker_id).await {
+            tracing::warn!(task = %task.id, error = %err, "cannot give the task back; its lease will expire");
+        }
+        message.ack().await;
+        return;
+    }
+    run_task(&ctx, &queue, &flows, &settings, &task).await;
+    message.ack().await;
+    // The project's next task may run now that this one holds no place.
+    match tasks::next_pending_of(&ctx.db, &task.owner, &task.id).await {
+        Ok(Some(next)) => glint_core::queue::announce(&ctx.db, queue.as_ref(), &next).await,
+        Ok(None) => {}
+        Err(err) => tracing::warn!(error = %err, "cannot find the project's next task; the relay will wake it"),
+    }
+}
+
+/// Whether `task`'s project runs more than its share of tasks, this one included.
+async fn over_share(ctx: &FlowContext, settings: &Settings, task: &Task) -> bool {
+    if settings.max_running_per_project == 0 {
+        return false;
+    }
+    match tasks::running_of(&ctx.db, &task.owner).await {
+        Ok(running) => running > u64::from(settings.max_running_per_project),
+        Err(err) => {
+            tracing::warn!(task = %task.id, error = %err, "cannot count the project's running tasks; running it");
+            false
+        }
+    }
+}
+
+/// Runs the claimed `task` to its end: success, failure, or back to `pending` for a retry,
+/// whose wake-up comes after the backoff without this worker holding a place meanwhile.
+async fn run_task(ctx: &FlowContext, queue: &Arc<dyn TaskQueue>, flows: &Registry, settings: &Settings, task: &Task) {
     let flow: &dyn Flow = flows.get(task.task_type).map_or(&Unknown, |f| f.as_ref());
-    let method = import_method(&task);
+    let method = import_method(task);
     let attempts = attempts_of(&ctx.db, &task.id).await;
     if attempts == 1 {
         metrics::import_started(method);
@@ -268,22 +316,21 @@ async fn handle(ctx: Arc<FlowContext>, flows: Arc<Registry>, settings: Arc<Setti
         // Every earlier attempt ended with its worker gone (crash, OOM, kill): this task
         // may be what kills them.
         let reason = format!("Gave up after {} attempts whose workers stopped responding", attempts - 1);
-        fail(&ctx, flow, &task, &reason).await;
+        fail(ctx, flow, task, &reason).await;
         failed("workers_lost");
-        message.ack().await;
         return;
     }
-    match run_leased(&ctx, &settings, flow, &task).await {
+    match run_leased(ctx, settings, flow, task).await {
         None => tracing::warn!(task = %task.id, "lost the claim while running; another worker takes over"),
         Some(Ok(())) => metrics::import_finished(method, ImportOutcome::Succeeded, started.elapsed()),
         Some(Err(FlowError::Abort(reason))) => {
             tracing::info!(task = %task.id, reason = %reason, "task failed");
-            fail(&ctx, flow, &task, &reason).await;
+            fail(ctx, flow, task, &reason).await;
             failed("aborted");
         }
         Some(Err(FlowError::Retry(reason))) => {
             if attempts >= settings.max_attempts {
-                fail(&ctx, flow, &task, &format!("{reason} (gave up after {attempts} attempts)")).await;
+                fail(ctx, flow, task, &format!("{reason} (gave up after {attempts} attempts)")).await;
                 failed("retries_exhausted");
             } else {
                 metrics::worker(WorkerEvent::Retry, 1);
@@ -292,13 +339,14 @@ async fn handle(ctx: Arc<FlowContext>, flows: Arc<Registry>, settings: Arc<Setti
                     tracing::warn!(task = %task.id, error = %err, "cannot release the task; its lease will expire");
                 }
                 let delay = backoff(u32::try_from(attempts).unwrap_or(0).saturating_add(2));
-                tokio::time::sleep(delay).await;
-                message.requeue().await;
-                return;
+                let (db, queue, id) = (ctx.db.clone(), queue.clone(), task.id.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    glint_core::queue::announce(&db, queue.as_ref(), &id).await;
+                });
             }
         }
     }
-    message.ack().await;
 }
 
 async fn fail(ctx: &FlowContext, flow: &dyn Flow, task: &Task, reason: &str) {

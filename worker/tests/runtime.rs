@@ -64,6 +64,7 @@ async fn start(behaviour: Behaviour) -> Harness {
         prefetch: 4,
         task_ttl: Duration::from_secs(3600),
         max_attempts: 2,
+        max_running_per_project: 0,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let registry = Registry::default().with(TaskType::ApiImageImport, flow.clone());
@@ -185,6 +186,7 @@ async fn a_worker_without_flows_refuses_to_start() {
         prefetch: 1,
         task_ttl: Duration::from_secs(1),
         max_attempts: 1,
+        max_running_per_project: 0,
     };
     let outcome =
         glint_worker::run(db, Arc::new(MemoryQueue::new()), Registry::default(), settings, std::future::pending())

@@ -14,6 +14,19 @@ use crate::error::ApiError;
 const CONTROL: &[&str] =
     &["limit", "marker", "sort_key", "sort_dir", "sort", "visibility", "member_status", "tag", "os_hidden"];
 
+/// Most filter parameters, `tag`s and values of all filters together (an `in:` list counts
+/// each item) one request may give: each becomes part of one SQL statement, and a thousand
+/// filters exceeded SQLite's expression depth (a 500 any reader could cause). Each property
+/// filter is a subquery of its own, and PostgreSQL takes 0.1 s to plan 32 of them, 2 s for
+/// 100; tags share one subquery. No sensible query comes near these.
+const MAX_FILTERS: usize = 20;
+const MAX_TAGS: usize = 100;
+const MAX_FILTER_VALUES: usize = 1000;
+
+/// Most sort keys: each further key adds a term to every condition of the marker's keyset
+/// comparison (quadratic), and repeating one of the 8 sortable keys adds no order.
+const MAX_SORT_KEYS: usize = 8;
+
 /// Parses the query of an image list request.
 pub fn parse(params: &Params, cfg: &ImagesConfig) -> Result<ListQuery, ApiError> {
     let limit = params.limit(cfg)?;
@@ -43,11 +56,24 @@ pub fn parse(params: &Params, cfg: &ImagesConfig) -> Result<ListQuery, ApiError>
 
     let mut filters = Vec::new();
     for (key, value) in params.pairs().iter().filter(|(k, _)| !CONTROL.contains(&k.as_str())) {
+        if filters.len() == MAX_FILTERS {
+            return Err(ApiError::bad_request(format!("Too many filters: at most {MAX_FILTERS} are allowed.")));
+        }
         filters.push(filter(key, value)?);
+    }
+    let values: usize = filters.iter().map(|f| if let Filter::In(_, texts) = f { texts.len() } else { 1 }).sum();
+    if values > MAX_FILTER_VALUES {
+        return Err(ApiError::bad_request(format!(
+            "Too many filter values: at most {MAX_FILTER_VALUES} are allowed in all filters together."
+        )));
+    }
+    let tags: Vec<String> = params.all("tag").map(str::to_owned).collect();
+    if tags.len() > MAX_TAGS {
+        return Err(ApiError::bad_request(format!("Too many tag filters: at most {MAX_TAGS} are allowed.")));
     }
     Ok(ListQuery {
         filters,
-        tags: params.all("tag").map(str::to_owned).collect(),
+        tags,
         visibility,
         member_status,
         os_hidden,
@@ -195,10 +221,16 @@ fn sort(params: &Params) -> Result<Vec<(SortKey, SortDir)>, ApiError> {
         }
         let mut sort = Vec::new();
         for item in new_style.iter().flat_map(|s| s.split(',')) {
+            if sort.len() == MAX_SORT_KEYS {
+                return Err(too_many_sort_keys());
+            }
             let (key, dir) = item.trim().split_once(':').unwrap_or((item.trim(), "desc"));
             sort.push((SortKey::parse(key.trim())?, direction(dir.trim())?));
         }
         return Ok(sort);
+    }
+    if keys.len() > MAX_SORT_KEYS {
+        return Err(too_many_sort_keys());
     }
     let dirs = dirs.into_iter().map(direction).collect::<Result<Vec<_>, _>>()?;
     let keys = if keys.is_empty() { vec!["created_at"] } else { keys };
@@ -216,6 +248,10 @@ fn sort(params: &Params) -> Result<Vec<(SortKey, SortDir)>, ApiError> {
             Ok((SortKey::parse(key)?, dir))
         })
         .collect()
+}
+
+fn too_many_sort_keys() -> ApiError {
+    ApiError::bad_request(format!("Too many sort keys: at most {MAX_SORT_KEYS} are allowed."))
 }
 
 #[cfg(test)]
@@ -265,6 +301,25 @@ mod tests {
             Some(vec![(SortKey::Name, SortDir::Asc), (SortKey::Size, SortDir::Asc)])
         );
         assert!(sort(&pairs("sort_key=name&sort_dir=asc&sort_dir=desc&sort_dir=asc")).is_err());
+    }
+
+    #[test]
+    fn filters_tags_values_and_sort_keys_are_bounded() {
+        let cfg = ImagesConfig::default();
+        let repeat = |item: &str, n: usize| vec![item; n].join("&");
+        let listed = |query: String| parse(&pairs(&query), &cfg).is_ok();
+        assert!(listed(repeat("os_distro=x", MAX_FILTERS)));
+        assert!(!listed(repeat("os_distro=x", MAX_FILTERS + 1)));
+        assert!(listed(repeat("tag=t", MAX_TAGS)));
+        assert!(!listed(repeat("tag=t", MAX_TAGS + 1)));
+        let in_list = |n: usize| format!("name=in:{}", vec!["a"; n].join(","));
+        assert!(listed(in_list(MAX_FILTER_VALUES)));
+        assert!(!listed(in_list(MAX_FILTER_VALUES + 1)));
+        assert!(!listed(format!("{}&os_distro=x", in_list(MAX_FILTER_VALUES))));
+        assert!(listed(repeat("sort_key=name", MAX_SORT_KEYS)));
+        assert!(!listed(repeat("sort_key=name", MAX_SORT_KEYS + 1)));
+        assert!(listed(format!("sort={}", ["name:asc"; MAX_SORT_KEYS].join(","))));
+        assert!(!listed(format!("sort={}", ["name:asc"; MAX_SORT_KEYS + 1].join(","))));
     }
 
     #[test]

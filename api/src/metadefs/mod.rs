@@ -13,7 +13,7 @@ mod view;
 
 use axum::Json;
 use axum::extract::{Extension, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use glint_core::context::RequestContext;
 use glint_core::list::SortDir;
@@ -23,8 +23,8 @@ use serde_json::Value;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, NoBody};
+use crate::forwarded::BaseUrl;
 use crate::list::{self, Params};
-use crate::versions;
 
 /// `resource_type=RT` on a show: the prefix of the namespace's association with RT, if any.
 async fn prefix_for(state: &AppState, ns: &metadefs::Namespace, params: &Params) -> Result<String, ApiError> {
@@ -78,14 +78,14 @@ pub async fn list(
 pub async fn create(
     State(state): State<AppState>,
     Extension(ctx): Extension<RequestContext>,
-    headers: HeaderMap,
+    Extension(base): Extension<BaseUrl>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let input = body::namespace(&body)?;
     metadefs::check_create(&ctx)?;
     let owner = input.owner.clone().or_else(|| ctx.project_id.clone()).unwrap_or_default();
     let ns = repo::create_namespace(&state.db, &input, &owner).await?;
-    let location = format!("{}{}", versions::base_url(&state, &headers), view::namespace_path(&ns.namespace));
+    let location = format!("{}{}", base.0, view::namespace_path(&ns.namespace));
     let mut response = (StatusCode::CREATED, Json(view::namespace_echo(&ns, &input))).into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);

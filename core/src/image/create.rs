@@ -106,13 +106,38 @@ fn bounded_int(key: &str, value: &Value) -> Result<i32> {
     i32::try_from(n).map_err(|_| Error::BadRequest(format!("Value of {key} is too large (max 2147483647).")))
 }
 
-/// Property and tag quotas (413 when exceeded); negative quotas mean unlimited.
+/// Longest extra property value, in bytes: what Glance's `TEXT` column holds on MySQL.
+pub const MAX_PROPERTY_VALUE_BYTES: usize = 65_535;
+
+/// The length cap of each property value (400), then the property and tag quotas (413 when
+/// exceeded); negative quotas mean unlimited. Without the first two, one image could carry
+/// hundreds of MiB of properties, held in memory by every request that reads it.
 pub(super) fn check_quotas(image: &Image, cfg: &ImagesConfig) -> Result<()> {
+    for (key, value) in &image.properties {
+        let length = value.as_deref().map_or(0, str::len);
+        if length > MAX_PROPERTY_VALUE_BYTES && !key.starts_with("os_glance") {
+            return Err(Error::BadRequest(format!(
+                "Value of property '{key}' is too long: {length} bytes, at most {MAX_PROPERTY_VALUE_BYTES} are allowed."
+            )));
+        }
+    }
     let counted = image.properties.keys().filter(|k| !k.starts_with("os_glance")).count();
     if cfg.image_property_quota >= 0 && counted as i64 > cfg.image_property_quota {
         return Err(Error::OverLimit(format!(
             "Attempted: {counted}, Maximum: {}. Maximum number of image properties exceeded.",
             cfg.image_property_quota
+        )));
+    }
+    let bytes: usize = image
+        .properties
+        .iter()
+        .filter(|(k, _)| !k.starts_with("os_glance"))
+        .map(|(k, v)| k.len() + v.as_deref().map_or(0, str::len))
+        .sum();
+    if cfg.image_property_size_quota >= 0 && bytes as i64 > cfg.image_property_size_quota {
+        return Err(Error::OverLimit(format!(
+            "Attempted: {bytes}, Maximum: {}. Maximum size of image properties (bytes of names and values) exceeded.",
+            cfg.image_property_size_quota
         )));
     }
     if cfg.image_tag_quota >= 0 && image.tags.len() as i64 > cfg.image_tag_quota {

@@ -178,12 +178,13 @@ impl Importer<'_> {
             ));
         }
         if let Method::WebDownload { uri } = &request.method {
-            let refused = || Error::BadRequest(format!("URI for web-download does not pass filtering: {uri}"));
+            let shown = crate::fetch::redacted(uri);
+            let refused = || Error::BadRequest(format!("URI for web-download does not pass filtering: {shown}"));
             if uri.is_empty() {
                 return Err(refused());
             }
             if let Err(err) = self.fetcher.check(uri).await {
-                tracing::info!(uri = %uri, reason = %err, "web-download refused");
+                tracing::info!(uri = %shown, reason = %err, "web-download refused");
                 return Err(refused());
             }
         }
@@ -331,14 +332,15 @@ pub async fn legacy_task(
     if url.to_ascii_lowercase().starts_with("file:") {
         return Err(bad("File based imports are not allowed. Please use a non-local source of image data.".into()));
     }
+    let shown = crate::fetch::redacted(url);
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(bad(format!(
-            "The given uri is not valid. Please specify a valid uri from the following list of supported uri ['http', 'https']: {url}"
+            "The given uri is not valid. Please specify a valid uri from the following list of supported uri ['http', 'https']: {shown}"
         )));
     }
     if let Err(err) = fetcher.check(url).await {
-        tracing::info!(uri = %url, reason = %err, "legacy import refused");
-        return Err(bad(format!("URI for legacy import task does not pass filtering: {url}")));
+        tracing::info!(uri = %shown, reason = %err, "legacy import refused");
+        return Err(bad(format!("URI for legacy import task does not pass filtering: {shown}")));
     }
     let properties = match input.get("image_properties") {
         None | Some(Value::Null) => serde_json::Map::new(),

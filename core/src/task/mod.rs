@@ -80,6 +80,23 @@ pub struct Task {
     pub message: String,
 }
 
+impl Task {
+    /// The input as callers see it: the URLs to fetch (`import_req.method.uri` of an image
+    /// import, `import_from` of a legacy one) without their credentials, which the stored
+    /// input keeps for the worker alone.
+    pub fn shown_input(&self) -> Option<Value> {
+        let mut input = self.input.clone()?;
+        for pointer in ["/import_req/method/uri", "/import_from"] {
+            if let Some(url) = input.pointer_mut(pointer)
+                && let Some(text) = url.as_str()
+            {
+                *url = Value::String(crate::fetch::redacted(text));
+            }
+        }
+        Some(input)
+    }
+}
+
 /// `GET /v2/schemas/task`.
 pub fn task_schema() -> Value {
     let uuid = "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$";
@@ -125,6 +142,38 @@ pub fn tasks_schema() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shown_input_hides_the_credentials_of_urls_to_fetch() {
+        let at = chrono::DateTime::UNIX_EPOCH.naive_utc();
+        let task = |input: Value| Task {
+            id: "t".into(),
+            task_type: TaskType::ApiImageImport,
+            status: TaskStatus::Pending,
+            owner: "p".into(),
+            expires_at: None,
+            image_id: None,
+            request_id: None,
+            user_id: None,
+            created_at: at,
+            updated_at: at,
+            input: Some(input),
+            result: None,
+            message: String::new(),
+        };
+        let import = task(serde_json::json!({"image_id": "i", "import_req": {"method":
+            {"name": "web-download", "uri": "https://u:s3cret@h.example/x.img"}}, "backend": [null]}));
+        let shown = import.shown_input().expect("input");
+        assert_eq!(shown["import_req"]["method"]["uri"], "https://***:***@h.example/x.img");
+        assert_eq!((shown["image_id"].as_str(), shown["backend"].clone()), (Some("i"), serde_json::json!([null])));
+        assert!(import.input.as_ref().is_some_and(|i| i.to_string().contains("s3cret")), "stored for the worker");
+        let legacy = task(serde_json::json!({"import_from": "http://t0ken@h.example/x", "import_from_format": "raw"}));
+        assert_eq!(legacy.shown_input().expect("input")["import_from"], "http://***@h.example/x");
+        assert_eq!(
+            task(serde_json::json!({"import_req": {"method": {"name": "glance-direct"}}})).shown_input(),
+            Some(serde_json::json!({"import_req": {"method": {"name": "glance-direct"}}}))
+        );
+    }
 
     #[test]
     fn tasks_move_forward_only() {

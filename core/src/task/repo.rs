@@ -227,18 +227,65 @@ async fn set_message(db: &impl ConnectionTrait, id: &str, message: &str) -> Resu
 }
 
 /// Gives `worker`'s task `id` back to `pending` for another attempt (a transient failure).
+/// Its wake-up counts as published now: the worker publishes one after the backoff, and the
+/// outbox relay only if that never comes.
 pub async fn release(db: &impl ConnectionTrait, id: &str, worker: &str) -> Result<()> {
+    let at = now();
     task::Entity::update_many()
         .col_expr(task::Column::Status, Expr::value(TaskStatus::Pending.as_str()))
         .col_expr(task::Column::ClaimedBy, Expr::value(Option::<String>::None))
         .col_expr(task::Column::LeaseExpiresAt, Expr::value(Option::<chrono::NaiveDateTime>::None))
-        .col_expr(task::Column::UpdatedAt, Expr::value(now()))
+        .col_expr(task::Column::PublishedAt, Expr::value(at))
+        .col_expr(task::Column::UpdatedAt, Expr::value(at))
         .filter(task::Column::Id.eq(id))
         .filter(task::Column::Status.eq(TaskStatus::Processing.as_str()))
         .filter(task::Column::ClaimedBy.eq(worker))
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// Undoes `worker`'s claim on `id` that it may not run yet (its project has its share of
+/// running tasks): back to `pending`, the attempt not counted. It is woken again when one of
+/// its project's tasks ends ([`next_pending_of`]), or by the relay.
+pub async fn unclaim(db: &impl ConnectionTrait, id: &str, worker: &str) -> Result<()> {
+    let at = now();
+    task::Entity::update_many()
+        .col_expr(task::Column::Status, Expr::value(TaskStatus::Pending.as_str()))
+        .col_expr(task::Column::ClaimedBy, Expr::value(Option::<String>::None))
+        .col_expr(task::Column::LeaseExpiresAt, Expr::value(Option::<chrono::NaiveDateTime>::None))
+        .col_expr(task::Column::Attempts, Expr::col(task::Column::Attempts).sub(1))
+        .col_expr(task::Column::PublishedAt, Expr::value(at))
+        .filter(task::Column::Id.eq(id))
+        .filter(task::Column::Status.eq(TaskStatus::Processing.as_str()))
+        .filter(task::Column::ClaimedBy.eq(worker))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// How many tasks of project `owner` are running (claimed), on any worker.
+pub async fn running_of(db: &impl ConnectionTrait, owner: &str) -> Result<u64> {
+    use sea_orm::PaginatorTrait;
+    Ok(task::Entity::find()
+        .filter(task::Column::Owner.eq(owner))
+        .filter(task::Column::Status.eq(TaskStatus::Processing.as_str()))
+        .filter(task::Column::Deleted.eq(false))
+        .count(db)
+        .await?)
+}
+
+/// The oldest pending task of project `owner` other than `except`: the next in its queue.
+pub async fn next_pending_of(db: &impl ConnectionTrait, owner: &str, except: &str) -> Result<Option<String>> {
+    let row = task::Entity::find()
+        .filter(task::Column::Owner.eq(owner))
+        .filter(task::Column::Status.eq(TaskStatus::Pending.as_str()))
+        .filter(task::Column::Deleted.eq(false))
+        .filter(task::Column::Id.ne(except))
+        .order_by_asc(task::Column::CreatedAt)
+        .one(db)
+        .await?;
+    Ok(row.map(|r| r.id))
 }
 
 /// How many times task `id` has been claimed.

@@ -171,7 +171,12 @@ impl TestApp {
     /// The API without the in-process worker and outbox relay, for tests that drive task rows
     /// themselves.
     pub async fn spawn_idle(backend: Backend) -> Option<TestApp> {
-        Self::start(backend, |_| {}, |store| store, false).await
+        Self::spawn_idle_with(backend, |_| {}).await
+    }
+
+    /// Like [`TestApp::spawn_idle`], with a chance to adjust the configuration first.
+    pub async fn spawn_idle_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Option<TestApp> {
+        Self::start(backend, adjust, |store| store, false).await
     }
 
     async fn start(

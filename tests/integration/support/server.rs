@@ -97,6 +97,11 @@ impl Server {
         self.dir.path()
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the server printed so far (its log), for failure messages.
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("(no log: {e})"))

@@ -1,6 +1,7 @@
 //! A loopback HTTP server with canned answers by path: the far end of web-download tests.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,6 +18,8 @@ pub enum Reply {
     Redirect(String),
     /// Headers announcing this many bytes, then silence.
     Stall(u64),
+    /// Headers announcing this many bytes, then one byte every 200 ms.
+    Trickle(u64),
 }
 
 /// The server; it stops with the test's runtime.
@@ -25,6 +28,7 @@ pub struct WebServer {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     routes: Arc<Mutex<HashMap<String, Reply>>>,
+    connections: Arc<AtomicUsize>,
 }
 
 impl WebServer {
@@ -40,12 +44,25 @@ impl WebServer {
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let routes: Arc<Mutex<HashMap<String, Reply>>> = Arc::default();
         let shared = routes.clone();
+        let connections: Arc<AtomicUsize> = Arc::default();
+        let counted = connections.clone();
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(answer(socket, shared.clone()));
             }
         });
-        WebServer { base, routes }
+        WebServer { base, routes, connections }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.base.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port")
+    }
+
+    /// How many connections it has accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Answers `path` with `reply` from now on; returns the full URL.
@@ -98,6 +115,18 @@ async fn answer(mut socket: TcpStream, routes: Arc<Mutex<HashMap<String, Reply>>
             let response =
                 format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             socket.write_all(response.as_bytes()).await
+        }
+        Reply::Trickle(len) => {
+            let header = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n");
+            let mut sent = socket.write_all(header.as_bytes()).await;
+            for _ in 0..len {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                sent = socket.write_all(b"x").await;
+                if sent.is_err() {
+                    break;
+                }
+            }
+            sent
         }
         Reply::Stall(len) => {
             let header = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n");
