@@ -38,6 +38,7 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
         },
         _ => trusted_headers(request.headers(), request_id.clone()),
     };
+    let context = context.under(state.policy.clone());
     let span = tracing::info_span!("request", request_id = %request_id);
     request.extensions_mut().insert(context.clone());
     let mut response = next.run(request).instrument(span).await;

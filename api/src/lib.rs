@@ -30,6 +30,7 @@ use glint_core::db::DatabaseConnection;
 use glint_core::fetch::Fetcher;
 use glint_core::image::schema::Validator;
 use glint_core::keystone::Keystone;
+use glint_core::policy::Policy;
 use glint_core::queue::TaskQueue;
 use glint_core::store::{Staging, Stores};
 use tokio::net::TcpListener;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub queue: Arc<dyn TaskQueue>,
     /// Validates tokens in `keystone` auth mode.
     pub keystone: Option<Arc<Keystone>>,
+    /// The rules every request is judged by.
+    pub policy: Arc<Policy>,
 }
 
 impl AppState {
@@ -75,7 +78,12 @@ impl AppState {
             AuthMode::Keystone => Some(Arc::new(Keystone::new(&config.auth.keystone)?)),
             AuthMode::Noauth => None,
         };
-        Ok(Self { db, config: Arc::new(config), validator, stores, staging, fetcher, queue, keystone })
+        let protections = config.images.property_protection_file.as_deref();
+        let policy = Arc::new(Policy::load(
+            config.auth.policy_file.as_deref(),
+            protections.map(|file| (file, config.images.property_protection_rule_format)),
+        )?);
+        Ok(Self { db, config: Arc::new(config), validator, stores, staging, fetcher, queue, keystone, policy })
     }
 
     /// Wakes a worker for recorded task `id`, in the background: the row is the truth, and the

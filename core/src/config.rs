@@ -110,6 +110,9 @@ pub struct AuthConfig {
     pub allow_noauth_on_non_loopback: bool,
     /// `[auth.keystone]`: the identity service that validates tokens in `keystone` mode.
     pub keystone: KeystoneConfig,
+    /// Rules overriding Glance's default policy, in oslo.policy's YAML (or JSON) format; a
+    /// rule that does not parse fails start-up. `glint policy show` prints the result.
+    pub policy_file: Option<PathBuf>,
 }
 
 /// `[auth.keystone]`: Keystone as keystonemiddleware's `[keystone_authtoken]` configures it.
@@ -217,6 +220,11 @@ pub struct ImagesConfig {
     /// Show the URL of an image's first live location as `direct_url` (Glance's
     /// `show_image_direct_url`); hidden by default for the same reason.
     pub show_image_direct_url: bool,
+    /// Glance's property protection file: which roles (or policy rules) may create, read,
+    /// update and delete which extra properties. None: no protections.
+    pub property_protection_file: Option<PathBuf>,
+    /// Whether that file names `roles` or policy rules (`policies`).
+    pub property_protection_rule_format: crate::policy::RuleFormat,
 }
 
 impl Default for ImagesConfig {
@@ -234,6 +242,8 @@ impl Default for ImagesConfig {
             require_image_format_match: true,
             show_multiple_locations: false,
             show_image_direct_url: false,
+            property_protection_file: None,
+            property_protection_rule_format: crate::policy::RuleFormat::Roles,
         }
     }
 }
