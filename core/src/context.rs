@@ -50,6 +50,7 @@ impl RequestContext {
     pub fn under(mut self, policy: Arc<Policy>) -> Self {
         self.policy = policy;
         if self.project_id.is_some() {
+            self.is_admin = false;
             self.is_admin = self.policy.check("context_is_admin", &self, &Target::default());
         }
         self
