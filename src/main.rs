@@ -39,6 +39,11 @@ enum Command {
         #[command(subcommand)]
         action: MetadefsAction,
     },
+    /// The authorization policy: Glance's defaults with `[auth] policy_file` on top.
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
     /// Inspect a disk image: format, virtual size, safety verdict (exit 1 if unsafe, 2 if unreadable).
     Inspect {
         /// The image file.
@@ -47,6 +52,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum PolicyAction {
+    /// Print every effective rule in the policy file format, overridden ones marked (checks the
+    /// policy and property protection files as start-up does).
+    Show,
 }
 
 #[derive(Subcommand)]
@@ -93,6 +105,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Policy { action: PolicyAction::Show }) = &cli.command {
+        return show_policy(&config);
+    }
     if let Err(err) = init_logging(&config.log) {
         eprintln!("glint: {err}");
         return ExitCode::from(2);
@@ -245,6 +260,24 @@ impl Stopping {
         let mut rx = self.0.clone();
         async move {
             let _ = rx.wait_for(|stopping| *stopping).await;
+        }
+    }
+}
+
+fn show_policy(config: &Config) -> ExitCode {
+    let protections = config.images.property_protection_file.as_deref();
+    let loaded = glint_core::policy::Policy::load(
+        config.auth.policy_file.as_deref(),
+        protections.map(|file| (file, config.images.property_protection_rule_format)),
+    );
+    match loaded {
+        Ok(policy) => {
+            print!("{}", policy.show());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("glint: {err}");
+            ExitCode::from(2)
         }
     }
 }

@@ -19,7 +19,7 @@ async fn run(
     rule: &str,
 ) -> Result<StatusCode, ApiError> {
     let image = repo::find_visible(&state.db, ctx, id).await?;
-    policy::check_modify(ctx, &image, rule)?;
+    policy::check_image(ctx, &image, rule)?;
     let next = image.status.next(action)?;
     if next != image.status {
         repo::set_status(&state.db, id, image.status, next).await?;

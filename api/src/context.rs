@@ -41,6 +41,7 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
             Err(refusal) => return with_request_id(refusal.into_response(), &request_id),
         },
     };
+    let context = context.under(state.policy.clone());
     let span = tracing::info_span!("request", request_id = %request_id);
     request.extensions_mut().insert(context.clone());
     let mut response = next.run(request).instrument(span).await;

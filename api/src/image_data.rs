@@ -96,7 +96,7 @@ pub(crate) async fn admitted(
 ) -> Result<Image, ApiError> {
     let image = repo::find_visible(&state.db, ctx, id).await?;
     if let Some(rule) = rule {
-        policy::check_modify(ctx, &image, rule)?;
+        policy::check_image(ctx, &image, rule)?;
     }
     quota::enforce(&state.db, &state.config.quotas, image.owner.as_deref(), deltas).await?;
     Ok(image)
@@ -156,9 +156,11 @@ pub async fn download(
             "The requested image has been deactivated. Image data download is forbidden.",
         ));
     }
-    // `download_from_store`, the rule for `?prefer=`, is `download_image`'s by default.
-    policy::check_download(&ctx)?;
+    policy::check_image(&ctx, &image, "download_image")?;
     let preferred = preferred_stores(&state, &params)?;
+    if !preferred.is_empty() {
+        policy::check_image(&ctx, &image, "download_from_store")?;
+    }
     let mut found = locations::active(&state.db, &id).await?;
     // Stable: copies in no preferred store keep their order, after the others.
     found.sort_by_key(|l| {

@@ -60,7 +60,7 @@ pub async fn list(
     Extension(ctx): Extension<RequestContext>,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
-    policy::check_list(&ctx)?;
+    policy::check_own(&ctx, "get_images")?;
     let parsed = list::images::parse(&params, &state.config.images)?;
     let images = query::list(&state.db, &ctx, &parsed).await?;
     let links = params.links("/v2/images", list::next_marker(&images, parsed.limit, |i| i.id.as_str()));
@@ -162,7 +162,7 @@ pub async fn delete(
     _: NoBody,
 ) -> Result<StatusCode, ApiError> {
     let image = repo::find_visible(&state.db, &ctx, &id).await?;
-    policy::check_modify(&ctx, &image, "delete_image")?;
+    policy::check_image(&ctx, &image, "delete_image")?;
     if image.protected {
         return Err(ApiError::new(StatusCode::FORBIDDEN, format!("Image {id} is protected and cannot be deleted.")));
     }

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use glint_core::context::RequestContext;
+use glint_core::policy;
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
@@ -61,11 +62,6 @@ pub async fn detail(
     Extension(ctx): Extension<RequestContext>,
     _: NoBody,
 ) -> Result<Json<Value>, ApiError> {
-    if !(ctx.is_admin || ctx.has_role("service")) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "You are not authorized to complete stores_info_detail action.",
-        ));
-    }
+    policy::check_own(&ctx, "stores_info_detail")?;
     stores(&state, true)
 }

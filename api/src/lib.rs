@@ -33,6 +33,7 @@ use glint_core::db::DatabaseConnection;
 use glint_core::fetch::Fetcher;
 use glint_core::image::schema::Validator;
 use glint_core::keystone::Keystone;
+use glint_core::policy::Policy;
 use glint_core::queue::TaskQueue;
 use glint_core::store::{Staging, Stores};
 use tokio::net::TcpListener;
@@ -61,6 +62,8 @@ pub struct AppState {
     pub keystone: Option<Arc<Keystone>>,
     /// The peers whose X-Forwarded-* headers are believed (`[server] trusted_proxies`).
     pub trusted_proxies: Arc<Vec<Network>>,
+    /// The rules every request is judged by.
+    pub policy: Arc<Policy>,
 }
 
 impl AppState {
@@ -81,7 +84,23 @@ impl AppState {
             AuthMode::Noauth => None,
         };
         let trusted_proxies = Arc::new(config.server.trusted_proxy_networks()?);
-        Ok(Self { db, config: Arc::new(config), validator, stores, staging, fetcher, queue, keystone, trusted_proxies })
+        let protections = config.images.property_protection_file.as_deref();
+        let policy = Arc::new(Policy::load(
+            config.auth.policy_file.as_deref(),
+            protections.map(|file| (file, config.images.property_protection_rule_format)),
+        )?);
+        Ok(Self {
+            db,
+            config: Arc::new(config),
+            validator,
+            stores,
+            staging,
+            fetcher,
+            queue,
+            keystone,
+            trusted_proxies,
+            policy,
+        })
     }
 
     /// Wakes a worker for recorded task `id`, in the background: the row is the truth, and the

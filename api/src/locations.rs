@@ -39,7 +39,7 @@ pub async fn list(
     _: NoBody,
 ) -> Result<Json<Value>, ApiError> {
     let image = repo::find_visible(&state.db, &ctx, &id).await?;
-    policy::check_fetch_locations(&ctx)?;
+    policy::check_image(&ctx, &image, "fetch_image_location")?;
     let shown = image.locations.iter().map(|location| {
         let mut metadata = location.metadata.clone();
         // As in image responses: Glance names the store only in multistore mode.

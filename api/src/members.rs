@@ -35,6 +35,7 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let image = images::find_visible(&state.db, &ctx, &id).await?;
     member::check_shared(&image)?;
+    member::check_read(&ctx, &image, "get_members")?;
     let members = repo::list(&state.db, &id, member::readable_by(&ctx, &image)).await?;
     Ok(Json(json!({"members": members.iter().map(view).collect::<Vec<_>>(), "schema": "/v2/schemas/members"})))
 }
@@ -64,7 +65,7 @@ pub async fn show(
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, format!("Member {member_id} not found for image {id}"));
     let image = images::find_visible(&state.db, &ctx, &id).await?;
     let readable = member::readable_by(&ctx, &image).is_none_or(|own| own == member_id);
-    if member::check_shared(&image).is_err() || !readable {
+    if member::check_shared(&image).is_err() || !readable || member::check_read(&ctx, &image, "get_member").is_err() {
         return Err(not_found());
     }
     Ok(Json(view(&repo::get(&state.db, &id, &member_id).await?)))
@@ -80,7 +81,7 @@ pub async fn answer(
     let status = member::status_to_set(&body)?;
     let image = images::find_visible(&state.db, &ctx, &id).await?;
     member::check_shared(&image)?;
-    member::check_answer(&ctx, &member_id)?;
+    member::check_answer(&ctx, &image, &member_id)?;
     Ok(Json(view(&repo::set_status(&state.db, &id, &member_id, status).await?)))
 }
 

@@ -33,7 +33,8 @@ pub async fn delete_copy(
         Error::NotFound(_) => Error::NotFound(format!("Failed to find image {image_id}")),
         err => err,
     })?;
-    policy::check_delete_location(&ctx, &image)?;
+    policy::check_image(&ctx, &image, "get_image_location")?;
+    policy::check_image(&ctx, &image, "delete_image_location")?;
     image::delete_from_store(&state.db, &state.stores, &image_id, &store_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

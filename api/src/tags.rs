@@ -18,7 +18,7 @@ pub async fn add(
     _: NoBody,
 ) -> Result<StatusCode, ApiError> {
     let before = repo::find_visible(&state.db, &ctx, &id).await?;
-    policy::check_modify(&ctx, &before, "modify_image")?;
+    policy::check_image(&ctx, &before, "modify_image")?;
     if tag.chars().count() > 255 {
         return Err(ApiError::bad_request(format!(
             "Provided object does not match schema 'image': '{tag}' is too long"
@@ -48,7 +48,7 @@ pub async fn remove(
     _: NoBody,
 ) -> Result<StatusCode, ApiError> {
     let before = repo::find_visible(&state.db, &ctx, &id).await?;
-    policy::check_modify(&ctx, &before, "modify_image")?;
+    policy::check_image(&ctx, &before, "modify_image")?;
     let mut after = before.clone();
     if !after.tags.remove(&tag) {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("Tag {tag} not found")));

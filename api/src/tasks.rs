@@ -8,6 +8,7 @@ use chrono::NaiveDateTime;
 use glint_core::context::RequestContext;
 use glint_core::image::repo as images;
 use glint_core::image::schema::is_uuid;
+use glint_core::policy;
 use glint_core::task::query::{self, TaskQuery, TaskSortKey};
 use glint_core::task::repo;
 use glint_core::task::{Task, TaskStatus, TaskType};
@@ -20,13 +21,10 @@ use crate::forwarded::BaseUrl;
 use crate::list::{self, Links, Params};
 use crate::view::timestamp;
 
-/// `tasks_api_access`: the legacy tasks API is for admins by default.
-fn check_tasks_api(ctx: &RequestContext) -> Result<(), ApiError> {
-    if ctx.is_admin {
-        Ok(())
-    } else {
-        Err(ApiError::new(StatusCode::FORBIDDEN, "You are not authorized to complete tasks_api_access action."))
-    }
+/// `tasks_api_access` (the legacy tasks API is for admins by default), then the call's own rule.
+fn check_tasks_api(ctx: &RequestContext, rule: &str) -> Result<(), ApiError> {
+    policy::check_own(ctx, "tasks_api_access")?;
+    Ok(policy::check_own(ctx, rule)?)
 }
 
 /// The list entry of a task: no input, result or message.
@@ -122,7 +120,7 @@ pub async fn list(
     Extension(ctx): Extension<RequestContext>,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
-    check_tasks_api(&ctx)?;
+    check_tasks_api(&ctx, "get_tasks")?;
     let parsed = parse_query(&params, &state)?;
     let tasks = query::list(&state.db, &ctx, &parsed).await?;
     let links = params.links("/v2/tasks", list::next_marker(&tasks, parsed.limit, |t| t.id.as_str()));
@@ -138,7 +136,7 @@ pub async fn create(
     Extension(base): Extension<BaseUrl>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    check_tasks_api(&ctx)?;
+    check_tasks_api(&ctx, "add_task")?;
     let task =
         glint_core::image::import::legacy_task(&ctx, &body, &state.fetcher, &state.config.images, &state.validator)
             .await?;
@@ -159,7 +157,7 @@ pub async fn show(
     Extension(ctx): Extension<RequestContext>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    check_tasks_api(&ctx)?;
+    check_tasks_api(&ctx, "get_task")?;
     Ok(Json(full(&repo::find_visible(&state.db, &ctx, &id).await?)))
 }
 

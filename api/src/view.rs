@@ -3,6 +3,7 @@
 use chrono::NaiveDateTime;
 use glint_core::context::RequestContext;
 use glint_core::image::{Image, Status, schema};
+use glint_core::policy::{self, Operation};
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
@@ -13,23 +14,23 @@ pub fn timestamp(at: NaiveDateTime) -> String {
 }
 
 /// How image responses look for one request: what the configuration reveals about where the
-/// data lives, and whether the caller is an admin.
+/// data lives, and which properties the caller may read.
 #[derive(Clone, Copy, Debug)]
-pub struct ImageView {
+pub struct ImageView<'a> {
     multistore: bool,
     show_locations: bool,
     show_direct_url: bool,
-    is_admin: bool,
+    ctx: &'a RequestContext,
 }
 
-impl ImageView {
+impl<'a> ImageView<'a> {
     /// The view for `ctx`'s request under `state`'s configuration.
-    pub fn new(state: &AppState, ctx: &RequestContext) -> Self {
+    pub fn new(state: &AppState, ctx: &'a RequestContext) -> Self {
         ImageView {
             multistore: state.stores.multistore(),
             show_locations: state.config.images.show_multiple_locations,
             show_direct_url: state.config.images.show_image_direct_url,
-            is_admin: ctx.is_admin,
+            ctx,
         }
     }
 
@@ -39,8 +40,12 @@ impl ImageView {
     pub fn render(&self, image: &Image) -> Value {
         // Glance hides a deactivated image's locations from non-admins at the database layer,
         // so everything built from them (`stores` too) disappears with them.
-        let hidden = image.status == Status::Deactivated && !self.is_admin;
+        let hidden = image.status == Status::Deactivated && !self.ctx.is_admin;
         let mut out = base(image);
+        // Property protections: what the caller may not read is left out, as if absent.
+        out.retain(|key, _| {
+            !image.properties.contains_key(key) || policy::property_allowed(self.ctx, key, Operation::Read)
+        });
         if self.multistore && !hidden && !image.stores.is_empty() {
             let stores: Vec<&str> = image.stores.iter().map(String::as_str).collect();
             out.insert("stores".into(), json!(stores.join(",")));

@@ -210,6 +210,9 @@ pub struct AuthConfig {
     pub allow_noauth_on_non_loopback: bool,
     /// `[auth.keystone]`: the identity service that validates tokens in `keystone` mode.
     pub keystone: KeystoneConfig,
+    /// Rules overriding Glance's default policy, in oslo.policy's YAML (or JSON) format; a
+    /// rule that does not parse fails start-up. `glint policy show` prints the result.
+    pub policy_file: Option<PathBuf>,
 }
 
 /// `[auth.keystone]`: Keystone as keystonemiddleware's `[keystone_authtoken]` configures it.
@@ -330,6 +333,11 @@ pub struct ImagesConfig {
     /// Attempts at reading a location's data to hash it before the task gives up (Glance's
     /// `http_retries`).
     pub http_retries: u32,
+    /// Glance's property protection file: which roles (or policy rules) may create, read,
+    /// update and delete which extra properties. None: no protections.
+    pub property_protection_file: Option<PathBuf>,
+    /// Whether that file names `roles` or policy rules (`policies`).
+    pub property_protection_rule_format: crate::policy::RuleFormat,
 }
 
 impl Default for ImagesConfig {
@@ -351,6 +359,8 @@ impl Default for ImagesConfig {
             image_location_quota: 10,
             do_secure_hash: true,
             http_retries: 3,
+            property_protection_file: None,
+            property_protection_rule_format: crate::policy::RuleFormat::Roles,
         }
     }
 }

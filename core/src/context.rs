@@ -1,7 +1,12 @@
-//! The request context: who is calling (project, user, roles) and the request id.
+//! The request context: who is calling (project, user, roles), the request id, and the
+//! policy the caller is judged by.
+
+use std::sync::Arc;
+
+use crate::policy::{Policy, Target};
 
 /// The caller of one request, built by the auth layer (no-auth headers today, Keystone later).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct RequestContext {
     /// The caller's project; owner of the images it creates. `None` in anonymous no-auth mode.
     pub project_id: Option<String>,
@@ -9,10 +14,12 @@ pub struct RequestContext {
     pub user_id: Option<String>,
     /// Lower-cased role names, implied roles included (admin ⇒ member ⇒ reader).
     pub roles: Vec<String>,
-    /// Cloud-wide administrator (role `admin`, or no-auth without identity headers).
+    /// Cloud-wide administrator (rule `context_is_admin`, or no-auth without identity headers).
     pub is_admin: bool,
     /// `req-<uuid>`: echoed in `x-openstack-request-id` and stored on tasks.
     pub request_id: String,
+    /// The rules this request is judged by (Glance's defaults until [`RequestContext::under`]).
+    pub policy: Arc<Policy>,
 }
 
 impl RequestContext {
@@ -32,13 +39,33 @@ impl RequestContext {
                 roles.push((*implies).to_owned());
             }
         }
-        let is_admin = roles.iter().any(|r| r == "admin");
-        Self { project_id, user_id, roles, is_admin, request_id }
+        let mut ctx =
+            Self { project_id, user_id, roles, is_admin: false, request_id, policy: Policy::glance_defaults() };
+        ctx.is_admin = ctx.policy.check("context_is_admin", &ctx, &Target::default());
+        ctx
+    }
+
+    /// The same caller judged by `policy`: its `context_is_admin` rule decides who is admin
+    /// (callers outside any project keep what their constructor gave them).
+    pub fn under(mut self, policy: Arc<Policy>) -> Self {
+        self.policy = policy;
+        if self.project_id.is_some() {
+            self.is_admin = false;
+            self.is_admin = self.policy.check("context_is_admin", &self, &Target::default());
+        }
+        self
     }
 
     /// The context Glance's unauthenticated mode gives every request: admin, no project.
     pub fn anonymous_admin(request_id: String) -> Self {
-        Self { project_id: None, user_id: None, roles: vec![], is_admin: true, request_id }
+        Self {
+            project_id: None,
+            user_id: None,
+            roles: vec![],
+            is_admin: true,
+            request_id,
+            policy: Policy::glance_defaults(),
+        }
     }
 
     /// The context of a token scoped to the system or a domain (or to nothing): no project
@@ -46,7 +73,14 @@ impl RequestContext {
     /// oslo.policy enforces scopes by default, so such a token passes no rule whatever its
     /// roles: images are 404 to it, creating and listing 403, as for a caller without roles.
     pub fn outside_project(user_id: Option<String>, request_id: String) -> Self {
-        Self { project_id: None, user_id, roles: vec![], is_admin: false, request_id }
+        Self {
+            project_id: None,
+            user_id,
+            roles: vec![],
+            is_admin: false,
+            request_id,
+            policy: Policy::glance_defaults(),
+        }
     }
 
     /// Whether the caller holds `role` (after expansion of implied roles).

@@ -57,7 +57,7 @@ pub async fn list(
         limit,
         marker: params.marker(),
     };
-    metadefs::check_list(&ctx)?;
+    metadefs::check_own(&ctx, "get_metadef_namespaces")?;
     let page = repo::list(&state.db, &ctx, &query).await?;
     let next_marker = list::next_marker(&page, limit, |(ns, _)| ns.namespace.as_str());
     let links = params.links("/v2/metadefs/namespaces", next_marker);
@@ -82,7 +82,7 @@ pub async fn create(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let input = body::namespace(&body)?;
-    metadefs::check_create(&ctx)?;
+    metadefs::check_own(&ctx, "add_metadef_namespace")?;
     let owner = input.owner.clone().or_else(|| ctx.project_id.clone()).unwrap_or_default();
     let ns = repo::create_namespace(&state.db, &input, &owner).await?;
     let location = format!("{}{}", base.0, view::namespace_path(&ns.namespace));
@@ -102,7 +102,7 @@ pub async fn show(
     _: NoBody,
 ) -> Result<Json<Value>, ApiError> {
     let ns = repo::find_visible(&state.db, &ctx, &name).await?;
-    metadefs::check_read(&ctx, &ns)?;
+    metadefs::check(&ctx, &ns, "get_metadef_namespace")?;
     let prefix = prefix_for(&state, &ns, &params).await?;
     let mut out = view::namespace(&ns);
     let associations = repo::associations(&state.db, &ns).await?;
@@ -136,7 +136,7 @@ pub async fn update(
 ) -> Result<Json<Value>, ApiError> {
     let input = body::namespace(&body)?;
     let ns = repo::find_visible(&state.db, &ctx, &name).await?;
-    metadefs::check_write(&ctx, &ns, "modify_metadef_namespace")?;
+    metadefs::check(&ctx, &ns, "modify_metadef_namespace")?;
     let owner = input.owner.clone().or_else(|| ctx.project_id.clone()).unwrap_or_else(|| ns.owner.clone());
     let updated = repo::update_namespace(&state.db, &ns, &input, &owner).await?;
     Ok(Json(Value::Object(view::namespace(&updated))))
@@ -150,7 +150,7 @@ pub async fn delete(
     _: NoBody,
 ) -> Result<StatusCode, ApiError> {
     let ns = repo::find_visible(&state.db, &ctx, &name).await?;
-    metadefs::check_write(&ctx, &ns, "delete_metadef_namespace")?;
+    metadefs::check(&ctx, &ns, "delete_metadef_namespace")?;
     metadefs::check_unprotected(&ns, &format!("Metadata definition namespace {name}"))?;
     repo::delete_namespace(&state.db, &ns).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -164,9 +164,9 @@ async fn to_empty(
     extra_rule: Option<&str>,
 ) -> Result<metadefs::Namespace, ApiError> {
     let ns = repo::find_visible(&state.db, ctx, name).await?;
-    metadefs::check_write(ctx, &ns, "delete_metadef_namespace")?;
+    metadefs::check(ctx, &ns, "delete_metadef_namespace")?;
     if let Some(rule) = extra_rule {
-        metadefs::check_write(ctx, &ns, rule)?;
+        metadefs::check(ctx, &ns, rule)?;
     }
     metadefs::check_unprotected(&ns, &format!("Metadata definition namespace {name}"))?;
     Ok(ns)

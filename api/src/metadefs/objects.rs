@@ -31,7 +31,7 @@ pub async fn list(
         return Err(ApiError::bad_request(format!("Invalid visibility value: {v}")));
     }
     let ns = repo::find_visible(&state.db, &ctx, &name).await?;
-    metadefs::check_read(&ctx, &ns)?;
+    metadefs::check(&ctx, &ns, "get_metadef_objects")?;
     let objects = repo::objects(&state.db, &ns).await?;
     let objects: Vec<Value> = objects.iter().map(|o| view::object(&ns.namespace, o, "")).collect();
     // Upstream's collection schema link has no leading slash; clients do not follow it.
@@ -47,7 +47,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let input = body::object(&body)?;
     let ns = repo::find_visible(&state.db, &ctx, &name).await?;
-    metadefs::check_write(&ctx, &ns, "add_metadef_object")?;
+    metadefs::check(&ctx, &ns, "add_metadef_object")?;
     let created = repo::create_object(&state.db, &ns, &input).await?;
     Ok((StatusCode::CREATED, Json(view::object_echo(&ns.namespace, &input, &created))))
 }
@@ -71,7 +71,7 @@ pub async fn show(
     _: NoBody,
 ) -> Result<Json<Value>, ApiError> {
     let ns = repo::find_visible(&state.db, &ctx, &name).await?;
-    metadefs::check_read(&ctx, &ns)?;
+    metadefs::check(&ctx, &ns, "get_metadef_object")?;
     let object = repo::object(&state.db, &ns, &object).await?;
     Ok(Json(view::object(&ns.namespace, &object, "")))
 }
@@ -85,7 +85,7 @@ pub async fn update(
 ) -> Result<Json<Value>, ApiError> {
     let input = body::object(&body)?;
     let ns = repo::find_visible(&state.db, &ctx, &name).await?;
-    metadefs::check_write(&ctx, &ns, "modify_metadef_object")?;
+    metadefs::check(&ctx, &ns, "modify_metadef_object")?;
     let updated = repo::update_object(&state.db, &ns, &object, &input).await?;
     Ok(Json(view::object_echo(&ns.namespace, &input, &updated)))
 }
@@ -98,7 +98,7 @@ pub async fn delete(
     _: NoBody,
 ) -> Result<StatusCode, ApiError> {
     let ns = repo::find_visible(&state.db, &ctx, &name).await?;
-    metadefs::check_write(&ctx, &ns, "delete_metadef_object")?;
+    metadefs::check(&ctx, &ns, "delete_metadef_object")?;
     repo::object(&state.db, &ns, &object).await?;
     metadefs::check_unprotected(&ns, &format!("Metadata definition object {object}"))?;
     repo::delete_object(&state.db, &ns, &object).await?;

@@ -23,7 +23,7 @@ pub async fn list(
     _: NoBody,
 ) -> Result<Json<Value>, ApiError> {
     let ns = repo::find_visible(&state.db, &ctx, &name).await?;
-    metadefs::check_read(&ctx, &ns)?;
+    metadefs::check(&ctx, &ns, "get_metadef_properties")?;
     let properties: Map<String, Value> = repo::properties(&state.db, &ns)
         .await?
         .into_iter()
@@ -41,7 +41,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let (property, fragment) = body::property(&body)?;
     let ns = repo::find_visible(&state.db, &ctx, &name).await?;
-    metadefs::check_write(&ctx, &ns, "add_metadef_property")?;
+    metadefs::check(&ctx, &ns, "add_metadef_property")?;
     let created = repo::create_property(&state.db, &ns, &property, fragment).await?;
     Ok((StatusCode::CREATED, Json(view::property(&created, &created.name))))
 }
@@ -66,7 +66,7 @@ pub async fn show(
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
     let ns = repo::find_visible(&state.db, &ctx, &name).await?;
-    metadefs::check_read(&ctx, &ns)?;
+    metadefs::check(&ctx, &ns, "get_metadef_property")?;
     let mut lookup = property.as_str();
     if let Some(rt) = params.last("resource_type") {
         let association =
@@ -97,7 +97,7 @@ pub async fn update(
 ) -> Result<Json<Value>, ApiError> {
     let (new_name, fragment) = body::property(&body)?;
     let ns = repo::find_visible(&state.db, &ctx, &name).await?;
-    metadefs::check_write(&ctx, &ns, "modify_metadef_property")?;
+    metadefs::check(&ctx, &ns, "modify_metadef_property")?;
     let updated = repo::update_property(&state.db, &ns, &property, &new_name, fragment).await?;
     Ok(Json(view::property(&updated, &updated.name)))
 }
@@ -109,7 +109,7 @@ pub async fn delete(
     Path((name, property)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let ns = repo::find_visible(&state.db, &ctx, &name).await?;
-    metadefs::check_write(&ctx, &ns, "remove_metadef_property")?;
+    metadefs::check(&ctx, &ns, "remove_metadef_property")?;
     repo::property(&state.db, &ns, &property).await?;
     metadefs::check_unprotected(&ns, &format!("Metadata definition property {property}"))?;
     repo::delete_property(&state.db, &ns, &property).await?;

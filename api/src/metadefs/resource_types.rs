@@ -19,7 +19,7 @@ pub async fn list(
     Extension(ctx): Extension<RequestContext>,
     _: NoBody,
 ) -> Result<Json<Value>, ApiError> {
-    metadefs::check_list(&ctx)?;
+    metadefs::check_own(&ctx, "list_metadef_resource_types")?;
     let types: Vec<Value> = repo::resource_types(&state.db)
         .await?
         .into_iter()
@@ -44,7 +44,7 @@ pub async fn associations(
     _: NoBody,
 ) -> Result<Json<Value>, ApiError> {
     let ns = repo::find_visible(&state.db, &ctx, &name).await?;
-    metadefs::check_read(&ctx, &ns)?;
+    metadefs::check(&ctx, &ns, "get_metadef_resource_type")?;
     let list: Vec<Value> = repo::associations(&state.db, &ns).await?.iter().map(view::association).collect();
     Ok(Json(json!({"resource_type_associations": list})))
 }
@@ -58,7 +58,7 @@ pub async fn associate(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let input = body::association(&body)?;
     let ns = repo::find_visible(&state.db, &ctx, &name).await?;
-    metadefs::check_write(&ctx, &ns, "add_metadef_resource_type_association")?;
+    metadefs::check(&ctx, &ns, "add_metadef_resource_type_association")?;
     let created = repo::associate(&state.db, &ns, &input).await?;
     Ok((StatusCode::CREATED, Json(view::association(&created))))
 }
@@ -71,7 +71,7 @@ pub async fn dissociate(
     _: NoBody,
 ) -> Result<StatusCode, ApiError> {
     let ns = repo::find_visible(&state.db, &ctx, &name).await?;
-    metadefs::check_write(&ctx, &ns, "remove_metadef_resource_type_association")?;
+    metadefs::check(&ctx, &ns, "remove_metadef_resource_type_association")?;
     if !repo::associations(&state.db, &ns).await?.iter().any(|a| a.name == rt) {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("Failed to find resource type {rt} to delete")));
     }

@@ -32,7 +32,7 @@ pub async fn list(
     let query =
         repo::TagQuery { sort_key: sort_key.to_owned(), dir: params.sort_dir()?, limit, marker: params.marker() };
     let ns = repo::find_visible(&state.db, &ctx, &name).await?;
-    metadefs::check_read(&ctx, &ns)?;
+    metadefs::check(&ctx, &ns, "get_metadef_tags")?;
     let tags = repo::tags(&state.db, &ns, &query).await?;
     Ok(Json(json!({"tags": view::tag_names(tags.iter().map(|t| t.name.as_str()))})))
 }
@@ -55,7 +55,7 @@ pub async fn create_many(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let names = body::tags(&body)?;
     let ns = repo::find_visible(&state.db, &ctx, &name).await?;
-    metadefs::check_write(&ctx, &ns, "add_metadef_tags")?;
+    metadefs::check(&ctx, &ns, "add_metadef_tags")?;
     repo::replace_tags(&state.db, &ns, &names, truthy(&headers)).await?;
     Ok((StatusCode::CREATED, Json(json!({"tags": view::tag_names(names.iter().map(String::as_str))}))))
 }
@@ -80,7 +80,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     body::tag_name(&tag)?;
     let ns = repo::find_visible(&state.db, &ctx, &name).await?;
-    metadefs::check_write(&ctx, &ns, "add_metadef_tag")?;
+    metadefs::check(&ctx, &ns, "add_metadef_tag")?;
     let created = repo::create_tag(&state.db, &ns, &tag).await?;
     Ok((StatusCode::CREATED, Json(view::tag(&created))))
 }
@@ -93,7 +93,7 @@ pub async fn show(
     _: NoBody,
 ) -> Result<Json<Value>, ApiError> {
     let ns = repo::find_visible(&state.db, &ctx, &name).await?;
-    metadefs::check_read(&ctx, &ns)?;
+    metadefs::check(&ctx, &ns, "get_metadef_tag")?;
     Ok(Json(view::tag(&repo::tag(&state.db, &ns, &tag).await?)))
 }
 
@@ -106,7 +106,7 @@ pub async fn rename(
 ) -> Result<Json<Value>, ApiError> {
     let new_name = body::tag(&body)?;
     let ns = repo::find_visible(&state.db, &ctx, &name).await?;
-    metadefs::check_write(&ctx, &ns, "modify_metadef_tag")?;
+    metadefs::check(&ctx, &ns, "modify_metadef_tag")?;
     Ok(Json(view::tag(&repo::rename_tag(&state.db, &ns, &tag, &new_name).await?)))
 }
 
@@ -118,7 +118,7 @@ pub async fn delete(
     _: NoBody,
 ) -> Result<StatusCode, ApiError> {
     let ns = repo::find_visible(&state.db, &ctx, &name).await?;
-    metadefs::check_write(&ctx, &ns, "delete_metadef_tag")?;
+    metadefs::check(&ctx, &ns, "delete_metadef_tag")?;
     repo::tag(&state.db, &ns, &tag).await?;
     metadefs::check_unprotected(&ns, &format!("Metadata definition tag {tag}"))?;
     repo::delete_tag(&state.db, &ns, &tag).await?;

@@ -8,6 +8,7 @@ use super::schema::{self, Validator};
 use super::{Image, Status, Visibility};
 use crate::config::ImagesConfig;
 use crate::context::RequestContext;
+use crate::policy::Operation;
 use crate::{Error, Result, policy};
 
 /// Validates a create request in Glance's order and builds the queued image it describes.
@@ -65,8 +66,10 @@ pub fn new_image(
     for (key, value) in body {
         set_field(&mut image, &key, value)?;
     }
-    policy::check_create(ctx, image.owner.as_deref())?;
-    policy::check_visibility(ctx, image.owner.as_deref(), image.visibility)?;
+    policy::check_create(ctx, image.owner.as_deref(), image.visibility)?;
+    for name in image.properties.keys() {
+        policy::check_property(ctx, name, Operation::Create)?;
+    }
     check_quotas(&image, cfg)?;
     Ok(image)
 }

@@ -161,13 +161,8 @@ impl Importer<'_> {
         if image.disk_format.is_none() || image.container_format.is_none() {
             return Err(Error::Conflict("'disk_format' and 'container_format' must be set before import".into()));
         }
-        if request.method == Method::CopyImage {
-            if !ctx.is_admin {
-                return Err(Error::Forbidden("You are not authorized to complete copy_image action.".into()));
-            }
-        } else {
-            policy::check_modify(ctx, image, "modify_image")?;
-        }
+        let rule = if request.method == Method::CopyImage { "copy_image" } else { "modify_image" };
+        policy::check_image(ctx, image, rule)?;
         check_lock_free(self.db, image, self.task_ttl).await?;
         let Some(targets) = self.targets(image, request, header_store)? else {
             return Ok(None);

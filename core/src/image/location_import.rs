@@ -124,7 +124,7 @@ pub async fn accept(
     task_ttl: Duration,
 ) -> Result<Task> {
     image.status.next(Action::AddLocation)?;
-    policy::check_add_location(ctx, image)?;
+    policy::check_image(ctx, image, "add_image_location")?;
     // Glance opens the other stores to services only: a user could otherwise name data of
     // the service's own stores.
     let http_store = stores.all().any(|(_, store)| !store.writable() && store.holds(&request.url));

@@ -31,7 +31,7 @@ pub(super) fn apply(
         return Err(Error::BadRequest(format!("Invalid JSON pointer for this resource: '/{}'", segments.join("/"))));
     }
     if op == Op::Remove {
-        policy::check_remove_location(ctx)?;
+        policy::check_image(ctx, image, "delete_image_location")?;
         invisible_unless(cfg, "remove")?;
         image.status.next(Action::RemoveLocation)?;
         if image.locations.len() == 1 {
@@ -47,7 +47,7 @@ pub(super) fn apply(
     })?;
     if op == Op::Add {
         validator.check("locations", &Value::Array(vec![value.clone()]))?;
-        policy::check_set_location(ctx, image)?;
+        policy::check_image(ctx, image, "set_image_location")?;
         invisible_unless(cfg, "add")?;
         let next = image.status.next(Action::SetLocations)?;
         let validation = validation_data(image, std::slice::from_ref(&value))?;
@@ -67,7 +67,7 @@ pub(super) fn apply(
     if items.is_empty() {
         return Err(Error::Forbidden("Cannot set locations to empty list.".into()));
     }
-    policy::check_set_location(ctx, image)?;
+    policy::check_image(ctx, image, "set_image_location")?;
     invisible_unless(cfg, "update")?;
     let next = image.status.next(Action::ReplaceLocations)?;
     let validation = validation_data(image, &items)?;

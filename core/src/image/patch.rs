@@ -7,6 +7,7 @@ use super::schema::{self, Validator};
 use super::{Image, Visibility};
 use crate::config::ImagesConfig;
 use crate::context::RequestContext;
+use crate::policy::Operation;
 use crate::{Error, Result, policy};
 
 /// The three operations Glance supports (`test`, `move` and `copy` are refused when parsing).
@@ -142,32 +143,38 @@ pub fn apply_patch(
         if op != Op::Remove {
             validator.check(&root, &value)?;
         }
-        policy::check_modify(ctx, image, "modify_image")?;
+        policy::check_image(ctx, image, "modify_image")?;
 
         let is_base = schema::BASE_FIELDS.contains(&root.as_str());
+        // A property the caller may not read is one it cannot know exists (Glance's proxy).
+        let present = image.properties.contains_key(&root) && policy::property_allowed(ctx, &root, Operation::Read);
         match (op, is_base) {
             (Op::Remove, true) => {
                 return Err(Error::Forbidden(format!("Property {root} may not be removed.")));
             }
             (Op::Remove, false) => {
-                if image.properties.remove(&root).is_none() {
+                if !present {
                     return Err(Error::Conflict(format!("Property {root} does not exist.")));
                 }
+                policy::check_property(ctx, &root, Operation::Delete)?;
+                image.properties.remove(&root);
             }
             (Op::Add, true) if dialect == Dialect::V20 => {
                 return Err(Error::Conflict(format!("Property {root} already present.")));
             }
             (Op::Add | Op::Replace, true) => set_base(image, &root, value, ctx)?,
             (Op::Add, false) => {
-                if dialect == Dialect::V20 && image.properties.contains_key(&root) {
+                if dialect == Dialect::V20 && present {
                     return Err(Error::Conflict(format!("Property {root} already present.")));
                 }
+                policy::check_property(ctx, &root, if present { Operation::Update } else { Operation::Create })?;
                 set_field(image, &root, value)?;
             }
             (Op::Replace, false) => {
-                if !image.properties.contains_key(&root) {
+                if !present {
                     return Err(Error::Conflict(format!("Property {root} does not exist.")));
                 }
+                policy::check_property(ctx, &root, Operation::Update)?;
                 set_field(image, &root, value)?;
             }
         }
@@ -180,7 +187,7 @@ fn set_base(image: &mut Image, key: &str, value: Value, ctx: &RequestContext) ->
         "owner" => policy::check_owner_change(ctx)?,
         "visibility" => {
             let visibility: Visibility = value.as_str().unwrap_or_default().parse()?;
-            policy::check_visibility(ctx, image.owner.as_deref(), visibility)?;
+            policy::check_visibility(ctx, &policy::image_target(image), visibility)?;
         }
         "disk_format" | "container_format" if !image.status.formats_mutable() => {
             return Err(Error::Forbidden(format!("Attribute {key} can be only replaced for a queued image.")));

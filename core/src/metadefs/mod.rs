@@ -18,6 +18,7 @@ use chrono::NaiveDateTime;
 use serde_json::{Map, Value};
 
 use crate::context::RequestContext;
+use crate::policy::Target;
 use crate::{Error, Result};
 
 /// A namespace: a named group of definitions, owned by a project, public or private.
@@ -113,17 +114,13 @@ pub struct Association {
 
 // --- policy ------------------------------------------------------------------------------------
 //
-// Glance's defaults: reads need `reader` in the owning project or a public namespace, every
-// write needs `admin`. A namespace the caller may not read is reported as missing (404), never
-// as forbidden, so that its existence does not leak.
+// The policy's rules (by default Glance's: reads need `reader` in the owning project or a public
+// namespace, every write needs `admin`). A namespace the caller may not read is reported as
+// missing (404), never as forbidden, so that its existence does not leak.
 
 /// Storage-level visibility: whether `ns` exists at all for the caller.
 pub fn visible(ctx: &RequestContext, ns: &Namespace) -> bool {
     ctx.is_admin || ns.is_public() || ctx.owns(Some(&ns.owner))
-}
-
-fn readable(ctx: &RequestContext, ns: &Namespace) -> bool {
-    ctx.is_admin || (ctx.has_role("reader") && (ns.is_public() || ctx.owns(Some(&ns.owner))))
 }
 
 /// The 404 of a namespace that does not exist for the caller.
@@ -131,40 +128,29 @@ pub fn namespace_not_found(name: &str) -> Error {
     Error::NotFound(format!("Metadata definition namespace={name} was not found."))
 }
 
-/// A read rule (`get_metadef_namespace`, `get_metadef_objects`, ...) on visible `ns`.
-pub fn check_read(ctx: &RequestContext, ns: &Namespace) -> Result<()> {
-    if readable(ctx, ns) { Ok(()) } else { Err(namespace_not_found(&ns.namespace)) }
+/// Rule `rule` (`get_metadef_objects`, `modify_metadef_namespace`, ...) on visible `ns`, as
+/// Glance enforces it: 403 naming the rule, or 404 when the caller may not even
+/// `get_metadef_namespace` it.
+pub fn check(ctx: &RequestContext, ns: &Namespace, rule: &str) -> Result<()> {
+    let visibility = if ns.is_public() { "public" } else { "private" };
+    let target = Target::default().with("project_id", Some(&ns.owner)).with("visibility", Some(visibility));
+    enforce(ctx, rule, &target, || namespace_not_found(&ns.namespace))
 }
 
-/// A write rule (`modify_metadef_namespace`, `add_metadef_object`, ...) on visible `ns`:
-/// admins only; 403 for callers who may read it, 404 for the others.
-pub fn check_write(ctx: &RequestContext, ns: &Namespace, action: &str) -> Result<()> {
-    if ctx.is_admin {
-        Ok(())
-    } else if readable(ctx, ns) {
-        Err(Error::Forbidden(format!("You are not authorized to complete {action} action.")))
-    } else {
-        Err(namespace_not_found(&ns.namespace))
-    }
+/// A rule about no particular namespace (`get_metadef_namespaces`, `add_metadef_namespace`,
+/// `list_metadef_resource_types`): the target is the caller's own project.
+pub fn check_own(ctx: &RequestContext, rule: &str) -> Result<()> {
+    let target = Target::default().with("project_id", ctx.project_id.as_ref());
+    enforce(ctx, rule, &target, || Error::NotFound("The resource could not be found.".into()))
 }
 
-/// `get_metadef_namespaces` / `list_metadef_resource_types` without a namespace: any reader.
-pub fn check_list(ctx: &RequestContext) -> Result<()> {
-    if ctx.is_admin || ctx.has_role("reader") {
+fn enforce(ctx: &RequestContext, rule: &str, target: &Target, not_found: impl Fn() -> Error) -> Result<()> {
+    if ctx.policy.check(rule, ctx, target) {
         Ok(())
+    } else if rule == "get_metadef_namespace" || !ctx.policy.check("get_metadef_namespace", ctx, target) {
+        Err(not_found())
     } else {
-        Err(Error::NotFound("The resource could not be found.".into()))
-    }
-}
-
-/// `add_metadef_namespace`: admins only (403 for readers, 404 for callers without a role).
-pub fn check_create(ctx: &RequestContext) -> Result<()> {
-    if ctx.is_admin {
-        Ok(())
-    } else if ctx.has_role("reader") {
-        Err(Error::Forbidden("You are not authorized to complete add_metadef_namespace action.".into()))
-    } else {
-        Err(Error::NotFound("The resource could not be found.".into()))
+        Err(Error::Forbidden(format!("You are not authorized to complete {rule} action.")))
     }
 }
 
@@ -207,13 +193,13 @@ mod tests {
 
     #[test]
     fn members_may_not_write_their_own_namespaces() {
-        let err = check_write(&ctx("p", "member"), &ns("p", Some("private")), "modify_metadef_namespace");
+        let err = check(&ctx("p", "member"), &ns("p", Some("private")), "modify_metadef_namespace");
         assert!(matches!(err, Err(Error::Forbidden(_))));
     }
 
     #[test]
     fn callers_without_a_role_get_404_for_writes() {
-        let err = check_write(&ctx("p", "observer"), &ns("p", Some("private")), "modify_metadef_namespace");
+        let err = check(&ctx("p", "observer"), &ns("p", Some("private")), "modify_metadef_namespace");
         assert!(matches!(err, Err(Error::NotFound(_))));
     }
 }
