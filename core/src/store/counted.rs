@@ -49,4 +49,17 @@ impl Store for Counted {
     async fn remove_abandoned(&self, idle: std::time::Duration) -> Result<Swept, StoreError> {
         self.count("sweep", self.inner.remove_abandoned(idle).await)
     }
+
+    fn holds(&self, location: &str) -> bool {
+        self.inner.holds(location)
+    }
+
+    async fn size(&self, location: &str) -> Result<u64, StoreError> {
+        // A refused or missing caller-given location is the caller's doing, not the store's.
+        self.inner.size(location).await
+    }
+
+    fn writable(&self) -> bool {
+        self.inner.writable()
+    }
 }

@@ -41,12 +41,13 @@ impl LegacyImportFlow {
         let input = task.input.clone().unwrap_or(Value::Null);
         let properties = input.get("image_properties").and_then(Value::as_object).cloned().unwrap_or_default();
         let owner = Some(task.owner.clone()).filter(|o| !o.is_empty());
-        let caller = RequestContext::new(
-            owner,
-            task.user_id.clone(),
-            ["member".to_owned()],
-            task.request_id.clone().unwrap_or_default(),
-        );
+        let request_id = task.request_id.clone().unwrap_or_default();
+        // The tasks API authorized the creator; a task without an owner came from no-auth's
+        // anonymous admin, whose image has no owner either.
+        let caller = match owner {
+            Some(owner) => RequestContext::new(Some(owner), task.user_id.clone(), ["member".to_owned()], request_id),
+            None => RequestContext::anonymous_admin(request_id),
+        };
         let mut image = new_image(properties, &caller, &self.deps.config.images, &self.validator)
             .map_err(|e| FlowError::Abort(format!("Invalid image_properties: {e}")))?;
         image.id = image_id.to_owned();
