@@ -160,11 +160,13 @@ async fn imports_are_counted_by_method_and_outcome_and_running_tasks_by_state() 
     let accepted = client.post(format!("{}/v2/images/{fetched}/import", server.url())).json(&import).send().await;
     assert_eq!(accepted.expect("import").status(), 202);
     let started = [("method", "web-download")];
+    // The claim marks the task processing in the database a moment before the worker counts
+    // the start (it first checks the project's share of workers): wait for both.
     let during = scrape_until(&client, &server, "a running web-download", |s| {
         s.value("glint_tasks", &[("status", "processing")]) == 1.0
+            && s.value("glint_import_tasks_started_total", &started) == 1.0
     })
     .await;
-    assert_eq!(during.value("glint_import_tasks_started_total", &started), 1.0);
     assert_eq!(during.value("glint_import_tasks_succeeded_total", &started), 0.0);
 
     // Zeros declared qcow2: format inspection refuses them and the import fails.
