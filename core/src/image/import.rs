@@ -183,23 +183,9 @@ impl Importer<'_> {
                 return Err(refused());
             }
         }
-        let at = now();
         let backend: Vec<Value> = targets.iter().map(|s| s.as_deref().map_or(Value::Null, |s| json!(s))).collect();
-        let task = Task {
-            id: uuid::Uuid::new_v4().to_string(),
-            task_type: TaskType::ApiImageImport,
-            status: TaskStatus::Pending,
-            owner: ctx.project_id.clone().unwrap_or_default(),
-            expires_at: None,
-            image_id: Some(image.id.clone()),
-            request_id: Some(ctx.request_id.clone()),
-            user_id: ctx.user_id.clone(),
-            created_at: at,
-            updated_at: at,
-            input: Some(json!({"image_id": image.id, "import_req": request.body, "backend": backend})),
-            result: None,
-            message: String::new(),
-        };
+        let input = json!({"image_id": image.id, "import_req": request.body, "backend": backend});
+        let task = Task::pending(ctx, TaskType::ApiImageImport, image.id.clone(), input);
         let importing = targets.iter().flatten().cloned().collect::<Vec<_>>();
         self.db
             .transaction_async(async |txn| {
@@ -343,22 +329,7 @@ pub async fn legacy_task(
         Some(_) => return Err(bad("'image_properties' must be a JSON object".into())),
     };
     crate::image::new_image(properties, ctx, images_config, validator)?;
-    let at = now();
-    Ok(Task {
-        id: uuid::Uuid::new_v4().to_string(),
-        task_type: TaskType::Import,
-        status: TaskStatus::Pending,
-        owner: ctx.project_id.clone().unwrap_or_default(),
-        expires_at: None,
-        image_id: Some(uuid::Uuid::new_v4().to_string()),
-        request_id: Some(ctx.request_id.clone()),
-        user_id: ctx.user_id.clone(),
-        created_at: at,
-        updated_at: at,
-        input: Some(Value::Object(input.clone())),
-        result: None,
-        message: String::new(),
-    })
+    Ok(Task::pending(ctx, TaskType::Import, uuid::Uuid::new_v4().to_string(), Value::Object(input.clone())))
 }
 
 /// The comma-separated list in property `name` plus `more`, without duplicates.

@@ -12,9 +12,8 @@ use super::import::{IMPORT_TASK, check_lock_free};
 use super::location_rules::check_location;
 use super::{Action, Image, repo as images};
 use crate::context::RequestContext;
-use crate::db::now;
 use crate::store::Stores;
-use crate::task::{Task, TaskStatus, TaskType, repo as tasks};
+use crate::task::{Task, TaskType, repo as tasks};
 use crate::{Error, Result, policy};
 
 /// Hash algorithms `validation_data` may name (Glance's schema) and their digest sizes.
@@ -133,22 +132,7 @@ pub async fn accept(
     }
     check_lock_free(db, image, task_ttl).await?;
     check_location(db, stores, &image.id, &request.url).await?;
-    let at = now();
-    let task = Task {
-        id: uuid::Uuid::new_v4().to_string(),
-        task_type: TaskType::LocationImport,
-        status: TaskStatus::Pending,
-        owner: ctx.project_id.clone().unwrap_or_default(),
-        expires_at: None,
-        image_id: Some(image.id.clone()),
-        request_id: Some(ctx.request_id.clone()),
-        user_id: ctx.user_id.clone(),
-        created_at: at,
-        updated_at: at,
-        input: Some(task_input(&image.id, request)),
-        result: None,
-        message: String::new(),
-    };
+    let task = Task::pending(ctx, TaskType::LocationImport, image.id.clone(), task_input(&image.id, request));
     db.transaction_async(async |txn| {
         tasks::insert(txn, &task).await?;
         if !images::add_property_if_absent(txn, &image.id, IMPORT_TASK, &task.id).await? {

@@ -6,6 +6,7 @@ pub mod repo;
 use chrono::NaiveDateTime;
 use serde_json::Value;
 
+use crate::context::RequestContext;
 use crate::{Error, Result};
 
 string_enum! {
@@ -81,6 +82,27 @@ pub struct Task {
 }
 
 impl Task {
+    /// A new pending task of `task_type` on `image_id`, recorded for the caller `ctx` (owner,
+    /// user, request id), with the worker's `input`.
+    pub fn pending(ctx: &RequestContext, task_type: TaskType, image_id: String, input: Value) -> Task {
+        let at = crate::db::now();
+        Task {
+            id: uuid::Uuid::new_v4().to_string(),
+            task_type,
+            status: TaskStatus::Pending,
+            owner: ctx.project_id.clone().unwrap_or_default(),
+            expires_at: None,
+            image_id: Some(image_id),
+            request_id: Some(ctx.request_id.clone()),
+            user_id: ctx.user_id.clone(),
+            created_at: at,
+            updated_at: at,
+            input: Some(input),
+            result: None,
+            message: String::new(),
+        }
+    }
+
     /// The input as callers see it: the URLs to fetch (`import_req.method.uri` of an image
     /// import, `import_from` of a legacy one) without their credentials, which the stored
     /// input keeps for the worker alone.
