@@ -9,6 +9,7 @@ mod http;
 mod s3;
 pub mod scrub;
 mod staging;
+mod swift;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -26,6 +27,7 @@ pub use fs::FilesystemStore;
 pub use http::HttpStore;
 pub use s3::S3Store;
 pub use staging::Staging;
+pub use swift::SwiftStore;
 
 /// Image bytes in flight: chunks in order, ending early with an error if the source fails.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -183,6 +185,11 @@ impl Stores {
                         "s3_store_thread_pools": s3::PARTS_IN_FLIGHT,
                     });
                     (Arc::new(store), StoreInfo { kind: "s3", description: cfg.description, properties })
+                }
+                BackendConfig::Swift(cfg) => {
+                    let store = SwiftStore::open(&cfg).map_err(|e| Error::Config(format!("store {id}: {e}")))?;
+                    let properties = store.properties();
+                    (Arc::new(store), StoreInfo { kind: "swift", description: cfg.description, properties })
                 }
                 BackendConfig::Http { description, filtering } => {
                     let store = HttpStore::open(&filtering).map_err(|e| Error::Config(format!("store {id}: {e}")))?;
