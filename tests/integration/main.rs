@@ -33,6 +33,7 @@ mod s3_store;
 mod schemas;
 mod server_limits;
 mod stores;
+mod swift_store;
 mod task_claims;
 mod tasks;
 mod versions;
