@@ -256,21 +256,27 @@ async fn upload_over_the_cap_is_413_and_leaves_no_segment() {
     setup.assert_account_holds(&[&id]).await;
 }
 
+/// Starts an upload of `declared` bytes (Content-Length) of image `id`, sends `sent` of them
+/// and returns the connection, whose drop is the client going away.
+async fn start_upload(app: &TestApp, id: &str, declared: usize, sent: usize) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://")).await.expect("connect");
+    let head = format!(
+        "PUT /v2/images/{id}/file HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\nContent-Length: {declared}\r\n\r\n",
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    stream.write_all(&payload(sent)).await.expect("part of the body");
+    stream.flush().await.expect("flush");
+    stream
+}
+
 #[tokio::test]
 async fn client_disconnect_mid_upload_puts_the_image_back_and_leaves_no_segment() {
-    use tokio::io::AsyncWriteExt;
     let Some(setup) = Setup::start(Backend::Sqlite, |_, _| {}).await else { return };
     let app = &setup.app;
     let id = queued_image(app).await;
-    let mut stream = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://")).await.expect("connect");
-    let head = format!(
-        "PUT /v2/images/{id}/file HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
-        8 * MIB
-    );
-    stream.write_all(head.as_bytes()).await.expect("head");
     // Past two segments, so that one is stored and the next is being written when the client goes.
-    stream.write_all(&payload(5 * MIB / 2)).await.expect("part of the body");
-    stream.flush().await.expect("flush");
+    let stream = start_upload(app, &id, 8 * MIB, 5 * MIB / 2).await;
     let mut listed = Vec::new();
     for _ in 0..200 {
         listed = setup.account.names(&setup.segments()).await;
@@ -287,6 +293,32 @@ async fn client_disconnect_mid_upload_puts_the_image_back_and_leaves_no_segment(
     setup.assert_segments_go_away().await;
     setup.assert_account_holds(&[]).await;
     assert_eq!(put(app, &id, payload(10)).await.status(), 204, "the service still works");
+}
+
+#[tokio::test]
+async fn an_image_of_announced_size_is_one_object_up_to_large_object_size() {
+    let Some(setup) = Setup::start(Backend::Sqlite, |_, store| store.large_object_size = 10).await else { return };
+    let app = &setup.app;
+    let (announced, unknown, over) = (queued_image(app).await, queued_image(app).await, queued_image(app).await);
+    // Past what an upload buffers to find out (8 MiB), under large_object_size (10 MiB).
+    let data = payload(9 * MIB);
+    assert_eq!(put(app, &announced, data.clone()).await.status(), 204);
+    assert!(!setup.is_large(&announced).await, "announced: streamed into one object");
+    assert_eq!(put(app, &unknown, chunked(data.clone(), 256 * 1024)).await.status(), 204);
+    assert_eq!(setup.account.manifest(&setup.container, &unknown).await.len(), 9, "unknown size: segmented");
+    assert_eq!(put(app, &over, payload(10 * MIB + 1)).await.status(), 204);
+    assert_eq!(setup.account.manifest(&setup.container, &over).await.len(), 11);
+    for id in [&announced, &unknown] {
+        assert!(download(app, id).await == data, "downloaded bytes differ");
+    }
+    setup.assert_account_holds(&[&announced, &unknown, &over]).await;
+
+    // A client leaving mid-object leaves no object.
+    let id = queued_image(app).await;
+    let stream = start_upload(app, &id, 9 * MIB, 4 * MIB).await;
+    drop(stream);
+    wait_for_status(app, &id, "queued").await;
+    setup.assert_account_holds(&[&announced, &unknown, &over]).await;
 }
 
 #[tokio::test]

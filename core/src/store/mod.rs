@@ -61,6 +61,19 @@ pub trait Store: Send + Sync {
     /// Writes `data` as image `image_id`, refusing more than `cap` bytes, and returns the
     /// location URL. On any error nothing is left behind and no earlier data is touched.
     async fn put(&self, image_id: &str, data: ByteStream, cap: u64) -> Result<String, StoreError>;
+    /// Like [`put`](Store::put), told that `data` should hold `size` bytes (an upload's
+    /// announced size, a download's Content-Length, the source's size for a copy), so that a
+    /// store laying data out by size (Swift: one object, or a large object) need not guess.
+    /// The caller still checks the size it got; the default ignores the hint.
+    async fn put_sized(
+        &self,
+        image_id: &str,
+        data: ByteStream,
+        cap: u64,
+        _size: Option<u64>,
+    ) -> Result<String, StoreError> {
+        self.put(image_id, data, cap).await
+    }
     /// Streams the bytes at `location`, or the half-open byte `range` of them.
     async fn get(&self, location: &str, range: Option<Range<u64>>) -> Result<ByteStream, StoreError>;
     /// Removes the data at `location`; data already gone counts as removed.

@@ -87,7 +87,8 @@ for build in "${ring_builds[@]}"; do
 done
 
 # What every server shares: loopback, one process (workers = 0), no privilege drop, the
-# device directory, no fallocate reserve on the test machine's disk.
+# device directory; no preallocation and no free-space reserve (Swift's default refuses writes
+# with 507 below 1% free, and a test machine's disk may well be that full).
 common() {
     cat <<EOF
 [DEFAULT]
@@ -99,6 +100,7 @@ swift_dir = $etc
 devices = $devices
 mount_check = false
 disable_fallocate = true
+fallocate_reserve = 0
 log_name = $2
 log_level = INFO
 EOF

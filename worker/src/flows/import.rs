@@ -138,23 +138,29 @@ impl ImportFlow {
         }
     }
 
-    async fn open(&self, source: &Source, progress: &Progress) -> Result<ByteStream, FlowError> {
+    /// The data of `source`, and its size when known.
+    async fn open(
+        &self,
+        image: &Image,
+        source: &Source,
+        progress: &Progress,
+    ) -> Result<(ByteStream, Option<u64>), FlowError> {
         match source {
             Source::Staged(name) => {
                 let size = self.deps.staging.size(name).await.ok();
                 let body = self.deps.staging.read(name).await?;
-                Ok(progress.count(body, size))
+                Ok((progress.count(body, size), size))
             }
             Source::Web(uri) => {
                 let download = self.deps.fetcher.get(uri, self.deps.cap).await?;
-                Ok(progress.count(download.body, download.content_length))
+                Ok((progress.count(download.body, download.content_length), download.content_length))
             }
             Source::Copy(location) => {
                 let store = location.store.as_deref().and_then(|s| self.deps.stores.get(s)).ok_or_else(|| {
                     FlowError::Abort(format!("Store {:?} of the image's data is not configured", location.store))
                 })?;
                 let body = store.get(&location.url, None).await?;
-                Ok(progress.count(body, None))
+                Ok((progress.count(body, None), image.size.and_then(|s| u64::try_from(s).ok())))
             }
         }
     }
@@ -169,11 +175,11 @@ impl ImportFlow {
         disk_format: &str,
         progress: &Progress,
     ) -> Result<Written, FlowError> {
-        let body = self.open(source, progress).await?;
+        let (body, size) = self.open(image, source, progress).await?;
         let copying = matches!(source, Source::Copy(_));
         let inspector =
             (!copying && image.container_format.as_deref() == Some("bare")).then(glint_formats::Inspector::new);
-        let (ingested, inspector) = data::ingest(store, &image.id, body, self.deps.cap, inspector).await?;
+        let (ingested, inspector) = data::ingest(store, &image.id, body, self.deps.cap, size, inspector).await?;
         let mut declared = image.clone();
         declared.disk_format = Some(disk_format.to_owned());
         let checked = if copying {

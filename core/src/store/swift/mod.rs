@@ -271,12 +271,22 @@ async fn list(client: &Client, container: &str, prefix: &str, max: usize) -> Res
 #[async_trait::async_trait]
 impl Store for SwiftStore {
     async fn put(&self, image_id: &str, data: ByteStream, cap: u64) -> Result<String, StoreError> {
+        self.put_sized(image_id, data, cap, None).await
+    }
+
+    async fn put_sized(
+        &self,
+        image_id: &str,
+        data: ByteStream,
+        cap: u64,
+        size: Option<u64>,
+    ) -> Result<String, StoreError> {
         if !valid_name(image_id) {
             return Err(StoreError::Io(io::Error::new(io::ErrorKind::InvalidInput, "invalid image id")));
         }
         // A task of its own, so that a put dropped midway still removes its segments.
         let (writer, id) = (self.writer.clone(), image_id.to_owned());
-        super::feed_writer(data, cap, move |rx| tokio::spawn(writer.write(id, rx))).await?;
+        super::feed_writer(data, cap, move |rx| tokio::spawn(writer.write(id, size, rx))).await?;
         Ok(format!("{}{image_id}", self.layout().location_prefix))
     }
 

@@ -1,13 +1,14 @@
 //! Writing one image: a single object, or a static large object whose segments stream up as
 //! the data arrives.
 //!
-//! The writer first buffers up to [`SINGLE_PUT_BUFFER`] bytes (never more than
-//! `large_object_size`): an image that ends there goes up in one PUT. A longer one, whose size
-//! is not known beforehand, is segmented, as Glance's driver does with every upload of unknown
-//! size: segments of `large_object_chunk_size` bytes named `<image id>/<upload id>/<index>` in
-//! the segments container, each streamed in its own PUT while the data arrives; the next
-//! segment starts as soon as one is full, while at most [`SEGMENTS_IN_FLIGHT`] earlier ones
-//! still wait for Swift's answer. The manifest (`?multipart-manifest=put`) is written last,
+//! An image whose size the caller knows goes up in one PUT streamed as the data arrives when
+//! that size is at most `large_object_size`, segmented when it is more. Otherwise the writer
+//! first buffers up to [`SINGLE_PUT_BUFFER`] bytes (never more than `large_object_size`): an
+//! image that ends there goes up in one PUT; a longer one is segmented, as Glance's driver does
+//! with every upload of unknown size. Segments of `large_object_chunk_size` bytes are named
+//! `<image id>/<upload id>/<index>` in the segments container, each streamed in its own PUT
+//! while the data arrives; the next segment starts as soon as one is full, while at most
+//! [`SEGMENTS_IN_FLIGHT`] earlier ones still wait for Swift's answer. The manifest (`?multipart-manifest=put`) is written last,
 //! so readers never see a partial image.
 //!
 //! A segmented upload holds a lease, the object `leases/<image id>/<upload id>` in the
@@ -65,25 +66,33 @@ fn abandoned() -> StoreError {
 }
 
 impl Writer {
-    /// Writes chunks until the `None` end marker, then commits. A channel closed without the
-    /// marker means the put was abandoned: nothing is committed and every segment goes.
+    /// Writes chunks until the `None` end marker, then commits; `size` is what the caller
+    /// expects (see [`super::super::Store::put_sized`]). A channel closed without the marker
+    /// means the put was abandoned: nothing is committed and every segment goes.
     pub(super) async fn write(
         self,
         image_id: String,
+        size: Option<u64>,
         mut chunks: mpsc::Receiver<Option<Bytes>>,
     ) -> Result<(), StoreError> {
         self.ensure_container(&self.layout.container).await?;
-        let limit = SINGLE_PUT_BUFFER.min(self.layout.large_object_size);
         let mut head = Vec::new();
-        let mut buffered = 0u64;
-        while buffered <= limit {
-            match chunks.recv().await {
-                Some(Some(chunk)) => {
-                    buffered += chunk.len() as u64;
-                    head.push(chunk);
+        match size {
+            Some(size) if size <= self.layout.large_object_size => return self.stream_object(&image_id, chunks).await,
+            Some(_) => {}
+            None => {
+                let limit = SINGLE_PUT_BUFFER.min(self.layout.large_object_size);
+                let mut buffered = 0u64;
+                while buffered <= limit {
+                    match chunks.recv().await {
+                        Some(Some(chunk)) => {
+                            buffered += chunk.len() as u64;
+                            head.push(chunk);
+                        }
+                        Some(None) => return self.put_object(&image_id, head, buffered).await,
+                        None => return Err(abandoned()),
+                    }
                 }
-                Some(None) => return self.put_object(&image_id, head, buffered).await,
-                None => return Err(abandoned()),
             }
         }
         self.ensure_container(&self.layout.segments).await?;
@@ -129,6 +138,34 @@ impl Writer {
             })
             .await?;
         client::check(response, &format!("PUT of {path}")).await.map(drop)
+    }
+
+    /// Streams the data into one object, as it arrives.
+    async fn stream_object(&self, image_id: &str, mut chunks: mpsc::Receiver<Option<Bytes>>) -> Result<(), StoreError> {
+        let (tx, rx) = mpsc::channel(SEGMENT_CHANNEL_DEPTH);
+        let request = spawn_put(&self.client, object_path(&self.layout.container, image_id), rx);
+        loop {
+            match chunks.recv().await {
+                Some(Some(chunk)) => {
+                    if tx.send(Some(chunk)).await.is_err() {
+                        // The request ended before its data did: its answer says why.
+                        break;
+                    }
+                }
+                Some(None) => {
+                    let _ = tx.send(None).await;
+                    break;
+                }
+                None => {
+                    // Dropping the sender without the end marker breaks the request off.
+                    drop(tx);
+                    let _ = request.await;
+                    return Err(abandoned());
+                }
+            }
+        }
+        drop(tx);
+        joined(request.await).map(drop)
     }
 
     async fn write_large(
@@ -320,18 +357,7 @@ impl<'a> Segments<'a> {
         self.count += 1;
         let name = format!("{}{:08}", self.prefix, self.count);
         let (tx, rx) = mpsc::channel(SEGMENT_CHANNEL_DEPTH);
-        let client = self.writer.client.clone();
-        let path = object_path(&self.writer.layout.segments, &name);
-        let request = tokio::spawn(async move {
-            let response = client
-                .send_body(Method::PUT, &path, |r| {
-                    r.header("Content-Type", "application/octet-stream").body(reqwest::Body::wrap_stream(body(rx)))
-                })
-                .await?;
-            let response = client::check(response, &format!("PUT of segment {path}")).await?;
-            let etag = response.headers().get("Etag").and_then(|v| v.to_str().ok()).unwrap_or_default();
-            Ok(etag.trim_matches('"').to_owned())
-        });
+        let request = spawn_put(&self.writer.client, object_path(&self.writer.layout.segments, &name), rx);
         self.open = Some(Open { name, tx, written: 0, request });
         Ok(())
     }
@@ -372,7 +398,27 @@ fn joined<T>(result: Result<Result<T, StoreError>, tokio::task::JoinError>) -> R
     result.map_err(|e| StoreError::Io(io::Error::other(e)))?
 }
 
-/// A segment's request body: the channel's chunks up to the `None` end marker. A channel closed
+/// Starts a PUT of `path` whose body is what comes through `rx` (see [`body`]); its answer is
+/// the object's ETag.
+fn spawn_put(
+    client: &Arc<Client>,
+    path: String,
+    rx: mpsc::Receiver<Option<Bytes>>,
+) -> JoinHandle<Result<String, StoreError>> {
+    let client = client.clone();
+    tokio::spawn(async move {
+        let response = client
+            .send_body(Method::PUT, &path, |r| {
+                r.header("Content-Type", "application/octet-stream").body(reqwest::Body::wrap_stream(body(rx)))
+            })
+            .await?;
+        let response = client::check(response, &format!("PUT of {path}")).await?;
+        let etag = response.headers().get("Etag").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        Ok(etag.trim_matches('"').to_owned())
+    })
+}
+
+/// A request body: the channel's chunks up to the `None` end marker. A channel closed
 /// without the marker fails the body, so the request breaks off and Swift stores nothing.
 fn body(rx: mpsc::Receiver<Option<Bytes>>) -> impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static {
     futures_util::stream::unfold(Some(rx), |rx| async move {
