@@ -13,7 +13,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::image_data::coreutils_digests;
-use crate::support::swift::{Account, Swift, swift};
+use crate::support::keystone::{User, keystone};
+use crate::support::swift::{Account, Swift, keystone_proxy, swift};
 use crate::support::web::{Reply, WebServer};
 use crate::support::{Backend, TestApp, expect_error};
 
@@ -633,4 +634,52 @@ async fn health_fails_fast_and_says_why() {
     assert!(matches!(err, StoreError::Denied(_)), "{err}");
     assert!(!err.to_string().contains("wrong"), "the key stays out of messages: {err}");
     SwiftStore::open(&swift.config(&container)).expect("store").health().await.expect("healthy");
+}
+
+#[tokio::test]
+async fn keystone_v3_credentials_find_swift_in_the_catalog() {
+    let Some(swift) = swift() else { return };
+    let Some(keystone) = keystone() else { return };
+    let Some(proxy) = keystone_proxy(swift, keystone) else { return };
+    let (user, password, project) = User::Alice.credentials();
+    let container = Swift::container();
+    let store = SwiftConfig {
+        auth_url: keystone.url.clone(),
+        auth_version: 3,
+        user: user.into(),
+        key: password.into(),
+        project_name: Some(project.into()),
+        ..swift.config(&container)
+    };
+    let healthy = SwiftStore::open(&store).expect("store").health().await;
+    healthy.unwrap_or_else(|e| panic!("Alice's account does not answer: {e}\n{}", swift.log("proxy-keystone")));
+    let in_app = store.clone();
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, move |config: &mut Config| {
+        config.storage.default = "swift".into();
+        config.storage.backends.insert("swift".into(), BackendConfig::Swift(in_app));
+    })
+    .await
+    else {
+        return;
+    };
+    let id = queued_image(&app).await;
+    let data = payload(5 * MIB / 2);
+    assert_eq!(put(&app, &id, data.clone()).await.status(), 204);
+    assert_eq!(show(&app, &id).await["status"], "active");
+    let locations = glint_core::image::locations::active(&app.db, &id).await.expect("locations");
+    assert_eq!(locations[0].url, format!("swift+{}/{container}/{id}", keystone.url));
+    // In Alice's project's account, as seen through the Keystone proxy with her own token.
+    let account_url = format!("{}/v1/AUTH_{}", proxy.url, keystone.project_of(User::Alice));
+    let account = Account::at(account_url, keystone.token(User::Alice).await);
+    assert_eq!(account.manifest(&container, &id).await.len(), 3);
+    assert!(download(&app, &id).await == data, "downloaded bytes differ");
+    assert_eq!(app.delete(&format!("/v2/images/{id}")).await.status(), 204);
+    assert_eq!(account.names(&container).await, Vec::<String>::new());
+    assert_eq!(account.names(&format!("{container}_segments")).await, Vec::<String>::new());
+
+    let elsewhere = SwiftStore::open(&SwiftConfig { region: Some("nowhere".into()), ..store.clone() }).expect("store");
+    let err = elsewhere.health().await.expect_err("no endpoint in that region");
+    assert!(err.to_string().contains("no public object-store endpoint in region nowhere"), "{err}");
+    let wrong = SwiftStore::open(&SwiftConfig { key: "not-alice-pw".into(), ..store }).expect("store");
+    assert!(matches!(wrong.health().await, Err(StoreError::Denied(_))));
 }

@@ -8,13 +8,16 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use glint_core::config::SwiftConfig;
+use glint_core::config::{Config, SwiftConfig};
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
+
+use super::keystone::{Keystone, User};
 
 /// The running all-in-one.
 pub struct Swift {
@@ -23,6 +26,8 @@ pub struct Swift {
     /// `account:user` and key of the test user (an account admin).
     pub user: String,
     pub key: String,
+    /// Configuration, rings and data (removed by the script when it stops).
+    dir: PathBuf,
     _child: Child,
     // Held open for the life of the process: its EOF stops the servers.
     _stdin: ChildStdin,
@@ -32,8 +37,91 @@ pub struct Swift {
 /// when it cannot start outside CI; under `CI=true` that panics.
 pub fn swift() -> Option<&'static Swift> {
     static SWIFT: OnceLock<Result<Swift, String>> = OnceLock::new();
-    match SWIFT.get_or_init(start) {
-        Ok(swift) => Some(swift),
+    started(SWIFT.get_or_init(start))
+}
+
+/// A second proxy of the all-in-one that takes tokens of the test Keystone, registered in its
+/// catalog as the `object-store` endpoint (`http://127.0.0.1:PORT/v1/AUTH_$(project_id)s`).
+pub struct KeystoneProxy {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    _child: Child,
+    _stdin: ChildStdin,
+}
+
+/// The process-wide [`KeystoneProxy`], started on first use (like [`swift`]).
+pub fn keystone_proxy(swift: &'static Swift, keystone: &'static Keystone) -> Option<&'static KeystoneProxy> {
+    static PROXY: OnceLock<Result<KeystoneProxy, String>> = OnceLock::new();
+    // Registering the endpoint talks HTTP: on a thread of its own, as callers run inside a
+    // test's runtime.
+    started(PROXY.get_or_init(|| {
+        std::thread::spawn(move || start_keystone_proxy(swift, keystone))
+            .join()
+            .unwrap_or_else(|_| Err("setup panicked".into()))
+    }))
+}
+
+fn start_keystone_proxy(swift: &Swift, keystone: &Keystone) -> Result<KeystoneProxy, String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/integration/support/swift.sh");
+    let port = free_port();
+    // The proxy validates tokens as Glint's own service user.
+    let mut service = Config::default();
+    keystone.configure(&mut service);
+    let service = &service.auth.keystone;
+    let mut child = Command::new("bash")
+        .arg(script)
+        .arg("keystone-proxy")
+        .arg(&swift.dir)
+        .arg(port.to_string())
+        .args([&keystone.url, &service.username, &service.password, &service.project_name])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {script}: {e}"))?;
+    let stdin = child.stdin.take().ok_or("no stdin")?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).map_err(|e| e.to_string())?;
+    if line.trim() != "ready" {
+        drop(stdin);
+        let _ = child.wait();
+        let mut output = String::new();
+        let mut stderr = BufReader::new(stderr);
+        while stderr.read_line(&mut output).is_ok_and(|n| n > 0) {}
+        return Err(format!("the Keystone proxy did not start: {output}"));
+    }
+    std::thread::spawn(move || std::io::copy(&mut BufReader::new(stderr), &mut std::io::sink()));
+    let url = format!("http://127.0.0.1:{port}");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(register(keystone, &url))?;
+    Ok(KeystoneProxy { url, _child: child, _stdin: stdin })
+}
+
+/// Puts `url` in the Keystone catalog as the public object-store endpoint.
+async fn register(keystone: &Keystone, url: &str) -> Result<(), String> {
+    let (http, admin) = (reqwest::Client::new(), keystone.token(User::Admin).await);
+    let post = |path: &str, body: Value| {
+        let request = http.post(format!("{}{path}", keystone.url)).header("X-Auth-Token", &admin).json(&body);
+        async move {
+            let response = request.send().await.map_err(|e| e.to_string())?;
+            let status = response.status();
+            let body: Value = response.json().await.map_err(|e| e.to_string())?;
+            if status.is_success() { Ok(body) } else { Err(format!("{status}: {body}")) }
+        }
+    };
+    let service = post("/services", json!({"service": {"type": "object-store", "name": "swift"}})).await?;
+    let service_id = service["service"]["id"].as_str().ok_or("no service id")?;
+    let endpoint = format!("{url}/v1/AUTH_$(project_id)s");
+    let body = json!({"endpoint": {"service_id": service_id, "interface": "public", "url": endpoint}});
+    post("/endpoints", body).await.map(drop)
+}
+
+/// Says why a server could not start: a panic under `CI=true`, else "skipped" and `None`.
+fn started<T>(result: &Result<T, String>) -> Option<&T> {
+    match result {
+        Ok(server) => Some(server),
         Err(why) => {
             if std::env::var("CI").as_deref() == Ok("true") {
                 panic!("swift could not be started (required when CI=true): {why}");
@@ -94,6 +182,7 @@ fn start_once() -> Result<Swift, String> {
         auth_url: auth_url.to_owned(),
         user: user.to_owned(),
         key: key.to_owned(),
+        dir,
         _child: child,
         _stdin: stdin,
     })
@@ -105,6 +194,14 @@ fn free_port() -> u16 {
 }
 
 impl Swift {
+    /// The last lines of server `name`'s log (`proxy`, `object`, `proxy-keystone`, ...), to
+    /// show with a failure.
+    pub fn log(&self, name: &str) -> String {
+        let text = std::fs::read_to_string(self.dir.join("log").join(format!("{name}.log"))).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
     /// A container name no other test uses.
     pub fn container() -> String {
         format!("glint-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
@@ -157,6 +254,11 @@ pub struct Account {
 }
 
 impl Account {
+    /// The account at `storage_url`, reached with `token`.
+    pub fn at(storage_url: String, token: String) -> Account {
+        Account { token, storage_url, http: reqwest::Client::new() }
+    }
+
     /// A request to `path` under the account, with the token.
     pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         self.http.request(method, format!("{}{path}", self.storage_url)).header("X-Auth-Token", &self.token)

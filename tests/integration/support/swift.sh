@@ -15,7 +15,68 @@
 # then runs until its standard input closes (the test process that started it exited, however
 # it ended) or it gets SIGINT/SIGTERM, and then stops the servers and removes DIR. Any failure
 # before "ready" prints the servers' last log lines on stderr and exits non-zero.
+#
+#   swift.sh keystone-proxy DIR PORT KEYSTONE_URL SERVICE_USER SERVICE_PASSWORD SERVICE_PROJECT
+#
+# Runs a second proxy in front of the all-in-one in DIR that takes Keystone tokens instead of
+# tempauth's (keystonemiddleware's authtoken, Debian's python3-keystonemiddleware, then
+# keystoneauth: the admin and member roles own their project's account AUTH_<project id>);
+# prints "ready" once it answers, and stops it when its standard input closes.
 set -euo pipefail
+
+# Debian's Python, which the swift packages use (a python3 earlier in PATH may be a slow shim).
+python=/usr/bin/python3
+
+if [[ ${1:-} == keystone-proxy ]]; then
+    if (($# != 7)); then
+        echo "usage: $0 keystone-proxy DIR PORT KEYSTONE_URL SERVICE_USER SERVICE_PASSWORD SERVICE_PROJECT" >&2
+        exit 2
+    fi
+    dir=$2 port=$3 keystone=$4 service_user=$5 service_password=$6 service_project=$7
+    "$python" -c 'import keystonemiddleware.auth_token' 2>/dev/null || {
+        echo "keystonemiddleware is not installed (Debian: python3-keystonemiddleware)" >&2
+        exit 3
+    }
+    conf=$dir/etc/proxy-keystone.conf log=$dir/log/proxy-keystone.log
+    sed -e "s/^bind_port = .*/bind_port = $port/" -e "s/^log_name = .*/log_name = proxy-keystone/" \
+        -e "s/ tempauth / authtoken keystoneauth /" "$dir/etc/proxy-server.conf" >"$conf"
+    cat >>"$conf" <<EOF
+
+[filter:authtoken]
+paste.filter_factory = keystonemiddleware.auth_token:filter_factory
+www_authenticate_uri = $keystone
+auth_url = $keystone
+auth_type = password
+username = $service_user
+password = $service_password
+project_name = $service_project
+user_domain_id = default
+project_domain_id = default
+delay_auth_decision = true
+# The test Keystone's catalog has its public identity endpoint only.
+interface = public
+
+[filter:keystoneauth]
+use = egg:swift#keystoneauth
+operator_roles = admin, member
+EOF
+    swift-proxy-server "$conf" -v >"$log" 2>&1 &
+    pid=$!
+    trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT
+    trap 'exit 0' INT TERM
+    for _ in $(seq 1 300); do
+        kill -0 "$pid" 2>/dev/null || { tail -n 20 "$log" >&2; exit 1; }
+        if "$python" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
+            "http://127.0.0.1:$port/healthcheck" 2>/dev/null; then
+            echo ready
+            while read -r _; do :; done
+            exit 0
+        fi
+        sleep 0.1
+    done
+    tail -n 20 "$log" >&2
+    exit 1
+fi
 
 if (($# != 6)); then
     echo "usage: $0 DIR PROXY_PORT ACCOUNT_PORT CONTAINER_PORT OBJECT_PORT MEMCACHED_PORT" >&2
@@ -34,8 +95,6 @@ for program in swift-ring-builder swift-proxy-server swift-account-server swift-
 done
 
 etc=$dir/etc devices=$dir/devices logs=$dir/log
-# Debian's Python, which the swift packages use (a python3 earlier in PATH may be a slow shim).
-python=/usr/bin/python3
 mkdir -p "$etc" "$devices/d1" "$logs"
 
 if ! "$python" -c 'import os, sys; os.setxattr(sys.argv[1], "user.glint", b"1")' "$devices/d1" 2>/dev/null; then
