@@ -323,6 +323,54 @@ async fn an_image_of_announced_size_is_one_object_up_to_large_object_size() {
 }
 
 #[tokio::test]
+async fn swift_refusing_the_manifest_fails_the_upload_and_leaves_no_segment() {
+    let Some(setup) = Setup::start(Backend::Sqlite, |_, _| {}).await else { return };
+    let app = &setup.app;
+    // A quota on the image container that the segments fit (they live in the other one) but
+    // a manifest does not: Swift refuses it with 413, after every segment is stored.
+    let quota = setup
+        .account
+        .request(Method::PUT, &format!("/{}", setup.container))
+        .header("X-Container-Meta-Quota-Bytes", "100")
+        .send()
+        .await
+        .expect("PUT container");
+    assert!(quota.status().is_success());
+    let id = queued_image(app).await;
+    expect_error(put(app, &id, payload(4 * MIB)).await, 413).await;
+    assert_eq!(show(app, &id).await["status"], "queued");
+    setup.assert_segments_go_away().await;
+    setup.assert_account_holds(&[]).await;
+    assert_eq!(put(app, &id, payload(50)).await.status(), 204, "what fits goes in");
+    setup.assert_account_holds(&[&id]).await;
+}
+
+#[tokio::test]
+async fn concurrent_uploads_of_large_images_each_get_their_segments() {
+    let Some(setup) = Setup::start(Backend::Sqlite, |_, _| {}).await else { return };
+    let app = &setup.app;
+    let mut uploads = Vec::new();
+    for n in 0..4 {
+        let (app, id) = (app.clone(), queued_image(app).await);
+        // Different sizes and contents, some of unknown size.
+        let data: Vec<u8> = payload(2 * MIB + n * 300_000).into_iter().map(|b| b ^ n as u8).collect();
+        uploads.push(tokio::spawn(async move {
+            let body = if n % 2 == 0 { reqwest::Body::from(data.clone()) } else { chunked(data.clone(), 100_000) };
+            assert_eq!(put(&app, &id, body).await.status(), 204);
+            (id, data)
+        }));
+    }
+    let mut ids = Vec::new();
+    for upload in uploads {
+        let (id, data) = upload.await.expect("upload");
+        assert!(download(app, &id).await == data, "downloaded bytes of {id} differ");
+        ids.push(id);
+    }
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    setup.assert_account_holds(&ids).await;
+}
+
+#[tokio::test]
 async fn containers_are_created_on_put_only_when_allowed() {
     let Some(setup) = Setup::start(Backend::Sqlite, |_, _| {}).await else { return };
     let (app, account) = (&setup.app, &setup.account);

@@ -188,7 +188,7 @@ done
     cat <<EOF
 
 [pipeline:main]
-pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk tempauth copy slo dlo proxy-logging proxy-server
+pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk tempauth copy container-quotas slo dlo proxy-logging proxy-server
 
 [app:proxy-server]
 use = egg:swift#proxy
@@ -225,6 +225,9 @@ use = egg:swift#bulk
 
 [filter:copy]
 use = egg:swift#copy
+
+[filter:container-quotas]
+use = egg:swift#container_quotas
 
 [filter:slo]
 use = egg:swift#slo
