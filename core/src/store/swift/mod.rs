@@ -339,7 +339,7 @@ impl Store for SwiftStore {
         client::check(response, &format!("HEAD of container {container}")).await.map(drop)
     }
 
-    /// Removes the segments of segmented uploads whose lease expired (see [`upload`]);
+    /// Removes the segments of segmented uploads whose lease expired (see the `upload` module);
     /// `idle` does not count, the lease tells a dead writer.
     async fn remove_abandoned(&self, _idle: std::time::Duration) -> Result<Swept, StoreError> {
         let started = Instant::now();

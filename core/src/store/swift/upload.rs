@@ -230,7 +230,7 @@ impl Writer {
 
     /// Removes the segments under `prefix`: those `written` and whatever the listing shows
     /// (a segment whose answer was lost may exist all the same). Whether all went.
-    pub(super) async fn remove_segments(&self, prefix: &str, written: Vec<String>) -> bool {
+    async fn remove_segments(&self, prefix: &str, written: Vec<String>) -> bool {
         let mut names: HashSet<String> = written.into_iter().collect();
         let mut complete = true;
         match super::list(&self.client, &self.layout.segments, prefix, usize::MAX).await {
