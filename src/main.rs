@@ -170,6 +170,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         // At start-up too: a crash-looping process must not leave its partial writes behind.
         let staging = Staging::from_config(&config.import)?;
         tokio::spawn(glint_core::store::scrub::sweep(stores.clone(), staging, SWEEP_INTERVAL));
+        tokio::spawn(stores.clone().report_health());
     }
     if let Some(bind) = config.metrics.bind.filter(|_| config.metrics.enabled) {
         let listener = tokio::net::TcpListener::bind(bind).await?;

@@ -395,6 +395,9 @@ pub enum BackendConfig {
     },
     /// A bucket of Amazon S3 or an S3-compatible service (Ceph RGW, MinIO, SeaweedFS).
     S3(S3Config),
+    /// A pool of a Ceph cluster: one RBD image per image, with the protected snapshot `snap`
+    /// that Nova and Cinder clone from (Glance's rbd driver layout).
+    Rbd(RbdConfig),
     /// Read-only: image data that stays on a web server, added as an http(s) location and
     /// streamed from there on download (Glance's `http` store). Never written, and removing
     /// a location only forgets it.
@@ -435,6 +438,53 @@ pub struct S3Config {
     /// Shown in /v2/info/stores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+}
+
+/// `type = "rbd"`: one RBD image per image, named by its id, in one pool.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RbdConfig {
+    /// The pool holding the images; it must exist (`ceph osd pool create`, `rbd pool init`).
+    #[serde(default = "default_rbd_pool")]
+    pub pool: String,
+    /// The cephx user, without `client.` (Glance's `rbd_store_user`).
+    #[serde(default = "default_rbd_user")]
+    pub user: String,
+    /// The ceph.conf naming the monitors; unset means Ceph's default search path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conf_file: Option<PathBuf>,
+    /// The keyring holding the user's key, if ceph.conf does not name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyring: Option<PathBuf>,
+    /// Size in MiB of the RADOS objects an image is striped over, a power of two (Glance's
+    /// `rbd_store_chunk_size`); also the size of each write.
+    #[serde(default = "default_rbd_chunk_size")]
+    pub chunk_size: u32,
+    /// Leave all-zero chunks unwritten, so that sparse images stay sparse in the pool.
+    #[serde(default)]
+    pub thin_provisioning: bool,
+    /// Seconds that connecting and each cluster operation may take before failing.
+    #[serde(default = "default_rbd_timeout")]
+    pub connect_timeout: u64,
+    /// Shown in /v2/info/stores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+fn default_rbd_pool() -> String {
+    "images".into()
+}
+
+fn default_rbd_user() -> String {
+    "glance".into()
+}
+
+fn default_rbd_chunk_size() -> u32 {
+    8
+}
+
+fn default_rbd_timeout() -> u64 {
+    10
 }
 
 fn default_region() -> String {

@@ -29,6 +29,7 @@ mod metrics;
 mod migrations;
 mod nova_snapshot;
 mod quotas;
+mod rbd_store;
 mod s3_store;
 mod schemas;
 mod server_limits;

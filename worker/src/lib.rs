@@ -48,7 +48,9 @@ impl From<StoreError> for FlowError {
             StoreError::TooLarge(_) | StoreError::Full | StoreError::NotFound(_) => {
                 FlowError::Abort(format!("Image upload problem: {err}"))
             }
-            StoreError::Denied(_) | StoreError::Source(_) | StoreError::Io(_) => FlowError::Retry(err.to_string()),
+            StoreError::Denied(_) | StoreError::Source(_) | StoreError::InUse(_) | StoreError::Io(_) => {
+                FlowError::Retry(err.to_string())
+            }
         }
     }
 }

@@ -171,12 +171,13 @@ pub async fn digest(mut body: ByteStream, hasher: Hasher) -> std::io::Result<(St
     Ok((hex::encode(md5.finalize()), hasher.finish()))
 }
 
-/// Streams `body` into `store` as image `image_id` (at most `cap` bytes), hashing it and
-/// showing it to `observer` on the way. Nothing is kept in the store on error.
+/// Streams `body` into `store` as image `image_id` (at most `cap` bytes, `size` if that was
+/// announced), hashing it and showing it to `observer` on the way. Nothing is kept in the
+/// store on error.
 pub async fn ingest<O: Observer>(
     store: &dyn Store,
     image_id: &str,
-    body: ByteStream,
+    (body, size): (ByteStream, Option<u64>),
     cap: u64,
     observer: O,
 ) -> Result<(Ingested, O), StoreError> {
@@ -196,7 +197,7 @@ pub async fn ingest<O: Observer>(
         },
     ));
     // `put` consumes and drops the tee, which closes both channels and ends the threads.
-    let stored = store.put(image_id, tee, cap).await;
+    let stored = store.put_sized(image_id, tee, cap, size).await;
     let joined = |e: tokio::task::JoinError| StoreError::Io(std::io::Error::other(e));
     let (md5, observer) = md5_done.await.map_err(joined)?;
     let (sha, size) = sha_done.await.map_err(joined)?;
@@ -245,7 +246,7 @@ pub async fn upload(
     let outcome = async {
         // Other containers (ovf, ova, docker, ...) wrap the disk: there is nothing to inspect.
         let inspector = (image.container_format.as_deref() == Some("bare")).then(glint_formats::Inspector::new);
-        let ingesting = ingest(store.as_ref(), &image.id, body, how.cap, inspector);
+        let ingesting = ingest(store.as_ref(), &image.id, (body, how.expected_size), how.cap, inspector);
         let (ingested, inspector) = keeping_alive(db, &image.id, "upload", ingesting).await?;
         let committed = match how.expected_size {
             Some(expected) if expected != ingested.size => Err(Error::BadRequest(format!(
@@ -383,7 +384,7 @@ mod tests {
         let store = FilesystemStore::open(dir.path()).expect("open");
         let body: ByteStream =
             Box::pin(futures_util::stream::iter([&b"hello "[..], b"world"].map(|c| Ok(Bytes::from_static(c)))));
-        let (ingested, ()) = ingest(&store, "img", body, 1 << 20, ()).await.expect("ingest");
+        let (ingested, ()) = ingest(&store, "img", (body, None), 1 << 20, ()).await.expect("ingest");
         assert_eq!(ingested.size, 11);
         assert_eq!(ingested.checksum, "5eb63bbbe01eeed093cb22bb8f5acdc3");
         assert!(ingested.os_hash_value.starts_with("309ecc489c12d6eb4cc40f50c902f2b4d0ed77ee511a7c7a9bcd3ca86d4cd86f"));
@@ -405,7 +406,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = FilesystemStore::open(dir.path()).expect("open");
         let (ingested, ()) =
-            ingest(&store, "img", Box::pin(futures_util::stream::empty()), 10, ()).await.expect("ingest");
+            ingest(&store, "img", (Box::pin(futures_util::stream::empty()), None), 10, ()).await.expect("ingest");
         assert_eq!(ingested.size, 0);
         assert_eq!(ingested.checksum, "d41d8cd98f00b204e9800998ecf8427e");
         assert!(ingested.os_hash_value.starts_with("cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce"));

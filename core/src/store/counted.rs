@@ -34,12 +34,26 @@ impl Store for Counted {
         self.count("put", self.inner.put(image_id, data, cap).await)
     }
 
+    async fn put_sized(
+        &self,
+        image_id: &str,
+        data: ByteStream,
+        cap: u64,
+        size: Option<u64>,
+    ) -> Result<String, StoreError> {
+        self.count("put", self.inner.put_sized(image_id, data, cap, size).await)
+    }
+
     async fn get(&self, location: &str, range: Option<Range<u64>>) -> Result<ByteStream, StoreError> {
         self.count("get", self.inner.get(location, range).await)
     }
 
     async fn delete(&self, location: &str) -> Result<(), StoreError> {
         self.count("delete", self.inner.delete(location).await)
+    }
+
+    async fn in_use(&self, location: &str) -> Result<bool, StoreError> {
+        self.count("in_use", self.inner.in_use(location).await)
     }
 
     async fn health(&self) -> Result<(), StoreError> {

@@ -6,6 +6,7 @@
 mod counted;
 mod fs;
 mod http;
+mod rbd;
 mod s3;
 pub mod scrub;
 mod staging;
@@ -24,6 +25,7 @@ use crate::{Error, Result};
 
 pub use fs::FilesystemStore;
 pub use http::HttpStore;
+pub use rbd::RbdStore;
 pub use s3::S3Store;
 pub use staging::Staging;
 
@@ -48,6 +50,9 @@ pub enum StoreError {
     /// The incoming stream failed (client went away, body error); nothing was kept.
     #[error("reading the image data failed: {0}")]
     Source(io::Error),
+    /// The data is in use where it lives (RBD: the snapshot has clones) and cannot be removed.
+    #[error("image data is in use: {0}")]
+    InUse(String),
     /// The backend failed.
     #[error("store I/O failed: {0}")]
     Io(#[from] io::Error),
@@ -59,10 +64,28 @@ pub trait Store: Send + Sync {
     /// Writes `data` as image `image_id`, refusing more than `cap` bytes, and returns the
     /// location URL. On any error nothing is left behind and no earlier data is touched.
     async fn put(&self, image_id: &str, data: ByteStream, cap: u64) -> Result<String, StoreError>;
+    /// [`put`](Store::put) of data whose size was announced (a Content-Length, a staged
+    /// file's size), so that a store that sizes its objects up front (RBD) does it once. The
+    /// hint may be wrong: the caller still checks the byte count. The default ignores it.
+    async fn put_sized(
+        &self,
+        image_id: &str,
+        data: ByteStream,
+        cap: u64,
+        size: Option<u64>,
+    ) -> Result<String, StoreError> {
+        let _ = size;
+        self.put(image_id, data, cap).await
+    }
     /// Streams the bytes at `location`, or the half-open byte `range` of them.
     async fn get(&self, location: &str, range: Option<Range<u64>>) -> Result<ByteStream, StoreError>;
     /// Removes the data at `location`; data already gone counts as removed.
     async fn delete(&self, location: &str) -> Result<(), StoreError>;
+    /// Whether the data at `location` is in use where it lives, so that removing it would
+    /// fail (RBD: clones of the image's snapshot). The default suits stores without such uses.
+    async fn in_use(&self, _location: &str) -> Result<bool, StoreError> {
+        Ok(false)
+    }
     /// Checks that the store can be written to.
     async fn health(&self) -> Result<(), StoreError>;
     /// Removes what writes abandoned by a crashed process left behind, once it has been idle
@@ -184,6 +207,16 @@ impl Stores {
                     });
                     (Arc::new(store), StoreInfo { kind: "s3", description: cfg.description, properties })
                 }
+                BackendConfig::Rbd(cfg) => {
+                    let store = RbdStore::open(&cfg).map_err(|e| Error::Config(format!("store {id}: {e}")))?;
+                    // Glance's names for what /v2/info/stores/detail shows of an rbd store.
+                    let properties = serde_json::json!({
+                        "pool": cfg.pool,
+                        "chunk_size": cfg.chunk_size,
+                        "thin_provisioning": cfg.thin_provisioning,
+                    });
+                    (Arc::new(store), StoreInfo { kind: "rbd", description: cfg.description, properties })
+                }
                 BackendConfig::Http { description, filtering } => {
                     let store = HttpStore::open(&filtering).map_err(|e| Error::Config(format!("store {id}: {e}")))?;
                     (Arc::new(store), StoreInfo { kind: "http", description, properties: serde_json::json!({}) })
@@ -212,6 +245,17 @@ impl Stores {
     /// Every store, by id.
     pub fn all(&self) -> impl Iterator<Item = (&str, &Arc<dyn Store>)> {
         self.by_id.iter().map(|(id, store)| (id.as_str(), store))
+    }
+
+    /// Checks every store once and logs each one that cannot be used with the reason, so
+    /// that a wrong endpoint or an unreachable cluster shows at start-up, not at the first
+    /// upload.
+    pub async fn report_health(self) {
+        for (id, store) in self.all() {
+            if let Err(err) = store.health().await {
+                tracing::warn!(store = id, error = %err, "store unavailable");
+            }
+        }
     }
 
     /// Every store id with what /v2/info/stores shows of it.

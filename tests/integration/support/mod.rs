@@ -1,6 +1,7 @@
 //! Test support: a `TestApp` per test on its own database, and helpers to speak to it.
 
 pub mod broker;
+pub mod ceph;
 pub mod cluster;
 pub mod keystone;
 pub mod rows;

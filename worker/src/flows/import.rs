@@ -138,23 +138,30 @@ impl ImportFlow {
         }
     }
 
-    async fn open(&self, source: &Source, progress: &Progress) -> Result<ByteStream, FlowError> {
+    /// The source's bytes, and their size when it is known in advance.
+    async fn open(
+        &self,
+        image: &Image,
+        source: &Source,
+        progress: &Progress,
+    ) -> Result<(ByteStream, Option<u64>), FlowError> {
         match source {
             Source::Staged(name) => {
                 let size = self.deps.staging.size(name).await.ok();
                 let body = self.deps.staging.read(name).await?;
-                Ok(progress.count(body, size))
+                Ok((progress.count(body, size), size))
             }
             Source::Web(uri) => {
                 let download = self.deps.fetcher.get(uri, self.deps.cap).await?;
-                Ok(progress.count(download.body, download.content_length))
+                Ok((progress.count(download.body, download.content_length), download.content_length))
             }
             Source::Copy(location) => {
                 let store = location.store.as_deref().and_then(|s| self.deps.stores.get(s)).ok_or_else(|| {
                     FlowError::Abort(format!("Store {:?} of the image's data is not configured", location.store))
                 })?;
                 let body = store.get(&location.url, None).await?;
-                Ok(progress.count(body, None))
+                let size = image.size.and_then(|s| u64::try_from(s).ok());
+                Ok((progress.count(body, size), size))
             }
         }
     }
@@ -169,7 +176,7 @@ impl ImportFlow {
         disk_format: &str,
         progress: &Progress,
     ) -> Result<Written, FlowError> {
-        let body = self.open(source, progress).await?;
+        let body = self.open(image, source, progress).await?;
         let copying = matches!(source, Source::Copy(_));
         let inspector =
             (!copying && image.container_format.as_deref() == Some("bare")).then(glint_formats::Inspector::new);
