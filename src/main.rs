@@ -52,6 +52,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Convert a disk image (raw, qcow2, vmdk, vhd, vhdx, vdi) to raw or qcow2, in process; the source
+    /// is inspected first and refused as an import would refuse it (exit 1 if refused, 2 if unreadable).
+    Convert {
+        /// The image to convert.
+        source: PathBuf,
+        /// Where to write the converted image; it must not exist yet.
+        dest: PathBuf,
+        /// The format to write.
+        #[arg(long, value_parser = ["raw", "qcow2"])]
+        output_format: String,
+        /// The source's disk_format, as an import would declare it; detected when omitted.
+        #[arg(long)]
+        source_format: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -97,6 +111,9 @@ fn main() -> ExitCode {
     // Operators inspect files anywhere: no configuration, database or runtime needed.
     if let Some(Command::Inspect { file, json }) = &cli.command {
         return inspect(file, *json);
+    }
+    if let Some(Command::Convert { source, dest, output_format, source_format }) = &cli.command {
+        return convert(source, dest, output_format, source_format.as_deref());
     }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
@@ -295,6 +312,62 @@ fn inspect(file: &Path, json: bool) -> ExitCode {
         Err(err) => {
             eprintln!("glint: {err}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `glint convert`: the import flow's conversion, on files. A source whose format is not given
+/// is converted as what it is (a disk with a partition table as raw).
+fn convert(source: &Path, dest: &Path, output_format: &str, source_format: Option<&str>) -> ExitCode {
+    use glint_formats::{Format, FormatError};
+    let declared = match source_format {
+        Some(name) => Format::from_name(name).ok_or_else(|| format!("unknown disk format {name}")),
+        None => match glint_formats::inspect_file(source) {
+            Ok(report) => match report.format {
+                Some(Format::Gpt) => Ok(Format::Raw),
+                Some(format) => Ok(format),
+                None => Err(FormatError::MultipleFormats { formats: report.matched }.to_string()),
+            },
+            Err(err) => {
+                eprintln!("glint: {err}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let output = Format::from_name(output_format);
+    let (declared, output) = match (declared, output) {
+        (Ok(declared), Some(output)) => (declared, output),
+        (Err(message), _) => {
+            eprintln!("glint: {}: {message}", source.display());
+            return ExitCode::FAILURE;
+        }
+        (_, None) => {
+            eprintln!("glint: unknown output format {output_format}");
+            return ExitCode::from(2);
+        }
+    };
+    if dest.exists() {
+        eprintln!("glint: {} exists already", dest.display());
+        return ExitCode::from(2);
+    }
+    match glint_formats::convert(source, declared, dest, output) {
+        Ok(report) => {
+            println!(
+                "{} ({declared}) -> {} ({output}): virtual size {} bytes, {} bytes written",
+                source.display(),
+                dest.display(),
+                report.virtual_size,
+                report.size
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err @ FormatError::Io { .. }) => {
+            eprintln!("glint: {err}");
+            ExitCode::from(2)
+        }
+        Err(err) => {
+            eprintln!("glint: {}: {err}", source.display());
+            ExitCode::FAILURE
         }
     }
 }

@@ -5,6 +5,7 @@ mod support;
 
 mod authorization;
 mod cli;
+mod convert_command;
 mod errors;
 mod http_store;
 mod identity_headers;
