@@ -152,9 +152,9 @@ const SCRUB_INTERVAL: Duration = Duration::from_secs(60);
 /// How often partial writes of dead processes are swept (and once at start-up).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
-/// How long a stopping worker waits for its running tasks; those still running then are
-/// taken over by another worker once their lease expires.
-const WORKER_GRACE: Duration = Duration::from_secs(30);
+/// How long a stopping process waits for its worker beyond `[server] shutdown_timeout`: the
+/// worker hands its tasks back by then, this only bounds a database that stopped answering.
+const WORKER_STOP_MARGIN: Duration = Duration::from_secs(15);
 
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     let db = glint_core::db::connect(&config.database).await?;
@@ -200,10 +200,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Duration::from_secs(config.tasks.republish_after),
         stopping.wait(),
     ));
+    let worker_deadline = Duration::from_secs(config.server.shutdown_timeout) + WORKER_STOP_MARGIN;
     let worker = match command {
         Command::Serve | Command::Worker => {
             let flows = glint_worker::flows::registry(Deps::from_config(&config, stores.clone())?);
-            let settings = glint_worker::Settings::from_config(&config.tasks);
+            let settings = glint_worker::Settings::from_config(&config);
             tracing::info!(worker = %settings.worker_id, concurrency = settings.prefetch, "task worker started");
             Some(tokio::spawn(glint_worker::run(db.clone(), queue.clone(), flows, settings, stopping.wait())))
         }
@@ -222,12 +223,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     } else {
         stopping.wait().await;
     }
+    // The worker has been stopping since the signal, alongside the API's drain.
     if let Some(worker) = worker {
-        match tokio::time::timeout(WORKER_GRACE, worker).await {
+        match tokio::time::timeout(worker_deadline, worker).await {
             Ok(joined) => joined??,
-            Err(_) => {
-                tracing::warn!("tasks still running at shutdown; other workers take them over when their leases expire")
-            }
+            Err(_) => tracing::error!("the worker did not stop; its tasks are taken over when their leases expire"),
         }
     }
     relay.await?;

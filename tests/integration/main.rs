@@ -33,6 +33,7 @@ mod quotas;
 mod s3_store;
 mod schemas;
 mod server_limits;
+mod shutdown;
 mod stores;
 mod task_claims;
 mod tasks;
