@@ -5,6 +5,7 @@ mod support;
 
 mod authorization;
 mod cli;
+mod convert_command;
 mod errors;
 mod http_store;
 mod identity_headers;
@@ -33,6 +34,7 @@ mod rbd_store;
 mod s3_store;
 mod schemas;
 mod server_limits;
+mod shutdown;
 mod stores;
 mod task_claims;
 mod tasks;

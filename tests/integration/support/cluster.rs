@@ -54,6 +54,8 @@ pub struct Spec {
     pub republish_after: u64,
     /// `tasks.worker_concurrency`.
     pub worker_concurrency: u16,
+    /// `server.shutdown_timeout`, seconds: what a SIGTERMed process gives the work it started.
+    pub shutdown_timeout: u64,
 }
 
 impl Default for Spec {
@@ -68,6 +70,7 @@ impl Default for Spec {
             relay_interval: 1,
             republish_after: 30,
             worker_concurrency: 2,
+            shutdown_timeout: 30,
         }
     }
 }
@@ -142,6 +145,7 @@ impl Cluster {
             ("GLINT__TASKS__RELAY_INTERVAL", spec.relay_interval.to_string()),
             ("GLINT__TASKS__REPUBLISH_AFTER", spec.republish_after.to_string()),
             ("GLINT__TASKS__WORKER_CONCURRENCY", spec.worker_concurrency.to_string()),
+            ("GLINT__SERVER__SHUTDOWN_TIMEOUT", spec.shutdown_timeout.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
