@@ -33,6 +33,7 @@ mod s3_store;
 mod schemas;
 mod server_limits;
 mod stores;
+mod sweep_e2e;
 mod task_claims;
 mod tasks;
 mod versions;
