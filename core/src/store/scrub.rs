@@ -68,11 +68,16 @@ pub async fn sweep_partial_writes(stores: &Stores, staging: &Staging, limits: &S
 /// (a deletion's, an import's). Data staged for an `uploading` image waits for its import,
 /// however long: it stays.
 pub async fn remove_orphan_staging(db: &DatabaseConnection, staging: &Staging, limits: &SweepLimits) -> Result<Swept> {
-    let files = staging.idle_files(limits.idle, limits.max_removals).await?;
+    let started = std::time::Instant::now();
+    let files = staging.idle_files(limits.idle, STAGED_FILES_LISTED).await?;
     let ids: Vec<String> = files.iter().map(|f| f.image_id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     let using = images::using_staged_data(db, &ids).await?;
     let mut removed = Swept::default();
     for file in files.iter().filter(|f| !using.contains(&f.image_id)) {
+        if limits.spent(started, removed.files) {
+            tracing::info!(removed = removed.files, "sweep budget spent; the next sweep goes on");
+            break;
+        }
         if let Some(bytes) = staging.remove_if_idle(&file.name, limits.idle).await? {
             removed.files += 1;
             removed.bytes += bytes;
@@ -80,6 +85,10 @@ pub async fn remove_orphan_staging(db: &DatabaseConnection, staging: &Staging, l
     }
     Ok(removed)
 }
+
+/// Most staged files one sweep looks at: far more than it may remove, so that orphans are
+/// found among many files still needed (one per image waiting for its import).
+const STAGED_FILES_LISTED: usize = 100_000;
 
 /// Logs and counts what one sweep of `store` removed.
 fn report<E: std::fmt::Display>(store: &str, what: &str, swept: std::result::Result<Swept, E>) {
