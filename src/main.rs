@@ -52,6 +52,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Convert a disk image (raw, qcow2, vmdk, vhd, vhdx, vdi) to raw or qcow2, in process; the source
+    /// is inspected first and refused as an import would refuse it (exit 1 if refused, 2 if unreadable).
+    Convert {
+        /// The image to convert.
+        source: PathBuf,
+        /// Where to write the converted image; it must not exist yet.
+        dest: PathBuf,
+        /// The format to write.
+        #[arg(long, value_parser = ["raw", "qcow2"])]
+        output_format: String,
+        /// The source's disk_format, as an import would declare it; detected when omitted.
+        #[arg(long)]
+        source_format: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -98,6 +112,9 @@ fn main() -> ExitCode {
     if let Some(Command::Inspect { file, json }) = &cli.command {
         return inspect(file, *json);
     }
+    if let Some(Command::Convert { source, dest, output_format, source_format }) = &cli.command {
+        return convert(source, dest, output_format, source_format.as_deref());
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(err) => {
@@ -132,9 +149,9 @@ fn main() -> ExitCode {
 /// How often data of deleted images that a store failed to remove is retried.
 const SCRUB_INTERVAL: Duration = Duration::from_secs(60);
 
-/// How long a stopping worker waits for its running tasks; those still running then are
-/// taken over by another worker once their lease expires.
-const WORKER_GRACE: Duration = Duration::from_secs(30);
+/// How long a stopping process waits for its worker beyond `[server] shutdown_timeout`: the
+/// worker hands its tasks back by then, this only bounds a database that stopped answering.
+const WORKER_STOP_MARGIN: Duration = Duration::from_secs(15);
 
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     let db = glint_core::db::connect(&config.database).await?;
@@ -183,10 +200,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Duration::from_secs(config.tasks.republish_after),
         stopping.wait(),
     ));
+    let worker_deadline = Duration::from_secs(config.server.shutdown_timeout) + WORKER_STOP_MARGIN;
     let worker = match command {
         Command::Serve | Command::Worker => {
             let flows = glint_worker::flows::registry(Deps::from_config(&config, stores.clone())?);
-            let settings = glint_worker::Settings::from_config(&config.tasks);
+            let settings = glint_worker::Settings::from_config(&config);
             tracing::info!(worker = %settings.worker_id, concurrency = settings.prefetch, "task worker started");
             Some(tokio::spawn(glint_worker::run(db.clone(), queue.clone(), flows, settings, stopping.wait())))
         }
@@ -205,12 +223,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     } else {
         stopping.wait().await;
     }
+    // The worker has been stopping since the signal, alongside the API's drain.
     if let Some(worker) = worker {
-        match tokio::time::timeout(WORKER_GRACE, worker).await {
+        match tokio::time::timeout(worker_deadline, worker).await {
             Ok(joined) => joined??,
-            Err(_) => {
-                tracing::warn!("tasks still running at shutdown; other workers take them over when their leases expire")
-            }
+            Err(_) => tracing::error!("the worker did not stop; its tasks are taken over when their leases expire"),
         }
     }
     relay.await?;
@@ -295,6 +312,62 @@ fn inspect(file: &Path, json: bool) -> ExitCode {
         Err(err) => {
             eprintln!("glint: {err}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `glint convert`: the import flow's conversion, on files. A source whose format is not given
+/// is converted as what it is (a disk with a partition table as raw).
+fn convert(source: &Path, dest: &Path, output_format: &str, source_format: Option<&str>) -> ExitCode {
+    use glint_formats::{Format, FormatError};
+    let declared = match source_format {
+        Some(name) => Format::from_name(name).ok_or_else(|| format!("unknown disk format {name}")),
+        None => match glint_formats::inspect_file(source) {
+            Ok(report) => match report.format {
+                Some(Format::Gpt) => Ok(Format::Raw),
+                Some(format) => Ok(format),
+                None => Err(FormatError::MultipleFormats { formats: report.matched }.to_string()),
+            },
+            Err(err) => {
+                eprintln!("glint: {err}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let output = Format::from_name(output_format);
+    let (declared, output) = match (declared, output) {
+        (Ok(declared), Some(output)) => (declared, output),
+        (Err(message), _) => {
+            eprintln!("glint: {}: {message}", source.display());
+            return ExitCode::FAILURE;
+        }
+        (_, None) => {
+            eprintln!("glint: unknown output format {output_format}");
+            return ExitCode::from(2);
+        }
+    };
+    if dest.exists() {
+        eprintln!("glint: {} exists already", dest.display());
+        return ExitCode::from(2);
+    }
+    match glint_formats::convert(source, declared, dest, output) {
+        Ok(report) => {
+            println!(
+                "{} ({declared}) -> {} ({output}): virtual size {} bytes, {} bytes written",
+                source.display(),
+                dest.display(),
+                report.virtual_size,
+                report.size
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err @ FormatError::Io { .. }) => {
+            eprintln!("glint: {err}");
+            ExitCode::from(2)
+        }
+        Err(err) => {
+            eprintln!("glint: {}: {err}", source.display());
+            ExitCode::FAILURE
         }
     }
 }

@@ -117,6 +117,12 @@ pub struct ServerConfig {
     /// Seconds an upload or stage body may send nothing before the request fails with 408 and
     /// the image goes back to `queued`. A body that keeps sending, however slowly, is not cut.
     pub body_idle_timeout: u64,
+    /// Seconds a stopping process (SIGTERM or SIGINT) gives the work it has started: the API
+    /// its requests in flight (it accepts no connection meanwhile and /healthcheck answers
+    /// 503), a worker its running tasks (it takes no new one). Then requests still running are
+    /// cut, an upload's image going back to `queued`, and tasks still running are handed back
+    /// so that another worker takes them at once. 0 cuts and hands back at once.
+    pub shutdown_timeout: u64,
     /// Addresses or networks (`10.0.0.5`, `10.0.0.0/8`, `fd00::/8`) of the reverse proxies
     /// whose X-Forwarded-Proto/-Host are believed; from any other peer they are ignored.
     pub trusted_proxies: Vec<String>,
@@ -133,6 +139,7 @@ impl Default for ServerConfig {
             keepalive_timeout: 15,
             max_connections: 4096,
             body_idle_timeout: 60,
+            shutdown_timeout: 30,
             trusted_proxies: Vec::new(),
         }
     }

@@ -52,6 +52,7 @@ on_every_database!(config = web_allowed;
     a_slow_server_holds_only_its_projects_share_of_workers,
 );
 on_every_database!(config = converting; imports_are_converted_when_configured);
+on_every_database!(config = converting_web; web_download_of_vmdk_and_vhdx_is_converted_to_raw);
 on_every_database!(config = two_stores; copy_image_adds_a_store_and_rejects_a_store_already_holding_it);
 on_every_database!(config = small_cap; stage_over_the_cap_is_413_and_leaves_nothing);
 
@@ -76,6 +77,11 @@ fn impatient(config: &mut Config) {
 
 fn converting(config: &mut Config) {
     config.import.conversion_output_format = Some("raw".into());
+}
+
+fn converting_web(config: &mut Config) {
+    web_allowed(config);
+    converting(config);
 }
 
 fn small_cap(config: &mut Config) {
@@ -553,6 +559,46 @@ async fn imports_are_converted_when_configured(app: TestApp) {
     assert_eq!((image["size"].as_u64(), image["virtual_size"].as_u64()), (Some(10 << 20), Some(10 << 20)));
     let zeros = vec![0u8; 10 << 20];
     assert_eq!(image["checksum"].as_str(), Some(coreutils_digests(&zeros).0.as_str()));
+    assert!(staged(&app).is_empty(), "{:?}", staged(&app));
+}
+
+/// A vmdk (streamOptimized) and a vhdx with data, made by qemu-img, and their raw disks.
+fn converted_pair(format: &str, options: &str) -> (Vec<u8>, Vec<u8>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (plain, image, raw) = (dir.path().join("plain.raw"), dir.path().join("image"), dir.path().join("disk.raw"));
+    let data: Vec<u8> = (0..3 << 20).map(|at: usize| (at % 251) as u8 | 1).collect();
+    let mut disk = vec![0u8; 8 << 20];
+    disk[(1 << 20)..(1 << 20) + data.len()].copy_from_slice(&data);
+    std::fs::write(&plain, &disk).expect("write");
+    let run = |args: &[&str]| {
+        let status = std::process::Command::new("qemu-img").args(args).status().expect("qemu-img");
+        assert!(status.success(), "qemu-img {args:?}");
+    };
+    let (plain_s, image_s, raw_s) = (plain.to_str(), image.to_str(), raw.to_str());
+    let (plain_s, image_s, raw_s) = (plain_s.expect("utf-8"), image_s.expect("utf-8"), raw_s.expect("utf-8"));
+    run(&["convert", "-f", "raw", "-O", format, "-o", options, plain_s, image_s]);
+    run(&["convert", "-f", format, "-O", "raw", image_s, raw_s]);
+    (std::fs::read(&image).expect("image"), std::fs::read(&raw).expect("raw"))
+}
+
+async fn web_download_of_vmdk_and_vhdx_is_converted_to_raw(app: TestApp) {
+    let web = WebServer::start().await;
+    for (disk_format, qemu_format, options) in
+        [("vmdk", "vmdk", "subformat=streamOptimized"), ("vhdx", "vhdx", "block_size=1M")]
+    {
+        let (image, raw) = converted_pair(qemu_format, options);
+        let url = web.route(&format!("/disk.{disk_format}"), Reply::Bytes(image));
+        let id = image_of(&app, disk_format, "bare").await;
+        assert_eq!(import(&app, &id, json!({"method": {"name": "web-download", "uri": url}})).await.status(), 202);
+        let task = finished_task(&app, &id).await;
+        assert_eq!(task["status"], "success", "{task}");
+        let shown = show(&app, &id).await;
+        assert_eq!(shown["disk_format"], "raw", "{shown}");
+        assert_eq!(shown["virtual_size"].as_u64(), Some(raw.len() as u64));
+        assert_eq!(shown["checksum"].as_str(), Some(coreutils_digests(&raw).0.as_str()));
+        let downloaded = app.get(&format!("/v2/images/{id}/file")).await.bytes().await.expect("body");
+        assert!(downloaded.as_ref() == raw.as_slice(), "{disk_format}: the stored disk is qemu-img's raw");
+    }
     assert!(staged(&app).is_empty(), "{:?}", staged(&app));
 }
 

@@ -5,6 +5,7 @@ mod support;
 
 mod authorization;
 mod cli;
+mod convert_command;
 mod errors;
 mod http_store;
 mod identity_headers;
@@ -32,6 +33,7 @@ mod quotas;
 mod s3_store;
 mod schemas;
 mod server_limits;
+mod shutdown;
 mod stores;
 mod sweep_e2e;
 mod task_claims;

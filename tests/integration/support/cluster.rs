@@ -56,6 +56,8 @@ pub struct Spec {
     pub republish_after: u64,
     /// `tasks.worker_concurrency`.
     pub worker_concurrency: u16,
+    /// `server.shutdown_timeout`, seconds: what a SIGTERMed process gives the work it started.
+    pub shutdown_timeout: u64,
     /// An S3 store `s3`, the default store when set (the filesystem stores stay beside it).
     pub s3: Option<S3Config>,
     /// More `GLINT__*` variables for every process.
@@ -74,6 +76,7 @@ impl Default for Spec {
             relay_interval: 1,
             republish_after: 30,
             worker_concurrency: 2,
+            shutdown_timeout: 30,
             s3: None,
             env: Vec::new(),
         }
@@ -152,6 +155,7 @@ impl Cluster {
             ("GLINT__TASKS__RELAY_INTERVAL", spec.relay_interval.to_string()),
             ("GLINT__TASKS__REPUBLISH_AFTER", spec.republish_after.to_string()),
             ("GLINT__TASKS__WORKER_CONCURRENCY", spec.worker_concurrency.to_string()),
+            ("GLINT__SERVER__SHUTDOWN_TIMEOUT", spec.shutdown_timeout.to_string()),
         ]
         .into_iter()
         .chain(spec.env.iter().cloned())

@@ -222,7 +222,7 @@ impl TestApp {
         let queue: Arc<dyn TaskQueue> = Arc::new(MemoryQueue::new());
         if workers {
             let flows = glint_worker::flows::registry(Deps::from_config(&config, stores.clone()).expect("flow deps"));
-            let settings = glint_worker::Settings::from_config(&config.tasks);
+            let settings = glint_worker::Settings::from_config(&config);
             tokio::spawn(glint_worker::run(db.clone(), queue.clone(), flows, settings, stopped()));
             let (every, republish) =
                 (Duration::from_secs(config.tasks.relay_interval), Duration::from_secs(config.tasks.republish_after));

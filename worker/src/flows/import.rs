@@ -293,7 +293,7 @@ impl Flow for ImportFlow {
         // A corrupt task stays corrupt: no retry.
         let job = ImportJob::of(task).map_err(|e| FlowError::Abort(e.to_string()))?;
         let image = self.locked_image(ctx, task, &job.image_id).await?;
-        let progress = Progress::default();
+        let progress = Progress::new(ctx);
         let work = async {
             let (source, converted) = self.prepare(ctx, &job, &image, &progress).await?;
             let disk_format =
@@ -335,8 +335,9 @@ impl Flow for ImportFlow {
                 }
             }
         };
+        // A store the hand-over cut is no failure of that store: the next worker writes them all.
         if let Some(err) = last_error
-            && (job.all_stores_must_succeed || written.is_empty())
+            && (job.all_stores_must_succeed || written.is_empty() || ctx.hand_over.is_cancelled())
         {
             undo(&written).await;
             return Err(err);
