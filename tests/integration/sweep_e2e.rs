@@ -8,9 +8,9 @@
 //!
 //! Until the last worker, every process sweeps only when it starts (`sweep_interval` of an
 //! hour), so what the last kill leaves is the last worker's to sweep; that worker sweeps every
-//! second. Leases of 3 s: an S3 upload whose writer has not renewed its marker for that long
+//! second. Leases of 5 s: an S3 upload whose writer has not renewed its marker for that long
 //! is a dead writer's (moto's `Initiated` dates are all in 2010, so only the markers tell).
-//! About 30-40 s each.
+//! 15-20 s each on a quiet machine (plus the cluster's start), 25-40 s on a busy one.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,12 +27,14 @@ const IMAGE_SIZE: usize = 24 << 20;
 const RATE: u64 = 8 << 20;
 /// Kills in a row.
 const ROUNDS: usize = 3;
-const LEASE: u64 = 3;
+/// Seconds; the live upload renews its marker every third of it, which a loaded machine
+/// (and moto answering slowly) must not stretch past a lease.
+const LEASE: u64 = 5;
 /// Key prefix of the S3 store.
 const PREFIX: &str = "images";
 /// How soon after the last worker's start the dead writers' leftovers must be gone: at once
 /// for partial files (their locks are free), a lease and a sweep for S3 uploads.
-const SWEPT_WITHIN: Duration = Duration::from_secs(10);
+const SWEPT_WITHIN: Duration = Duration::from_secs(LEASE + 7);
 
 /// Where the partial data of writers is, and how to tell whose it is.
 enum Partials<'a> {
