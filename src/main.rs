@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use glint_core::config::{Config, LogConfig, LogFormat, TasksConfig, Transport};
 use glint_core::queue::{MemoryQueue, RabbitQueue, TaskQueue};
-use glint_core::store::{Staging, Stores};
+use glint_core::store::{Staging, Stores, SweepLimits, scrub};
 use glint_worker::flows::Deps;
 use tracing_subscriber::EnvFilter;
 
@@ -149,9 +149,6 @@ fn main() -> ExitCode {
 /// How often data of deleted images that a store failed to remove is retried.
 const SCRUB_INTERVAL: Duration = Duration::from_secs(60);
 
-/// How often partial writes of dead processes are swept (and once at start-up).
-const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
-
 /// How long a stopping process waits for its worker beyond `[server] shutdown_timeout`: the
 /// worker hands its tasks back by then, this only bounds a database that stopped answering.
 const WORKER_STOP_MARGIN: Duration = Duration::from_secs(15);
@@ -181,12 +178,15 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         _ => {}
     }
     let queue = task_queue(&command, &config.tasks)?;
-    let stores = Stores::from_config(&config.storage)?;
+    let lease = Duration::from_secs(config.tasks.lease);
+    let stores = Stores::from_config(&config.storage, lease)?;
     let stopping = Stopping::on_signal();
     if matches!(command, Command::Serve | Command::Api | Command::Worker) {
         // At start-up too: a crash-looping process must not leave its partial writes behind.
         let staging = Staging::from_config(&config.import)?;
-        tokio::spawn(glint_core::store::scrub::sweep(stores.clone(), staging, SWEEP_INTERVAL));
+        let limits = SweepLimits::new(&config.storage, lease, scrub::UPLOAD_STALE_AFTER);
+        let every = Duration::from_secs(config.storage.sweep_interval);
+        tokio::spawn(scrub::sweep(db.clone(), stores.clone(), staging, limits, every));
         tokio::spawn(stores.clone().report_health());
     }
     if let Some(bind) = config.metrics.bind.filter(|_| config.metrics.enabled) {
@@ -213,7 +213,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     };
     if matches!(command, Command::Serve | Command::Api) {
         let staging = Staging::from_config(&config.import)?;
-        tokio::spawn(glint_core::store::scrub::scrub(db.clone(), stores.clone(), staging, SCRUB_INTERVAL));
+        tokio::spawn(scrub::scrub(db.clone(), stores.clone(), staging, SCRUB_INTERVAL));
         let listener = tokio::net::TcpListener::bind(config.server.bind).await?;
         tracing::info!(address = %listener.local_addr()?, "glint API listening");
         if config.metrics.enabled && !config.metrics.on_api_port(config.server.bind) {

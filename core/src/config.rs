@@ -380,11 +380,25 @@ pub struct StorageConfig {
     pub default: String,
     /// Stores by id. Empty means one filesystem store `local` at `data/images`.
     pub backends: BTreeMap<String, BackendConfig>,
+    /// Seconds between sweeps of what writers that died left in the stores and the staging
+    /// area (partial files, unfinished multipart uploads); every api, worker and serve
+    /// process sweeps at start-up, then this often.
+    pub sweep_interval: u64,
+    /// Seconds one sweep of one store may take; what is left waits for the next sweep.
+    pub sweep_max_seconds: u64,
+    /// Most leftovers one sweep of one store removes; the rest waits for the next sweep.
+    pub sweep_max_removals: usize,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { default: "local".into(), backends: BTreeMap::new() }
+        Self {
+            default: "local".into(),
+            backends: BTreeMap::new(),
+            sweep_interval: 60,
+            sweep_max_seconds: 10,
+            sweep_max_removals: 1000,
+        }
     }
 }
 
@@ -793,6 +807,15 @@ impl Config {
                 "metrics.bind = \"{bind}\" would serve metrics, which have no auth, beyond this host \
                  (set metrics.allow_non_loopback = true to do it anyway)"
             )));
+        }
+        for (key, value) in [
+            ("sweep_interval", self.storage.sweep_interval),
+            ("sweep_max_seconds", self.storage.sweep_max_seconds),
+            ("sweep_max_removals", self.storage.sweep_max_removals as u64),
+        ] {
+            if value == 0 {
+                return Err(Error::Config(format!("storage.{key} must be at least 1")));
+            }
         }
         let server = &self.server;
         if server.max_header_size < 8192 {

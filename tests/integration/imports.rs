@@ -27,6 +27,7 @@ on_every_database!(
     deleting_a_staged_image_removes_the_staged_data,
     info_import_lists_the_enabled_methods,
     staging_abandoned_by_a_dead_process_is_recovered,
+    staged_data_no_image_needs_is_swept_and_data_waiting_for_its_import_stays,
 );
 
 on_every_database!(config = web_allowed;
@@ -217,6 +218,50 @@ async fn staging_abandoned_by_a_dead_process_is_recovered(app: TestApp) {
     assert_eq!(show(&app, &abandoned).await["status"], "queued");
     assert_eq!(show(&app, &waiting).await["status"], "uploading");
     assert_eq!(staged(&app), std::slice::from_ref(&waiting));
+    assert_eq!(import(&app, &waiting, json!({"method": {"name": "glance-direct"}})).await.status(), 202);
+    assert_eq!(finished_task(&app, &waiting).await["status"], "success");
+}
+
+async fn staged_data_no_image_needs_is_swept_and_data_waiting_for_its_import_stays(app: TestApp) {
+    // Staged long ago and waiting for its import, however long: needed.
+    let waiting = image_of(&app, "raw", "bare").await;
+    assert_eq!(stage(&app, &waiting, payload(10)).await.status(), 204);
+    // An import under way (its download and conversion): needed.
+    let importing = image_of(&app, "raw", "bare").await;
+    set_columns(&app, &importing, "status = 'importing'").await;
+    // Leftovers of processes that died before their clean-up: an import that ended, images
+    // deleted, an image that never existed; and one written a moment ago, maybe by a flow
+    // that is about to record its image.
+    let (active, deleted, fresh) =
+        (image_of(&app, "raw", "bare").await, image_of(&app, "raw", "bare").await, image_of(&app, "raw", "bare").await);
+    set_columns(&app, &active, "status = 'active'").await;
+    for id in [&deleted, &fresh] {
+        assert_eq!(app.delete(&format!("/v2/images/{id}")).await.status(), 204);
+    }
+    let unknown = "aaaaaaaa-0000-4000-8000-00000000dead";
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for name in [
+        importing.clone(),
+        format!("{importing}.raw"),
+        active.clone(),
+        format!("{active}.qcow2"),
+        deleted.clone(),
+        unknown.to_owned(),
+        fresh.clone(),
+        waiting.clone(),
+    ] {
+        let path = app.staging_path.join(&name);
+        if !path.exists() {
+            std::fs::write(&path, b"staged").expect("staged file");
+        }
+        if name != fresh {
+            std::fs::File::options().write(true).open(&path).and_then(|f| f.set_modified(hour_ago)).expect("age");
+        }
+    }
+    app.recover_abandoned_uploads().await;
+    let mut kept = vec![waiting.clone(), importing.clone(), format!("{importing}.raw"), fresh];
+    kept.sort();
+    assert_eq!(staged(&app), kept);
     assert_eq!(import(&app, &waiting, json!({"method": {"name": "glance-direct"}})).await.status(), 202);
     assert_eq!(finished_task(&app, &waiting).await["status"], "success");
 }

@@ -36,6 +36,7 @@ mod schemas;
 mod server_limits;
 mod shutdown;
 mod stores;
+mod sweep_e2e;
 mod task_claims;
 mod tasks;
 mod versions;

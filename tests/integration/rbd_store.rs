@@ -6,7 +6,7 @@ use std::io;
 use std::time::Duration;
 
 use glint_core::config::{BackendConfig, Config, RbdConfig};
-use glint_core::store::{RbdStore, Store};
+use glint_core::store::{RbdStore, Store, SweepLimits};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -197,7 +197,13 @@ async fn the_sweep_removes_unfinished_images_of_dead_writers_only() {
     // A live writer holds its image open for writing; a finished image has its snapshot.
     let writer = pool.open(&live).expect("open for writing");
     pool.open(&done).expect("open").snap_create("snap").expect("snapshot");
-    let swept = store.remove_abandoned(Duration::ZERO).await.expect("sweep");
+    let limits = SweepLimits {
+        lease: Duration::ZERO,
+        idle: Duration::ZERO,
+        max_time: Duration::from_secs(60),
+        max_removals: 1000,
+    };
+    let swept = store.remove_abandoned(&limits).await.expect("sweep");
     assert!(swept.files >= 1);
     let left = pool_images(ceph);
     assert!(!left.contains(&dead), "the dead writer's image stays");

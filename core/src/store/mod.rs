@@ -16,6 +16,7 @@ use std::io;
 use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -27,7 +28,7 @@ pub use fs::FilesystemStore;
 pub use http::HttpStore;
 pub use rbd::RbdStore;
 pub use s3::S3Store;
-pub use staging::Staging;
+pub use staging::{StagedFile, Staging};
 
 /// Image bytes in flight: chunks in order, ending early with an error if the source fails.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -88,11 +89,10 @@ pub trait Store: Send + Sync {
     }
     /// Checks that the store can be written to.
     async fn health(&self) -> Result<(), StoreError>;
-    /// Removes what writes abandoned by a crashed process left behind, once it has been idle
-    /// for `idle`; returns what went. The default suits backends that never expose partial
-    /// writes and clean up on their own (S3: the bucket's lifecycle rule for incomplete
-    /// multipart uploads).
-    async fn remove_abandoned(&self, _idle: std::time::Duration) -> Result<Swept, StoreError> {
+    /// Removes what writes of processes that died left behind, never what a live writer
+    /// (of any process, on any node) is still writing, spending at most what `limits` allow;
+    /// returns what went. The default suits stores that are never written.
+    async fn remove_abandoned(&self, _limits: &SweepLimits) -> Result<Swept, StoreError> {
         Ok(Swept::default())
     }
     /// Whether `location` names data inside this store (its directory, its bucket and prefix,
@@ -120,6 +120,47 @@ pub struct Swept {
     pub files: usize,
     /// Their bytes.
     pub bytes: u64,
+}
+
+/// What a sweep of abandoned partial writes may take for dead and may spend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SweepLimits {
+    /// A writer that shows it is alive by renewing a mark (the S3 store's upload markers)
+    /// and has not for this long is dead, as a worker whose task lease ran out is.
+    pub lease: Duration,
+    /// Where a store cannot tell a live writer at all (a filesystem without locks), partial
+    /// data not written to for this long is taken for abandoned.
+    pub idle: Duration,
+    /// Longest one sweep of one store may take; what is left waits for the next sweep.
+    pub max_time: Duration,
+    /// Most leftovers one sweep of one store removes.
+    pub max_removals: usize,
+}
+
+impl SweepLimits {
+    /// `[storage]`'s sweep bounds, `[tasks] lease`, and `idle` for stores that must guess.
+    pub fn new(storage: &StorageConfig, lease: Duration, idle: Duration) -> SweepLimits {
+        SweepLimits {
+            lease,
+            idle,
+            max_time: Duration::from_secs(storage.sweep_max_seconds),
+            max_removals: storage.sweep_max_removals,
+        }
+    }
+
+    /// Whether a sweep that started at `started` and removed `removed` must stop here.
+    fn spent(&self, started: std::time::Instant, removed: usize) -> bool {
+        removed >= self.max_removals || started.elapsed() >= self.max_time
+    }
+}
+
+#[cfg(test)]
+impl SweepLimits {
+    /// Generous bounds, `idle` seconds for stores that must guess and a lease as long.
+    pub(crate) fn idle(idle: u64) -> SweepLimits {
+        let idle = Duration::from_secs(idle);
+        SweepLimits { lease: idle, idle, max_time: Duration::from_secs(60), max_removals: 1000 }
+    }
 }
 
 /// How much data may wait between a put's reader and its writer.
@@ -182,8 +223,10 @@ pub struct StoreInfo {
 }
 
 impl Stores {
-    /// Opens every store of `cfg` (creating filesystem directories as needed).
-    pub fn from_config(cfg: &StorageConfig) -> Result<Stores> {
+    /// Opens every store of `cfg` (creating filesystem directories as needed). `lease` is how
+    /// long a writer may go without proving it is alive (`tasks.lease`): S3 uploads renew
+    /// their markers every third of it, so that sweeps can tell them from dead ones.
+    pub fn from_config(cfg: &StorageConfig, lease: Duration) -> Result<Stores> {
         let mut stores = Stores::new(&cfg.default, BTreeMap::new());
         for (id, backend) in cfg.effective_backends() {
             let (store, info): (Arc<dyn Store>, StoreInfo) = match backend {
@@ -198,7 +241,7 @@ impl Stores {
                     (Arc::new(store), StoreInfo { kind: "file", description, properties })
                 }
                 BackendConfig::S3(cfg) => {
-                    let store = S3Store::open(&cfg).map_err(|e| Error::Config(format!("store {id}: {e}")))?;
+                    let store = S3Store::open(&cfg, lease).map_err(|e| Error::Config(format!("store {id}: {e}")))?;
                     // Glance's names; an image larger than one part goes up as a multipart upload.
                     let properties = serde_json::json!({
                         "s3_store_large_object_size": s3::PART_SIZE,

@@ -5,7 +5,7 @@
 //! chunks through the bounded channel of [`feed_writer`](super::feed_writer) and writes whole
 //! objects; a get's reader sends chunks the other way. The image is only complete once `snap`
 //! exists: an abandoned put removes its image, and a crashed writer's image (no `snap`, no
-//! watcher, older than the sweep's idle time) is removed by [`Store::remove_abandoned`].
+//! watcher, older than a lease) is removed by [`Store::remove_abandoned`].
 
 use std::io;
 use std::ops::Range;
@@ -17,7 +17,7 @@ use glint_rbd::{Cluster, ClusterConfig, Pool};
 use tokio::sync::{OnceCell, mpsc};
 
 use super::fs::valid_name;
-use super::{ByteStream, Store, StoreError, Swept};
+use super::{ByteStream, Store, StoreError, SweepLimits, Swept};
 use crate::config::RbdConfig;
 
 /// The snapshot clones are made from; Glance's name, which Nova and Cinder expect.
@@ -379,12 +379,19 @@ impl Store for RbdStore {
         blocking(move || conn.pool.list().map(drop).map_err(|e| classify("listing the pool", e))).await
     }
 
-    async fn remove_abandoned(&self, idle: Duration) -> Result<Swept, StoreError> {
+    async fn remove_abandoned(&self, limits: &SweepLimits) -> Result<Swept, StoreError> {
         let conn = self.connection().await?;
+        let limits = *limits;
         blocking(move || {
+            let started = std::time::Instant::now();
             let mut swept = Swept::default();
-            let cutoff = SystemTime::now().checked_sub(idle).unwrap_or(SystemTime::UNIX_EPOCH);
+            // A crashed writer's watch outlives it by Ceph's watch timeout (30 s): a lease on top
+            // leaves that long for the image to look dead.
+            let cutoff = SystemTime::now().checked_sub(limits.lease).unwrap_or(SystemTime::UNIX_EPOCH);
             for name in conn.pool.list().map_err(|e| classify("listing the pool", e))? {
+                if limits.spent(started, swept.files) {
+                    break;
+                }
                 // Only names Glint writes: other tenants of the pool are not ours to judge.
                 if uuid::Uuid::parse_str(&name).is_err() {
                     continue;
