@@ -6,8 +6,6 @@
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use md5::Md5;
-use sha2::{Digest, Sha512};
 use tokio::sync::mpsc;
 
 use std::convert::Infallible;
@@ -16,6 +14,7 @@ use std::time::Duration;
 
 use sea_orm::DatabaseConnection;
 
+use super::hash::{Md5, Sha};
 use super::repo as images;
 use super::{Action, Image, Ingested, Status};
 use crate::heartbeat::while_ticking;
@@ -38,7 +37,7 @@ impl Observer for () {
 }
 
 /// The sha512 thread also counts the bytes.
-impl Observer for (Sha512, u64) {
+impl Observer for (Sha, u64) {
     fn observe(&mut self, chunk: &[u8]) {
         self.0.update(chunk);
         self.1 += chunk.len() as u64;
@@ -113,12 +112,8 @@ fn spawn_consumer<S: Observer>(mut state: S) -> (mpsc::Sender<Bytes>, tokio::tas
 
 /// A digest of one of the algorithms `validation_data` may name (Glance's choice of four).
 pub enum Hasher {
-    /// `sha1`.
-    Sha1(sha1::Sha1),
-    /// `sha256`.
-    Sha256(sha2::Sha256),
-    /// `sha512`, what Glint computes for every image.
-    Sha512(Sha512),
+    /// `sha1`, `sha256` or `sha512` (what Glint computes for every image).
+    Sha(Sha),
     /// `md5`.
     Md5(Md5),
 }
@@ -127,10 +122,10 @@ impl Hasher {
     /// A fresh digest of `algo` (`sha1`, `sha256`, `sha512`, `md5`), if it is one of them.
     pub fn of(algo: &str) -> Option<Hasher> {
         Some(match algo {
-            "sha1" => Hasher::Sha1(Default::default()),
-            "sha256" => Hasher::Sha256(Default::default()),
-            "sha512" => Hasher::Sha512(Default::default()),
-            "md5" => Hasher::Md5(Default::default()),
+            "sha1" => Hasher::Sha(Sha::sha1()),
+            "sha256" => Hasher::Sha(Sha::sha256()),
+            "sha512" => Hasher::Sha(Sha::sha512()),
+            "md5" => Hasher::Md5(Md5::default()),
             _ => return None,
         })
     }
@@ -138,10 +133,8 @@ impl Hasher {
     /// The hex digest of everything observed.
     pub fn finish(self) -> String {
         match self {
-            Hasher::Sha1(h) => hex::encode(h.finalize()),
-            Hasher::Sha256(h) => hex::encode(h.finalize()),
-            Hasher::Sha512(h) => hex::encode(h.finalize()),
-            Hasher::Md5(h) => hex::encode(h.finalize()),
+            Hasher::Sha(h) => h.finish_hex(),
+            Hasher::Md5(h) => h.finish_hex(),
         }
     }
 }
@@ -149,9 +142,7 @@ impl Hasher {
 impl Observer for Hasher {
     fn observe(&mut self, chunk: &[u8]) {
         match self {
-            Hasher::Sha1(h) => h.update(chunk),
-            Hasher::Sha256(h) => h.update(chunk),
-            Hasher::Sha512(h) => h.update(chunk),
+            Hasher::Sha(h) => h.update(chunk),
             Hasher::Md5(h) => h.update(chunk),
         }
     }
@@ -160,7 +151,7 @@ impl Observer for Hasher {
 /// Reads `body` to its end on a blocking thread, returning its md5 (Glance's `checksum`) and
 /// its `hasher` digest, both hex.
 pub async fn digest(mut body: ByteStream, hasher: Hasher) -> std::io::Result<(String, String)> {
-    let (tx, done) = spawn_consumer((Md5::new(), hasher));
+    let (tx, done) = spawn_consumer((Md5::default(), hasher));
     while let Some(chunk) = body.next().await {
         if tx.send(chunk?).await.is_err() {
             return Err(std::io::Error::other("the hashing thread stopped"));
@@ -168,7 +159,7 @@ pub async fn digest(mut body: ByteStream, hasher: Hasher) -> std::io::Result<(St
     }
     drop(tx);
     let (md5, hasher) = done.await.map_err(std::io::Error::other)?;
-    Ok((hex::encode(md5.finalize()), hasher.finish()))
+    Ok((md5.finish_hex(), hasher.finish()))
 }
 
 /// Streams `body` into `store` as image `image_id` (at most `cap` bytes), hashing it and
@@ -180,8 +171,8 @@ pub async fn ingest<O: Observer>(
     cap: u64,
     observer: O,
 ) -> Result<(Ingested, O), StoreError> {
-    let (md5_tx, md5_done) = spawn_consumer((Md5::new(), observer));
-    let (sha_tx, sha_done) = spawn_consumer((Sha512::new(), 0u64));
+    let (md5_tx, md5_done) = spawn_consumer((Md5::default(), observer));
+    let (sha_tx, sha_done) = spawn_consumer((Sha::sha512(), 0u64));
     let tee: ByteStream = Box::pin(futures_util::stream::unfold(
         (coalesced(body), md5_tx, sha_tx),
         |(mut body, md5_tx, sha_tx)| async move {
@@ -201,10 +192,7 @@ pub async fn ingest<O: Observer>(
     let (md5, observer) = md5_done.await.map_err(joined)?;
     let (sha, size) = sha_done.await.map_err(joined)?;
     let location = stored?;
-    Ok((
-        Ingested { size, checksum: hex::encode(md5.finalize()), os_hash_value: hex::encode(sha.finalize()), location },
-        observer,
-    ))
+    Ok((Ingested { size, checksum: md5.finish_hex(), os_hash_value: sha.finish_hex(), location }, observer))
 }
 
 /// How an upload is to be done.
