@@ -66,33 +66,49 @@ impl<O: Observer> Observer for (Md5, O) {
 }
 
 /// Chunks handed to the hashing threads and the store: big enough that the per-chunk cost of
-/// three channel hand-offs vanishes (HTTP bodies arrive in pieces of a few KiB), small enough
+/// three channel hand-offs vanishes (HTTP bodies may arrive in pieces of a few KiB), small enough
 /// that the few chunks in flight keep memory flat.
 const COALESCED_CHUNK: usize = 1 << 20;
 
-/// Regroups `body` into chunks of about [`COALESCED_CHUNK`] bytes (the last may be shorter).
+/// Pieces at least this large already make the hand-offs cheap: they go on as they are, since
+/// regrouping them would copy every byte once more (the API reads bodies in pieces of up to
+/// 1 MiB).
+const PASS_THROUGH: usize = 256 * 1024;
+
+/// Regroups the small pieces of `body` into chunks of about [`COALESCED_CHUNK`] bytes (the last
+/// may be shorter); pieces of [`PASS_THROUGH`] bytes or more are passed on without a copy.
 fn coalesced(body: ByteStream) -> ByteStream {
-    Box::pin(futures_util::stream::unfold(Some(body), |body| async move {
-        let mut body = body?;
+    type State = (Option<ByteStream>, Option<Bytes>);
+    let start: State = (Some(body), None);
+    Box::pin(futures_util::stream::unfold(start, |(mut body, held): State| async move {
+        // A large piece that arrived while small ones were being gathered goes right after them.
+        if let Some(piece) = held {
+            return Some((Ok(piece), (body, None)));
+        }
+        let pieces = body.as_mut()?;
         let mut buffer = bytes::BytesMut::new();
         loop {
-            match body.next().await {
-                Some(Ok(chunk)) if buffer.is_empty() && chunk.len() >= COALESCED_CHUNK => {
-                    return Some((Ok(chunk), Some(body)));
+            match pieces.next().await {
+                Some(Ok(piece)) if piece.len() >= PASS_THROUGH => {
+                    return Some(if buffer.is_empty() {
+                        (Ok(piece), (body, None))
+                    } else {
+                        (Ok(buffer.freeze()), (body, Some(piece)))
+                    });
                 }
-                Some(Ok(chunk)) => {
+                Some(Ok(piece)) => {
                     if buffer.is_empty() {
-                        buffer.reserve(COALESCED_CHUNK.max(chunk.len()));
+                        buffer.reserve(COALESCED_CHUNK + PASS_THROUGH);
                     }
-                    buffer.extend_from_slice(&chunk);
+                    buffer.extend_from_slice(&piece);
                     if buffer.len() >= COALESCED_CHUNK {
-                        return Some((Ok(buffer.freeze()), Some(body)));
+                        return Some((Ok(buffer.freeze()), (body, None)));
                     }
                 }
                 // The error ends the stream; what was buffered before it is moot.
-                Some(Err(err)) => return Some((Err(err), None)),
+                Some(Err(err)) => return Some((Err(err), (None, None))),
                 None if buffer.is_empty() => return None,
-                None => return Some((Ok(buffer.freeze()), None)),
+                None => return Some((Ok(buffer.freeze()), (None, None))),
             }
         }
     }))
@@ -386,6 +402,21 @@ mod tests {
             coalesced(Box::pin(futures_util::stream::iter(pieces))).map(|c| c.expect("chunk")).collect().await;
         assert!(chunks.iter().rev().skip(1).all(|c| c.len() >= COALESCED_CHUNK));
         assert_eq!(chunks.concat(), expected);
+    }
+
+    #[tokio::test]
+    async fn coalescing_passes_large_pieces_on_without_a_copy() {
+        let large = || Bytes::from(vec![7u8; PASS_THROUGH]);
+        let pieces = [Bytes::from_static(b"small"), large(), large(), Bytes::from_static(b"tail")];
+        let addresses: Vec<*const u8> = pieces.iter().map(|p| p.as_ptr()).collect();
+        let chunks: Vec<Bytes> = coalesced(Box::pin(futures_util::stream::iter(pieces.clone().map(Ok))))
+            .map(|c| c.expect("chunk"))
+            .collect()
+            .await;
+        assert_eq!(chunks.iter().map(Bytes::len).collect::<Vec<_>>(), [5, PASS_THROUGH, PASS_THROUGH, 4]);
+        assert_eq!(chunks[1].as_ptr(), addresses[1]);
+        assert_eq!(chunks[2].as_ptr(), addresses[2]);
+        assert_eq!(chunks.concat(), pieces.concat());
     }
 
     #[tokio::test]
