@@ -1,8 +1,9 @@
 //! The digests of image data, each on the fastest correct backend measured on x86-64
 //! (`cargo bench -p glint-core --bench digest`, figures in the README): SHA-1, SHA-256 and
 //! SHA-512 from AWS-LC through `aws-lc-rs` (hand-written assembly; already linked into Glint as
-//! the S3 client's TLS crypto), MD5 from the `md-5` crate (no assembly measured faster). Every
-//! caller goes through these types, so a backend changes here alone.
+//! the S3 client's TLS crypto), MD5 from the `md-5` crate (pure Rust; its assembly and OpenSSL's
+//! rivals are in the same bench, not yet measured on a quiet machine). Every caller goes
+//! through these types, so a backend changes here alone.
 
 use aws_lc_rs::digest;
 use md5::Digest as _;
