@@ -2,7 +2,7 @@
 //! keep slow or hostile clients from tying it up, and the drain on shutdown.
 //!
 //! hyper enforces the header-read timeout (from the moment a connection waits for a request)
-//! and the header size (its read buffer; 431 beyond it). A connection on which no byte has
+//! and the header size (431 beyond it). A connection on which no byte has
 //! moved for the keep-alive timeout is shut down gracefully: at once when it sits between
 //! requests or in the middle of a request head, after its response when a handler is still
 //! working. Connections beyond the limit wait in the listen backlog until one closes.
@@ -57,7 +57,7 @@ impl Limits {
     pub(crate) fn from_config(server: &ServerConfig) -> Limits {
         Limits {
             header_read_timeout: Duration::from_secs(server.header_read_timeout),
-            // hyper's smallest read buffer; the configuration refuses less anyway.
+            // The configuration refuses less anyway.
             max_header_size: server.max_header_size.max(8192),
             keepalive_timeout: Duration::from_secs(server.keepalive_timeout),
             max_connections: u32::try_from(server.max_connections).unwrap_or(u32::MAX).max(1),
@@ -65,6 +65,11 @@ impl Limits {
         }
     }
 }
+
+/// hyper's largest read buffer, so also its largest request body chunk: an upload read 16 KiB at
+/// a time (the header limit, when that was the buffer's) cost a syscall and a hand-off between
+/// the connection and the handler per 16 KiB. The buffer grows to this only while reads fill it.
+const READ_BUFFER: usize = 1 << 20;
 
 /// The API's shutdown as the handlers see it: whether the server is draining, and the work it
 /// waits for before it returns (requests in flight, and what uploads do once cut).
@@ -147,7 +152,8 @@ where
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_size);
+        .max_header_size(limits.max_header_size)
+        .max_buf_size(READ_BUFFER);
     tokio::pin!(shutdown);
     loop {
         let slot = tokio::select! {
