@@ -540,6 +540,10 @@ pub struct ImportConfig {
     pub staging_dir: PathBuf,
     /// When set (`raw` or `qcow2`), imported images are converted to this disk format.
     pub conversion_output_format: Option<String>,
+    /// Decompress web-download and glance-direct data that is gzip, xz, zstd, bzip2 or a
+    /// single-file zip (told by its magic bytes) before inspection, conversion and storage,
+    /// as Glance's `image_decompression` plugin does; off by default, as that plugin is.
+    pub decompress: bool,
     /// Which URLs web-download and `POST /v2/tasks` may fetch.
     pub filtering: FilteringConfig,
 }
@@ -550,6 +554,7 @@ impl Default for ImportConfig {
             enabled_import_methods: ["glance-direct", "web-download", "copy-image"].map(String::from).to_vec(),
             staging_dir: "data/staging".into(),
             conversion_output_format: None,
+            decompress: false,
             filtering: FilteringConfig::default(),
         }
     }

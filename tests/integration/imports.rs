@@ -56,7 +56,7 @@ on_every_database!(config = converting_web; web_download_of_vmdk_and_vhdx_is_con
 on_every_database!(config = two_stores; copy_image_adds_a_store_and_rejects_a_store_already_holding_it);
 on_every_database!(config = small_cap; stage_over_the_cap_is_413_and_leaves_nothing);
 
-fn web_allowed(config: &mut Config) {
+pub(crate) fn web_allowed(config: &mut Config) {
     config.import.filtering.allow_private_addresses = true;
     config.import.filtering.allowed_ports = Vec::new();
     config.import.filtering.disallowed_ports = vec![1];
@@ -75,7 +75,7 @@ fn impatient(config: &mut Config) {
     config.tasks.max_attempts = 2;
 }
 
-fn converting(config: &mut Config) {
+pub(crate) fn converting(config: &mut Config) {
     config.import.conversion_output_format = Some("raw".into());
 }
 
@@ -97,7 +97,7 @@ fn two_stores(config: &mut Config) {
     config.storage.backends = [("fast".to_owned(), dir("fast")), ("cheap".to_owned(), dir("cheap"))].into();
 }
 
-async fn stage(app: &TestApp, id: &str, data: Vec<u8>) -> reqwest::Response {
+pub(crate) async fn stage(app: &TestApp, id: &str, data: Vec<u8>) -> reqwest::Response {
     app.request(Method::PUT, &format!("/v2/images/{id}/stage"))
         .header("Content-Type", "application/octet-stream")
         .body(data)
@@ -106,11 +106,11 @@ async fn stage(app: &TestApp, id: &str, data: Vec<u8>) -> reqwest::Response {
         .expect("stage")
 }
 
-async fn import(app: &TestApp, id: &str, body: Value) -> reqwest::Response {
+pub(crate) async fn import(app: &TestApp, id: &str, body: Value) -> reqwest::Response {
     app.post_json(&format!("/v2/images/{id}/import"), &body).await
 }
 
-async fn show(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn show(app: &TestApp, id: &str) -> Value {
     app.get_json(&format!("/v2/images/{id}")).await
 }
 
@@ -128,13 +128,13 @@ async fn settled(app: &TestApp, id: &str) -> Vec<Value> {
 }
 
 /// Waits for the image's one import task to finish; returns it.
-async fn finished_task(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn finished_task(app: &TestApp, id: &str) -> Value {
     let mut tasks = settled(app, id).await;
     assert_eq!(tasks.len(), 1, "{tasks:?}");
     tasks.remove(0)
 }
 
-fn staged(app: &TestApp) -> Vec<String> {
+pub(crate) fn staged(app: &TestApp) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(&app.staging_path)
         .expect("staging dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())

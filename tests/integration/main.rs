@@ -5,6 +5,7 @@ mod support;
 
 mod authorization;
 mod cli;
+mod compressed_imports;
 mod convert_command;
 mod errors;
 mod http_store;

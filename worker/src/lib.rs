@@ -51,9 +51,21 @@ impl From<StoreError> for FlowError {
             StoreError::TooLarge(_) | StoreError::Full | StoreError::NotFound(_) => {
                 FlowError::Abort(format!("Image upload problem: {err}"))
             }
-            StoreError::Denied(_) | StoreError::Source(_) | StoreError::InUse(_) | StoreError::Io(_) => {
-                FlowError::Retry(err.to_string())
-            }
+            StoreError::Source(source) => FlowError::of_source(source),
+            StoreError::Denied(_) | StoreError::InUse(_) | StoreError::Io(_) => FlowError::Retry(err.to_string()),
+        }
+    }
+}
+
+impl FlowError {
+    /// The failure of a stream a flow wrote: the [`FlowError`] an adapter of the flow put
+    /// inside (a checksum mismatch, corrupt compressed data: the same bytes fail again), else
+    /// a retry (the source broke off).
+    fn of_source(source: std::io::Error) -> FlowError {
+        let message = StoreError::Source(std::io::Error::new(source.kind(), source.to_string())).to_string();
+        match source.into_inner().map(|inner| inner.downcast::<FlowError>()) {
+            Some(Ok(flow)) => *flow,
+            _ => FlowError::Retry(message),
         }
     }
 }

@@ -1,8 +1,10 @@
 //! The import flows, and what they share: their dependencies and progress reports.
 
+mod decompress;
 mod import;
 mod legacy;
 mod location;
+mod verify;
 
 use std::convert::Infallible;
 use std::ops::ControlFlow;
