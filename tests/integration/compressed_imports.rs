@@ -10,7 +10,7 @@ use glint_core::config::Config;
 use serde_json::json;
 
 use crate::image_data::{coreutils_digests, image_of, payload, qemu_image};
-use crate::imports::{converting, finished_task, import, show, stage, staged, web_allowed};
+use crate::imports::{converting, finished_task, import, show, stage, staging_emptied, web_allowed};
 use crate::support::web::{Reply, WebServer};
 use crate::support::{TestApp, expect_error, on_every_database, store_listing};
 
@@ -24,18 +24,6 @@ on_every_database!(config = web_allowed;
     web_download_with_wrong_validation_data_fails_and_requeues_and_right_data_succeeds,
 );
 on_every_database!(config = decompressing_with_a_small_cap; a_decompression_bomb_fails_the_import_and_leaves_nothing);
-
-/// Waits (5 s at most) for the staging area to be empty: a worker clears it just after the
-/// task's final commit, which the test may see first.
-async fn staging_emptied(app: &TestApp) {
-    for _ in 0..50 {
-        if staged(app).is_empty() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("staging still holds {:?}", staged(app));
-}
 
 fn decompressing(config: &mut Config) {
     web_allowed(config);

@@ -134,6 +134,18 @@ pub(crate) async fn finished_task(app: &TestApp, id: &str) -> Value {
     tasks.remove(0)
 }
 
+/// Waits (5 s at most) for the staging area to be empty: a worker clears it just after the
+/// task's final commit, which the test may see first.
+pub(crate) async fn staging_emptied(app: &TestApp) {
+    for _ in 0..50 {
+        if staged(app).is_empty() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("staging still holds {:?}", staged(app));
+}
+
 pub(crate) fn staged(app: &TestApp) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(&app.staging_path)
         .expect("staging dir")
@@ -166,7 +178,7 @@ async fn stage_with_a_size_mismatch_is_400_and_leaves_nothing(app: TestApp) {
     assert!(message.contains("Size mismatch: expected 3001 bytes, got 3000 bytes"), "{message}");
     let image = show(&app, &id).await;
     assert_eq!((image["status"].as_str(), image["size"].as_i64()), (Some("queued"), None));
-    assert!(staged(&app).is_empty(), "{:?}", staged(&app));
+    staging_emptied(&app).await;
     assert_eq!(stage(&app, &id, payload(3000)).await.status(), 204, "the image can be staged again");
 }
 
@@ -198,7 +210,7 @@ async fn stage_over_the_cap_is_413_and_leaves_nothing(app: TestApp) {
     let image = show(&app, &id).await;
     assert_eq!(image["status"], "queued");
     assert!(image["size"].is_null());
-    assert!(staged(&app).is_empty(), "{:?}", staged(&app));
+    staging_emptied(&app).await;
 }
 
 async fn staging_abandoned_by_a_dead_process_is_recovered(app: TestApp) {
@@ -304,7 +316,7 @@ async fn glance_direct_of_data_that_is_not_the_declared_format_fails_and_requeue
     assert_eq!(image["status"], "queued");
     assert!(image["size"].is_null() && image["checksum"].is_null(), "{image}");
     assert!(image.get("os_glance_import_task").is_none(), "{image}");
-    assert!(staged(&app).is_empty(), "{:?}", staged(&app));
+    staging_emptied(&app).await;
     assert!(store_listing(&app).is_empty(), "{:?}", store_listing(&app));
     assert_eq!(stage(&app, &id, qemu_image(&["-f", "qcow2"])).await.status(), 204, "the import can be retried");
 }
@@ -325,7 +337,7 @@ async fn assert_requeued_with_nothing_left(app: &TestApp, id: &str) {
     assert_eq!(image["status"], "queued", "{image}");
     assert!(image["size"].is_null() && image["checksum"].is_null(), "{image}");
     assert!(image.get("os_glance_import_task").is_none(), "{image}");
-    assert!(staged(app).is_empty(), "{:?}", staged(app));
+    staging_emptied(app).await;
     assert!(store_listing(app).is_empty(), "{:?}", store_listing(app));
 }
 
@@ -353,7 +365,7 @@ async fn glance_direct_of_data_that_is_not_the_declared_format_is_imported_witho
         assert!(image["virtual_size"].is_null(), "{image}");
         assert_eq!(app.get(&format!("/v2/images/{id}/file")).await.bytes().await.expect("data"), data);
     }
-    assert!(staged(&app).is_empty(), "{:?}", staged(&app));
+    staging_emptied(&app).await;
 }
 
 async fn glance_direct_of_qcow2_with_a_backing_file_fails_even_when_no_match_is_required(app: TestApp) {
@@ -416,7 +428,7 @@ async fn deleting_a_staged_image_removes_the_staged_data(app: TestApp) {
     let id = image_of(&app, "raw", "bare").await;
     assert_eq!(stage(&app, &id, payload(10)).await.status(), 204);
     assert_eq!(app.delete(&format!("/v2/images/{id}")).await.status(), 204);
-    assert!(staged(&app).is_empty(), "{:?}", staged(&app));
+    staging_emptied(&app).await;
 }
 
 async fn info_import_lists_the_enabled_methods(app: TestApp) {
@@ -559,7 +571,7 @@ async fn imports_are_converted_when_configured(app: TestApp) {
     assert_eq!((image["size"].as_u64(), image["virtual_size"].as_u64()), (Some(10 << 20), Some(10 << 20)));
     let zeros = vec![0u8; 10 << 20];
     assert_eq!(image["checksum"].as_str(), Some(coreutils_digests(&zeros).0.as_str()));
-    assert!(staged(&app).is_empty(), "{:?}", staged(&app));
+    staging_emptied(&app).await;
 }
 
 /// A vmdk (streamOptimized) and a vhdx with data, made by qemu-img, and their raw disks.
@@ -599,7 +611,7 @@ async fn web_download_of_vmdk_and_vhdx_is_converted_to_raw(app: TestApp) {
         let downloaded = app.get(&format!("/v2/images/{id}/file")).await.bytes().await.expect("body");
         assert!(downloaded.as_ref() == raw.as_slice(), "{disk_format}: the stored disk is qemu-img's raw");
     }
-    assert!(staged(&app).is_empty(), "{:?}", staged(&app));
+    staging_emptied(&app).await;
 }
 
 async fn copy_image_adds_a_store_and_rejects_a_store_already_holding_it(app: TestApp) {
