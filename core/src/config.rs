@@ -419,6 +419,8 @@ pub enum BackendConfig {
     /// A pool of a Ceph cluster: one RBD image per image, with the protected snapshot `snap`
     /// that Nova and Cinder clone from (Glance's rbd driver layout).
     Rbd(RbdConfig),
+    /// A container of OpenStack Swift; large images as static large objects.
+    Swift(SwiftConfig),
     /// Read-only: image data that stays on a web server, added as an http(s) location and
     /// streamed from there on download (Glance's `http` store). Never written, and removing
     /// a location only forgets it.
@@ -523,6 +525,107 @@ impl std::fmt::Debug for S3Config {
             .field("secret_access_key", &"<redacted>")
             .field("prefix", &self.prefix)
             .field("allow_http", &self.allow_http)
+            .field("description", &self.description)
+            .finish()
+    }
+}
+
+/// `type = "swift"`: one object per image, `<container>/<image id>`, in one Swift account;
+/// images over `large_object_size` as static large objects whose segments live in
+/// `<container>_segments`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwiftConfig {
+    /// Where to log in: a Keystone v3 endpoint (`https://keystone.example.org:5000/v3`) or,
+    /// with `auth_version = 1`, a tempauth/swauth URL (`http://swift.example.org:8080/auth/v1.0`).
+    pub auth_url: String,
+    /// `3` for Keystone v3, `1` for the v1.0 protocol of tempauth and swauth.
+    #[serde(default = "default_swift_auth_version")]
+    pub auth_version: u8,
+    /// The user: a Keystone user name, or tempauth's `account:user`.
+    pub user: String,
+    /// The user's password (Keystone) or key (tempauth); never logged, never in location URLs.
+    pub key: String,
+    /// Keystone: the project the token is scoped to, whose Swift account holds the images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_name: Option<String>,
+    /// Keystone: the domain of `user`.
+    #[serde(default = "default_domain")]
+    pub user_domain_name: String,
+    /// Keystone: the domain of `project_name`.
+    #[serde(default = "default_domain")]
+    pub project_domain_name: String,
+    /// Keystone: the region of the object-store endpoint to use, when the catalog has several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Keystone: which of the catalog's object-store endpoints to use (`public`, `internal`, `admin`).
+    #[serde(default = "default_interface")]
+    pub interface: String,
+    /// The storage URL to use instead of the one the login returns
+    /// (`https://swift.example.org:8080/v1/AUTH_<project id>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The container of the image objects.
+    #[serde(default = "default_container")]
+    pub container: String,
+    /// Images larger than this many MiB are stored as static large objects (Glance's
+    /// `swift_store_large_object_size`); at most Swift's largest object, 5 GiB by default.
+    #[serde(default = "default_large_object_size")]
+    pub large_object_size: u64,
+    /// MiB per segment of a static large object (Glance's `swift_store_large_object_chunk_size`).
+    #[serde(default = "default_large_object_chunk_size")]
+    pub large_object_chunk_size: u64,
+    /// Create the containers on the first upload if they do not exist; otherwise an upload to a
+    /// missing container fails.
+    #[serde(default)]
+    pub create_container_on_put: bool,
+    /// Shown in /v2/info/stores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+fn default_swift_auth_version() -> u8 {
+    3
+}
+
+fn default_domain() -> String {
+    "Default".into()
+}
+
+fn default_interface() -> String {
+    "public".into()
+}
+
+fn default_container() -> String {
+    "glance".into()
+}
+
+fn default_large_object_size() -> u64 {
+    5 * 1024
+}
+
+fn default_large_object_chunk_size() -> u64 {
+    200
+}
+
+/// Written by hand so that the key stays out of logs and error messages.
+impl std::fmt::Debug for SwiftConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SwiftConfig")
+            .field("auth_url", &self.auth_url)
+            .field("auth_version", &self.auth_version)
+            .field("user", &self.user)
+            .field("key", &"<redacted>")
+            .field("project_name", &self.project_name)
+            .field("user_domain_name", &self.user_domain_name)
+            .field("project_domain_name", &self.project_domain_name)
+            .field("region", &self.region)
+            .field("interface", &self.interface)
+            .field("endpoint", &self.endpoint)
+            .field("container", &self.container)
+            .field("large_object_size", &self.large_object_size)
+            .field("large_object_chunk_size", &self.large_object_chunk_size)
+            .field("create_container_on_put", &self.create_container_on_put)
             .field("description", &self.description)
             .finish()
     }

@@ -618,6 +618,101 @@ fn openstack_and_glance_round_trip_image_data_through_the_s3_store() {
     assert!(runtime.block_on(s3.keys()).is_empty(), "deleting the image removed the object");
 }
 
+#[test]
+fn glance_puts_images_in_the_swift_store_imports_into_it_and_deletes_from_it() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let Some(swift) = crate::support::swift::swift() else { return };
+    let container = crate::support::swift::Swift::container();
+    // Past large_object_size (1 MiB): static large objects of four 1 MiB segments.
+    let big: Vec<u8> = (0..3 * 1024 * 1024 + 100).map(|i| (i * 31 % 253) as u8).collect();
+    let web = runtime.block_on(WebServer::start());
+    let url = web.route("/big.raw", Reply::Bytes(big.clone()));
+    let store = |key: &str| format!("GLINT__STORAGE__BACKENDS__SWIFT__{key}");
+    let config: Vec<(String, String)> = [
+        ("GLINT__STORAGE__DEFAULT".to_owned(), "local".to_owned()),
+        ("GLINT__STORAGE__BACKENDS__LOCAL__TYPE".to_owned(), "filesystem".into()),
+        ("GLINT__STORAGE__BACKENDS__LOCAL__PATH".to_owned(), "local".into()),
+        (store("TYPE"), "swift".into()),
+        (store("AUTH_URL"), swift.auth_url.clone()),
+        (store("AUTH_VERSION"), "1".into()),
+        (store("USER"), swift.user.clone()),
+        (store("KEY"), swift.key.clone()),
+        (store("CONTAINER"), container.clone()),
+        (store("LARGE_OBJECT_SIZE"), "1".into()),
+        (store("LARGE_OBJECT_CHUNK_SIZE"), "1".into()),
+        (store("CREATE_CONTAINER_ON_PUT"), "true".into()),
+        ("GLINT__IMPORT__FILTERING__ALLOW_PRIVATE_ADDRESSES".to_owned(), "true".into()),
+        ("GLINT__IMPORT__FILTERING__ALLOWED_PORTS".to_owned(), format!("[{}]", web.port())),
+    ]
+    .into();
+    let Some(c) = Clients::start_with(&config) else { return };
+    std::fs::write(c.server.dir().join("big.raw"), &big).expect("write the image file");
+    let account = runtime.block_on(swift.account());
+    let segments = format!("{container}_segments");
+
+    let uploaded = properties(
+        &c.glance(&["image-create", "--disk-format", "raw", "--container-format", "bare", "--file", "big.raw"])
+            .success()
+            .stdout,
+    );
+    assert_eq!(prop(&uploaded, "stores"), "local");
+    let stored = properties(
+        &c.glance(&[
+            "image-create",
+            "--disk-format",
+            "raw",
+            "--container-format",
+            "bare",
+            "--file",
+            "big.raw",
+            "--store",
+            "swift",
+        ])
+        .success()
+        .stdout,
+    );
+    let id = prop(&stored, "id").to_owned();
+    assert_eq!((prop(&stored, "stores"), prop(&stored, "status")), ("swift", "active"));
+    assert_eq!(prop(&stored, "checksum"), prop(&uploaded, "checksum"));
+    assert_eq!(runtime.block_on(account.manifest(&container, &id)).len(), 4);
+    assert!(runtime.block_on(account.object(&container, &id)) == big, "the object in Swift differs");
+    c.glance(&["image-download", "--file", "stored.raw", &id]).success();
+    assert!(c.read("stored.raw") == big, "glance image-download returned other bytes");
+
+    let imported = properties(
+        &c.glance(&[
+            "image-create-via-import",
+            "--disk-format",
+            "raw",
+            "--container-format",
+            "bare",
+            "--import-method",
+            "web-download",
+            "--uri",
+            &url,
+            "--stores",
+            "local,swift",
+        ])
+        .success()
+        .stdout,
+    );
+    let imported = prop(&imported, "id").to_owned();
+    let deadline = std::time::Instant::now() + IMPORT_DEADLINE;
+    while c.glance_show(&imported).get("stores").map(String::as_str) != Some("local,swift") {
+        assert!(std::time::Instant::now() < deadline, "the import did not finish: {:?}", c.glance_show(&imported));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(prop(&c.glance_show(&imported), "checksum"), prop(&uploaded, "checksum"));
+    assert!(runtime.block_on(account.object(&container, &imported)) == big, "the imported object differs");
+
+    c.glance(&["stores-delete", "--store", "swift", &imported]).success();
+    assert_eq!(prop(&c.glance_show(&imported), "stores"), "local");
+    assert!(runtime.block_on(account.head(&container, &imported)).is_none(), "the copy in Swift is gone");
+    c.openstack(&["image", "delete", &id]).success();
+    assert_eq!(runtime.block_on(account.names(&container)), Vec::<String>::new());
+    assert_eq!(runtime.block_on(account.names(&segments)), Vec::<String>::new(), "no segment is left");
+}
+
 /// `GLINT__...` variables for two filesystem stores in the server's directory, `fast` (the
 /// default) and `cheap`: Glance's multistore mode.
 fn two_stores() -> Vec<(String, String)> {

@@ -38,6 +38,7 @@ mod server_limits;
 mod shutdown;
 mod stores;
 mod sweep_e2e;
+mod swift_store;
 mod task_claims;
 mod tasks;
 mod versions;

@@ -10,6 +10,7 @@ mod rbd;
 mod s3;
 pub mod scrub;
 mod staging;
+mod swift;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -29,6 +30,7 @@ pub use http::HttpStore;
 pub use rbd::RbdStore;
 pub use s3::S3Store;
 pub use staging::{StagedFile, Staging};
+pub use swift::SwiftStore;
 
 /// Image bytes in flight: chunks in order, ending early with an error if the source fails.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -259,6 +261,11 @@ impl Stores {
                         "thin_provisioning": cfg.thin_provisioning,
                     });
                     (Arc::new(store), StoreInfo { kind: "rbd", description: cfg.description, properties })
+                }
+                BackendConfig::Swift(cfg) => {
+                    let store = SwiftStore::open(&cfg).map_err(|e| Error::Config(format!("store {id}: {e}")))?;
+                    let properties = store.properties();
+                    (Arc::new(store), StoreInfo { kind: "swift", description: cfg.description, properties })
                 }
                 BackendConfig::Http { description, filtering } => {
                     let store = HttpStore::open(&filtering).map_err(|e| Error::Config(format!("store {id}: {e}")))?;

@@ -37,7 +37,7 @@ pub enum User {
 
 impl User {
     /// Keystone user name, password and project name.
-    fn credentials(self) -> (&'static str, &'static str, &'static str) {
+    pub fn credentials(self) -> (&'static str, &'static str, &'static str) {
         match self {
             User::Admin => ("admin", "secret", "admin"),
             User::Alice => ("alice", "alice-pw", "one"),

@@ -7,6 +7,7 @@ pub mod keystone;
 pub mod rows;
 pub mod s3;
 pub mod server;
+pub mod swift;
 pub mod venv;
 pub mod web;
 
