@@ -15,7 +15,8 @@
 #                                      and `cat FILE >/dev/null` (floor), page cache warm.
 # While each Glint transfer runs, the server's VmRSS is sampled every ~50 ms; the table reports
 # the peak above the VmRSS read just before the transfer, and VmHWM at the end; the server's
-# CPU time (utime+stime) over each transfer shows how many of the cores it kept busy.
+# CPU time (utime+stime) over each transfer shows how many of the cores it kept busy, and the CPU
+# seconds per GB (for the timed commands too: openssl's is the upload's CPU reference).
 # Every figure is the median of BENCH_RUNS runs. The previous image is deleted after each upload,
 # so the disk holds at most 3x the file size (checked with df first).
 #
@@ -156,7 +157,7 @@ fail() { FAILED=1; log "FAILURE: $*"; }
 declare -A MBPS RSS CORES CPUGB LOADS   # key -> space-separated per-run figures
 record() {       # record KEY MB/s [RSS_MIB [CORES|S_PER_GB]]
     MBPS[$1]="${MBPS[$1]:-} $2"
-    [[ -n ${3:-} ]] && RSS[$1]="${RSS[$1]:-} $3"
+    if [[ -n ${3:-} ]]; then RSS[$1]="${RSS[$1]:-} $3"; fi
     if [[ -n ${4:-} ]]; then CORES[$1]="${CORES[$1]:-} ${4%|*}"; CPUGB[$1]="${CPUGB[$1]:-} ${4#*|}"; fi
     LOADS[$1]="${LOADS[$1]:-} $(cut -d' ' -f1 /proc/loadavg)"
     log "  $1: $2 MB/s${3:+, peak RSS +$3 MiB}${4:+, glint CPU ${4%|*} cores (${4#*|} s/GB)}"
@@ -287,11 +288,14 @@ download() {     # download KEY BASE_URL PATH SAMPLE_PID: one timed GET to /dev/
     record "$key" "$(mbps "$SIZE" "$secs")" "$peak" "$cpu"
 }
 
-timed() {        # timed KEY CMD...: wall time of CMD (stdout kept for check_digest), as MB/s
-    local key=$1 t0; shift
+timed() {        # timed KEY CMD...: wall time of CMD (stdout kept for check_digest) as MB/s, and its CPU
+    local key=$1 t0 secs user sys TIMEFORMAT='%3U %3S'; shift
     t0=$EPOCHREALTIME
-    "$@" >"$TMP/timed-out" || die "$key: $* failed"
-    record "$key" "$(mbps "$SIZE" "$(since "$t0")")"
+    { time "$@" >"$TMP/timed-out" 2>"$TMP/timed-err"; } 2>"$TMP/timed-cpu" || die "$key: $* failed: $(head -c 300 "$TMP/timed-err")"
+    secs=$(since "$t0")
+    read -r user sys <"$TMP/timed-cpu"
+    record "$key" "$(mbps "$SIZE" "$secs")" "" "$(awk -v u="$user" -v s="$sys" -v w="$secs" -v n="$SIZE" \
+        'BEGIN{ c = u + s; if (w > 0) printf "%.2f|%.1f", c / w, c / (n / 1e9); else print "-|-" }')"
 }
 
 check_digest() { [[ $(cut -d' ' -f1 "$TMP/timed-out") == "$SHA512" ]] || fail "$1 printed $(cut -c1-32 "$TMP/timed-out")..., not $SHA512"; }
@@ -362,6 +366,7 @@ cell() {         # cell KEY -> "median|runs|rss median|rss max|load range|cores|
     echo "$m|$runs|$rss|$rmax|$loads|$cores|$cpugb"
 }
 med() { local c; c=$(cell "$1"); echo "${c%%|*}"; }
+cpu_per_gb() { local c; c=$(cell "$1"); echo "${c##*|}"; }   # median CPU s per GB of KEY, or -
 
 row() {          # row KEY LABEL REF_KEY FLOOR_KEY
     local c m runs rss rmax loads cores cpugb
@@ -381,7 +386,7 @@ row() {          # row KEY LABEL REF_KEY FLOOR_KEY
          "$(numfmt --to=iec "$SIZE") file ($SIZE bytes) of random bytes, median of $RUNS runs, $REV," \
          "load average $LOAD_START at start, $LOAD_END at end"
     echo
-    echo "| measurement | MB/s (median) | runs (MB/s) | vs reference | vs floor | glint peak RSS above idle, MiB (median, max) | glint CPU, cores busy (CPU s per GB) | load1 at runs |"
+    echo "| measurement | MB/s (median) | runs (MB/s) | vs reference | vs floor | glint peak RSS above idle, MiB (median, max) | CPU (glint's, or the command's), cores busy (CPU s per GB) | load1 at runs |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|"
     row openssl "\`openssl dgst -sha512\` (upload reference)" "" ""
     row sha512sum "\`sha512sum\` (context)" openssl ""
@@ -400,6 +405,9 @@ row() {          # row KEY LABEL REF_KEY FLOOR_KEY
          "VmHWM at the end $(awk -v k="$HWM" 'BEGIN{printf "%.1f", k/1024}') MiB" \
          "(+$(awk -v k="$HWM" -v i="$IDLE0" 'BEGIN{printf "%.1f", (k-i)/1024}') MiB above the idle after start)." \
          "RSS sampled every ${SAMPLE}s during each transfer; CPU = utime+stime of the glint process over the transfer (medians)."
+    echo "Upload CPU per GB: glint $(cpu_per_gb put-length) s (Content-Length), $(cpu_per_gb put-chunked) s (chunked);" \
+         "\`openssl dgst -sha512\` $(cpu_per_gb openssl) s; ratio glint/openssl $(ratio "$(cpu_per_gb put-length)" "$(cpu_per_gb openssl)")" \
+         "(glint also computes MD5, receives the bytes and writes them)."
     echo "Rounds started while rustc was compiling on this machine: $RUSTC_SEEN of $RUNS."
     if (( FAILED )); then echo "**FAILED: a transfer, status code, size or digest was wrong (see stderr).**"; fi
     if [[ -z $NBASE ]]; then echo "nginx reference skipped."; fi

@@ -10,8 +10,9 @@ trap 'rm -rf "$work"' EXIT
 
 qcow2=corpus/qcow2_reader
 inspector=corpus/inspector
-mkdir -p "$qcow2" "$inspector"
-find "$qcow2" "$inspector" -type f ! -name 'regression-*' -delete
+reader=corpus/image_reader
+mkdir -p "$qcow2" "$inspector" "$reader"
+find "$qcow2" "$inspector" "$reader" -type f ! -name 'regression-*' -delete
 
 # name, qemu-img create options, size, bytes kept (0: all)
 make_qcow2() {
@@ -51,4 +52,20 @@ printf '\x80\x00\x02\x00\x83\x00\x00\x00\x00\x08\x00\x00\x00\x08\x00\x00' | \
     dd of="$work/mbr" bs=1 seek=446 conv=notrunc status=none
 printf '\x55\xaa' | dd of="$work/mbr" bs=1 seek=510 conv=notrunc status=none
 cp "$work/mbr" "$inspector/mbr"
+# image_reader: the first byte picks the reader (0 vmdk, 1 vhd, 2 vhdx, 3 vdi, 4 qcow2), the
+# rest is a whole small image with data, zeros and (vmdk, qcow2) compressed grains.
+# Formats with 1 MiB blocks are cut after their tables and first block, to keep inputs small.
+seed() { # name selector qemu-format options bytes-kept (0: all)
+    qemu-img create -q -f qcow2 "$work/seed.qcow2" 1M
+    qemu-io -f qcow2 -c 'write -P 0x5a 0 1536' -c 'write -P 0xa5 300000 70000' "$work/seed.qcow2" >/dev/null
+    qemu-img convert -q -f qcow2 -O "$3" ${4:+-o "$4"} "$work/seed.qcow2" "$work/seed.img"
+    if [ "$5" -gt 0 ]; then truncate -s "$5" "$work/seed.img"; fi
+    { printf "\\$(printf %o "$2")"; cat "$work/seed.img"; } >"$reader/$1"
+}
+seed vmdk-sparse 0 vmdk subformat=monolithicSparse 0
+seed vmdk-stream 0 vmdk subformat=streamOptimized 0
+seed vhd-dynamic 1 vpc subformat=dynamic 8192
+seed vhdx 2 vhdx block_size=1M,log_size=1M 4194304
+seed vdi 3 vdi "" 8192
+seed qcow2-zstd 4 qcow2 compression_type=zstd,cluster_size=4096 0
 du -sh corpus

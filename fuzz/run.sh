@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every fuzz target for FUZZ_SECONDS (default 60) each, from the committed seed corpus,
+# Runs every fuzz target for FUZZ_SECONDS (default 40) each, from the committed seed corpus,
 # and exits non-zero if any target crashes, hangs (10 s per input), overflows an integer
 # (debug assertions are on) or fails to build. Inputs found on the way go to a scratch corpus,
 # not into the committed one; a crashing input is left in fuzz/artifacts/<target>/ and printed
@@ -15,8 +15,8 @@
 # ~/.cache/glint/fuzz-target), outside the clone, so a later run only rebuilds what changed.
 set -euo pipefail
 cd "$(dirname "$0")"
-seconds=${FUZZ_SECONDS:-60}
-targets=${FUZZ_TARGETS:-"inspector qcow2_reader"}
+seconds=${FUZZ_SECONDS:-40}
+targets=${FUZZ_TARGETS:-"inspector qcow2_reader image_reader"}
 cargo_fuzz_version=0.13.2
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use glint_core::config::{Config, LogConfig, LogFormat, TasksConfig, Transport};
 use glint_core::queue::{MemoryQueue, RabbitQueue, TaskQueue};
-use glint_core::store::{Staging, Stores};
+use glint_core::store::{Staging, Stores, SweepLimits, scrub};
 use glint_worker::flows::Deps;
 use tracing_subscriber::EnvFilter;
 
@@ -51,6 +51,20 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Convert a disk image (raw, qcow2, vmdk, vhd, vhdx, vdi) to raw or qcow2, in process; the source
+    /// is inspected first and refused as an import would refuse it (exit 1 if refused, 2 if unreadable).
+    Convert {
+        /// The image to convert.
+        source: PathBuf,
+        /// Where to write the converted image; it must not exist yet.
+        dest: PathBuf,
+        /// The format to write.
+        #[arg(long, value_parser = ["raw", "qcow2"])]
+        output_format: String,
+        /// The source's disk_format, as an import would declare it; detected when omitted.
+        #[arg(long)]
+        source_format: Option<String>,
     },
 }
 
@@ -98,6 +112,9 @@ fn main() -> ExitCode {
     if let Some(Command::Inspect { file, json }) = &cli.command {
         return inspect(file, *json);
     }
+    if let Some(Command::Convert { source, dest, output_format, source_format }) = &cli.command {
+        return convert(source, dest, output_format, source_format.as_deref());
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(err) => {
@@ -132,12 +149,9 @@ fn main() -> ExitCode {
 /// How often data of deleted images that a store failed to remove is retried.
 const SCRUB_INTERVAL: Duration = Duration::from_secs(60);
 
-/// How often partial writes of dead processes are swept (and once at start-up).
-const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
-
-/// How long a stopping worker waits for its running tasks; those still running then are
-/// taken over by another worker once their lease expires.
-const WORKER_GRACE: Duration = Duration::from_secs(30);
+/// How long a stopping process waits for its worker beyond `[server] shutdown_timeout`: the
+/// worker hands its tasks back by then, this only bounds a database that stopped answering.
+const WORKER_STOP_MARGIN: Duration = Duration::from_secs(15);
 
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     let db = glint_core::db::connect(&config.database).await?;
@@ -164,12 +178,16 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         _ => {}
     }
     let queue = task_queue(&command, &config.tasks)?;
-    let stores = Stores::from_config(&config.storage)?;
+    let lease = Duration::from_secs(config.tasks.lease);
+    let stores = Stores::from_config(&config.storage, lease)?;
     let stopping = Stopping::on_signal();
     if matches!(command, Command::Serve | Command::Api | Command::Worker) {
         // At start-up too: a crash-looping process must not leave its partial writes behind.
         let staging = Staging::from_config(&config.import)?;
-        tokio::spawn(glint_core::store::scrub::sweep(stores.clone(), staging, SWEEP_INTERVAL));
+        let limits = SweepLimits::new(&config.storage, lease, scrub::UPLOAD_STALE_AFTER);
+        let every = Duration::from_secs(config.storage.sweep_interval);
+        tokio::spawn(scrub::sweep(db.clone(), stores.clone(), staging, limits, every));
+        tokio::spawn(stores.clone().report_health());
     }
     if let Some(bind) = config.metrics.bind.filter(|_| config.metrics.enabled) {
         let listener = tokio::net::TcpListener::bind(bind).await?;
@@ -183,10 +201,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Duration::from_secs(config.tasks.republish_after),
         stopping.wait(),
     ));
+    let worker_deadline = Duration::from_secs(config.server.shutdown_timeout) + WORKER_STOP_MARGIN;
     let worker = match command {
         Command::Serve | Command::Worker => {
             let flows = glint_worker::flows::registry(Deps::from_config(&config, stores.clone())?);
-            let settings = glint_worker::Settings::from_config(&config.tasks);
+            let settings = glint_worker::Settings::from_config(&config);
             tracing::info!(worker = %settings.worker_id, concurrency = settings.prefetch, "task worker started");
             Some(tokio::spawn(glint_worker::run(db.clone(), queue.clone(), flows, settings, stopping.wait())))
         }
@@ -194,7 +213,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     };
     if matches!(command, Command::Serve | Command::Api) {
         let staging = Staging::from_config(&config.import)?;
-        tokio::spawn(glint_core::store::scrub::scrub(db.clone(), stores.clone(), staging, SCRUB_INTERVAL));
+        tokio::spawn(scrub::scrub(db.clone(), stores.clone(), staging, SCRUB_INTERVAL));
         let listener = tokio::net::TcpListener::bind(config.server.bind).await?;
         tracing::info!(address = %listener.local_addr()?, "glint API listening");
         if config.metrics.enabled && !config.metrics.on_api_port(config.server.bind) {
@@ -205,12 +224,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     } else {
         stopping.wait().await;
     }
+    // The worker has been stopping since the signal, alongside the API's drain.
     if let Some(worker) = worker {
-        match tokio::time::timeout(WORKER_GRACE, worker).await {
+        match tokio::time::timeout(worker_deadline, worker).await {
             Ok(joined) => joined??,
-            Err(_) => {
-                tracing::warn!("tasks still running at shutdown; other workers take them over when their leases expire")
-            }
+            Err(_) => tracing::error!("the worker did not stop; its tasks are taken over when their leases expire"),
         }
     }
     relay.await?;
@@ -295,6 +313,62 @@ fn inspect(file: &Path, json: bool) -> ExitCode {
         Err(err) => {
             eprintln!("glint: {err}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `glint convert`: the import flow's conversion, on files. A source whose format is not given
+/// is converted as what it is (a disk with a partition table as raw).
+fn convert(source: &Path, dest: &Path, output_format: &str, source_format: Option<&str>) -> ExitCode {
+    use glint_formats::{Format, FormatError};
+    let declared = match source_format {
+        Some(name) => Format::from_name(name).ok_or_else(|| format!("unknown disk format {name}")),
+        None => match glint_formats::inspect_file(source) {
+            Ok(report) => match report.format {
+                Some(Format::Gpt) => Ok(Format::Raw),
+                Some(format) => Ok(format),
+                None => Err(FormatError::MultipleFormats { formats: report.matched }.to_string()),
+            },
+            Err(err) => {
+                eprintln!("glint: {err}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let output = Format::from_name(output_format);
+    let (declared, output) = match (declared, output) {
+        (Ok(declared), Some(output)) => (declared, output),
+        (Err(message), _) => {
+            eprintln!("glint: {}: {message}", source.display());
+            return ExitCode::FAILURE;
+        }
+        (_, None) => {
+            eprintln!("glint: unknown output format {output_format}");
+            return ExitCode::from(2);
+        }
+    };
+    if dest.exists() {
+        eprintln!("glint: {} exists already", dest.display());
+        return ExitCode::from(2);
+    }
+    match glint_formats::convert(source, declared, dest, output) {
+        Ok(report) => {
+            println!(
+                "{} ({declared}) -> {} ({output}): virtual size {} bytes, {} bytes written",
+                source.display(),
+                dest.display(),
+                report.virtual_size,
+                report.size
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err @ FormatError::Io { .. }) => {
+            eprintln!("glint: {err}");
+            ExitCode::from(2)
+        }
+        Err(err) => {
+            eprintln!("glint: {}: {err}", source.display());
+            ExitCode::FAILURE
         }
     }
 }

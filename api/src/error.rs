@@ -78,6 +78,7 @@ impl From<Error> for ApiError {
             }
             // The request body broke off: the client's doing.
             Error::Store(StoreError::Source(_)) => StatusCode::BAD_REQUEST,
+            Error::Store(StoreError::InUse(_)) => StatusCode::CONFLICT,
             Error::Store(StoreError::Io(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             // Handlers check URLs themselves (with Glance's wording); a fetch failure reaching
             // here is sorted like the store failures it resembles.

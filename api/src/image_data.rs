@@ -21,6 +21,7 @@ use tracing::Instrument;
 use crate::error::ApiError;
 use crate::extract::NoBody;
 use crate::list::Params;
+use crate::server::Drain;
 use crate::{AppState, body};
 
 pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -70,7 +71,8 @@ pub async fn upload(
     let store = header_str(&headers, "x-image-meta-store").filter(|_| state.stores.multistore()).map(str::to_owned);
     let idle = Duration::from_secs(state.config.server.body_idle_timeout);
     let stream = body::image_data(body, DataFlow::Uploaded, idle);
-    outliving_the_client("upload", async move {
+    let drain = state.drain.clone();
+    outliving_the_client(&drain, "upload", async move {
         let images = &state.config.images;
         let how = Upload {
             store: store.as_deref(),
@@ -103,12 +105,14 @@ pub(crate) async fn admitted(
 }
 
 /// Runs `work`, which consumes a request body, in a task of its own: if the client disconnects
-/// and the handler is dropped, `work` still sees the body fail and puts the image back.
+/// or a stopping server cuts the request, and the handler is dropped, `work` still sees the
+/// body fail and puts the image back, and a stopping server waits for it (`drain`).
 pub(crate) async fn outliving_the_client(
+    drain: &Drain,
     what: &str,
     work: impl Future<Output = glint_core::Result<()>> + Send + 'static,
 ) -> Result<(), ApiError> {
-    let finished = tokio::spawn(work.instrument(tracing::Span::current())).await;
+    let finished = drain.spawn(work.instrument(tracing::Span::current())).await;
     finished.map_err(|e| ApiError::from(glint_core::Error::Internal(format!("{what} task failed: {e}"))))??;
     Ok(())
 }

@@ -41,7 +41,8 @@ pub async fn stage(
     let image = admitted(&state, &ctx, &id, Some("modify_image"), &deltas).await?;
     let idle = Duration::from_secs(state.config.server.body_idle_timeout);
     let stream = body::image_data(body, DataFlow::Staged, idle);
-    outliving_the_client("staging", async move {
+    let drain = state.drain.clone();
+    outliving_the_client(&drain, "staging", async move {
         let cap = state.config.images.image_size_cap;
         data::stage(&state.db, &state.staging, &image, stream, expected_size, cap).await
     })

@@ -64,6 +64,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<Vec<Network>>,
     /// The rules every request is judged by.
     pub policy: Arc<Policy>,
+    /// Whether the server is stopping, and the work it waits for.
+    pub(crate) drain: server::Drain,
 }
 
 impl AppState {
@@ -100,6 +102,7 @@ impl AppState {
             keystone,
             trusted_proxies,
             policy,
+            drain: server::Drain::default(),
         })
     }
 
@@ -118,7 +121,8 @@ impl axum::extract::FromRef<AppState> for DatabaseConnection {
     }
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then drains in-flight requests.
+/// Serves the API on `listener` until `shutdown` resolves, then stops accepting, lets the
+/// requests in flight finish until `[server] shutdown_timeout`, and cuts the rest.
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
@@ -126,6 +130,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let rewrite = versions::rewrite_version_prefix(state.stores.multistore());
     let limits = server::Limits::from_config(&state.config.server);
+    let drain = state.drain.clone();
     let app = MapRequestLayer::new(rewrite).layer(router::router(state));
-    server::run(app, listener, limits, shutdown).await
+    server::run(app, listener, limits, drain, shutdown).await
 }

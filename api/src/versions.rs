@@ -82,13 +82,15 @@ fn rewrite(mut request: Request, minors: &[&str]) -> Request {
     request
 }
 
-/// `GET|HEAD /healthcheck`: no auth; 503 while the operator's disable file exists.
+/// `GET|HEAD /healthcheck`: no auth; 503 while the operator's disable file exists, and while
+/// the server is stopping (asked over a connection opened before: it accepts no new one).
 pub async fn healthcheck(State(state): State<AppState>, method: Method, headers: HeaderMap) -> Response {
     let disabled = state.config.server.healthcheck_disable_file.as_ref().is_some_and(|p| p.exists());
-    let (status, reason) =
-        if disabled { (StatusCode::SERVICE_UNAVAILABLE, "DISABLED BY FILE") } else { (StatusCode::OK, "OK") };
+    let unavailable =
+        if state.drain.is_draining() { Some("SHUTTING DOWN") } else { disabled.then_some("DISABLED BY FILE") };
+    let (status, reason) = unavailable.map_or((StatusCode::OK, "OK"), |r| (StatusCode::SERVICE_UNAVAILABLE, r));
     if method == Method::HEAD {
-        let status = if disabled { status } else { StatusCode::NO_CONTENT };
+        let status = if unavailable.is_some() { status } else { StatusCode::NO_CONTENT };
         return status.into_response();
     }
     let wants_json =

@@ -117,6 +117,12 @@ pub struct ServerConfig {
     /// Seconds an upload or stage body may send nothing before the request fails with 408 and
     /// the image goes back to `queued`. A body that keeps sending, however slowly, is not cut.
     pub body_idle_timeout: u64,
+    /// Seconds a stopping process (SIGTERM or SIGINT) gives the work it has started: the API
+    /// its requests in flight (it accepts no connection meanwhile and /healthcheck answers
+    /// 503), a worker its running tasks (it takes no new one). Then requests still running are
+    /// cut, an upload's image going back to `queued`, and tasks still running are handed back
+    /// so that another worker takes them at once. 0 cuts and hands back at once.
+    pub shutdown_timeout: u64,
     /// Addresses or networks (`10.0.0.5`, `10.0.0.0/8`, `fd00::/8`) of the reverse proxies
     /// whose X-Forwarded-Proto/-Host are believed; from any other peer they are ignored.
     pub trusted_proxies: Vec<String>,
@@ -133,6 +139,7 @@ impl Default for ServerConfig {
             keepalive_timeout: 15,
             max_connections: 4096,
             body_idle_timeout: 60,
+            shutdown_timeout: 30,
             trusted_proxies: Vec::new(),
         }
     }
@@ -373,11 +380,25 @@ pub struct StorageConfig {
     pub default: String,
     /// Stores by id. Empty means one filesystem store `local` at `data/images`.
     pub backends: BTreeMap<String, BackendConfig>,
+    /// Seconds between sweeps of what writers that died left in the stores and the staging
+    /// area (partial files, unfinished multipart uploads); every api, worker and serve
+    /// process sweeps at start-up, then this often.
+    pub sweep_interval: u64,
+    /// Seconds one sweep of one store may take; what is left waits for the next sweep.
+    pub sweep_max_seconds: u64,
+    /// Most leftovers one sweep of one store removes; the rest waits for the next sweep.
+    pub sweep_max_removals: usize,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { default: "local".into(), backends: BTreeMap::new() }
+        Self {
+            default: "local".into(),
+            backends: BTreeMap::new(),
+            sweep_interval: 60,
+            sweep_max_seconds: 10,
+            sweep_max_removals: 1000,
+        }
     }
 }
 
@@ -395,6 +416,9 @@ pub enum BackendConfig {
     },
     /// A bucket of Amazon S3 or an S3-compatible service (Ceph RGW, MinIO, SeaweedFS).
     S3(S3Config),
+    /// A pool of a Ceph cluster: one RBD image per image, with the protected snapshot `snap`
+    /// that Nova and Cinder clone from (Glance's rbd driver layout).
+    Rbd(RbdConfig),
     /// A container of OpenStack Swift; large images as static large objects.
     Swift(SwiftConfig),
     /// Read-only: image data that stays on a web server, added as an http(s) location and
@@ -437,6 +461,53 @@ pub struct S3Config {
     /// Shown in /v2/info/stores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+}
+
+/// `type = "rbd"`: one RBD image per image, named by its id, in one pool.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RbdConfig {
+    /// The pool holding the images; it must exist (`ceph osd pool create`, `rbd pool init`).
+    #[serde(default = "default_rbd_pool")]
+    pub pool: String,
+    /// The cephx user, without `client.` (Glance's `rbd_store_user`).
+    #[serde(default = "default_rbd_user")]
+    pub user: String,
+    /// The ceph.conf naming the monitors; unset means Ceph's default search path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conf_file: Option<PathBuf>,
+    /// The keyring holding the user's key, if ceph.conf does not name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyring: Option<PathBuf>,
+    /// Size in MiB of the RADOS objects an image is striped over, a power of two (Glance's
+    /// `rbd_store_chunk_size`); also the size of each write.
+    #[serde(default = "default_rbd_chunk_size")]
+    pub chunk_size: u32,
+    /// Leave all-zero chunks unwritten, so that sparse images stay sparse in the pool.
+    #[serde(default)]
+    pub thin_provisioning: bool,
+    /// Seconds that connecting and each cluster operation may take before failing.
+    #[serde(default = "default_rbd_timeout")]
+    pub connect_timeout: u64,
+    /// Shown in /v2/info/stores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+fn default_rbd_pool() -> String {
+    "images".into()
+}
+
+fn default_rbd_user() -> String {
+    "glance".into()
+}
+
+fn default_rbd_chunk_size() -> u32 {
+    8
+}
+
+fn default_rbd_timeout() -> u64 {
+    10
 }
 
 fn default_region() -> String {
@@ -572,6 +643,10 @@ pub struct ImportConfig {
     pub staging_dir: PathBuf,
     /// When set (`raw` or `qcow2`), imported images are converted to this disk format.
     pub conversion_output_format: Option<String>,
+    /// Decompress web-download and glance-direct data that is gzip, xz, zstd, bzip2 or a
+    /// single-file zip (told by its magic bytes) before inspection, conversion and storage,
+    /// as Glance's `image_decompression` plugin does; off by default, as that plugin is.
+    pub decompress: bool,
     /// Which URLs web-download and `POST /v2/tasks` may fetch.
     pub filtering: FilteringConfig,
 }
@@ -582,6 +657,7 @@ impl Default for ImportConfig {
             enabled_import_methods: ["glance-direct", "web-download", "copy-image"].map(String::from).to_vec(),
             staging_dir: "data/staging".into(),
             conversion_output_format: None,
+            decompress: false,
             filtering: FilteringConfig::default(),
         }
     }
@@ -839,6 +915,15 @@ impl Config {
                 "metrics.bind = \"{bind}\" would serve metrics, which have no auth, beyond this host \
                  (set metrics.allow_non_loopback = true to do it anyway)"
             )));
+        }
+        for (key, value) in [
+            ("sweep_interval", self.storage.sweep_interval),
+            ("sweep_max_seconds", self.storage.sweep_max_seconds),
+            ("sweep_max_removals", self.storage.sweep_max_removals as u64),
+        ] {
+            if value == 0 {
+                return Err(Error::Config(format!("storage.{key} must be at least 1")));
+            }
         }
         let server = &self.server;
         if server.max_header_size < 8192 {

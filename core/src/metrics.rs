@@ -174,7 +174,7 @@ impl Families {
             ),
             partial_bytes_swept: counter(
                 "glint_partial_bytes_swept_total",
-                "Bytes of partial writes of dead processes removed, by store id (or staging).",
+                "Bytes that dead processes left (partial writes, unneeded staged data) removed, by store id (or staging).",
                 &["store"],
             ),
             registry,

@@ -23,7 +23,9 @@ use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::path::Path;
 
-pub use convert::{ConvertReport, SparseOutput, convert, qcow2_to_raw, raw_to_qcow2};
+pub use convert::{
+    ConvertReport, READABLE, SparseOutput, WRITABLE, can_convert, convert, qcow2_to_raw, raw_to_qcow2, to_raw,
+};
 pub use decision::{check_declared, check_declared_allowing, check_declared_allowing_mismatch};
 pub use error::FormatError;
 pub use format::Format;

@@ -1321,3 +1321,72 @@ fn openstack_with_a_system_scoped_token_finds_no_image_and_may_not_create_one() 
 // Last, so that it sees the helper macros above.
 mod metadefs;
 mod policy;
+
+/// `GLINT__...` variables for a filesystem store `fast` (the default) and an RBD store `ceph`
+/// in the test cluster, with `direct_url` shown as Nova's RBD image backend wants it.
+fn filesystem_and_rbd(ceph: &crate::support::ceph::Ceph) -> Vec<(String, String)> {
+    let rbd = ceph.config();
+    let store = |key: &str| format!("GLINT__STORAGE__BACKENDS__CEPH__{key}");
+    let path = |p: Option<std::path::PathBuf>| p.expect("set").display().to_string();
+    vec![
+        ("GLINT__STORAGE__DEFAULT".to_owned(), "fast".to_owned()),
+        ("GLINT__STORAGE__BACKENDS__FAST__TYPE".to_owned(), "filesystem".to_owned()),
+        ("GLINT__STORAGE__BACKENDS__FAST__PATH".to_owned(), "fast".to_owned()),
+        (store("TYPE"), "rbd".into()),
+        (store("POOL"), rbd.pool),
+        (store("USER"), rbd.user),
+        (store("CONF_FILE"), path(rbd.conf_file)),
+        (store("KEYRING"), path(rbd.keyring)),
+        (store("CHUNK_SIZE"), rbd.chunk_size.to_string()),
+        ("GLINT__IMAGES__SHOW_IMAGE_DIRECT_URL".to_owned(), "true".to_owned()),
+    ]
+}
+
+#[test]
+fn glance_image_create_into_rbd_gives_a_snapshot_nova_can_clone() {
+    let Some(ceph) = crate::support::ceph::Ceph::get() else { return };
+    let Some(c) = Clients::start_with(&filesystem_and_rbd(ceph)) else { return };
+    let args = ["image-create", "--store", "ceph", "--disk-format", "raw", "--container-format", "bare", "--file"];
+    let created = properties(&c.glance(&[&args[..], &[DISK_FILE]].concat()).success().stdout);
+    let id = prop(&created, "id").to_owned();
+    assert_eq!(prop(&created, "stores"), "ceph");
+    assert_eq!(prop(&created, "os_hash_value"), DISK_SHA512);
+    let direct_url = prop(&created, "direct_url").to_owned();
+    assert_eq!(direct_url, format!("rbd://{}/images/{id}/snap", ceph.fsid));
+
+    // Nova's RBD image backend clones the location's snapshot for a copy-on-write boot disk.
+    let clone = format!("images/{id}_disk");
+    ceph.rbd(&["clone", &format!("images/{id}@snap"), &clone]);
+    c.glance(&["image-delete", &id]).failure_mentioning("in use");
+    assert_eq!(prop(&c.glance_show(&id), "status"), "active");
+    ceph.rbd(&["rm", &clone]);
+
+    c.glance(&["image-download", "--file", "from-rbd.raw", &id]).success();
+    assert!(c.read("from-rbd.raw") == disk(), "glance image-download returned other bytes");
+    c.glance(&["image-delete", &id]).success();
+    assert!(!ceph.pool().list().expect("list").contains(&id), "the RBD image is gone");
+}
+
+#[test]
+fn glance_copy_image_moves_data_between_the_filesystem_and_rbd() {
+    let Some(ceph) = crate::support::ceph::Ceph::get() else { return };
+    let Some(c) = Clients::start_with(&filesystem_and_rbd(ceph)) else { return };
+    let created = properties(
+        &c.glance(&["image-create", "--disk-format", "raw", "--container-format", "bare", "--file", DISK_FILE])
+            .success()
+            .stdout,
+    );
+    let id = prop(&created, "id").to_owned();
+    c.glance(&["image-import", &id, "--import-method", "copy-image", "--stores", "ceph"]).success();
+    let deadline = std::time::Instant::now() + CLI_DEADLINE;
+    while c.glance_show(&id).get("stores").map(String::as_str) != Some("ceph,fast") {
+        assert!(std::time::Instant::now() < deadline, "copy-image did not finish: {:?}", c.glance_show(&id));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    c.glance(&["stores-delete", "--store", "fast", &id]).success();
+    c.glance(&["image-download", "--file", "copied.raw", &id]).success();
+    assert!(c.read("copied.raw") == disk(), "the copy in rbd differs");
+    let pool = ceph.pool();
+    let snap = pool.open_read_only(&id, Some("snap")).expect("the copy has its snapshot");
+    assert_eq!(snap.size().expect("size"), disk().len() as u64);
+}

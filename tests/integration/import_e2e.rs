@@ -7,6 +7,8 @@
 //! * Fault loops, each one test that repeats a fault and counts at the end (lost, duplicated,
 //!   stuck, orphan bytes): a worker SIGKILLed in the middle of a download, RabbitMQ stopped
 //!   while imports are being accepted, the API restarted (SIGKILL or SIGTERM) during imports.
+//! * A worker SIGTERMed in the middle of a download hands the import over at its shutdown
+//!   deadline, and the other worker finishes it within seconds rather than after the lease.
 //!   The round counts are sized to keep each test around two minutes on the 2-core
 //!   development machine with the debug build when nothing else runs on it: 10 worker kills,
 //!   about 11 s each (lease expiry plus a new download; 15-18 s on a busy machine); 10 broker
@@ -438,6 +440,61 @@ async fn a_restarted_worker_sweeps_the_partial_file_of_its_killed_predecessor_at
         assert_eq!(image["status"], "active", "{image}");
     }
     assert!(!listing(&store).iter().any(|n| n.ends_with(".part")), "{:?}", listing(&store));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_sigtermed_mid_download_hands_the_import_over_and_another_finishes_it_within_seconds() {
+    // The lease is the default minute; the stopping worker gives its task one second.
+    let spec = Spec { apis: 1, worker_concurrency: 1, shutdown_timeout: 1, ..Spec::default() };
+    let Some(mut cluster) = Cluster::start(spec).await else { return };
+    // 4 s a download, so the deadline lands in the middle of it.
+    let body = Arc::new(payload(16 << 20));
+    let (md5, _) = coreutils_digests(&body);
+    let web = SlowServer::start(body, 4 << 20).await;
+    let id = cluster
+        .create_image(0, &json!({"name": "handed-over", "disk_format": "raw", "container_format": "bare"}))
+        .await;
+    let import = json!({"method": {"name": "web-download", "uri": format!("{}/{id}.raw", web.base)}});
+    assert_eq!(cluster.import(0, &id, &import).await.expect("POST import").status(), 202);
+    let (victim, claim) = mid_download(&cluster, &id).await;
+    let other = 1 - victim;
+    let stopped = Instant::now();
+    cluster.workers[victim].terminate();
+    let (mut exited, mut taken) = (None, None);
+    while exited.is_none() || taken.is_none() {
+        if exited.is_none() && cluster.workers[victim].exited() {
+            exited = Some(stopped.elapsed());
+        }
+        if taken.is_none()
+            && let Some(task) = cluster.task_of(&id).await
+            && task.claimed_by.as_deref().and_then(|c| cluster.worker_of_claim(c)) == Some(other)
+        {
+            taken = Some(stopped.elapsed());
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(15),
+            "15 s after SIGTERM: exited {exited:?}, taken over {taken:?}\n{}",
+            cluster.logs(40)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let image = cluster.wait_active(&id, Duration::from_secs(30)).await;
+    let finished = stopped.elapsed();
+    assert_eq!(image["checksum"].as_str(), Some(md5.as_str()), "{image}");
+    let task = cluster.task_of(&id).await.expect("task");
+    assert_eq!(task.status, "success", "{task:?}");
+    assert!(task.claimed_by.as_deref() != Some(claim.as_str()), "finished by the other worker: {task:?}");
+    assert_eq!(task.attempts, 1, "the hand-over is not counted as an attempt: {task:?}");
+    eprintln!(
+        "worker SIGTERM mid-download: exited after {:?}, taken over after {:?}, image active after {finished:?} (lease 60 s)",
+        exited.unwrap_or_default(),
+        taken.unwrap_or_default()
+    );
+    // The deadline (1 s) and a moment to unwind; then the other worker downloads anew (4 s).
+    assert!(exited < Some(Duration::from_secs(4)) && taken < Some(Duration::from_secs(4)), "{exited:?} {taken:?}");
+    assert!(finished < Duration::from_secs(15), "active only after {finished:?}");
+    // No partial file of the stopped worker's download is left in the store.
+    cluster.audit(&[id], &BTreeSet::new(), 1).await.assert_clean(&cluster);
 }
 
 /// One import submitted by the background client of the broker outage test.

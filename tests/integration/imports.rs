@@ -27,6 +27,7 @@ on_every_database!(
     deleting_a_staged_image_removes_the_staged_data,
     info_import_lists_the_enabled_methods,
     staging_abandoned_by_a_dead_process_is_recovered,
+    staged_data_no_image_needs_is_swept_and_data_waiting_for_its_import_stays,
 );
 
 on_every_database!(config = web_allowed;
@@ -51,10 +52,11 @@ on_every_database!(config = web_allowed;
     a_slow_server_holds_only_its_projects_share_of_workers,
 );
 on_every_database!(config = converting; imports_are_converted_when_configured);
+on_every_database!(config = converting_web; web_download_of_vmdk_and_vhdx_is_converted_to_raw);
 on_every_database!(config = two_stores; copy_image_adds_a_store_and_rejects_a_store_already_holding_it);
 on_every_database!(config = small_cap; stage_over_the_cap_is_413_and_leaves_nothing);
 
-fn web_allowed(config: &mut Config) {
+pub(crate) fn web_allowed(config: &mut Config) {
     config.import.filtering.allow_private_addresses = true;
     config.import.filtering.allowed_ports = Vec::new();
     config.import.filtering.disallowed_ports = vec![1];
@@ -73,8 +75,13 @@ fn impatient(config: &mut Config) {
     config.tasks.max_attempts = 2;
 }
 
-fn converting(config: &mut Config) {
+pub(crate) fn converting(config: &mut Config) {
     config.import.conversion_output_format = Some("raw".into());
+}
+
+fn converting_web(config: &mut Config) {
+    web_allowed(config);
+    converting(config);
 }
 
 fn small_cap(config: &mut Config) {
@@ -90,7 +97,7 @@ fn two_stores(config: &mut Config) {
     config.storage.backends = [("fast".to_owned(), dir("fast")), ("cheap".to_owned(), dir("cheap"))].into();
 }
 
-async fn stage(app: &TestApp, id: &str, data: Vec<u8>) -> reqwest::Response {
+pub(crate) async fn stage(app: &TestApp, id: &str, data: Vec<u8>) -> reqwest::Response {
     app.request(Method::PUT, &format!("/v2/images/{id}/stage"))
         .header("Content-Type", "application/octet-stream")
         .body(data)
@@ -99,11 +106,11 @@ async fn stage(app: &TestApp, id: &str, data: Vec<u8>) -> reqwest::Response {
         .expect("stage")
 }
 
-async fn import(app: &TestApp, id: &str, body: Value) -> reqwest::Response {
+pub(crate) async fn import(app: &TestApp, id: &str, body: Value) -> reqwest::Response {
     app.post_json(&format!("/v2/images/{id}/import"), &body).await
 }
 
-async fn show(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn show(app: &TestApp, id: &str) -> Value {
     app.get_json(&format!("/v2/images/{id}")).await
 }
 
@@ -121,13 +128,25 @@ async fn settled(app: &TestApp, id: &str) -> Vec<Value> {
 }
 
 /// Waits for the image's one import task to finish; returns it.
-async fn finished_task(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn finished_task(app: &TestApp, id: &str) -> Value {
     let mut tasks = settled(app, id).await;
     assert_eq!(tasks.len(), 1, "{tasks:?}");
     tasks.remove(0)
 }
 
-fn staged(app: &TestApp) -> Vec<String> {
+/// Waits (5 s at most) for the staging area to be empty: a worker clears it just after the
+/// task's final commit, which the test may see first.
+pub(crate) async fn staging_emptied(app: &TestApp) {
+    for _ in 0..50 {
+        if staged(app).is_empty() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("staging still holds {:?}", staged(app));
+}
+
+pub(crate) fn staged(app: &TestApp) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(&app.staging_path)
         .expect("staging dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -159,7 +178,7 @@ async fn stage_with_a_size_mismatch_is_400_and_leaves_nothing(app: TestApp) {
     assert!(message.contains("Size mismatch: expected 3001 bytes, got 3000 bytes"), "{message}");
     let image = show(&app, &id).await;
     assert_eq!((image["status"].as_str(), image["size"].as_i64()), (Some("queued"), None));
-    assert!(staged(&app).is_empty(), "{:?}", staged(&app));
+    staging_emptied(&app).await;
     assert_eq!(stage(&app, &id, payload(3000)).await.status(), 204, "the image can be staged again");
 }
 
@@ -191,7 +210,7 @@ async fn stage_over_the_cap_is_413_and_leaves_nothing(app: TestApp) {
     let image = show(&app, &id).await;
     assert_eq!(image["status"], "queued");
     assert!(image["size"].is_null());
-    assert!(staged(&app).is_empty(), "{:?}", staged(&app));
+    staging_emptied(&app).await;
 }
 
 async fn staging_abandoned_by_a_dead_process_is_recovered(app: TestApp) {
@@ -211,6 +230,50 @@ async fn staging_abandoned_by_a_dead_process_is_recovered(app: TestApp) {
     assert_eq!(show(&app, &abandoned).await["status"], "queued");
     assert_eq!(show(&app, &waiting).await["status"], "uploading");
     assert_eq!(staged(&app), std::slice::from_ref(&waiting));
+    assert_eq!(import(&app, &waiting, json!({"method": {"name": "glance-direct"}})).await.status(), 202);
+    assert_eq!(finished_task(&app, &waiting).await["status"], "success");
+}
+
+async fn staged_data_no_image_needs_is_swept_and_data_waiting_for_its_import_stays(app: TestApp) {
+    // Staged long ago and waiting for its import, however long: needed.
+    let waiting = image_of(&app, "raw", "bare").await;
+    assert_eq!(stage(&app, &waiting, payload(10)).await.status(), 204);
+    // An import under way (its download and conversion): needed.
+    let importing = image_of(&app, "raw", "bare").await;
+    set_columns(&app, &importing, "status = 'importing'").await;
+    // Leftovers of processes that died before their clean-up: an import that ended, images
+    // deleted, an image that never existed; and one written a moment ago, maybe by a flow
+    // that is about to record its image.
+    let (active, deleted, fresh) =
+        (image_of(&app, "raw", "bare").await, image_of(&app, "raw", "bare").await, image_of(&app, "raw", "bare").await);
+    set_columns(&app, &active, "status = 'active'").await;
+    for id in [&deleted, &fresh] {
+        assert_eq!(app.delete(&format!("/v2/images/{id}")).await.status(), 204);
+    }
+    let unknown = "aaaaaaaa-0000-4000-8000-00000000dead";
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for name in [
+        importing.clone(),
+        format!("{importing}.raw"),
+        active.clone(),
+        format!("{active}.qcow2"),
+        deleted.clone(),
+        unknown.to_owned(),
+        fresh.clone(),
+        waiting.clone(),
+    ] {
+        let path = app.staging_path.join(&name);
+        if !path.exists() {
+            std::fs::write(&path, b"staged").expect("staged file");
+        }
+        if name != fresh {
+            std::fs::File::options().write(true).open(&path).and_then(|f| f.set_modified(hour_ago)).expect("age");
+        }
+    }
+    app.recover_abandoned_uploads().await;
+    let mut kept = vec![waiting.clone(), importing.clone(), format!("{importing}.raw"), fresh];
+    kept.sort();
+    assert_eq!(staged(&app), kept);
     assert_eq!(import(&app, &waiting, json!({"method": {"name": "glance-direct"}})).await.status(), 202);
     assert_eq!(finished_task(&app, &waiting).await["status"], "success");
 }
@@ -253,7 +316,7 @@ async fn glance_direct_of_data_that_is_not_the_declared_format_fails_and_requeue
     assert_eq!(image["status"], "queued");
     assert!(image["size"].is_null() && image["checksum"].is_null(), "{image}");
     assert!(image.get("os_glance_import_task").is_none(), "{image}");
-    assert!(staged(&app).is_empty(), "{:?}", staged(&app));
+    staging_emptied(&app).await;
     assert!(store_listing(&app).is_empty(), "{:?}", store_listing(&app));
     assert_eq!(stage(&app, &id, qemu_image(&["-f", "qcow2"])).await.status(), 204, "the import can be retried");
 }
@@ -274,7 +337,7 @@ async fn assert_requeued_with_nothing_left(app: &TestApp, id: &str) {
     assert_eq!(image["status"], "queued", "{image}");
     assert!(image["size"].is_null() && image["checksum"].is_null(), "{image}");
     assert!(image.get("os_glance_import_task").is_none(), "{image}");
-    assert!(staged(app).is_empty(), "{:?}", staged(app));
+    staging_emptied(app).await;
     assert!(store_listing(app).is_empty(), "{:?}", store_listing(app));
 }
 
@@ -302,7 +365,7 @@ async fn glance_direct_of_data_that_is_not_the_declared_format_is_imported_witho
         assert!(image["virtual_size"].is_null(), "{image}");
         assert_eq!(app.get(&format!("/v2/images/{id}/file")).await.bytes().await.expect("data"), data);
     }
-    assert!(staged(&app).is_empty(), "{:?}", staged(&app));
+    staging_emptied(&app).await;
 }
 
 async fn glance_direct_of_qcow2_with_a_backing_file_fails_even_when_no_match_is_required(app: TestApp) {
@@ -365,7 +428,7 @@ async fn deleting_a_staged_image_removes_the_staged_data(app: TestApp) {
     let id = image_of(&app, "raw", "bare").await;
     assert_eq!(stage(&app, &id, payload(10)).await.status(), 204);
     assert_eq!(app.delete(&format!("/v2/images/{id}")).await.status(), 204);
-    assert!(staged(&app).is_empty(), "{:?}", staged(&app));
+    staging_emptied(&app).await;
 }
 
 async fn info_import_lists_the_enabled_methods(app: TestApp) {
@@ -508,7 +571,47 @@ async fn imports_are_converted_when_configured(app: TestApp) {
     assert_eq!((image["size"].as_u64(), image["virtual_size"].as_u64()), (Some(10 << 20), Some(10 << 20)));
     let zeros = vec![0u8; 10 << 20];
     assert_eq!(image["checksum"].as_str(), Some(coreutils_digests(&zeros).0.as_str()));
-    assert!(staged(&app).is_empty(), "{:?}", staged(&app));
+    staging_emptied(&app).await;
+}
+
+/// A vmdk (streamOptimized) and a vhdx with data, made by qemu-img, and their raw disks.
+fn converted_pair(format: &str, options: &str) -> (Vec<u8>, Vec<u8>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (plain, image, raw) = (dir.path().join("plain.raw"), dir.path().join("image"), dir.path().join("disk.raw"));
+    let data: Vec<u8> = (0..3 << 20).map(|at: usize| (at % 251) as u8 | 1).collect();
+    let mut disk = vec![0u8; 8 << 20];
+    disk[(1 << 20)..(1 << 20) + data.len()].copy_from_slice(&data);
+    std::fs::write(&plain, &disk).expect("write");
+    let run = |args: &[&str]| {
+        let status = std::process::Command::new("qemu-img").args(args).status().expect("qemu-img");
+        assert!(status.success(), "qemu-img {args:?}");
+    };
+    let (plain_s, image_s, raw_s) = (plain.to_str(), image.to_str(), raw.to_str());
+    let (plain_s, image_s, raw_s) = (plain_s.expect("utf-8"), image_s.expect("utf-8"), raw_s.expect("utf-8"));
+    run(&["convert", "-f", "raw", "-O", format, "-o", options, plain_s, image_s]);
+    run(&["convert", "-f", format, "-O", "raw", image_s, raw_s]);
+    (std::fs::read(&image).expect("image"), std::fs::read(&raw).expect("raw"))
+}
+
+async fn web_download_of_vmdk_and_vhdx_is_converted_to_raw(app: TestApp) {
+    let web = WebServer::start().await;
+    for (disk_format, qemu_format, options) in
+        [("vmdk", "vmdk", "subformat=streamOptimized"), ("vhdx", "vhdx", "block_size=1M")]
+    {
+        let (image, raw) = converted_pair(qemu_format, options);
+        let url = web.route(&format!("/disk.{disk_format}"), Reply::Bytes(image));
+        let id = image_of(&app, disk_format, "bare").await;
+        assert_eq!(import(&app, &id, json!({"method": {"name": "web-download", "uri": url}})).await.status(), 202);
+        let task = finished_task(&app, &id).await;
+        assert_eq!(task["status"], "success", "{task}");
+        let shown = show(&app, &id).await;
+        assert_eq!(shown["disk_format"], "raw", "{shown}");
+        assert_eq!(shown["virtual_size"].as_u64(), Some(raw.len() as u64));
+        assert_eq!(shown["checksum"].as_str(), Some(coreutils_digests(&raw).0.as_str()));
+        let downloaded = app.get(&format!("/v2/images/{id}/file")).await.bytes().await.expect("body");
+        assert!(downloaded.as_ref() == raw.as_slice(), "{disk_format}: the stored disk is qemu-img's raw");
+    }
+    staging_emptied(&app).await;
 }
 
 async fn copy_image_adds_a_store_and_rejects_a_store_already_holding_it(app: TestApp) {

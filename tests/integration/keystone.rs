@@ -107,10 +107,11 @@ async fn a_revoked_token_stops_working_within_cache_ttl() {
 #[tokio::test]
 async fn an_expired_token_is_401_even_while_cached() {
     let (app, keystone) = keystone_app!();
-    let token = keystone.short_lived_token(User::Alice, 6).await;
+    // Long enough for the first request to be served before expiry on a loaded machine.
+    let (token, expired) = keystone.short_lived_token(User::Alice, 20).await;
     let alice = app.with_token(&token);
     assert_eq!(alice.get("/v2/images").await.status(), 200);
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    tokio::time::sleep_until(expired).await;
     expect_error(alice.get("/v2/images").await, 401).await;
     // A fresh app (empty cache) hears it from Keystone itself.
     let (fresh, _) = keystone_app!();
@@ -120,11 +121,11 @@ async fn an_expired_token_is_401_even_while_cached() {
 #[tokio::test]
 async fn an_expired_token_with_a_valid_service_token_is_accepted() {
     let (app, keystone) = keystone_app!();
-    let token = keystone.short_lived_token(User::Alice, 6).await;
+    let (token, expired) = keystone.short_lived_token(User::Alice, 20).await;
     let alice = app.with_token(&token);
     let image = alice.create_image(json!({"name": "snapshot", "disk_format": "raw", "container_format": "bare"})).await;
     let id = image["id"].as_str().unwrap();
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    tokio::time::sleep_until(expired).await;
     let upload = |service: &str| {
         alice
             .raw(Method::PUT, &format!("/v2/images/{id}/file"))

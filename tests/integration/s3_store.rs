@@ -254,8 +254,9 @@ async fn health_check_fails_for_a_missing_bucket() {
             ("gone".to_owned(), BackendConfig::S3(missing)),
         ]
         .into(),
+        ..StorageConfig::default()
     };
-    let stores = Stores::from_config(&storage).expect("stores");
+    let stores = Stores::from_config(&storage, std::time::Duration::from_secs(60)).expect("stores");
     stores.get("s3").expect("s3").health().await.expect("healthy");
     assert!(stores.get("gone").expect("gone").health().await.is_err());
 }
@@ -267,7 +268,7 @@ async fn s3_locations_are_accepted_only_under_the_configured_bucket_and_prefix()
         let app = &setup.app;
         let config = setup.s3.config(Some(PREFIX));
         // An object the operator put in the bucket, outside Glint's image names.
-        let store = glint_core::store::S3Store::open(&config).expect("s3 store");
+        let store = glint_core::store::S3Store::open(&config, std::time::Duration::from_secs(60)).expect("s3 store");
         let data = payload(1000);
         let body: glint_core::store::ByteStream =
             Box::pin(futures_util::stream::iter([Ok(bytes::Bytes::from(data.clone()))]));
@@ -294,4 +295,76 @@ async fn s3_locations_are_accepted_only_under_the_configured_bucket_and_prefix()
         let response = app.get(&format!("/v2/images/{id}/file")).await;
         assert!(response.bytes().await.expect("body") == data, "downloaded bytes differ");
     }
+}
+
+/// The marker name of upload `id` of image `name` (see glint_core::store::S3Store).
+fn upload_marker(name: &str, id: &str) -> String {
+    let hex: String = id.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{PREFIX}/.glint-uploads/{name}/{hex}")
+}
+
+#[tokio::test]
+async fn sweeps_abort_the_uploads_of_dead_writers_and_leave_live_and_foreign_ones() {
+    use glint_core::store::{ByteStream, S3Store, Store, SweepLimits, Swept};
+    use std::time::Duration;
+
+    let Some(s3) = S3Server::start().await else { return };
+    let lease = Duration::from_secs(2);
+    let store = std::sync::Arc::new(S3Store::open(&s3.config(Some(PREFIX)), lease).expect("store"));
+    let limits =
+        SweepLimits { lease, idle: Duration::from_secs(300), max_time: Duration::from_secs(30), max_removals: 100 };
+    // A writer that died after its first part: its marker, put then, is never renewed.
+    let dead_key = format!("{PREFIX}/dead-img");
+    let dead = s3.start_upload(&dead_key, payload(5 * MIB)).await;
+    s3.put(&upload_marker("dead-img", &dead), Vec::new()).await;
+    // Uploads that are not of Glint's image objects: never touched.
+    let foreign = [
+        s3.start_upload("elsewhere/img", payload(10)).await,
+        s3.start_upload(&format!("{PREFIX}/dir/img"), payload(10)).await,
+    ];
+    // A live writer, and a slow one: past one part at once, then a byte every half second.
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(1);
+    let data: ByteStream =
+        Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) }));
+    let put = tokio::spawn({
+        let store = store.clone();
+        async move { store.put("live-img", data, 1 << 30).await }
+    });
+    tx.send(Ok(payload(9 * MIB).into())).await.expect("send");
+    let live_key = format!("{PREFIX}/live-img");
+    for _ in 0..200 {
+        if s3.pending_uploads().await.contains(&live_key) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(s3.pending_uploads().await.contains(&live_key), "the live upload is under way");
+
+    assert_eq!(store.remove_abandoned(&limits).await.expect("sweep"), Swept::default(), "the dead marker is fresh yet");
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        tx.send(Ok(bytes::Bytes::from_static(b"x"))).await.expect("send");
+    }
+    // One that has just begun: only its writer's `starting-` marker is there yet.
+    let young = s3.start_upload(&format!("{PREFIX}/young-img"), payload(10)).await;
+    s3.put(&format!("{PREFIX}/.glint-uploads/young-img/starting-0123"), Vec::new()).await;
+
+    let swept = store.remove_abandoned(&limits).await.expect("sweep");
+    assert_eq!(swept, Swept { files: 1, bytes: 5 * MIB as u64 }, "the dead writer's upload, sized by its parts");
+    let pending = s3.pending_upload_ids().await;
+    assert!(!pending.iter().any(|(key, _)| *key == dead_key), "{pending:?}");
+    for id in foreign.iter().chain([&young]) {
+        assert!(pending.iter().any(|(_, pending)| pending == id), "{id} is left alone: {pending:?}");
+    }
+    assert!(!s3.keys().await.contains(&upload_marker("dead-img", &dead)), "the stale marker is removed");
+
+    drop(tx);
+    let location = put.await.expect("join").expect("the live upload completes");
+    assert_eq!(location, format!("s3://{}/{live_key}", s3.bucket));
+    let mut expected = payload(9 * MIB);
+    expected.extend_from_slice(b"xxxxxxxx");
+    assert!(s3.object(&live_key).await == expected, "the live upload's object is whole");
+    assert!(!s3.pending_uploads().await.contains(&live_key));
+    let markers: Vec<String> = s3.keys().await.into_iter().filter(|k| k.contains(".glint-uploads/live-img")).collect();
+    assert!(markers.is_empty(), "the writer removes its marker when done: {markers:?}");
 }

@@ -16,6 +16,7 @@ on_every_database!(idle;
     lease_renewal_keeps_the_claim_and_expiry_releases_it,
     finish_needs_the_claim_and_sets_the_expiry,
     outbox_lists_unconfirmed_pending_tasks,
+    hand_over_needs_the_claim_and_leaves_the_task_unannounced_for_anyone,
 );
 
 const ID: &str = "aaaaaaaa-0000-4000-8000-000000000001";
@@ -123,4 +124,18 @@ async fn outbox_lists_unconfirmed_pending_tasks(app: TestApp) {
     );
     tasks::claim(&app.db, ID, "w1", HOUR).await.expect("claim");
     assert!(tasks::unpublished(&app.db, Duration::ZERO, 10).await.expect("outbox").is_empty());
+}
+
+async fn hand_over_needs_the_claim_and_leaves_the_task_unannounced_for_anyone(app: TestApp) {
+    pending(&app, ID).await;
+    tasks::mark_published(&app.db, ID).await.expect("mark");
+    tasks::claim(&app.db, ID, "w1", HOUR).await.expect("claim").expect("claimed");
+    assert!(!tasks::hand_over(&app.db, ID, "w2").await.expect("hand over"), "only the holder hands over");
+    assert!(tasks::hand_over(&app.db, ID, "w1").await.expect("hand over"));
+    assert!(!tasks::renew_lease(&app.db, ID, "w1", HOUR).await.expect("renew"), "the claim is gone");
+    assert_eq!(tasks::attempts(&app.db, ID).await.expect("attempts"), 0, "a hand-over is not an attempt");
+    assert_eq!(tasks::unpublished(&app.db, HOUR, 10).await.expect("outbox"), vec![ID.to_owned()]);
+    let task = tasks::claim(&app.db, ID, "w2", HOUR).await.expect("claim").expect("claimable at once");
+    assert_eq!(task.status, TaskStatus::Processing);
+    assert!(!tasks::hand_over(&app.db, ID, "w1").await.expect("hand over"), "w1 holds nothing now");
 }

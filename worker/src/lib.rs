@@ -4,7 +4,9 @@
 //! The row is the truth: a wake-up for a task that is already claimed or finished is simply
 //! acknowledged, so duplicates and redeliveries never run a task twice. A worker that dies
 //! stops renewing its lease; the relay then puts the task back to `pending` and wakes
-//! another worker.
+//! another worker. A worker that is stopped takes no new task and gives its running ones until
+//! the shutdown deadline; those still running then are cut short (their partial writes
+//! removed) and handed back, so another worker takes them over at once.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,6 +26,7 @@ use glint_core::task::repo as tasks;
 use glint_core::task::{Task, TaskType};
 use sea_orm::DatabaseConnection;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 pub mod flows;
 
@@ -48,7 +51,21 @@ impl From<StoreError> for FlowError {
             StoreError::TooLarge(_) | StoreError::Full | StoreError::NotFound(_) => {
                 FlowError::Abort(format!("Image upload problem: {err}"))
             }
-            StoreError::Denied(_) | StoreError::Source(_) | StoreError::Io(_) => FlowError::Retry(err.to_string()),
+            StoreError::Source(source) => FlowError::of_source(source),
+            StoreError::Denied(_) | StoreError::InUse(_) | StoreError::Io(_) => FlowError::Retry(err.to_string()),
+        }
+    }
+}
+
+impl FlowError {
+    /// The failure of a stream a flow wrote: the [`FlowError`] an adapter of the flow put
+    /// inside (a checksum mismatch, corrupt compressed data: the same bytes fail again), else
+    /// a retry (the source broke off).
+    fn of_source(source: std::io::Error) -> FlowError {
+        let message = StoreError::Source(std::io::Error::new(source.kind(), source.to_string())).to_string();
+        match source.into_inner().map(|inner| inner.downcast::<FlowError>()) {
+            Some(Ok(flow)) => *flow,
+            _ => FlowError::Retry(message),
         }
     }
 }
@@ -93,6 +110,10 @@ pub struct FlowContext {
     pub worker_id: String,
     /// How long finished tasks are kept.
     pub task_ttl: Duration,
+    /// Cancelled once the worker's shutdown deadline has passed: the data a flow reads then
+    /// fails (see `flows`), so the flow undoes its writes and returns, and its task is handed
+    /// to another worker.
+    pub hand_over: CancellationToken,
 }
 
 impl FlowContext {
@@ -167,11 +188,15 @@ pub struct Settings {
     pub max_attempts: i32,
     /// Most tasks of one project running at once across all workers; 0 = no limit.
     pub max_running_per_project: u16,
+    /// How long a stopping worker lets its running tasks go on before handing them back.
+    pub shutdown_timeout: Duration,
 }
 
 impl Settings {
-    /// Settings from `[tasks]`, with a worker id unique to this process.
-    pub fn from_config(cfg: &glint_core::config::TasksConfig) -> Settings {
+    /// Settings from `[tasks]` (and `[server] shutdown_timeout`), with a worker id unique to
+    /// this process.
+    pub fn from_config(config: &glint_core::config::Config) -> Settings {
+        let cfg = &config.tasks;
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "localhost".into());
@@ -183,6 +208,7 @@ impl Settings {
             task_ttl: cfg.task_ttl(),
             max_attempts: cfg.max_attempts.max(1),
             max_running_per_project: cfg.max_running_per_project,
+            shutdown_timeout: Duration::from_secs(config.server.shutdown_timeout),
         }
     }
 }
@@ -195,7 +221,8 @@ pub enum Error {
     NoFlows,
 }
 
-/// Runs a worker until `shutdown` resolves, then waits for its running tasks to settle.
+/// Runs a worker until `shutdown` resolves; then it takes no new task, lets its running ones go
+/// on until [`Settings::shutdown_timeout`], and hands back those still running.
 pub async fn run(
     db: DatabaseConnection,
     queue: Arc<dyn TaskQueue>,
@@ -222,7 +249,13 @@ pub async fn run(
             }
         }
     };
-    let ctx = Arc::new(FlowContext { db, worker_id: settings.worker_id.clone(), task_ttl: settings.task_ttl });
+    let hand_over = CancellationToken::new();
+    let ctx = Arc::new(FlowContext {
+        db,
+        worker_id: settings.worker_id.clone(),
+        task_ttl: settings.task_ttl,
+        hand_over: hand_over.clone(),
+    });
     let (flows, settings) = (Arc::new(flows), Arc::new(settings));
     let queue = queue.clone();
     let mut running = JoinSet::new();
@@ -241,7 +274,20 @@ pub async fn run(
             () = &mut shutdown => break,
         }
     }
-    while running.join_next().await.is_some() {}
+    // The broker takes back what this worker has not started. It also redelivers the wake-ups
+    // of the running tasks, which other workers drop while the rows say the tasks are claimed.
+    drop(subscription);
+    if running.is_empty() {
+        return Ok(());
+    }
+    let deadline = settings.shutdown_timeout;
+    tracing::info!(tasks = running.len(), deadline_s = deadline.as_secs(), "finishing running tasks");
+    let finished = tokio::time::timeout(deadline, async { while running.join_next().await.is_some() {} }).await;
+    if finished.is_err() {
+        tracing::warn!(tasks = running.len(), "tasks still running at the shutdown deadline: handing them over");
+        hand_over.cancel();
+        while running.join_next().await.is_some() {}
+    }
     Ok(())
 }
 
@@ -323,6 +369,9 @@ async fn run_task(ctx: &FlowContext, queue: &Arc<dyn TaskQueue>, flows: &Registr
     match run_leased(ctx, settings, flow, task).await {
         None => tracing::warn!(task = %task.id, "lost the claim while running; another worker takes over"),
         Some(Ok(())) => metrics::import_finished(method, ImportOutcome::Succeeded, started.elapsed()),
+        // Cut short by the hand-over, or failing just as it came: the next worker runs the task
+        // afresh and finds out whether a failure stands.
+        Some(Err(_)) if ctx.hand_over.is_cancelled() => hand_over(ctx, queue, task).await,
         Some(Err(FlowError::Abort(reason))) => {
             tracing::info!(task = %task.id, reason = %reason, "task failed");
             fail(ctx, flow, task, &reason).await;
@@ -349,6 +398,24 @@ async fn run_task(ctx: &FlowContext, queue: &Arc<dyn TaskQueue>, flows: &Registr
     }
 }
 
+/// Gives `task`, cut short by this worker's shutdown, back to `pending` and wakes another
+/// worker for it at once.
+async fn hand_over(ctx: &FlowContext, queue: &Arc<dyn TaskQueue>, task: &Task) {
+    match tasks::hand_over(&ctx.db, &task.id, &ctx.worker_id).await {
+        Ok(true) => tracing::info!(task = %task.id, "task handed over to another worker"),
+        Ok(false) => return,
+        Err(err) => {
+            tracing::warn!(task = %task.id, error = %err, "cannot hand the task over; it is taken over when its lease expires");
+            return;
+        }
+    }
+    // Not recorded as published: the in-process transport of `glint serve` dies with this
+    // process, so the outbox relay must still see the wake-up as missing. A duplicate is harmless.
+    if let Err(err) = queue.publish(&task.id).await {
+        tracing::debug!(task = %task.id, error = %err, "cannot publish the handed-over task; the outbox relay will");
+    }
+}
+
 async fn fail(ctx: &FlowContext, flow: &dyn Flow, task: &Task, reason: &str) {
     if let Err(err) = flow.fail(ctx, task, reason).await {
         // The claim stays ours until the lease expires; then the task runs again.
@@ -368,6 +435,10 @@ fn import_method(task: &Task) -> &'static str {
 async fn attempts_of(db: &DatabaseConnection, id: &str) -> i32 {
     tasks::attempts(db, id).await.unwrap_or(i32::MAX)
 }
+
+/// How long a flow has to return once the hand-over has cut its data: then it is dropped where
+/// it is (a conversion, a database call), and its task handed over all the same.
+const HAND_OVER_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs `flow`, renewing the claim every third of the lease; `None` if the claim was lost.
 async fn run_leased(
@@ -389,7 +460,18 @@ async fn run_leased(
             }
         }
     };
-    while_ticking(flow.run(ctx, task), settings.lease / 3, renew).await.ok()
+    let leased = while_ticking(flow.run(ctx, task), settings.lease / 3, renew);
+    let given_up = async {
+        ctx.hand_over.cancelled().await;
+        tokio::time::sleep(HAND_OVER_GRACE).await;
+    };
+    tokio::select! {
+        ran = leased => ran.ok(),
+        () = given_up => {
+            tracing::warn!(task = %task.id, "the task did not stop when handed over; dropped");
+            Some(Err(FlowError::Retry("the worker stopped".into())))
+        }
+    }
 }
 
 /// Publishes the relay keeps in flight at once.

@@ -11,6 +11,7 @@ use glint_core::task::repo as tasks;
 use glint_core::task::{Task, TaskStatus, TaskType};
 use glint_worker::{Flow, FlowContext, FlowError, Registry, Settings};
 use sea_orm::DatabaseConnection;
+use tokio::sync::Notify;
 
 /// What the test flow does when run.
 #[derive(Clone, Copy)]
@@ -18,11 +19,22 @@ enum Behaviour {
     Succeed,
     Abort,
     Retry,
+    /// Runs until `release` (then succeeds) or the worker's hand-over (then fails, as a flow
+    /// whose data the hand-over cut does).
+    Hold,
 }
 
 struct TestFlow {
     runs: AtomicUsize,
     behaviour: Behaviour,
+    started: Notify,
+    release: Notify,
+}
+
+async fn succeed(ctx: &FlowContext, task: &Task) -> Result<(), FlowError> {
+    let result = serde_json::json!({"image_id": task.image_id});
+    tasks::succeed(&ctx.db, &ctx.claim(task), result).await.map_err(|e| FlowError::Retry(e.to_string()))?;
+    Ok(())
 }
 
 #[async_trait::async_trait]
@@ -30,13 +42,16 @@ impl Flow for TestFlow {
     async fn run(&self, ctx: &FlowContext, task: &Task) -> Result<(), FlowError> {
         self.runs.fetch_add(1, Ordering::SeqCst);
         match self.behaviour {
-            Behaviour::Succeed => {
-                let result = serde_json::json!({"image_id": task.image_id});
-                tasks::succeed(&ctx.db, &ctx.claim(task), result).await.map_err(|e| FlowError::Retry(e.to_string()))?;
-                Ok(())
-            }
+            Behaviour::Succeed => succeed(ctx, task).await,
             Behaviour::Abort => Err(FlowError::Abort("Image disk_format qcow2 does not match stream data raw".into())),
             Behaviour::Retry => Err(FlowError::Retry("connection reset".into())),
+            Behaviour::Hold => {
+                self.started.notify_one();
+                tokio::select! {
+                    () = self.release.notified() => succeed(ctx, task).await,
+                    () = ctx.hand_over.cancelled() => Err(FlowError::Retry("the worker is stopping".into())),
+                }
+            }
         }
     }
 }
@@ -51,13 +66,19 @@ struct Harness {
 }
 
 async fn start(behaviour: Behaviour) -> Harness {
+    start_with(behaviour, Duration::from_secs(30)).await
+}
+
+/// A worker whose shutdown deadline is `shutdown_timeout`.
+async fn start_with(behaviour: Behaviour, shutdown_timeout: Duration) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("glint.db").display());
     let db =
         glint_core::db::connect(&DatabaseConfig { url, max_connections: 4, migrate_on_start: true }).await.unwrap();
     glint_core::db::migrate(&db).await.unwrap();
     let queue = Arc::new(MemoryQueue::new());
-    let flow = Arc::new(TestFlow { runs: AtomicUsize::new(0), behaviour });
+    let flow =
+        Arc::new(TestFlow { runs: AtomicUsize::new(0), behaviour, started: Notify::new(), release: Notify::new() });
     let settings = Settings {
         worker_id: "worker-1".into(),
         lease: Duration::from_secs(30),
@@ -65,6 +86,7 @@ async fn start(behaviour: Behaviour) -> Harness {
         task_ttl: Duration::from_secs(3600),
         max_attempts: 2,
         max_running_per_project: 0,
+        shutdown_timeout,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let registry = Registry::default().with(TaskType::ApiImageImport, flow.clone());
@@ -175,6 +197,49 @@ async fn a_task_whose_worker_died_is_taken_over() {
 }
 
 #[tokio::test]
+async fn a_stopping_worker_takes_no_new_task_and_finishes_the_running_one_within_the_deadline() {
+    let mut h = start(Behaviour::Hold).await;
+    h.pending_task(ID).await;
+    glint_worker::relay_once(&h.db, h.queue.as_ref(), Duration::from_secs(60)).await.unwrap();
+    h.flow.started.notified().await;
+    let _ = h.stop.take().unwrap().send(());
+    let mut worker = h.worker.take().unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut worker).await.is_err(),
+        "the worker stopped without waiting for its running task"
+    );
+    // A task published now is left for other workers.
+    let other = "aaaaaaaa-0000-4000-8000-000000000002";
+    h.pending_task(other).await;
+    h.queue.publish(other).await.unwrap();
+    h.flow.release.notify_one();
+    worker.await.unwrap().unwrap();
+    assert_eq!(h.outcome(ID).await.0, TaskStatus::Success);
+    assert_eq!(h.flow.runs.load(Ordering::SeqCst), 1, "the new task was not taken");
+    assert_eq!(tasks::get(&h.db, other).await.unwrap().unwrap().status, TaskStatus::Pending);
+}
+
+#[tokio::test]
+async fn a_task_still_running_at_the_shutdown_deadline_is_handed_back_for_another_worker_at_once() {
+    let h = start_with(Behaviour::Hold, Duration::from_millis(200)).await;
+    h.pending_task(ID).await;
+    glint_worker::relay_once(&h.db, h.queue.as_ref(), Duration::from_secs(60)).await.unwrap();
+    h.flow.started.notified().await;
+    let (db, queue) = (h.db.clone(), h.queue.clone());
+    let stopping = std::time::Instant::now();
+    h.stop().await;
+    assert!(stopping.elapsed() < Duration::from_secs(2), "stopped after {:?}", stopping.elapsed());
+    assert_eq!(tasks::get(&db, ID).await.unwrap().unwrap().status, TaskStatus::Pending);
+    assert_eq!(tasks::attempts(&db, ID).await.unwrap(), 0, "a hand-over is not an attempt");
+    // Unannounced for the outbox relay of every process, and woken at once all the same.
+    assert_eq!(tasks::unpublished(&db, Duration::from_secs(3600), 10).await.unwrap(), vec![ID.to_owned()]);
+    let mut next_worker = queue.subscribe(1).await.unwrap();
+    let woken = tokio::time::timeout(Duration::from_secs(1), next_worker.next()).await.expect("a wake-up");
+    assert_eq!(woken.map(|m| m.task_id).as_deref(), Some(ID));
+    assert!(tasks::claim(&db, ID, "worker-2", Duration::from_secs(30)).await.unwrap().is_some());
+}
+
+#[tokio::test]
 async fn a_worker_without_flows_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("glint.db").display());
@@ -187,6 +252,7 @@ async fn a_worker_without_flows_refuses_to_start() {
         task_ttl: Duration::from_secs(1),
         max_attempts: 1,
         max_running_per_project: 0,
+        shutdown_timeout: Duration::from_secs(30),
     };
     let outcome =
         glint_worker::run(db, Arc::new(MemoryQueue::new()), Registry::default(), settings, std::future::pending())

@@ -6,8 +6,6 @@
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use md5::Md5;
-use sha2::{Digest, Sha512};
 use tokio::sync::mpsc;
 
 use std::convert::Infallible;
@@ -16,6 +14,7 @@ use std::time::Duration;
 
 use sea_orm::DatabaseConnection;
 
+use super::hash::{Md5, Sha};
 use super::repo as images;
 use super::{Action, Image, Ingested, Status};
 use crate::heartbeat::while_ticking;
@@ -38,7 +37,7 @@ impl Observer for () {
 }
 
 /// The sha512 thread also counts the bytes.
-impl Observer for (Sha512, u64) {
+impl Observer for (Sha, u64) {
     fn observe(&mut self, chunk: &[u8]) {
         self.0.update(chunk);
         self.1 += chunk.len() as u64;
@@ -67,33 +66,49 @@ impl<O: Observer> Observer for (Md5, O) {
 }
 
 /// Chunks handed to the hashing threads and the store: big enough that the per-chunk cost of
-/// three channel hand-offs vanishes (HTTP bodies arrive in pieces of a few KiB), small enough
+/// three channel hand-offs vanishes (HTTP bodies may arrive in pieces of a few KiB), small enough
 /// that the few chunks in flight keep memory flat.
 const COALESCED_CHUNK: usize = 1 << 20;
 
-/// Regroups `body` into chunks of about [`COALESCED_CHUNK`] bytes (the last may be shorter).
+/// Pieces at least this large already make the hand-offs cheap: they go on as they are, since
+/// regrouping them would copy every byte once more (the API reads bodies in pieces of up to
+/// 1 MiB).
+const PASS_THROUGH: usize = 256 * 1024;
+
+/// Regroups the small pieces of `body` into chunks of about [`COALESCED_CHUNK`] bytes (the last
+/// may be shorter); pieces of [`PASS_THROUGH`] bytes or more are passed on without a copy.
 fn coalesced(body: ByteStream) -> ByteStream {
-    Box::pin(futures_util::stream::unfold(Some(body), |body| async move {
-        let mut body = body?;
+    type State = (Option<ByteStream>, Option<Bytes>);
+    let start: State = (Some(body), None);
+    Box::pin(futures_util::stream::unfold(start, |(mut body, held): State| async move {
+        // A large piece that arrived while small ones were being gathered goes right after them.
+        if let Some(piece) = held {
+            return Some((Ok(piece), (body, None)));
+        }
+        let pieces = body.as_mut()?;
         let mut buffer = bytes::BytesMut::new();
         loop {
-            match body.next().await {
-                Some(Ok(chunk)) if buffer.is_empty() && chunk.len() >= COALESCED_CHUNK => {
-                    return Some((Ok(chunk), Some(body)));
+            match pieces.next().await {
+                Some(Ok(piece)) if piece.len() >= PASS_THROUGH => {
+                    return Some(if buffer.is_empty() {
+                        (Ok(piece), (body, None))
+                    } else {
+                        (Ok(buffer.freeze()), (body, Some(piece)))
+                    });
                 }
-                Some(Ok(chunk)) => {
+                Some(Ok(piece)) => {
                     if buffer.is_empty() {
-                        buffer.reserve(COALESCED_CHUNK.max(chunk.len()));
+                        buffer.reserve(COALESCED_CHUNK + PASS_THROUGH);
                     }
-                    buffer.extend_from_slice(&chunk);
+                    buffer.extend_from_slice(&piece);
                     if buffer.len() >= COALESCED_CHUNK {
-                        return Some((Ok(buffer.freeze()), Some(body)));
+                        return Some((Ok(buffer.freeze()), (body, None)));
                     }
                 }
                 // The error ends the stream; what was buffered before it is moot.
-                Some(Err(err)) => return Some((Err(err), None)),
+                Some(Err(err)) => return Some((Err(err), (None, None))),
                 None if buffer.is_empty() => return None,
-                None => return Some((Ok(buffer.freeze()), None)),
+                None => return Some((Ok(buffer.freeze()), (None, None))),
             }
         }
     }))
@@ -113,12 +128,8 @@ fn spawn_consumer<S: Observer>(mut state: S) -> (mpsc::Sender<Bytes>, tokio::tas
 
 /// A digest of one of the algorithms `validation_data` may name (Glance's choice of four).
 pub enum Hasher {
-    /// `sha1`.
-    Sha1(sha1::Sha1),
-    /// `sha256`.
-    Sha256(sha2::Sha256),
-    /// `sha512`, what Glint computes for every image.
-    Sha512(Sha512),
+    /// `sha1`, `sha256` or `sha512` (what Glint computes for every image).
+    Sha(Sha),
     /// `md5`.
     Md5(Md5),
 }
@@ -127,10 +138,10 @@ impl Hasher {
     /// A fresh digest of `algo` (`sha1`, `sha256`, `sha512`, `md5`), if it is one of them.
     pub fn of(algo: &str) -> Option<Hasher> {
         Some(match algo {
-            "sha1" => Hasher::Sha1(Default::default()),
-            "sha256" => Hasher::Sha256(Default::default()),
-            "sha512" => Hasher::Sha512(Default::default()),
-            "md5" => Hasher::Md5(Default::default()),
+            "sha1" => Hasher::Sha(Sha::sha1()),
+            "sha256" => Hasher::Sha(Sha::sha256()),
+            "sha512" => Hasher::Sha(Sha::sha512()),
+            "md5" => Hasher::Md5(Md5::default()),
             _ => return None,
         })
     }
@@ -138,10 +149,8 @@ impl Hasher {
     /// The hex digest of everything observed.
     pub fn finish(self) -> String {
         match self {
-            Hasher::Sha1(h) => hex::encode(h.finalize()),
-            Hasher::Sha256(h) => hex::encode(h.finalize()),
-            Hasher::Sha512(h) => hex::encode(h.finalize()),
-            Hasher::Md5(h) => hex::encode(h.finalize()),
+            Hasher::Sha(h) => h.finish_hex(),
+            Hasher::Md5(h) => h.finish_hex(),
         }
     }
 }
@@ -149,9 +158,7 @@ impl Hasher {
 impl Observer for Hasher {
     fn observe(&mut self, chunk: &[u8]) {
         match self {
-            Hasher::Sha1(h) => h.update(chunk),
-            Hasher::Sha256(h) => h.update(chunk),
-            Hasher::Sha512(h) => h.update(chunk),
+            Hasher::Sha(h) => h.update(chunk),
             Hasher::Md5(h) => h.update(chunk),
         }
     }
@@ -160,7 +167,7 @@ impl Observer for Hasher {
 /// Reads `body` to its end on a blocking thread, returning its md5 (Glance's `checksum`) and
 /// its `hasher` digest, both hex.
 pub async fn digest(mut body: ByteStream, hasher: Hasher) -> std::io::Result<(String, String)> {
-    let (tx, done) = spawn_consumer((Md5::new(), hasher));
+    let (tx, done) = spawn_consumer((Md5::default(), hasher));
     while let Some(chunk) = body.next().await {
         if tx.send(chunk?).await.is_err() {
             return Err(std::io::Error::other("the hashing thread stopped"));
@@ -168,21 +175,21 @@ pub async fn digest(mut body: ByteStream, hasher: Hasher) -> std::io::Result<(St
     }
     drop(tx);
     let (md5, hasher) = done.await.map_err(std::io::Error::other)?;
-    Ok((hex::encode(md5.finalize()), hasher.finish()))
+    Ok((md5.finish_hex(), hasher.finish()))
 }
 
-/// Streams `body` into `store` as image `image_id` (at most `cap` bytes, `size` if known),
-/// hashing it and showing it to `observer` on the way. Nothing is kept in the store on error.
+/// Streams `body` into `store` as image `image_id` (at most `cap` bytes, `size` if that was
+/// announced), hashing it and showing it to `observer` on the way. Nothing is kept in the
+/// store on error.
 pub async fn ingest<O: Observer>(
     store: &dyn Store,
     image_id: &str,
-    body: ByteStream,
+    (body, size): (ByteStream, Option<u64>),
     cap: u64,
-    size: Option<u64>,
     observer: O,
 ) -> Result<(Ingested, O), StoreError> {
-    let (md5_tx, md5_done) = spawn_consumer((Md5::new(), observer));
-    let (sha_tx, sha_done) = spawn_consumer((Sha512::new(), 0u64));
+    let (md5_tx, md5_done) = spawn_consumer((Md5::default(), observer));
+    let (sha_tx, sha_done) = spawn_consumer((Sha::sha512(), 0u64));
     let tee: ByteStream = Box::pin(futures_util::stream::unfold(
         (coalesced(body), md5_tx, sha_tx),
         |(mut body, md5_tx, sha_tx)| async move {
@@ -202,10 +209,7 @@ pub async fn ingest<O: Observer>(
     let (md5, observer) = md5_done.await.map_err(joined)?;
     let (sha, size) = sha_done.await.map_err(joined)?;
     let location = stored?;
-    Ok((
-        Ingested { size, checksum: hex::encode(md5.finalize()), os_hash_value: hex::encode(sha.finalize()), location },
-        observer,
-    ))
+    Ok((Ingested { size, checksum: md5.finish_hex(), os_hash_value: sha.finish_hex(), location }, observer))
 }
 
 /// How an upload is to be done.
@@ -246,7 +250,7 @@ pub async fn upload(
     let outcome = async {
         // Other containers (ovf, ova, docker, ...) wrap the disk: there is nothing to inspect.
         let inspector = (image.container_format.as_deref() == Some("bare")).then(glint_formats::Inspector::new);
-        let ingesting = ingest(store.as_ref(), &image.id, body, how.cap, how.expected_size, inspector);
+        let ingesting = ingest(store.as_ref(), &image.id, (body, how.expected_size), how.cap, inspector);
         let (ingested, inspector) = keeping_alive(db, &image.id, "upload", ingesting).await?;
         let committed = match how.expected_size {
             Some(expected) if expected != ingested.size => Err(Error::BadRequest(format!(
@@ -384,7 +388,7 @@ mod tests {
         let store = FilesystemStore::open(dir.path()).expect("open");
         let body: ByteStream =
             Box::pin(futures_util::stream::iter([&b"hello "[..], b"world"].map(|c| Ok(Bytes::from_static(c)))));
-        let (ingested, ()) = ingest(&store, "img", body, 1 << 20, None, ()).await.expect("ingest");
+        let (ingested, ()) = ingest(&store, "img", (body, None), 1 << 20, ()).await.expect("ingest");
         assert_eq!(ingested.size, 11);
         assert_eq!(ingested.checksum, "5eb63bbbe01eeed093cb22bb8f5acdc3");
         assert!(ingested.os_hash_value.starts_with("309ecc489c12d6eb4cc40f50c902f2b4d0ed77ee511a7c7a9bcd3ca86d4cd86f"));
@@ -402,11 +406,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn coalescing_passes_large_pieces_on_without_a_copy() {
+        let large = || Bytes::from(vec![7u8; PASS_THROUGH]);
+        let pieces = [Bytes::from_static(b"small"), large(), large(), Bytes::from_static(b"tail")];
+        let addresses: Vec<*const u8> = pieces.iter().map(|p| p.as_ptr()).collect();
+        let chunks: Vec<Bytes> = coalesced(Box::pin(futures_util::stream::iter(pieces.clone().map(Ok))))
+            .map(|c| c.expect("chunk"))
+            .collect()
+            .await;
+        assert_eq!(chunks.iter().map(Bytes::len).collect::<Vec<_>>(), [5, PASS_THROUGH, PASS_THROUGH, 4]);
+        assert_eq!(chunks[1].as_ptr(), addresses[1]);
+        assert_eq!(chunks[2].as_ptr(), addresses[2]);
+        assert_eq!(chunks.concat(), pieces.concat());
+    }
+
+    #[tokio::test]
     async fn ingest_of_nothing_is_the_empty_digests() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = FilesystemStore::open(dir.path()).expect("open");
         let (ingested, ()) =
-            ingest(&store, "img", Box::pin(futures_util::stream::empty()), 10, None, ()).await.expect("ingest");
+            ingest(&store, "img", (Box::pin(futures_util::stream::empty()), None), 10, ()).await.expect("ingest");
         assert_eq!(ingested.size, 0);
         assert_eq!(ingested.checksum, "d41d8cd98f00b204e9800998ecf8427e");
         assert!(ingested.os_hash_value.starts_with("cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce"));

@@ -9,6 +9,7 @@ use std::time::Duration;
 use sea_orm::DatabaseConnection;
 use serde_json::{Value, json};
 
+use super::location_import::{Validation, validation};
 use super::repo as images;
 use super::{Action, Image};
 use crate::context::RequestContext;
@@ -57,6 +58,9 @@ pub enum Method {
     WebDownload {
         /// What to fetch.
         uri: String,
+        /// `method.validation_data` (a Glint extension): the hash the downloaded bytes must
+        /// have, else the import fails.
+        validation: Option<Validation>,
     },
     /// Data of the active image, copied to more stores.
     CopyImage,
@@ -110,7 +114,10 @@ pub fn parse(body: Value, enabled: &[String]) -> Result<ImportRequest> {
     let method = match name {
         "glance-direct" => Method::GlanceDirect,
         "copy-image" => Method::CopyImage,
-        _ => Method::WebDownload { uri: method.get("uri").and_then(Value::as_str).unwrap_or_default().to_owned() },
+        _ => Method::WebDownload {
+            uri: method.get("uri").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            validation: web_validation(method)?,
+        },
     };
     let flag = |key: &str, default: bool| match body.get(key) {
         None | Some(Value::Null) => Ok(default),
@@ -131,6 +138,17 @@ pub fn parse(body: Value, enabled: &[String]) -> Result<ImportRequest> {
         Some(_) => return Err(Error::BadRequest("'stores' must be a list of store ids".into())),
     };
     Ok(ImportRequest { method, stores, all_stores, all_stores_must_succeed, body })
+}
+
+/// Web-download's `method.validation_data`, shaped like the 2.17 location API's (a Glint
+/// extension that Glance ignores): a 400 for an unknown algorithm or a malformed digest.
+fn web_validation(method: &Value) -> Result<Option<Validation>> {
+    const CONTEXT: &str = "Invalid 'validation_data' for web-download";
+    match method.get("validation_data") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(data)) => validation(data, CONTEXT),
+        Some(other) => Err(Error::BadRequest(format!("{CONTEXT}: {other} is not of type 'object'"))),
+    }
 }
 
 /// What the API needs to accept an import.
@@ -172,7 +190,7 @@ impl Importer<'_> {
                 "all_stores_must_succeed can only be false when multiple stores are configured".into(),
             ));
         }
-        if let Method::WebDownload { uri } = &request.method {
+        if let Method::WebDownload { uri, .. } = &request.method {
             let shown = crate::fetch::redacted(uri);
             let refused = || Error::BadRequest(format!("URI for web-download does not pass filtering: {shown}"));
             if uri.is_empty() {
@@ -420,6 +438,24 @@ mod tests {
             (request.method, request.all_stores_must_succeed, request.stores),
             (Method::CopyImage, false, Some(vec!["a".into()]))
         );
+    }
+
+    #[test]
+    fn web_download_validation_data_is_parsed_and_checked() {
+        let body =
+            |data: Value| json!({"method": {"name": "web-download", "uri": "http://x/", "validation_data": data}});
+        let sha256 = "A".repeat(64);
+        let request = parse(body(json!({"os_hash_algo": "sha256", "os_hash_value": sha256})), &enabled()).expect("ok");
+        let Method::WebDownload { validation: Some(given), .. } = request.method else { panic!("no validation") };
+        assert_eq!((given.algo.as_str(), given.value), ("sha256", "a".repeat(64)));
+        let without = parse(json!({"method": {"name": "web-download", "uri": "http://x/"}}), &enabled()).expect("ok");
+        assert!(matches!(without.method, Method::WebDownload { validation: None, .. }));
+        let err = |data: Value| parse(body(data), &enabled()).expect_err("refused").to_string();
+        assert!(err(json!({"os_hash_algo": "crc32", "os_hash_value": "00"})).contains("'crc32' is not one of"));
+        assert!(err(json!({"os_hash_algo": "md5", "os_hash_value": "zz"})).contains("not a valid hexadecimal"));
+        assert!(err(json!({"os_hash_algo": "md5", "os_hash_value": "00"})).contains("not the correct size"));
+        assert!(err(json!({"os_hash_algo": "md5"})).contains("dependency"));
+        assert!(err(json!("sha256:00")).contains("is not of type 'object'"));
     }
 
     #[test]

@@ -37,8 +37,15 @@ pub struct Validation {
     pub value: String,
 }
 
+/// How a refused `add_location` body is described.
+const SCHEMA: &str = "Provided object does not match schema 'add_location'";
+
 fn bad(why: impl std::fmt::Display) -> Error {
-    Error::BadRequest(format!("Provided object does not match schema 'add_location': {why}"))
+    bad_in(SCHEMA, why)
+}
+
+fn bad_in(context: &str, why: impl std::fmt::Display) -> Error {
+    Error::BadRequest(format!("{context}: {why}"))
 }
 
 /// Parses the body as Glance's `add_location` schema does, then the hash as its
@@ -52,13 +59,17 @@ pub fn parse(body: &Value) -> Result<AddLocation> {
     };
     let validation = match fields.get("validation_data") {
         None => None,
-        Some(Value::Object(data)) => validation(data)?,
+        Some(Value::Object(data)) => validation(data, SCHEMA)?,
         Some(other) => return Err(bad(format!("{other} is not of type 'object'"))),
     };
     Ok(AddLocation { url, validation })
 }
 
-fn validation(data: &Map<String, Value>) -> Result<Option<Validation>> {
+/// Parses a `validation_data` object (`os_hash_algo` and `os_hash_value`, both or neither),
+/// its schema errors introduced by `context`; `None` when it names no hash. Web-download's
+/// `method.validation_data` (a Glint extension) is checked here too.
+pub(super) fn validation(data: &Map<String, Value>, context: &str) -> Result<Option<Validation>> {
+    let bad = |why: String| bad_in(context, why);
     if let Some(key) = data.keys().find(|k| !matches!(k.as_str(), "os_hash_algo" | "os_hash_value")) {
         return Err(bad(format!("Additional properties are not allowed ('{key}' was unexpected)")));
     }
@@ -71,8 +82,8 @@ fn validation(data: &Map<String, Value>) -> Result<Option<Validation>> {
     let (algo, value) = (text("os_hash_algo", 64)?, text("os_hash_value", 128)?);
     let (algo, value) = match (algo, value) {
         (None, None) => return Ok(None),
-        (Some(_), None) => return Err(bad("'os_hash_value' is a dependency of 'os_hash_algo'")),
-        (None, Some(_)) => return Err(bad("'os_hash_algo' is a dependency of 'os_hash_value'")),
+        (Some(_), None) => return Err(bad("'os_hash_value' is a dependency of 'os_hash_algo'".into())),
+        (None, Some(_)) => return Err(bad("'os_hash_algo' is a dependency of 'os_hash_value'".into())),
         (Some(algo), Some(value)) => (algo, value),
     };
     let Some((_, size)) = ALGORITHMS.iter().find(|(name, _)| *name == algo) else {

@@ -3,6 +3,7 @@
 mod create;
 pub mod data;
 mod delete;
+pub mod hash;
 pub mod import;
 pub mod location_import;
 pub mod location_rules;

@@ -1,6 +1,6 @@
 //! Image repository: the only code that reads and writes images, their properties and tags.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -465,6 +465,26 @@ pub async fn stale_in_status(
         .all(db)
         .await?;
     Ok(rows.into_iter().map(|r| r.id).collect())
+}
+
+/// Which of `ids` are live images that still need their staged data: `uploading` (staged,
+/// waiting for its import) or `importing`.
+pub async fn using_staged_data(db: &DatabaseConnection, ids: &[String]) -> Result<HashSet<String>> {
+    let mut using = HashSet::new();
+    // In batches: databases bound the parameters of one statement.
+    for batch in ids.chunks(500) {
+        let rows: Vec<String> = image::Entity::find()
+            .select_only()
+            .column(image::Column::Id)
+            .filter(image::Column::Id.is_in(batch.iter().cloned()))
+            .filter(image::Column::Deleted.eq(false))
+            .filter(image::Column::Status.is_in([Status::Uploading.as_str(), Status::Importing.as_str()]))
+            .into_tuple()
+            .all(db)
+            .await?;
+        using.extend(rows);
+    }
+    Ok(using)
 }
 
 /// Puts an image whose upload, staging or import failed back to `queued` (if it is still in

@@ -3,7 +3,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use super::{ByteStream, Store, StoreError, Swept};
+use super::{ByteStream, Store, StoreError, SweepLimits, Swept};
 use crate::metrics;
 
 /// `inner`, counting its failures as store `id`'s.
@@ -52,12 +52,16 @@ impl Store for Counted {
         self.count("delete", self.inner.delete(location).await)
     }
 
+    async fn in_use(&self, location: &str) -> Result<bool, StoreError> {
+        self.count("in_use", self.inner.in_use(location).await)
+    }
+
     async fn health(&self) -> Result<(), StoreError> {
         self.count("health", self.inner.health().await)
     }
 
-    async fn remove_abandoned(&self, idle: std::time::Duration) -> Result<Swept, StoreError> {
-        self.count("sweep", self.inner.remove_abandoned(idle).await)
+    async fn remove_abandoned(&self, limits: &SweepLimits) -> Result<Swept, StoreError> {
+        self.count("sweep", self.inner.remove_abandoned(limits).await)
     }
 
     fn holds(&self, location: &str) -> bool {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
-use super::{ByteStream, Store, StoreError, Swept};
+use super::{ByteStream, Store, StoreError, SweepLimits, Swept};
 
 /// Bytes per read when streaming a download.
 pub(super) const READ_CHUNK: usize = 256 * 1024;
@@ -105,13 +105,12 @@ fn create_locked(dir: &Path, name: &str) -> Result<(PathBuf, File), StoreError> 
     }
 }
 
-/// Whether `err` says the filesystem has no advisory locks, rather than that locking failed.
+/// Whether `err` says the filesystem has no advisory locks, rather than that locking failed:
+/// `Unsupported` (`EOPNOTSUPP`, `ENOSYS`), or `ENOLCK`, which NFS without a lock manager
+/// answers and std has no kind for.
 fn lock_unsupported(err: &io::Error) -> bool {
-    err.kind() == io::ErrorKind::Unsupported || err.raw_os_error() == Some(ENOLCK)
+    err.kind() == io::ErrorKind::Unsupported || err.raw_os_error() == Some(libc::ENOLCK)
 }
-
-/// `ENOLCK` on Linux: what NFS without a lock manager answers.
-const ENOLCK: i32 = 37;
 
 /// Writes chunks until the `None` end marker, then commits. A channel closed without the
 /// marker means the put was abandoned: the partial file is removed, never renamed. The file
@@ -133,18 +132,14 @@ fn write_file(dir: &Path, name: &str, mut chunks: mpsc::Receiver<Option<Bytes>>)
     File::open(dir).and_then(|d| d.sync_all()).map_err(classify)
 }
 
-/// What one sweep may spend, so a directory full of leftovers cannot stall a starting process:
-/// the rest goes in the next sweep.
-const SWEEP_MAX_REMOVALS: usize = 1000;
-const SWEEP_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// Removes the partial files in `dir` whose writer is gone: those whose lock can be taken,
-/// and, where the filesystem cannot lock, those not written to for `idle`.
-fn sweep_dir(dir: &Path, idle: std::time::Duration) -> io::Result<Swept> {
+/// and, where the filesystem cannot lock, those not written to for `limits.idle`. Stops when
+/// `limits` are spent, so a directory full of leftovers cannot stall a starting process.
+fn sweep_dir(dir: &Path, limits: &SweepLimits) -> io::Result<Swept> {
     let started = std::time::Instant::now();
     let mut removed = Swept::default();
     for entry in std::fs::read_dir(dir)? {
-        if removed.files >= SWEEP_MAX_REMOVALS || started.elapsed() >= SWEEP_MAX_TIME {
+        if limits.spent(started, removed.files) {
             tracing::info!(dir = %dir.display(), removed = removed.files, "sweep budget spent; the next sweep goes on");
             break;
         }
@@ -154,7 +149,7 @@ fn sweep_dir(dir: &Path, idle: std::time::Duration) -> io::Result<Swept> {
         if !(name.starts_with('.') && name.ends_with(".part")) {
             continue;
         }
-        if let Some(bytes) = remove_if_abandoned(&entry.path(), idle)? {
+        if let Some(bytes) = remove_if_abandoned(&entry.path(), limits.idle)? {
             removed.files += 1;
             removed.bytes += bytes;
         }
@@ -281,11 +276,11 @@ impl Store for FilesystemStore {
 
     /// A partial file is abandoned once its writer's lock is gone (the writer died or gave
     /// up), whatever its age; on a filesystem without locks, once it has not been written to
-    /// for `idle` (a live put, on this node or another sharing the directory, keeps its
-    /// file's mtime fresh).
-    async fn remove_abandoned(&self, idle: std::time::Duration) -> Result<Swept, StoreError> {
-        let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || sweep_dir(&dir, idle))
+    /// for `limits.idle` (a live put, on this node or another sharing the directory, keeps
+    /// its file's mtime fresh).
+    async fn remove_abandoned(&self, limits: &SweepLimits) -> Result<Swept, StoreError> {
+        let (dir, limits) = (self.dir.clone(), *limits);
+        tokio::task::spawn_blocking(move || sweep_dir(&dir, &limits))
             .await
             .map_err(|e| StoreError::Io(io::Error::other(e)))?
             .map_err(classify)
@@ -377,7 +372,7 @@ mod tests {
         // Written and closed: like a writer that died, nobody holds its lock.
         std::fs::write(dir.path().join(".img.abc.part"), b"x").expect("write");
         std::fs::write(dir.path().join("img2"), b"x").expect("write");
-        let removed = store.remove_abandoned(std::time::Duration::from_secs(600)).await.expect("sweep");
+        let removed = store.remove_abandoned(&SweepLimits::idle(600)).await.expect("sweep");
         assert_eq!(removed, Swept { files: 1, bytes: 1 });
         assert_eq!(listing(dir.path()), ["img2"]);
     }
@@ -391,10 +386,24 @@ mod tests {
         writer.lock().expect("lock");
         let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
         writer.set_modified(hour_ago).expect("age");
-        assert_eq!(store.remove_abandoned(std::time::Duration::from_secs(600)).await.expect("sweep").files, 0);
+        assert_eq!(store.remove_abandoned(&SweepLimits::idle(600)).await.expect("sweep").files, 0);
         assert_eq!(listing(dir.path()), [".img.abc.part"]);
         drop(writer);
-        assert_eq!(store.remove_abandoned(std::time::Duration::from_secs(600)).await.expect("sweep").files, 1);
+        assert_eq!(store.remove_abandoned(&SweepLimits::idle(600)).await.expect("sweep").files, 1);
+        assert!(listing(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_sweep_stops_at_its_removal_budget_and_the_next_goes_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FilesystemStore::open(dir.path()).expect("open");
+        for n in 0..3 {
+            std::fs::write(dir.path().join(format!(".img{n}.abc.part")), b"xy").expect("write");
+        }
+        let limits = SweepLimits { max_removals: 2, ..SweepLimits::idle(600) };
+        assert_eq!(store.remove_abandoned(&limits).await.expect("sweep"), Swept { files: 2, bytes: 4 });
+        assert_eq!(listing(dir.path()).len(), 1);
+        assert_eq!(store.remove_abandoned(&limits).await.expect("sweep").files, 1);
         assert!(listing(dir.path()).is_empty());
     }
 
@@ -414,7 +423,7 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         for _ in 0..3 {
-            assert_eq!(store.remove_abandoned(std::time::Duration::ZERO).await.expect("sweep").files, 0);
+            assert_eq!(store.remove_abandoned(&SweepLimits::idle(0)).await.expect("sweep").files, 0);
             tx.send(Ok(Bytes::from_static(b"data "))).await.expect("send");
         }
         drop(tx);

@@ -6,6 +6,7 @@
 mod counted;
 mod fs;
 mod http;
+mod rbd;
 mod s3;
 pub mod scrub;
 mod staging;
@@ -16,6 +17,7 @@ use std::io;
 use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -25,8 +27,9 @@ use crate::{Error, Result};
 
 pub use fs::FilesystemStore;
 pub use http::HttpStore;
+pub use rbd::RbdStore;
 pub use s3::S3Store;
-pub use staging::Staging;
+pub use staging::{StagedFile, Staging};
 pub use swift::SwiftStore;
 
 /// Image bytes in flight: chunks in order, ending early with an error if the source fails.
@@ -50,6 +53,9 @@ pub enum StoreError {
     /// The incoming stream failed (client went away, body error); nothing was kept.
     #[error("reading the image data failed: {0}")]
     Source(io::Error),
+    /// The data is in use where it lives (RBD: the snapshot has clones) and cannot be removed.
+    #[error("image data is in use: {0}")]
+    InUse(String),
     /// The backend failed.
     #[error("store I/O failed: {0}")]
     Io(#[from] io::Error),
@@ -61,30 +67,34 @@ pub trait Store: Send + Sync {
     /// Writes `data` as image `image_id`, refusing more than `cap` bytes, and returns the
     /// location URL. On any error nothing is left behind and no earlier data is touched.
     async fn put(&self, image_id: &str, data: ByteStream, cap: u64) -> Result<String, StoreError>;
-    /// Like [`put`](Store::put), told that `data` should hold `size` bytes (an upload's
-    /// announced size, a download's Content-Length, the source's size for a copy), so that a
-    /// store laying data out by size (Swift: one object, or a large object) need not guess.
-    /// The caller still checks the size it got; the default ignores the hint.
+    /// [`put`](Store::put) of data whose size was announced (a Content-Length, a staged
+    /// file's size), so that a store that sizes its objects up front (RBD) does it once. The
+    /// hint may be wrong: the caller still checks the byte count. The default ignores it.
     async fn put_sized(
         &self,
         image_id: &str,
         data: ByteStream,
         cap: u64,
-        _size: Option<u64>,
+        size: Option<u64>,
     ) -> Result<String, StoreError> {
+        let _ = size;
         self.put(image_id, data, cap).await
     }
     /// Streams the bytes at `location`, or the half-open byte `range` of them.
     async fn get(&self, location: &str, range: Option<Range<u64>>) -> Result<ByteStream, StoreError>;
     /// Removes the data at `location`; data already gone counts as removed.
     async fn delete(&self, location: &str) -> Result<(), StoreError>;
+    /// Whether the data at `location` is in use where it lives, so that removing it would
+    /// fail (RBD: clones of the image's snapshot). The default suits stores without such uses.
+    async fn in_use(&self, _location: &str) -> Result<bool, StoreError> {
+        Ok(false)
+    }
     /// Checks that the store can be written to.
     async fn health(&self) -> Result<(), StoreError>;
-    /// Removes what writes abandoned by a crashed process left behind, once it has been idle
-    /// for `idle`; returns what went. The default suits backends that never expose partial
-    /// writes and clean up on their own (S3: the bucket's lifecycle rule for incomplete
-    /// multipart uploads).
-    async fn remove_abandoned(&self, _idle: std::time::Duration) -> Result<Swept, StoreError> {
+    /// Removes what writes of processes that died left behind, never what a live writer
+    /// (of any process, on any node) is still writing, spending at most what `limits` allow;
+    /// returns what went. The default suits stores that are never written.
+    async fn remove_abandoned(&self, _limits: &SweepLimits) -> Result<Swept, StoreError> {
         Ok(Swept::default())
     }
     /// Whether `location` names data inside this store (its directory, its bucket and prefix,
@@ -112,6 +122,47 @@ pub struct Swept {
     pub files: usize,
     /// Their bytes.
     pub bytes: u64,
+}
+
+/// What a sweep of abandoned partial writes may take for dead and may spend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SweepLimits {
+    /// A writer that shows it is alive by renewing a mark (the S3 store's upload markers)
+    /// and has not for this long is dead, as a worker whose task lease ran out is.
+    pub lease: Duration,
+    /// Where a store cannot tell a live writer at all (a filesystem without locks), partial
+    /// data not written to for this long is taken for abandoned.
+    pub idle: Duration,
+    /// Longest one sweep of one store may take; what is left waits for the next sweep.
+    pub max_time: Duration,
+    /// Most leftovers one sweep of one store removes.
+    pub max_removals: usize,
+}
+
+impl SweepLimits {
+    /// `[storage]`'s sweep bounds, `[tasks] lease`, and `idle` for stores that must guess.
+    pub fn new(storage: &StorageConfig, lease: Duration, idle: Duration) -> SweepLimits {
+        SweepLimits {
+            lease,
+            idle,
+            max_time: Duration::from_secs(storage.sweep_max_seconds),
+            max_removals: storage.sweep_max_removals,
+        }
+    }
+
+    /// Whether a sweep that started at `started` and removed `removed` must stop here.
+    fn spent(&self, started: std::time::Instant, removed: usize) -> bool {
+        removed >= self.max_removals || started.elapsed() >= self.max_time
+    }
+}
+
+#[cfg(test)]
+impl SweepLimits {
+    /// Generous bounds, `idle` seconds for stores that must guess and a lease as long.
+    pub(crate) fn idle(idle: u64) -> SweepLimits {
+        let idle = Duration::from_secs(idle);
+        SweepLimits { lease: idle, idle, max_time: Duration::from_secs(60), max_removals: 1000 }
+    }
 }
 
 /// How much data may wait between a put's reader and its writer.
@@ -174,8 +225,10 @@ pub struct StoreInfo {
 }
 
 impl Stores {
-    /// Opens every store of `cfg` (creating filesystem directories as needed).
-    pub fn from_config(cfg: &StorageConfig) -> Result<Stores> {
+    /// Opens every store of `cfg` (creating filesystem directories as needed). `lease` is how
+    /// long a writer may go without proving it is alive (`tasks.lease`): S3 uploads renew
+    /// their markers every third of it, so that sweeps can tell them from dead ones.
+    pub fn from_config(cfg: &StorageConfig, lease: Duration) -> Result<Stores> {
         let mut stores = Stores::new(&cfg.default, BTreeMap::new());
         for (id, backend) in cfg.effective_backends() {
             let (store, info): (Arc<dyn Store>, StoreInfo) = match backend {
@@ -190,7 +243,7 @@ impl Stores {
                     (Arc::new(store), StoreInfo { kind: "file", description, properties })
                 }
                 BackendConfig::S3(cfg) => {
-                    let store = S3Store::open(&cfg).map_err(|e| Error::Config(format!("store {id}: {e}")))?;
+                    let store = S3Store::open(&cfg, lease).map_err(|e| Error::Config(format!("store {id}: {e}")))?;
                     // Glance's names; an image larger than one part goes up as a multipart upload.
                     let properties = serde_json::json!({
                         "s3_store_large_object_size": s3::PART_SIZE,
@@ -198,6 +251,16 @@ impl Stores {
                         "s3_store_thread_pools": s3::PARTS_IN_FLIGHT,
                     });
                     (Arc::new(store), StoreInfo { kind: "s3", description: cfg.description, properties })
+                }
+                BackendConfig::Rbd(cfg) => {
+                    let store = RbdStore::open(&cfg).map_err(|e| Error::Config(format!("store {id}: {e}")))?;
+                    // Glance's names for what /v2/info/stores/detail shows of an rbd store.
+                    let properties = serde_json::json!({
+                        "pool": cfg.pool,
+                        "chunk_size": cfg.chunk_size,
+                        "thin_provisioning": cfg.thin_provisioning,
+                    });
+                    (Arc::new(store), StoreInfo { kind: "rbd", description: cfg.description, properties })
                 }
                 BackendConfig::Swift(cfg) => {
                     let store = SwiftStore::open(&cfg).map_err(|e| Error::Config(format!("store {id}: {e}")))?;
@@ -232,6 +295,17 @@ impl Stores {
     /// Every store, by id.
     pub fn all(&self) -> impl Iterator<Item = (&str, &Arc<dyn Store>)> {
         self.by_id.iter().map(|(id, store)| (id.as_str(), store))
+    }
+
+    /// Checks every store once and logs each one that cannot be used with the reason, so
+    /// that a wrong endpoint or an unreachable cluster shows at start-up, not at the first
+    /// upload.
+    pub async fn report_health(self) {
+        for (id, store) in self.all() {
+            if let Err(err) = store.health().await {
+                tracing::warn!(store = id, error = %err, "store unavailable");
+            }
+        }
     }
 
     /// Every store id with what /v2/info/stores shows of it.

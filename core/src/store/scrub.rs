@@ -1,11 +1,12 @@
 //! The scrubber: removes the bytes of deleted images and recovers uploads whose process died;
-//! the sweep: removes partial writes of dead processes.
+//! the sweep: removes partial writes of dead processes, and staged data no image needs.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use sea_orm::DatabaseConnection;
 
-use super::{Staging, Stores, Swept};
+use super::{Staging, Stores, SweepLimits, Swept};
 use crate::image::{Status, locations, repo as images};
 use crate::{Result, metrics};
 
@@ -52,46 +53,62 @@ pub async fn recover_abandoned_uploads(db: &DatabaseConnection, staging: &Stagin
     Ok(())
 }
 
-/// Removes the partial data of writes abandoned by a dead process from every store and the
-/// staging area (see [`super::Store::remove_abandoned`]; `idle` only counts where a store
-/// cannot tell a dead writer otherwise). Each store bounds what one sweep spends.
-pub async fn sweep_partial_writes(stores: &Stores, staging: &Staging, idle: Duration) {
-    let partials = stores.all().map(|(id, store)| (id, store.remove_abandoned(idle)));
-    for (id, sweep) in partials {
-        match sweep.await {
-            Ok(Swept { files: 0, .. }) => {}
-            Ok(removed) => {
-                metrics::partial_bytes_swept(id, removed.bytes);
-                tracing::info!(
-                    store = id,
-                    removed = removed.files,
-                    bytes = removed.bytes,
-                    "removed partial data of abandoned uploads"
-                );
-            }
-            Err(err) => tracing::warn!(store = id, error = %err, "could not sweep abandoned uploads"),
+/// Removes the partial data of writes abandoned by dead processes from every store and the
+/// staging area (see [`super::Store::remove_abandoned`]), each within `limits`.
+pub async fn sweep_partial_writes(stores: &Stores, staging: &Staging, limits: &SweepLimits) {
+    for (id, store) in stores.all() {
+        report(id, "partial data of abandoned uploads", store.remove_abandoned(limits).await);
+    }
+    report("staging", "partial staging data of abandoned stagings", staging.remove_abandoned(limits).await);
+}
+
+/// Removes whole staged files that no image needs any more: their image is gone, or no longer
+/// `uploading` or `importing`, and nothing has written to them for `limits.idle`. A live flow
+/// removes its own files; these are what a process that died before its clean-up left
+/// (a deletion's, an import's). Data staged for an `uploading` image waits for its import,
+/// however long: it stays.
+pub async fn remove_orphan_staging(db: &DatabaseConnection, staging: &Staging, limits: &SweepLimits) -> Result<Swept> {
+    let started = std::time::Instant::now();
+    let files = staging.idle_files(limits.idle, STAGED_FILES_LISTED).await?;
+    let ids: Vec<String> = files.iter().map(|f| f.image_id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    let using = images::using_staged_data(db, &ids).await?;
+    let mut removed = Swept::default();
+    for file in files.iter().filter(|f| !using.contains(&f.image_id)) {
+        if limits.spent(started, removed.files) {
+            tracing::info!(removed = removed.files, "sweep budget spent; the next sweep goes on");
+            break;
+        }
+        if let Some(bytes) = staging.remove_if_idle(&file.name, limits.idle).await? {
+            removed.files += 1;
+            removed.bytes += bytes;
         }
     }
-    match staging.remove_abandoned(idle).await {
+    Ok(removed)
+}
+
+/// Most staged files one sweep looks at: far more than it may remove, so that orphans are
+/// found among many files still needed (one per image waiting for its import).
+const STAGED_FILES_LISTED: usize = 100_000;
+
+/// Logs and counts what one sweep of `store` removed.
+fn report<E: std::fmt::Display>(store: &str, what: &str, swept: std::result::Result<Swept, E>) {
+    match swept {
         Ok(Swept { files: 0, .. }) => {}
         Ok(removed) => {
-            metrics::partial_bytes_swept("staging", removed.bytes);
-            tracing::info!(
-                removed = removed.files,
-                bytes = removed.bytes,
-                "removed partial staging data of abandoned stagings"
-            );
+            metrics::partial_bytes_swept(store, removed.bytes);
+            tracing::info!(store, removed = removed.files, bytes = removed.bytes, "removed {what}");
         }
-        Err(err) => tracing::warn!(error = %err, "could not sweep the staging area"),
+        Err(err) => tracing::warn!(store, error = %err, "could not sweep {what}"),
     }
 }
 
-/// At once, then every `every` for as long as the process runs: sweeps partial writes
-/// abandoned by dead processes. Every process that writes to a store runs it, so a node
-/// whose processes restart more often than the scrubber's pass still gets swept.
-pub async fn sweep(stores: Stores, staging: Staging, every: Duration) {
+/// At once, then every `every` for as long as the process runs: sweeps what dead processes
+/// left in the stores and the staging area. Every process that writes to a store runs it, so
+/// a node whose processes restart more often than `every` still gets swept.
+pub async fn sweep(db: DatabaseConnection, stores: Stores, staging: Staging, limits: SweepLimits, every: Duration) {
     loop {
-        sweep_partial_writes(&stores, &staging, UPLOAD_STALE_AFTER).await;
+        sweep_partial_writes(&stores, &staging, &limits).await;
+        report("staging", "staged data no image needs", remove_orphan_staging(&db, &staging, &limits).await);
         tokio::time::sleep(every).await;
     }
 }
@@ -131,7 +148,16 @@ mod tests {
         let writer = std::fs::File::create(&live).expect("create");
         writer.lock().expect("lock");
 
-        let sweeper = tokio::spawn(sweep(stores, staging, Duration::from_secs(3600)));
+        let db = crate::db::connect(&crate::config::DatabaseConfig {
+            url: "sqlite::memory:".into(),
+            max_connections: 1,
+            migrate_on_start: true,
+        })
+        .await
+        .expect("database");
+        crate::db::migrate(&db).await.expect("migrate");
+
+        let sweeper = tokio::spawn(sweep(db, stores, staging, SweepLimits::idle(300), Duration::from_secs(3600)));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while dead.iter().any(|p| p.exists()) {
             assert!(tokio::time::Instant::now() < deadline, "start-up sweep did not remove dead partial writes");

@@ -264,6 +264,27 @@ pub async fn unclaim(db: &impl ConnectionTrait, id: &str, worker: &str) -> Resul
     Ok(())
 }
 
+/// Gives `worker`'s task `id` back to `pending` because the worker is stopping and its shutdown
+/// deadline passed before the task ended: the attempt is not counted (the task did nothing
+/// wrong), and its wake-up counts as unpublished, so the outbox relay of any process wakes
+/// another worker even if the stopping one's own publish gets nowhere. `false` when the worker
+/// no longer held the claim.
+pub async fn hand_over(db: &impl ConnectionTrait, id: &str, worker: &str) -> Result<bool> {
+    let result = task::Entity::update_many()
+        .col_expr(task::Column::Status, Expr::value(TaskStatus::Pending.as_str()))
+        .col_expr(task::Column::ClaimedBy, Expr::value(Option::<String>::None))
+        .col_expr(task::Column::LeaseExpiresAt, Expr::value(Option::<chrono::NaiveDateTime>::None))
+        .col_expr(task::Column::Attempts, Expr::col(task::Column::Attempts).sub(1))
+        .col_expr(task::Column::PublishedAt, Expr::value(Option::<chrono::NaiveDateTime>::None))
+        .col_expr(task::Column::UpdatedAt, Expr::value(now()))
+        .filter(task::Column::Id.eq(id))
+        .filter(task::Column::Status.eq(TaskStatus::Processing.as_str()))
+        .filter(task::Column::ClaimedBy.eq(worker))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
 /// How many tasks of project `owner` are running (claimed), on any worker.
 pub async fn running_of(db: &impl ConnectionTrait, owner: &str) -> Result<u64> {
     use sea_orm::PaginatorTrait;

@@ -1,11 +1,18 @@
-//! In-process conversion, for the import flow's `image_conversion` step (docs/glance-v2-api.md §6.2): qcow2
-//! to raw and raw to qcow2, from a staged file to a file, in bounded memory and without
-//! qemu-img. [`convert`] inspects the source first and refuses what the inspector refuses, so
+//! In-process conversion, for the import flow's `image_conversion` step (docs/glance-v2-api.md
+//! §6.2): every readable format to raw or qcow2, from a staged file to a file, in bounded
+//! memory and without qemu-img. [`convert`] inspects the source first and refuses what the inspector refuses, so
 //! the converters only ever see vetted headers; they check every offset again all the same.
 
+mod inspecting;
+mod layout;
+mod pipeline;
 mod qcow2_read;
 mod qcow2_write;
 mod sparse;
+mod vdi_read;
+mod vhd_read;
+mod vhdx_read;
+mod vmdk_read;
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
@@ -13,10 +20,20 @@ use std::path::Path;
 
 pub use sparse::SparseOutput;
 
+use self::inspecting::Inspecting;
+use self::pipeline::{Copier, Source, copy};
+use self::qcow2_read::Qcow2Reader;
+use self::qcow2_write::Qcow2Sink;
+use self::sparse::SparseWriter;
+use self::vdi_read::VdiReader;
+use self::vhd_read::VhdReader;
+use self::vhdx_read::VhdxReader;
+use self::vmdk_read::VmdkReader;
 use crate::decision::check_declared;
 use crate::error::FormatError;
 use crate::format::Format;
 use crate::inspect_file;
+use crate::report::Report;
 
 /// What a conversion produced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,19 +46,33 @@ pub struct ConvertReport {
     pub virtual_size: u64,
 }
 
+/// The formats [`convert`] reads.
+pub const READABLE: [Format; 6] = [Format::Raw, Format::Qcow2, Format::Vmdk, Format::Vhd, Format::Vhdx, Format::Vdi];
+
+/// The formats [`convert`] writes.
+pub const WRITABLE: [Format; 2] = [Format::Raw, Format::Qcow2];
+
+/// Whether [`convert`] converts `from` into `to`: any readable format into another, writable
+/// one.
+pub fn can_convert(from: Format, to: Format) -> bool {
+    from != to && READABLE.contains(&from) && WRITABLE.contains(&to)
+}
+
 /// Converts the image at `src`, declared as `src_format`, into a new image at `dst` in
 /// `dst_format`; `dst` is created or truncated, and removed again if the conversion fails.
 ///
 /// The source is inspected first and refused as an upload of it would be (undecided format,
 /// mismatch with `src_format`, failed safety checks; a "raw" source that is really another
-/// format is converted as the bytes it is, like Glance does). The output is inspected too and
-/// must be detected as `dst_format` (a raw disk that starts with a partition table may be
-/// detected as gpt, whose checks judge the guest's table and are left to the store step).
+/// format is converted as the bytes it is, like Glance does). The output is inspected too, as
+/// it is written for raw and read back for qcow2, and must be detected as `dst_format` (a raw
+/// disk that starts with a partition table may be detected as gpt, whose checks judge the
+/// guest's table and are left to the store step).
 ///
-/// Supported: qcow2 to raw (sparse output) and raw to qcow2 (v3, 64 KiB clusters); anything
-/// else, including a format to itself, is [`FormatError::UnsupportedConversion`].
+/// Supported: every pair [`can_convert`] accepts (raw output is sparse; qcow2 output is v3
+/// with 64 KiB clusters); anything else, including a format to itself, is
+/// [`FormatError::UnsupportedConversion`].
 pub fn convert(src: &Path, src_format: Format, dst: &Path, dst_format: Format) -> Result<ConvertReport, FormatError> {
-    if !matches!((src_format, dst_format), (Format::Qcow2, Format::Raw) | (Format::Raw, Format::Qcow2)) {
+    if !can_convert(src_format, dst_format) {
         return Err(FormatError::UnsupportedConversion { from: src_format, to: dst_format });
     }
     let source_report = inspect_file(src)?;
@@ -69,19 +100,34 @@ fn write_and_check(
         FormatError::Write { source } => at(dst)(source),
         other => other,
     };
-    let mut input = File::open(src).map_err(at(src))?;
+    let input = File::open(src).map_err(at(src))?;
     let mut output = File::create(dst).map_err(at(dst))?;
-    let virtual_size = if src_format == Format::Qcow2 {
-        qcow2_to_raw(&mut input, &mut output)
+    let mut source = Source::new(input, src_format).map_err(with_paths)?;
+    let reader = Reader::open(src_format, &mut source).map_err(with_paths)?;
+    let virtual_size = reader.virtual_size();
+    let walk = |source: &mut Source<File>, copier: &mut Copier| reader.walk(source, copier);
+    let report = if dst_format == Format::Qcow2 {
+        let sink = Qcow2Sink::new(&mut output, virtual_size.next_multiple_of(SECTOR), src_format)?;
+        copy(&mut source, sink, virtual_size, walk).map_err(with_paths)?;
+        None
     } else {
-        let len = input.metadata().map_err(at(src))?.len();
-        raw_to_qcow2(&mut input, len, &mut output)
-    }
-    .map_err(with_paths)?;
+        let sink = Inspecting::new(SparseWriter::new(&mut output));
+        let ((), report) = copy(&mut source, sink, virtual_size, walk).map_err(with_paths)?;
+        Some(report)
+    };
     let size = output.metadata().map_err(at(dst))?.len();
     drop(output);
 
-    let report = inspect_file(dst)?;
+    let report = match report {
+        Some(report) => report,
+        None => inspect_file(dst)?,
+    };
+    check_output(&report, dst_format)?;
+    Ok(ConvertReport { format: dst_format, size, virtual_size })
+}
+
+/// The converted image must inspect as a safe image of the requested format.
+fn check_output(report: &Report, dst_format: Format) -> Result<(), FormatError> {
     let detected = report.format;
     let as_expected = detected == Some(dst_format) || (dst_format == Format::Raw && detected == Some(Format::Gpt));
     if !as_expected || (detected == Some(dst_format) && !report.is_safe()) {
@@ -90,27 +136,89 @@ fn write_and_check(
             found: report.to_string().trim_end().replace('\n', ", "),
         });
     }
-    Ok(ConvertReport { format: dst_format, size, virtual_size })
+    Ok(())
 }
 
-/// Writes the guest disk of the qcow2 image in `source` to `out` as raw, sparse: unallocated
-/// and zero clusters, and zero blocks of data, are seeked over, then the length is set.
-/// Returns the virtual size.
+/// qemu sees disks in whole 512-byte sectors.
+const SECTOR: u64 = 512;
+
+/// The reader of one source format, its header validated.
+enum Reader {
+    /// The bytes are the disk: this many of them.
+    Raw(u64),
+    Qcow2(Qcow2Reader),
+    Vmdk(VmdkReader),
+    Vhd(VhdReader),
+    Vhdx(VhdxReader),
+    Vdi(VdiReader),
+}
+
+impl Reader {
+    fn open<R: Read + Seek>(format: Format, source: &mut Source<R>) -> Result<Self, FormatError> {
+        match format {
+            Format::Raw => Ok(Reader::Raw(source.len())),
+            Format::Qcow2 => Qcow2Reader::open(source).map(Reader::Qcow2),
+            Format::Vmdk => VmdkReader::open(source).map(Reader::Vmdk),
+            Format::Vhd => VhdReader::open(source).map(Reader::Vhd),
+            Format::Vhdx => VhdxReader::open(source).map(Reader::Vhdx),
+            Format::Vdi => VdiReader::open(source).map(Reader::Vdi),
+            other => Err(FormatError::UnsupportedConversion { from: other, to: Format::Raw }),
+        }
+    }
+
+    /// The guest disk size: for raw, the file rounded up to whole sectors, as qemu sizes it.
+    fn virtual_size(&self) -> u64 {
+        match self {
+            Reader::Raw(len) => len.next_multiple_of(SECTOR),
+            Reader::Qcow2(reader) => reader.virtual_size(),
+            Reader::Vmdk(reader) => reader.virtual_size(),
+            Reader::Vhd(reader) => reader.virtual_size(),
+            Reader::Vhdx(reader) => reader.virtual_size(),
+            Reader::Vdi(reader) => reader.virtual_size(),
+        }
+    }
+
+    fn walk<R: Read + Seek>(&self, source: &mut Source<R>, copier: &mut Copier) -> Result<(), FormatError> {
+        match self {
+            Reader::Raw(len) => copier.data(source, 0, 0, *len),
+            Reader::Qcow2(reader) => reader.walk(source, copier),
+            Reader::Vmdk(reader) => reader.walk(source, copier),
+            Reader::Vhd(reader) => reader.walk(source, copier),
+            Reader::Vhdx(reader) => reader.walk(source, copier),
+            Reader::Vdi(reader) => reader.walk(source, copier),
+        }
+    }
+}
+
+/// Writes the guest disk of the `format` image in `source` to `out` as raw, sparse: unallocated
+/// and zero ranges, and zero blocks of data, are seeked over, then the length is set. Returns
+/// the virtual size.
 ///
 /// `out` must start empty. The header is validated here again and every offset checked against
 /// the source's length, so hostile input yields an error, never a panic or an outside read;
 /// still, [`convert`] is the entry point for untrusted files, because it also runs the
 /// inspector's safety checks.
+pub fn to_raw<R: Read + Seek, W: SparseOutput + Send>(
+    format: Format,
+    source: R,
+    out: &mut W,
+) -> Result<u64, FormatError> {
+    let mut source = Source::new(source, format)?;
+    let reader = Reader::open(format, &mut source)?;
+    let virtual_size = reader.virtual_size();
+    copy(&mut source, SparseWriter::new(out), virtual_size, |source, copier| reader.walk(source, copier))?;
+    Ok(virtual_size)
+}
+
+/// [`to_raw`] for a qcow2 image.
 pub fn qcow2_to_raw<R: Read + Seek, W: SparseOutput + Send>(source: R, out: &mut W) -> Result<u64, FormatError> {
-    let mut reader = qcow2_read::Qcow2Reader::open(source)?;
-    reader.copy_to(out)?;
-    Ok(reader.virtual_size())
+    to_raw(Format::Qcow2, source, out)
 }
 
 /// Writes the first `len` bytes of `source`, read once front to back, to `out` as a qcow2 v3
 /// image with 64 KiB clusters, clusters of zeros left unallocated. Returns the virtual size:
 /// `len` rounded up to whole 512-byte sectors, as qemu sizes a raw disk. `out` must start
 /// empty.
-pub fn raw_to_qcow2<R: Read, W: Write + Seek>(source: R, len: u64, out: &mut W) -> Result<u64, FormatError> {
+pub fn raw_to_qcow2<R: Read, W: Write + Seek + Send>(source: R, len: u64, out: &mut W) -> Result<u64, FormatError> {
     qcow2_write::write_qcow2(source, len, out)
 }

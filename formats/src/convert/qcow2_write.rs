@@ -1,4 +1,5 @@
-//! Writing raw into qcow2 v3 with 64 KiB clusters, in one sequential pass over the source.
+//! Writing qcow2 v3 with 64 KiB clusters, in one pass over guest data that arrives in guest
+//! order (a raw file read front to back, or any reader's copy).
 //!
 //! The layout is chosen so that nothing needs to be known in advance but the size: the header
 //! cluster and the L1 table come first (written last, once the L2 offsets are known), then each
@@ -9,9 +10,11 @@
 
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 
+use super::pipeline::Sink;
 use super::sparse::is_zero;
 use crate::detect::qcow2::{MAGIC, MAX_L1_BYTES};
 use crate::error::FormatError;
+use crate::format::Format;
 
 const CLUSTER_BITS: u32 = 16;
 const CLUSTER: u64 = 1 << CLUSTER_BITS;
@@ -28,79 +31,192 @@ const SECTOR: u64 = 512;
 
 /// Converts the first `len` bytes of `source` into a qcow2 image written to `out`, which must
 /// start empty. Returns the virtual size: `len` rounded up to whole sectors, as qemu does.
-pub(crate) fn write_qcow2<W: Write + Seek>(mut source: impl Read, len: u64, out: &mut W) -> Result<u64, FormatError> {
+pub(crate) fn write_qcow2<W: Write + Seek + Send>(
+    mut source: impl Read,
+    len: u64,
+    out: &mut W,
+) -> Result<u64, FormatError> {
     let virtual_size = len.next_multiple_of(SECTOR);
-    let l1_entries = virtual_size.div_ceil(CLUSTER * L2_ENTRIES);
-    if l1_entries * 8 > MAX_L1_BYTES {
-        return Err(FormatError::Unsupported {
-            format: crate::format::Format::Raw,
-            reason: format!("a disk of {len} bytes is too large for a qcow2 image"),
-        });
-    }
-    let l1_clusters = (l1_entries * 8).div_ceil(CLUSTER);
-    let mut file = Output { out, position: None, next_free: 1 + l1_clusters };
-    let mut l1 = vec![0u8; usize::try_from(l1_clusters * CLUSTER).unwrap_or(0)];
-    let mut l2 = vec![0u8; CLUSTER as usize];
+    let mut sink = Qcow2Sink::new(out, virtual_size, Format::Raw)?;
     let mut buffer = vec![0u8; CLUSTER as usize];
-    let mut remaining = len;
-    for l1_index in 0..l1_entries {
-        let mut l2_used = false;
-        for l2_index in 0..L2_ENTRIES {
-            if remaining == 0 {
-                break;
-            }
-            let take = remaining.min(CLUSTER);
-            let data = buffer.get_mut(..usize::try_from(take).unwrap_or(0)).unwrap_or_default();
-            read_full(&mut source, data)?;
-            remaining -= take;
-            if is_zero(data) {
-                continue;
-            }
-            // The last cluster is padded: qcow2 data clusters are always whole.
-            buffer.get_mut(usize::try_from(take).unwrap_or(0)..).unwrap_or_default().fill(0);
-            let offset = file.append(&buffer)?;
-            put_be64(&mut l2, l2_index * 8, offset | COPIED);
-            l2_used = true;
-        }
-        if l2_used {
-            let offset = file.append(&l2)?;
-            put_be64(&mut l1, l1_index * 8, offset | COPIED);
-            l2.fill(0);
-        }
+    let mut done = 0;
+    while done < len {
+        let take = (len - done).min(CLUSTER);
+        let data = buffer.get_mut(..usize::try_from(take).unwrap_or(0)).unwrap_or_default();
+        read_full(&mut source, data)?;
+        sink.write_at(done, data)?;
+        done += take;
     }
-
-    let used = file.next_free;
-    let (blocks, table_clusters) = refcount_layout(used);
-    let total = used + blocks + table_clusters;
-    let mut table = vec![0u8; usize::try_from(table_clusters * CLUSTER).unwrap_or(0)];
-    for block in 0..blocks {
-        let mut refcounts = vec![0u8; CLUSTER as usize];
-        let first = block * REFCOUNTS_PER_BLOCK;
-        for (index, refcount) in refcounts.chunks_exact_mut(2).enumerate() {
-            if first + (index as u64) < total {
-                refcount.copy_from_slice(&1u16.to_be_bytes());
-            }
-        }
-        let offset = file.append(&refcounts)?;
-        put_be64(&mut table, block * 8, offset);
-    }
-    let table_offset = file.append(&table)?;
-
-    let mut header = vec![0u8; CLUSTER as usize];
-    header.get_mut(..4).unwrap_or_default().copy_from_slice(MAGIC);
-    put_be32(&mut header, 4, 3);
-    put_be32(&mut header, 20, CLUSTER_BITS);
-    put_be64(&mut header, 24, virtual_size);
-    put_be32(&mut header, 36, u32::try_from(l1_entries).unwrap_or(u32::MAX));
-    put_be64(&mut header, 40, CLUSTER);
-    put_be64(&mut header, 48, table_offset);
-    put_be32(&mut header, 56, u32::try_from(table_clusters).unwrap_or(u32::MAX));
-    put_be32(&mut header, 96, REFCOUNT_ORDER);
-    put_be32(&mut header, 100, HEADER_LENGTH);
-    file.write_at(0, &header)?;
-    file.write_at(CLUSTER, &l1)?;
-    file.out.flush().map_err(|source| FormatError::Write { source })?;
+    sink.finish(virtual_size)?;
     Ok(virtual_size)
+}
+
+/// A qcow2 image written from guest data that arrives in guest order: clusters are gathered
+/// one at a time, appended when they hold anything but zeros, and each L2 table follows the
+/// data it maps as soon as the writes move past its range.
+pub(crate) struct Qcow2Sink<'a, W> {
+    file: Output<'a, W>,
+    virtual_size: u64,
+    l1: Vec<u8>,
+    l2: Vec<u8>,
+    /// The L1 index `l2` maps, and whether it maps anything yet.
+    l2_index: u64,
+    l2_used: bool,
+    /// The guest cluster being gathered, if any, and its bytes.
+    cluster_index: Option<u64>,
+    cluster: Vec<u8>,
+}
+
+impl<'a, W: Write + Seek> Qcow2Sink<'a, W> {
+    /// A sink for a disk of `virtual_size` bytes (whole sectors) read from a `from` image.
+    pub(crate) fn new(out: &'a mut W, virtual_size: u64, from: Format) -> Result<Self, FormatError> {
+        let l1_entries = virtual_size.div_ceil(CLUSTER * L2_ENTRIES);
+        if l1_entries * 8 > MAX_L1_BYTES {
+            return Err(FormatError::Unsupported {
+                format: from,
+                reason: format!("a disk of {virtual_size} bytes is too large for a qcow2 image"),
+            });
+        }
+        let l1_clusters = (l1_entries * 8).div_ceil(CLUSTER);
+        Ok(Self {
+            file: Output { out, position: None, next_free: 1 + l1_clusters },
+            virtual_size,
+            l1: vec![0u8; usize::try_from(l1_clusters * CLUSTER).unwrap_or(0)],
+            l2: vec![0u8; CLUSTER as usize],
+            l2_index: 0,
+            l2_used: false,
+            cluster_index: None,
+            cluster: vec![0u8; CLUSTER as usize],
+        })
+    }
+
+    /// Stores guest cluster `index` with `data` (a whole cluster, or the disk's last bytes),
+    /// unless it is all zeros.
+    fn store(&mut self, index: u64, data: &[u8]) -> Result<(), FormatError> {
+        if is_zero(data) {
+            return Ok(());
+        }
+        let l1_index = index / L2_ENTRIES;
+        if l1_index != self.l2_index {
+            self.store_l2()?;
+            self.l2_index = l1_index;
+        }
+        let offset = if data.len() as u64 == CLUSTER {
+            self.file.append(data)?
+        } else {
+            // The last cluster is padded: qcow2 data clusters are always whole.
+            let mut padded = data.to_vec();
+            padded.resize(CLUSTER as usize, 0);
+            self.file.append(&padded)?
+        };
+        put_be64(&mut self.l2, (index % L2_ENTRIES) * 8, offset | COPIED);
+        self.l2_used = true;
+        Ok(())
+    }
+
+    fn store_gathered(&mut self) -> Result<(), FormatError> {
+        if let Some(index) = self.cluster_index.take() {
+            let cluster = std::mem::take(&mut self.cluster);
+            let result = self.store(index, &cluster);
+            self.cluster = cluster;
+            self.cluster.fill(0);
+            result?;
+        }
+        Ok(())
+    }
+
+    fn store_l2(&mut self) -> Result<(), FormatError> {
+        if self.l2_used {
+            let offset = self.file.append(&self.l2)?;
+            put_be64(&mut self.l1, self.l2_index * 8, offset | COPIED);
+            self.l2.fill(0);
+            self.l2_used = false;
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write + Seek + Send> Sink for Qcow2Sink<'_, W> {
+    type Output = ();
+
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), FormatError> {
+        let end = offset.saturating_add(data.len() as u64);
+        if end > self.virtual_size {
+            return Err(FormatError::Write {
+                source: std::io::Error::other(format!(
+                    "guest data up to {end:#x} lies past the disk size {}",
+                    self.virtual_size
+                )),
+            });
+        }
+        let mut at = offset;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let index = at / CLUSTER;
+            let within = usize::try_from(at % CLUSTER).unwrap_or(0);
+            let take = rest.len().min(CLUSTER as usize - within);
+            let (piece, tail) = rest.split_at(take);
+            if self.cluster_index.is_some_and(|current| current > index) {
+                return Err(FormatError::Write {
+                    source: std::io::Error::other(format!("guest data at {at:#x} arrived out of order")),
+                });
+            }
+            if self.cluster_index != Some(index) {
+                self.store_gathered()?;
+            }
+            let whole = within == 0 && (take as u64 == CLUSTER || at + take as u64 == self.virtual_size);
+            if whole {
+                self.store(index, piece)?;
+            } else {
+                self.cluster_index = Some(index);
+                if let Some(target) = self.cluster.get_mut(within..within + take) {
+                    target.copy_from_slice(piece);
+                }
+            }
+            at += take as u64;
+            rest = tail;
+        }
+        Ok(())
+    }
+
+    /// Writes the last data and L2 table, the refcounts, then the header and L1 table.
+    fn finish(mut self, _len: u64) -> Result<(), FormatError> {
+        self.store_gathered()?;
+        self.store_l2()?;
+        let Self { mut file, virtual_size, l1, .. } = self;
+        let l1_entries = virtual_size.div_ceil(CLUSTER * L2_ENTRIES);
+        let used = file.next_free;
+        let (blocks, table_clusters) = refcount_layout(used);
+        let total = used + blocks + table_clusters;
+        let mut table = vec![0u8; usize::try_from(table_clusters * CLUSTER).unwrap_or(0)];
+        for block in 0..blocks {
+            let mut refcounts = vec![0u8; CLUSTER as usize];
+            let first = block * REFCOUNTS_PER_BLOCK;
+            for (index, refcount) in refcounts.chunks_exact_mut(2).enumerate() {
+                if first + (index as u64) < total {
+                    refcount.copy_from_slice(&1u16.to_be_bytes());
+                }
+            }
+            let offset = file.append(&refcounts)?;
+            put_be64(&mut table, block * 8, offset);
+        }
+        let table_offset = file.append(&table)?;
+
+        let mut header = vec![0u8; CLUSTER as usize];
+        header.get_mut(..4).unwrap_or_default().copy_from_slice(MAGIC);
+        put_be32(&mut header, 4, 3);
+        put_be32(&mut header, 20, CLUSTER_BITS);
+        put_be64(&mut header, 24, virtual_size);
+        put_be32(&mut header, 36, u32::try_from(l1_entries).unwrap_or(u32::MAX));
+        put_be64(&mut header, 40, CLUSTER);
+        put_be64(&mut header, 48, table_offset);
+        put_be32(&mut header, 56, u32::try_from(table_clusters).unwrap_or(u32::MAX));
+        put_be32(&mut header, 96, REFCOUNT_ORDER);
+        put_be32(&mut header, 100, HEADER_LENGTH);
+        file.write_at(0, &header)?;
+        file.write_at(CLUSTER, &l1)?;
+        file.out.flush().map_err(|source| FormatError::Write { source })
+    }
 }
 
 /// Refcount blocks and refcount-table clusters needed for `used` clusters plus themselves.

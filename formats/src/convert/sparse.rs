@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::{self, Cursor, Seek, SeekFrom, Write};
 
+use super::pipeline::Sink;
 use crate::error::FormatError;
 
 /// A destination for raw output that starts empty (all zeros) and can be extended without
@@ -49,8 +50,23 @@ impl<'a, W: SparseOutput> SparseWriter<'a, W> {
         Self { out, position: None }
     }
 
+    fn write_run(&mut self, offset: u64, start: usize, run: &[u8]) -> Result<(), FormatError> {
+        let at = offset + start as u64;
+        let write = |source| FormatError::Write { source };
+        if self.position != Some(at) {
+            self.out.seek(SeekFrom::Start(at)).map_err(write)?;
+        }
+        self.out.write_all(run).map_err(write)?;
+        self.position = Some(at + run.len() as u64);
+        Ok(())
+    }
+}
+
+impl<W: SparseOutput + Send> Sink for SparseWriter<'_, W> {
+    type Output = ();
+
     /// Writes `data` at `offset`, leaving every all-zero block aligned to [`BLOCK`] unwritten.
-    pub(crate) fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), FormatError> {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), FormatError> {
         let mut run_start: Option<usize> = None;
         let mut at = 0usize;
         while at < data.len() {
@@ -75,19 +91,8 @@ impl<'a, W: SparseOutput> SparseWriter<'a, W> {
         Ok(())
     }
 
-    fn write_run(&mut self, offset: u64, start: usize, run: &[u8]) -> Result<(), FormatError> {
-        let at = offset + start as u64;
-        let write = |source| FormatError::Write { source };
-        if self.position != Some(at) {
-            self.out.seek(SeekFrom::Start(at)).map_err(write)?;
-        }
-        self.out.write_all(run).map_err(write)?;
-        self.position = Some(at + run.len() as u64);
-        Ok(())
-    }
-
     /// Gives the output its final length, which turns the zeros never written into a hole.
-    pub(crate) fn finish(self, len: u64) -> Result<(), FormatError> {
+    fn finish(self, len: u64) -> Result<(), FormatError> {
         let write = |source| FormatError::Write { source };
         self.out.set_len(len).map_err(write)?;
         self.out.flush().map_err(write)

@@ -13,8 +13,11 @@ fn unsupported_pairs_are_refused_before_reading() {
     for (from, to) in [
         (Format::Raw, Format::Raw),
         (Format::Qcow2, Format::Qcow2),
-        (Format::Vmdk, Format::Raw),
+        (Format::Vmdk, Format::Vmdk),
         (Format::Raw, Format::Vhd),
+        (Format::Vhdx, Format::Vdi),
+        (Format::Luks, Format::Raw),
+        (Format::Qed, Format::Qcow2),
         (Format::Iso, Format::Qcow2),
     ] {
         let err = convert(&missing, from, &out, to).expect_err("unsupported");

@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use glint_formats::Inspector;
+use glint_formats::{Format, Inspector, to_raw};
 
-use crate::common::read_qcow2_bytes;
+use crate::common::{Discard, read_qcow2_bytes};
 
 fn inputs(target: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
@@ -25,6 +25,20 @@ fn qcow2_reader_corpus_replays() {
         let image = std::fs::read(&path).expect("readable");
         let outcome = read_qcow2_bytes(&image);
         println!("{}: {outcome:?}", path.display());
+    }
+}
+
+#[test]
+fn image_reader_corpus_replays() {
+    let readers = [Format::Vmdk, Format::Vhd, Format::Vhdx, Format::Vdi, Format::Qcow2];
+    for path in inputs("image_reader") {
+        let input = std::fs::read(&path).expect("readable");
+        let Some((&selector, image)) = input.split_first() else {
+            continue;
+        };
+        let format = readers[usize::from(selector) % readers.len()];
+        let outcome = to_raw(format, std::io::Cursor::new(image), &mut Discard::default());
+        println!("{}: {format} {outcome:?}", path.display());
     }
 }
 

@@ -5,7 +5,9 @@
 
 mod api;
 mod common;
+mod every_format_matches_qemu_img;
 mod fuzz_corpus;
 mod hostile;
 mod qcow2_to_raw;
 mod raw_to_qcow2;
+mod refuses_hostile_sources;

@@ -100,6 +100,31 @@ fn partly_compressed_images_match_qemu_img() {
 }
 
 #[test]
+fn zstd_compressed_images_match_qemu_img() {
+    let dir = tempdir();
+    for cluster in ["4096", "65536", "2M"] {
+        let label = format!("zstd-cluster{cluster}");
+        let image = create(
+            dir.path(),
+            &format!("{label}.qcow2"),
+            "qcow2",
+            &format!("cluster_size={cluster}"),
+            &SIZE.to_string(),
+        );
+        qemu_io(&image, "qcow2", &guest_writes());
+        let compressed = dir.path().join(format!("{label}.compressed.qcow2"));
+        qemu_convert(
+            &image,
+            "qcow2",
+            &compressed,
+            "qcow2",
+            &["-c", "-o", &format!("compression_type=zstd,cluster_size={cluster}")],
+        );
+        assert_matches_qemu(&compressed, &label);
+    }
+}
+
+#[test]
 fn preallocated_images_match_qemu_img() {
     let dir = tempdir();
     for prealloc in ["metadata", "falloc"] {

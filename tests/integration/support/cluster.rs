@@ -27,6 +27,8 @@ use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statemen
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use glint_core::config::S3Config;
+
 use super::broker;
 use super::server::{Node, Role, free_loopback_port, run_to_completion};
 use super::{Backend, TestDatabase};
@@ -54,6 +56,12 @@ pub struct Spec {
     pub republish_after: u64,
     /// `tasks.worker_concurrency`.
     pub worker_concurrency: u16,
+    /// `server.shutdown_timeout`, seconds: what a SIGTERMed process gives the work it started.
+    pub shutdown_timeout: u64,
+    /// An S3 store `s3`, the default store when set (the filesystem stores stay beside it).
+    pub s3: Option<S3Config>,
+    /// More `GLINT__*` variables for every process.
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Default for Spec {
@@ -68,6 +76,9 @@ impl Default for Spec {
             relay_interval: 1,
             republish_after: 30,
             worker_concurrency: 2,
+            shutdown_timeout: 30,
+            s3: None,
+            env: Vec::new(),
         }
     }
 }
@@ -107,6 +118,8 @@ pub struct Cluster {
     staging: PathBuf,
     stores: Vec<(String, PathBuf)>,
     probe_queue: String,
+    /// Every process's variables, for workers started later.
+    config: Vec<(String, String)>,
     // Dropped after the processes (fields drop in order): database, queues, directory, then
     // the broker lock last.
     _leftovers: Leftovers,
@@ -128,7 +141,7 @@ impl Cluster {
         let queue = format!("glint-e2e-{}", uuid::Uuid::new_v4().simple());
         let probe_queue = format!("{queue}.probe");
         let config_file = root.join("glint.toml");
-        std::fs::write(&config_file, config_toml(&stores)).expect("write the configuration file");
+        std::fs::write(&config_file, config_toml(&stores, spec.s3.as_ref())).expect("write the configuration file");
         let config: Vec<(String, String)> = [
             ("GLINT_CONFIG", config_file.display().to_string()),
             ("GLINT__DATABASE__URL", database.url.clone()),
@@ -142,8 +155,10 @@ impl Cluster {
             ("GLINT__TASKS__RELAY_INTERVAL", spec.relay_interval.to_string()),
             ("GLINT__TASKS__REPUBLISH_AFTER", spec.republish_after.to_string()),
             ("GLINT__TASKS__WORKER_CONCURRENCY", spec.worker_concurrency.to_string()),
+            ("GLINT__SERVER__SHUTDOWN_TIMEOUT", spec.shutdown_timeout.to_string()),
         ]
         .into_iter()
+        .chain(spec.env.iter().cloned())
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         let leftovers = Leftovers { _database: database, queues: vec![queue, probe_queue.clone()], dir: Some(dir) };
@@ -177,9 +192,24 @@ impl Cluster {
             staging,
             stores,
             probe_queue,
+            config,
             _leftovers: leftovers,
             _broker: guard,
         })
+    }
+
+    /// Starts one more `glint worker` with the cluster's configuration and `overrides` on
+    /// top, and waits until it runs; its index in [`Cluster::workers`].
+    pub fn start_worker(&mut self, overrides: &[(&str, &str)]) -> usize {
+        let index = self.workers.len();
+        let metrics = free_loopback_port();
+        let mut config = self.config.clone();
+        config.push(("GLINT__METRICS__BIND".to_owned(), metrics.to_string()));
+        config.extend(overrides.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let name = format!("worker-{index}");
+        self.workers.push(Node::start(Role::Worker, &name, &self.root.join(&name), &config));
+        self.worker_metrics.push(metrics);
+        index
     }
 
     /// The `GET /metrics` URL of worker `i`.
@@ -557,10 +587,24 @@ impl Audit {
 
 /// The TOML file naming the stores (and letting web-download reach the loopback test
 /// servers on any port).
-fn config_toml(stores: &[(String, PathBuf)]) -> String {
-    let mut toml = format!("[storage]\ndefault = \"{}\"\n", stores[0].0);
+fn config_toml(stores: &[(String, PathBuf)], s3: Option<&S3Config>) -> String {
+    let default = if s3.is_some() { "s3" } else { stores[0].0.as_str() };
+    let mut toml = format!("[storage]\ndefault = \"{default}\"\n");
     for (id, path) in stores {
         toml.push_str(&format!("\n[storage.backends.{id}]\ntype = \"filesystem\"\npath = \"{}\"\n", path.display()));
+    }
+    if let Some(s3) = s3 {
+        toml.push_str(&format!(
+            "\n[storage.backends.s3]\ntype = \"s3\"\nbucket = \"{}\"\nendpoint = \"{}\"\nregion = \"{}\"\n\
+             access_key_id = \"{}\"\nsecret_access_key = \"{}\"\nprefix = \"{}\"\nallow_http = {}\n",
+            s3.bucket,
+            s3.endpoint.as_deref().unwrap_or_default(),
+            s3.region,
+            s3.access_key_id,
+            s3.secret_access_key,
+            s3.prefix.as_deref().unwrap_or_default(),
+            s3.allow_http,
+        ));
     }
     toml.push_str("\n[import.filtering]\nallow_private_addresses = true\nallowed_ports = []\n");
     toml

@@ -261,10 +261,12 @@ impl Keystone {
     }
 
     /// A token of `user` that Keystone expires `seconds` from now (issued through an
-    /// application credential that ends then: Keystone caps the token's expiry at it).
-    pub async fn short_lived_token(&self, user: User, seconds: i64) -> String {
+    /// application credential that ends then: Keystone caps the token's expiry at it), and
+    /// the instant after which it has expired for sure.
+    pub async fn short_lived_token(&self, user: User, seconds: i64) -> (String, tokio::time::Instant) {
         let http = reqwest::Client::new();
         let own = self.token(user).await;
+        let expired = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds.unsigned_abs() + 1);
         let expires_at =
             (chrono::Utc::now() + chrono::Duration::seconds(seconds)).format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
         let name = format!("short-{}", uuid::Uuid::new_v4().simple());
@@ -280,7 +282,7 @@ impl Keystone {
         let credential = &made["application_credential"];
         let body = json!({"auth": {"identity": {"methods": ["application_credential"],
             "application_credential": {"id": credential["id"], "secret": credential["secret"]}}}});
-        issue(&http, &self.url, &body).await.expect("short-lived token")
+        (issue(&http, &self.url, &body).await.expect("short-lived token"), expired)
     }
 
     /// A system-scoped token of the admin (bootstrap grants admin on the system), which

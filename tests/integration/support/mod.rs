@@ -1,6 +1,7 @@
 //! Test support: a `TestApp` per test on its own database, and helpers to speak to it.
 
 pub mod broker;
+pub mod ceph;
 pub mod cluster;
 pub mod keystone;
 pub mod rows;
@@ -146,7 +147,14 @@ impl TestApp {
         let stores = glint_core::store::Stores::new("local", [("local".to_owned(), Arc::new(local) as _)].into());
         let staging = glint_core::store::Staging::open(&self.staging_path).expect("staging");
         scrub::recover_abandoned_uploads(&self.db, &staging, scrub::UPLOAD_STALE_AFTER).await.expect("recover");
-        scrub::sweep_partial_writes(&stores, &staging, scrub::UPLOAD_STALE_AFTER).await;
+        let limits = glint_core::store::SweepLimits {
+            lease: std::time::Duration::from_secs(60),
+            idle: scrub::UPLOAD_STALE_AFTER,
+            max_time: std::time::Duration::from_secs(10),
+            max_removals: 1000,
+        };
+        scrub::sweep_partial_writes(&stores, &staging, &limits).await;
+        scrub::remove_orphan_staging(&self.db, &staging, &limits).await.expect("orphan staging");
     }
 
     /// Starts the API on `backend`; `None` (after saying "skipped") when its server is down
@@ -210,13 +218,13 @@ impl TestApp {
             let local = Arc::new(FilesystemStore::open(store.path()).expect("store")) as Arc<dyn Store>;
             Stores::new("local", std::collections::BTreeMap::from([("local".to_owned(), wrap(local))]))
         } else {
-            Stores::from_config(&config.storage).expect("stores")
+            Stores::from_config(&config.storage, std::time::Duration::from_secs(config.tasks.lease)).expect("stores")
         };
         // The in-process shape of `glint serve`: API, one worker and the outbox relay.
         let queue: Arc<dyn TaskQueue> = Arc::new(MemoryQueue::new());
         if workers {
             let flows = glint_worker::flows::registry(Deps::from_config(&config, stores.clone()).expect("flow deps"));
-            let settings = glint_worker::Settings::from_config(&config.tasks);
+            let settings = glint_worker::Settings::from_config(&config);
             tokio::spawn(glint_worker::run(db.clone(), queue.clone(), flows, settings, stopped()));
             let (every, republish) =
                 (Duration::from_secs(config.tasks.relay_interval), Duration::from_secs(config.tasks.republish_after));

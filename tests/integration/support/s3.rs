@@ -106,19 +106,49 @@ impl S3Server {
         self.listed("?uploads", "Key").await
     }
 
-    /// The object `key` as a client of the bucket sees it.
-    pub async fn object(&self, key: &str) -> Vec<u8> {
-        // moto refuses anonymous reads of objects with a private ACL; it checks only that a
-        // request claims to be signed, not the signature.
+    /// The unfinished multipart uploads as (key, upload id), sorted.
+    pub async fn pending_upload_ids(&self) -> Vec<(String, String)> {
+        let response = self.http.get(self.bucket_url("?uploads")).send().await.expect("list uploads");
+        assert_eq!(response.status(), 200, "GET /{}?uploads", self.bucket);
+        let xml = response.text().await.expect("listing");
+        assert!(xml.contains("<IsTruncated>false</IsTruncated>"), "{xml}");
+        let mut pairs: Vec<(String, String)> =
+            xml.split("<Upload>").skip(1).map(|upload| (element(upload, "Key"), element(upload, "UploadId"))).collect();
+        pairs.sort();
+        pairs
+    }
+
+    /// Starts a multipart upload of `key` and sends its first part, as a writer that then
+    /// dies would; the upload id.
+    pub async fn start_upload(&self, key: &str, part: Vec<u8>) -> String {
+        let response = self.signed(self.http.post(self.bucket_url(&format!("/{key}?uploads")))).send().await;
+        let xml = response.expect("create multipart upload").text().await.expect("body");
+        let id = element(&xml, "UploadId");
+        let url = self.bucket_url(&format!("/{key}?partNumber=1&uploadId={}", urlencode(&id)));
+        let response = self.signed(self.http.put(url)).body(part).send().await.expect("upload part");
+        assert_eq!(response.status(), 200, "upload part: {}", response.text().await.unwrap_or_default());
+        id
+    }
+
+    /// Puts object `key` with `data`.
+    pub async fn put(&self, key: &str, data: Vec<u8>) {
+        let response =
+            self.signed(self.http.put(self.bucket_url(&format!("/{key}")))).body(data).send().await.expect("put");
+        assert_eq!(response.status(), 200, "PUT {key}");
+    }
+
+    /// `request` claiming to be signed: moto refuses some anonymous requests (reads of
+    /// objects with a private ACL); it checks only that a request claims to be signed.
+    fn signed(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         let claimed =
             "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0";
-        let response = self
-            .http
-            .get(self.bucket_url(&format!("/{key}")))
-            .header("Authorization", claimed)
-            .send()
-            .await
-            .expect("get object");
+        request.header("Authorization", claimed)
+    }
+
+    /// The object `key` as a client of the bucket sees it.
+    pub async fn object(&self, key: &str) -> Vec<u8> {
+        let response =
+            self.signed(self.http.get(self.bucket_url(&format!("/{key}")))).send().await.expect("get object");
         assert_eq!(response.status(), 200, "GET {key}");
         response.bytes().await.expect("object body").to_vec()
     }
@@ -137,6 +167,27 @@ impl S3Server {
         found.sort();
         found
     }
+}
+
+/// The text of the first `<name>` element in `xml` (XML-escaped as it is).
+fn element(xml: &str, name: &str) -> String {
+    let (open, close) = (format!("<{name}>"), format!("</{name}>"));
+    let rest = xml.split_once(open.as_str()).map(|(_, rest)| rest).unwrap_or_else(|| panic!("no {name} in {xml}"));
+    rest.split_once(close.as_str()).map(|(value, _)| value.to_owned()).unwrap_or_default()
+}
+
+/// `value` percent-encoded for a query string.
+fn urlencode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 impl Drop for S3Server {

@@ -102,6 +102,16 @@ impl Server {
         self.child.id()
     }
 
+    /// Sends SIGTERM, the signal of a clean stop; see [`Server::exit_status`].
+    pub fn terminate(&self) {
+        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
+    }
+
+    /// How the process ended, once it has (reaping it); `None` while it runs.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("poll the server process")
+    }
+
     /// Everything the server printed so far (its log), for failure messages.
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("(no log: {e})"))

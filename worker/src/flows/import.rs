@@ -1,17 +1,21 @@
 //! `api_image_import`: glance-direct, web-download and copy-image (docs/glance-v2-api.md §6).
 //!
-//! fetch (staging area, HTTP, or an existing copy) -> convert when configured -> inspect, hash
-//! and store in each target store -> image `active`, locations, lock released and task
-//! `success` in one transaction. A failure undoes all of it: written copies removed, image
+//! fetch (staging area, HTTP, or an existing copy; a download checked against the caller's
+//! `validation_data`, compressed data decompressed when `[import] decompress` is on) -> convert
+//! when configured -> inspect, hash and store in each target store -> image `active`,
+//! locations, lock released and task `success` in one transaction. A failure undoes all of it: written copies removed, image
 //! back to `queued` (copy-image: left `active`), stores recorded as failed, staging cleaned.
 
 use glint_core::image::import::{self, FAILED_IMPORT, IMPORT_TASK, IMPORTING_TO_STORES, ImportJob, Method};
+use glint_core::image::location_import::Validation;
 use glint_core::image::{Image, Ingested, data, locations, repo as images};
 use glint_core::store::{ByteStream, Store};
 use glint_core::task::{Task, repo as tasks};
 use glint_formats::Format;
 use serde_json::json;
 
+use super::decompress::{decompressing, sniff};
+use super::verify::verified;
 use super::{Deps, Progress};
 use crate::{Flow, FlowContext, FlowError};
 
@@ -22,10 +26,12 @@ pub struct ImportFlow {
 
 /// Where the data comes from once it has been prepared.
 enum Source {
-    /// A file in the staging area, by name (the image id, or a converted copy).
+    /// A file in the staging area, by name (the image id, or a converted or decompressed copy).
     Staged(String),
+    /// A compressed file in the staging area, decompressed as it is read.
+    Compressed(String),
     /// A URL, streamed straight into the one target store.
-    Web(String),
+    Web(String, Option<Validation>),
     /// An existing copy of an active image.
     Copy(locations::Location),
 }
@@ -67,7 +73,7 @@ impl ImportFlow {
         image: &Image,
         progress: &Progress,
     ) -> Result<(Source, Option<Format>), FlowError> {
-        let staged = match &job.method {
+        let (staged, compressed) = match &job.method {
             Method::CopyImage => {
                 let copies = locations::active(&ctx.db, &image.id).await?;
                 let copy = copies
@@ -90,24 +96,71 @@ impl ImportFlow {
                         image.size.unwrap_or_default()
                     )));
                 }
-                image.id.clone()
+                (image.id.clone(), self.staged_compressed(image).await?)
             }
-            Method::WebDownload { uri } => {
+            Method::WebDownload { uri, validation } => {
                 let target = self.conversion_for(image);
                 if target.is_none() && job.stores.len() == 1 {
-                    return Ok((Source::Web(uri.clone()), None));
+                    return Ok((Source::Web(uri.clone(), validation.clone()), None));
                 }
-                let download = self.deps.fetcher.get(uri, self.deps.cap).await?;
-                let body = progress.count(download.body, download.content_length);
+                let (body, _) = self.download(uri, validation.as_ref(), progress).await?;
                 self.deps.staging.put(&image.id, body, self.deps.cap).await?;
-                image.id.clone()
+                (image.id.clone(), false)
             }
         };
         let Some(output) = self.conversion_for(image) else {
-            return Ok((Source::Staged(staged), None));
+            return Ok((if compressed { Source::Compressed(staged) } else { Source::Staged(staged) }, None));
+        };
+        let staged = if compressed {
+            // Conversion reads a file at random: the data is decompressed into one first.
+            let decompressed = format!("{}.decompressed", image.id);
+            let body = decompressing(self.read_staged(&staged, progress).await?.0, self.deps.cap);
+            self.deps.staging.put(&decompressed, body, self.deps.cap).await?;
+            decompressed
+        } else {
+            staged
         };
         let converted = self.convert(image, &staged, output).await?;
         Ok((Source::Staged(converted), Some(output)))
+    }
+
+    /// Whether the staged data of a glance-direct import is to be decompressed: it is
+    /// compressed and `[import] decompress` is on.
+    async fn staged_compressed(&self, image: &Image) -> Result<bool, FlowError> {
+        if !self.deps.config.import.decompress {
+            return Ok(false);
+        }
+        let compression = sniff(&self.deps.staging.path(&image.id))
+            .await
+            .map_err(|e| FlowError::Retry(format!("could not read the staged data: {e}")))?;
+        Ok(compression.is_some())
+    }
+
+    /// The body at `uri`, counted, checked against `validation` and decompressed when so
+    /// configured.
+    async fn download(
+        &self,
+        uri: &str,
+        validation: Option<&Validation>,
+        progress: &Progress,
+    ) -> Result<(ByteStream, Option<u64>), FlowError> {
+        let download = self.deps.fetcher.get(uri, self.deps.cap).await?;
+        let mut body = progress.count(download.body, download.content_length);
+        if let Some(expected) = validation {
+            body = verified(body, expected.clone());
+        }
+        Ok(if self.deps.config.import.decompress {
+            // What decompression makes of it is known only at the end.
+            (decompressing(body, self.deps.cap), None)
+        } else {
+            (body, download.content_length)
+        })
+    }
+
+    async fn read_staged(&self, name: &str, progress: &Progress) -> Result<(ByteStream, Option<u64>), FlowError> {
+        let size = self.deps.staging.size(name).await.ok();
+        let body = self.deps.staging.read(name).await?;
+        Ok((progress.count(body, size), size))
     }
 
     /// The format to convert `image` to, if conversion is configured and changes something.
@@ -138,7 +191,7 @@ impl ImportFlow {
         }
     }
 
-    /// The data of `source`, and its size when known.
+    /// The source's bytes, and their size when it is known in advance.
     async fn open(
         &self,
         image: &Image,
@@ -146,21 +199,19 @@ impl ImportFlow {
         progress: &Progress,
     ) -> Result<(ByteStream, Option<u64>), FlowError> {
         match source {
-            Source::Staged(name) => {
-                let size = self.deps.staging.size(name).await.ok();
-                let body = self.deps.staging.read(name).await?;
-                Ok((progress.count(body, size), size))
+            Source::Staged(name) => self.read_staged(name, progress).await,
+            Source::Compressed(name) => {
+                let (body, _) = self.read_staged(name, progress).await?;
+                Ok((decompressing(body, self.deps.cap), None))
             }
-            Source::Web(uri) => {
-                let download = self.deps.fetcher.get(uri, self.deps.cap).await?;
-                Ok((progress.count(download.body, download.content_length), download.content_length))
-            }
+            Source::Web(uri, validation) => self.download(uri, validation.as_ref(), progress).await,
             Source::Copy(location) => {
                 let store = location.store.as_deref().and_then(|s| self.deps.stores.get(s)).ok_or_else(|| {
                     FlowError::Abort(format!("Store {:?} of the image's data is not configured", location.store))
                 })?;
                 let body = store.get(&location.url, None).await?;
-                Ok((progress.count(body, None), image.size.and_then(|s| u64::try_from(s).ok())))
+                let size = image.size.and_then(|s| u64::try_from(s).ok());
+                Ok((progress.count(body, size), size))
             }
         }
     }
@@ -175,11 +226,11 @@ impl ImportFlow {
         disk_format: &str,
         progress: &Progress,
     ) -> Result<Written, FlowError> {
-        let (body, size) = self.open(image, source, progress).await?;
+        let body = self.open(image, source, progress).await?;
         let copying = matches!(source, Source::Copy(_));
         let inspector =
             (!copying && image.container_format.as_deref() == Some("bare")).then(glint_formats::Inspector::new);
-        let (ingested, inspector) = data::ingest(store, &image.id, body, self.deps.cap, size, inspector).await?;
+        let (ingested, inspector) = data::ingest(store, &image.id, body, self.deps.cap, inspector).await?;
         let mut declared = image.clone();
         declared.disk_format = Some(disk_format.to_owned());
         let checked = if copying {
@@ -205,7 +256,8 @@ impl ImportFlow {
 
     /// Removes every file this import put in the staging area.
     async fn clean_staging(&self, image_id: &str, method: &Method) {
-        let mut names = vec![format!("{image_id}.raw"), format!("{image_id}.qcow2")];
+        let mut names =
+            vec![format!("{image_id}.raw"), format!("{image_id}.qcow2"), format!("{image_id}.decompressed")];
         if *method != Method::CopyImage {
             names.push(image_id.to_owned());
         }
@@ -299,7 +351,7 @@ impl Flow for ImportFlow {
         // A corrupt task stays corrupt: no retry.
         let job = ImportJob::of(task).map_err(|e| FlowError::Abort(e.to_string()))?;
         let image = self.locked_image(ctx, task, &job.image_id).await?;
-        let progress = Progress::default();
+        let progress = Progress::new(ctx);
         let work = async {
             let (source, converted) = self.prepare(ctx, &job, &image, &progress).await?;
             let disk_format =
@@ -341,8 +393,9 @@ impl Flow for ImportFlow {
                 }
             }
         };
+        // A store the hand-over cut is no failure of that store: the next worker writes them all.
         if let Some(err) = last_error
-            && (job.all_stores_must_succeed || written.is_empty())
+            && (job.all_stores_must_succeed || written.is_empty() || ctx.hand_over.is_cancelled())
         {
             undo(&written).await;
             return Err(err);

@@ -74,7 +74,7 @@ impl Flow for LegacyImportFlow {
             image.status = Status::Queued;
         }
         if image.status == Status::Queued {
-            let progress = Progress::default();
+            let progress = Progress::new(ctx);
             // Typed failures (fetch, store) decide the retry; a body that breaks off mid-way
             // is the network's doing and is retried.
             let work = async {

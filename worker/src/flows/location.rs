@@ -122,7 +122,7 @@ impl Flow for LocationFlow {
                 other => other.into(),
             })?;
         let size = i64::try_from(size).map_err(|_| FlowError::Abort("Invalid location".into()))?;
-        let progress = Progress::default();
+        let progress = Progress::new(ctx);
         let located = progress.around(ctx, task, self.locate(&image, &request, &store_id, size, &progress)).await?;
         let metadata = serde_json::Map::from_iter([("store".to_owned(), json!(store_id))]);
         let committed = ctx

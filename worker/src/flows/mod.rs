@@ -1,8 +1,10 @@
 //! The import flows, and what they share: their dependencies and progress reports.
 
+mod decompress;
 mod import;
 mod legacy;
 mod location;
+mod verify;
 
 use std::convert::Infallible;
 use std::ops::ControlFlow;
@@ -10,13 +12,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use glint_core::config::Config;
 use glint_core::fetch::Fetcher;
 use glint_core::heartbeat::while_ticking;
 use glint_core::store::{ByteStream, Staging, Stores};
 use glint_core::task::repo as tasks;
 use glint_core::task::{Task, TaskType};
+use tokio_util::sync::CancellationToken;
 
 use crate::{FlowContext, Registry};
 
@@ -78,20 +81,38 @@ pub fn registry(deps: Deps) -> Registry {
 /// How often a running task's message shows the bytes copied so far.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-/// Bytes a task has moved, shown in its message while it runs.
-#[derive(Clone, Default)]
+/// Bytes a task has moved, shown in its message while it runs. Every byte a flow reads passes
+/// through here, which is also where the worker's hand-over cuts it.
+#[derive(Clone)]
 struct Progress {
     done: Arc<AtomicU64>,
     total: Arc<AtomicU64>,
+    hand_over: CancellationToken,
 }
 
 impl Progress {
-    /// `body`, counted.
+    /// Nothing moved yet, for a task run with `ctx`.
+    fn new(ctx: &FlowContext) -> Progress {
+        Progress { done: Arc::default(), total: Arc::default(), hand_over: ctx.hand_over.clone() }
+    }
+
+    /// `body`, counted, and failing once the worker hands its tasks over: the flow then unwinds
+    /// as for a source that broke off, removing what it wrote (an early clean end would not).
     fn count(&self, body: ByteStream, total: Option<u64>) -> ByteStream {
         self.total.store(total.unwrap_or(0), Ordering::Relaxed);
         let done = self.done.clone();
-        Box::pin(body.inspect_ok(move |chunk| {
+        let counted = body.inspect_ok(move |chunk| {
             done.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        });
+        Box::pin(futures_util::stream::unfold(Some((counted, self.hand_over.clone())), |state| async move {
+            let (mut body, hand_over) = state?;
+            tokio::select! {
+                biased;
+                () = hand_over.cancelled() => {
+                    Some((Err(std::io::Error::other("the worker is stopping and hands the task over")), None))
+                }
+                item = body.next() => item.map(|item| (item, Some((body, hand_over)))),
+            }
         }))
     }
 

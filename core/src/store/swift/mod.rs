@@ -30,7 +30,7 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
 use super::fs::valid_name;
-use super::{ByteStream, Store, StoreError, Swept};
+use super::{ByteStream, Store, StoreError, SweepLimits, Swept};
 use crate::config::SwiftConfig;
 use client::{Client, object_path};
 use upload::{LEASE_EXPIRY, LEASES, UPLOAD_HEADER, Writer};
@@ -40,9 +40,6 @@ const MIB: u64 = 1024 * 1024;
 const MAX_OBJECT_SIZE: u64 = 5 * 1024 * MIB;
 /// Objects per listing page (Swift's default `container_listing_limit`).
 const LISTING_PAGE: usize = 10_000;
-/// What one sweep may spend: the rest goes in the next one.
-const SWEEP_MAX_REMOVALS: usize = 1000;
-const SWEEP_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 /// A delete of a large object deletes its segments one by one inside Swift.
 const LARGE_DELETE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
@@ -340,15 +337,15 @@ impl Store for SwiftStore {
     }
 
     /// Removes the segments of segmented uploads whose lease expired (see the `upload` module);
-    /// `idle` does not count, the lease tells a dead writer.
-    async fn remove_abandoned(&self, _idle: std::time::Duration) -> Result<Swept, StoreError> {
+    /// `limits.idle` does not count, the lease tells a dead writer.
+    async fn remove_abandoned(&self, limits: &SweepLimits) -> Result<Swept, StoreError> {
         let started = Instant::now();
-        let leases = list(self.client(), &self.layout().segments, LEASES, SWEEP_MAX_REMOVALS).await?;
+        let leases = list(self.client(), &self.layout().segments, LEASES, limits.max_removals).await?;
         let now = leases.date.unwrap_or_else(Utc::now);
         let expiry = chrono::Duration::from_std(LEASE_EXPIRY).unwrap_or(chrono::Duration::MAX);
         let mut swept = Swept::default();
         for lease in &leases.objects {
-            if swept.files >= SWEEP_MAX_REMOVALS || started.elapsed() >= SWEEP_MAX_TIME {
+            if limits.spent(started, swept.files) {
                 tracing::info!(removed = swept.files, "sweep budget spent; the next sweep goes on");
                 break;
             }
