@@ -3,13 +3,15 @@
 //! web-download several times in a row, the API restarted before each round, then one worker
 //! starts. Within a few seconds of its start nothing the killed workers were writing is left
 //! (partial files in a filesystem store; unfinished multipart uploads in an S3 store, moto on
-//! loopback), while a slow upload that a live process is writing all along is untouched and
-//! completes; then the killed imports are taken over and complete.
+//! loopback; segments of unfinished large objects in a Swift store, the all-in-one of
+//! `support::swift`), while a slow upload that a live process is writing all along is
+//! untouched and completes; then the killed imports are taken over and complete.
 //!
 //! Until the last worker, every process sweeps only when it starts (`sweep_interval` of an
 //! hour), so what the last kill leaves is the last worker's to sweep; that worker sweeps every
 //! second. Leases of 5 s: an S3 upload whose writer has not renewed its marker for that long
-//! is a dead writer's (moto's `Initiated` dates are all in 2010, so only the markers tell).
+//! is a dead writer's (moto's `Initiated` dates are all in 2010, so only the markers tell), and
+//! so is a Swift upload whose lease object has not been renewed for that long.
 //! 15-20 s each on a quiet machine (plus the cluster's start), 25-40 s on a busy one.
 
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use tokio::sync::mpsc;
 use crate::image_data::{coreutils_digests, payload};
 use crate::support::cluster::{Cluster, SlowServer, Spec, listing};
 use crate::support::s3::S3Server;
+use crate::support::swift::{Account, Swift, swift};
 
 /// The image every killed worker downloads: 3 s at the test server's rate.
 const IMAGE_SIZE: usize = 24 << 20;
@@ -42,6 +45,9 @@ enum Partials<'a> {
     Files(std::path::PathBuf),
     /// Unfinished multipart uploads of `<prefix>/<image id>`, by upload id.
     Uploads(&'a S3Server),
+    /// Segmented uploads under way or abandoned in a Swift segments container: their leases,
+    /// `leases/<image id>/<upload id>` (a lease goes after the last segment of its upload).
+    Segments(Account, String),
 }
 
 impl Partials<'_> {
@@ -56,6 +62,10 @@ impl Partials<'_> {
                 let key = format!("{PREFIX}/{id}");
                 s3.pending_upload_ids().await.into_iter().filter(|(k, _)| *k == key).map(|(_, id)| id).collect()
             }
+            Partials::Segments(account, segments) => {
+                let prefix = format!("leases/{id}/");
+                account.names(segments).await.into_iter().filter(|n| n.starts_with(&prefix)).collect()
+            }
         }
     }
 
@@ -64,6 +74,9 @@ impl Partials<'_> {
         match self {
             Partials::Files(dir) => listing(dir).into_iter().filter(|n| n.ends_with(".part")).collect(),
             Partials::Uploads(s3) => s3.pending_upload_ids().await.into_iter().map(|(_, id)| id).collect(),
+            Partials::Segments(account, segments) => {
+                account.names(segments).await.into_iter().filter(|n| n.starts_with("leases/")).collect()
+            }
         }
     }
 
@@ -81,6 +94,15 @@ impl Partials<'_> {
                 // The upload starts once a part is buffered, and sends it right away.
                 tokio::time::sleep(Duration::from_millis(400)).await;
                 true
+            }
+            Partials::Segments(account, segments) => {
+                let leases = self.of(id).await;
+                let names = account.names(segments).await;
+                // A stored segment of one of the image's uploads: the kill leaves data behind.
+                leases.iter().filter_map(|l| l.strip_prefix("leases/")).any(|upload| {
+                    let prefix = format!("{upload}/");
+                    names.iter().any(|n| n.starts_with(&prefix))
+                })
             }
         }
     }
@@ -247,4 +269,15 @@ async fn s3_uploads_of_killed_workers_are_aborted_when_a_worker_starts_and_a_liv
     .await;
     let markers: Vec<String> = s3.keys().await.into_iter().filter(|k| k.contains("/.glint-uploads/")).collect();
     assert!(markers.is_empty(), "upload markers left: {markers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swift_segments_of_killed_workers_are_removed_when_a_worker_starts_and_a_live_upload_completes() {
+    let Some(swift) = swift() else { return };
+    let container = Swift::container();
+    let Some(cluster) = Cluster::start(Spec { swift: Some(swift.config(&container)), ..spec() }).await else {
+        return;
+    };
+    let partials = Partials::Segments(swift.account().await, format!("{container}_segments"));
+    killed_workers_leftovers_are_swept_at_the_next_start_and_a_live_upload_completes(cluster, partials, "swift").await;
 }

@@ -19,6 +19,8 @@ use crate::support::web::{Reply, WebServer};
 use crate::support::{Backend, TestApp, expect_error};
 
 const MIB: usize = 1024 * 1024;
+/// The store's lease when a test opens one itself, `tasks.lease`'s default.
+const LEASE: Duration = Duration::from_secs(60);
 
 /// A TestApp with two stores, `local` (filesystem) and `swift` (in a container of its own).
 struct Setup {
@@ -390,10 +392,12 @@ async fn containers_are_created_on_put_only_when_allowed() {
     let message = expect_error(put(&strict.app, &id, payload(100)).await, 500).await;
     assert_eq!(show(&strict.app, &id).await["status"], "queued", "{message}");
     assert!(!strict.account.has_container(&strict.container).await);
-    let store = SwiftStore::open(&strict.swift.config(&strict.container)).expect("store");
-    let unhealthy =
-        SwiftStore::open(&SwiftConfig { create_container_on_put: false, ..strict.swift.config(&strict.container) })
-            .expect("store");
+    let store = SwiftStore::open(&strict.swift.config(&strict.container), LEASE).expect("store");
+    let unhealthy = SwiftStore::open(
+        &SwiftConfig { create_container_on_put: false, ..strict.swift.config(&strict.container) },
+        LEASE,
+    )
+    .expect("store");
     store.health().await.expect("a store that creates its container is healthy without it");
     let err = unhealthy.health().await.expect_err("missing container");
     assert!(err.to_string().contains(&strict.container), "{err}");
@@ -578,7 +582,7 @@ async fn plant_dead_upload(setup: &Setup, image_id: &str, upload: &str, segments
 #[tokio::test]
 async fn the_sweep_removes_the_segments_of_dead_writers_only() {
     let Some(setup) = Setup::start(Backend::Sqlite, |_, _| {}).await else { return };
-    let store = SwiftStore::open(&setup.swift.config(&setup.container)).expect("store");
+    let store = SwiftStore::open(&setup.swift.config(&setup.container), LEASE).expect("store");
     setup.account.create_container(&setup.container).await;
     setup.account.create_container(&setup.segments()).await;
     // A committed large image, whose writer died after writing the manifest, before dropping
@@ -602,8 +606,11 @@ async fn the_sweep_removes_the_segments_of_dead_writers_only() {
     let (go, wait) = tokio::sync::oneshot::channel();
     let slow_data = payload(3 * MIB);
     let slow = tokio::spawn({
-        let (store, live, slow_data) =
-            (SwiftStore::open(&setup.swift.config(&setup.container)).expect("store"), live.clone(), slow_data.clone());
+        let (store, live, slow_data) = (
+            SwiftStore::open(&setup.swift.config(&setup.container), LEASE).expect("store"),
+            live.clone(),
+            slow_data.clone(),
+        );
         async move { store.put(&live, paused(slow_data, 3 * MIB / 2, wait), u64::MAX).await }
     });
     let mut listed = Vec::new();
@@ -643,7 +650,7 @@ async fn the_sweep_removes_the_segments_of_dead_writers_only() {
 #[tokio::test]
 async fn glance_s_dynamic_large_objects_are_read_and_deleted_with_their_segments() {
     let Some(setup) = Setup::start(Backend::Sqlite, |_, _| {}).await else { return };
-    let store = SwiftStore::open(&setup.swift.config(&setup.container)).expect("store");
+    let store = SwiftStore::open(&setup.swift.config(&setup.container), LEASE).expect("store");
     setup.account.create_container(&setup.container).await;
     // Glance's layout: `<name>-00001`... beside the manifest, in the same container.
     let (first, second) = (payload(1500), payload(700));
@@ -668,20 +675,21 @@ async fn health_fails_fast_and_says_why() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.local_addr().expect("addr").port()
     };
-    let unreachable = SwiftStore::open(&SwiftConfig {
-        auth_url: format!("http://127.0.0.1:{closed}/auth/v1.0"),
-        ..swift.config(&container)
-    })
+    let unreachable = SwiftStore::open(
+        &SwiftConfig { auth_url: format!("http://127.0.0.1:{closed}/auth/v1.0"), ..swift.config(&container) },
+        LEASE,
+    )
     .expect("store");
     let started = std::time::Instant::now();
     let err = unreachable.health().await.expect_err("nothing listens");
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
     assert!(err.to_string().contains("cannot reach"), "{err}");
-    let wrong_key = SwiftStore::open(&SwiftConfig { key: "wrong".into(), ..swift.config(&container) }).expect("store");
+    let wrong_key =
+        SwiftStore::open(&SwiftConfig { key: "wrong".into(), ..swift.config(&container) }, LEASE).expect("store");
     let err = wrong_key.health().await.expect_err("wrong key");
     assert!(matches!(err, StoreError::Denied(_)), "{err}");
     assert!(!err.to_string().contains("wrong"), "the key stays out of messages: {err}");
-    SwiftStore::open(&swift.config(&container)).expect("store").health().await.expect("healthy");
+    SwiftStore::open(&swift.config(&container), LEASE).expect("store").health().await.expect("healthy");
 }
 
 #[tokio::test]
@@ -699,7 +707,7 @@ async fn keystone_v3_credentials_find_swift_in_the_catalog() {
         project_name: Some(project.into()),
         ..swift.config(&container)
     };
-    let healthy = SwiftStore::open(&store).expect("store").health().await;
+    let healthy = SwiftStore::open(&store, LEASE).expect("store").health().await;
     healthy.unwrap_or_else(|e| panic!("Alice's account does not answer: {e}\n{}", swift.log("proxy-keystone")));
     let in_app = store.clone();
     let Some(app) = TestApp::spawn_with(Backend::Sqlite, move |config: &mut Config| {
@@ -725,10 +733,11 @@ async fn keystone_v3_credentials_find_swift_in_the_catalog() {
     assert_eq!(account.names(&container).await, Vec::<String>::new());
     assert_eq!(account.names(&format!("{container}_segments")).await, Vec::<String>::new());
 
-    let elsewhere = SwiftStore::open(&SwiftConfig { region: Some("nowhere".into()), ..store.clone() }).expect("store");
+    let elsewhere =
+        SwiftStore::open(&SwiftConfig { region: Some("nowhere".into()), ..store.clone() }, LEASE).expect("store");
     let err = elsewhere.health().await.expect_err("no endpoint in that region");
     assert!(err.to_string().contains("no public object-store endpoint in region nowhere"), "{err}");
-    let wrong = SwiftStore::open(&SwiftConfig { key: "not-alice-pw".into(), ..store }).expect("store");
+    let wrong = SwiftStore::open(&SwiftConfig { key: "not-alice-pw".into(), ..store }, LEASE).expect("store");
     assert!(matches!(wrong.health().await, Err(StoreError::Denied(_))));
 }
 

@@ -227,7 +227,8 @@ pub struct StoreInfo {
 impl Stores {
     /// Opens every store of `cfg` (creating filesystem directories as needed). `lease` is how
     /// long a writer may go without proving it is alive (`tasks.lease`): S3 uploads renew
-    /// their markers every third of it, so that sweeps can tell them from dead ones.
+    /// their markers and Swift's segmented uploads their leases every third of it, so that
+    /// sweeps can tell them from dead ones.
     pub fn from_config(cfg: &StorageConfig, lease: Duration) -> Result<Stores> {
         let mut stores = Stores::new(&cfg.default, BTreeMap::new());
         for (id, backend) in cfg.effective_backends() {
@@ -263,7 +264,7 @@ impl Stores {
                     (Arc::new(store), StoreInfo { kind: "rbd", description: cfg.description, properties })
                 }
                 BackendConfig::Swift(cfg) => {
-                    let store = SwiftStore::open(&cfg).map_err(|e| Error::Config(format!("store {id}: {e}")))?;
+                    let store = SwiftStore::open(&cfg, lease).map_err(|e| Error::Config(format!("store {id}: {e}")))?;
                     let properties = store.properties();
                     (Arc::new(store), StoreInfo { kind: "swift", description: cfg.description, properties })
                 }

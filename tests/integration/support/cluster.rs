@@ -27,7 +27,7 @@ use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statemen
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use glint_core::config::S3Config;
+use glint_core::config::{S3Config, SwiftConfig};
 
 use super::broker;
 use super::server::{Node, Role, free_loopback_port, run_to_completion};
@@ -60,6 +60,8 @@ pub struct Spec {
     pub shutdown_timeout: u64,
     /// An S3 store `s3`, the default store when set (the filesystem stores stay beside it).
     pub s3: Option<S3Config>,
+    /// A Swift store `swift` (tempauth), the default store when set.
+    pub swift: Option<SwiftConfig>,
     /// More `GLINT__*` variables for every process.
     pub env: Vec<(&'static str, String)>,
 }
@@ -78,6 +80,7 @@ impl Default for Spec {
             worker_concurrency: 2,
             shutdown_timeout: 30,
             s3: None,
+            swift: None,
             env: Vec::new(),
         }
     }
@@ -141,7 +144,8 @@ impl Cluster {
         let queue = format!("glint-e2e-{}", uuid::Uuid::new_v4().simple());
         let probe_queue = format!("{queue}.probe");
         let config_file = root.join("glint.toml");
-        std::fs::write(&config_file, config_toml(&stores, spec.s3.as_ref())).expect("write the configuration file");
+        let toml = config_toml(&stores, spec.s3.as_ref(), spec.swift.as_ref());
+        std::fs::write(&config_file, toml).expect("write the configuration file");
         let config: Vec<(String, String)> = [
             ("GLINT_CONFIG", config_file.display().to_string()),
             ("GLINT__DATABASE__URL", database.url.clone()),
@@ -587,8 +591,12 @@ impl Audit {
 
 /// The TOML file naming the stores (and letting web-download reach the loopback test
 /// servers on any port).
-fn config_toml(stores: &[(String, PathBuf)], s3: Option<&S3Config>) -> String {
-    let default = if s3.is_some() { "s3" } else { stores[0].0.as_str() };
+fn config_toml(stores: &[(String, PathBuf)], s3: Option<&S3Config>, swift: Option<&SwiftConfig>) -> String {
+    let default = match (s3, swift) {
+        (Some(_), _) => "s3",
+        (None, Some(_)) => "swift",
+        (None, None) => stores[0].0.as_str(),
+    };
     let mut toml = format!("[storage]\ndefault = \"{default}\"\n");
     for (id, path) in stores {
         toml.push_str(&format!("\n[storage.backends.{id}]\ntype = \"filesystem\"\npath = \"{}\"\n", path.display()));
@@ -604,6 +612,21 @@ fn config_toml(stores: &[(String, PathBuf)], s3: Option<&S3Config>) -> String {
             s3.secret_access_key,
             s3.prefix.as_deref().unwrap_or_default(),
             s3.allow_http,
+        ));
+    }
+    if let Some(swift) = swift {
+        toml.push_str(&format!(
+            "\n[storage.backends.swift]\ntype = \"swift\"\nauth_url = \"{}\"\nauth_version = {}\nuser = \"{}\"\n\
+             key = \"{}\"\ncontainer = \"{}\"\nlarge_object_size = {}\nlarge_object_chunk_size = {}\n\
+             create_container_on_put = {}\n",
+            swift.auth_url,
+            swift.auth_version,
+            swift.user,
+            swift.key,
+            swift.container,
+            swift.large_object_size,
+            swift.large_object_chunk_size,
+            swift.create_container_on_put,
         ));
     }
     toml.push_str("\n[import.filtering]\nallow_private_addresses = true\nallowed_ports = []\n");

@@ -21,7 +21,7 @@ use std::collections::HashSet;
 use std::io;
 use std::ops::Range;
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use futures_util::TryStreamExt;
@@ -33,7 +33,7 @@ use super::fs::valid_name;
 use super::{ByteStream, Store, StoreError, SweepLimits, Swept};
 use crate::config::SwiftConfig;
 use client::{Client, object_path};
-use upload::{LEASE_EXPIRY, LEASES, UPLOAD_HEADER, Writer};
+use upload::{LEASES, UPLOAD_HEADER, Writer};
 
 const MIB: u64 = 1024 * 1024;
 /// Swift's default largest object (`max_file_size`): a single object or one segment.
@@ -41,7 +41,7 @@ const MAX_OBJECT_SIZE: u64 = 5 * 1024 * MIB;
 /// Objects per listing page (Swift's default `container_listing_limit`).
 const LISTING_PAGE: usize = 10_000;
 /// A delete of a large object deletes its segments one by one inside Swift.
-const LARGE_DELETE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+const LARGE_DELETE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The ids of the segmented uploads running in this process (see [`upload`]): a sweep never
 /// takes them, whatever their lease looks like.
@@ -58,12 +58,15 @@ pub(super) struct Layout {
     /// Bytes per segment.
     chunk_size: u64,
     create_container_on_put: bool,
+    /// A segmented upload renews its lease every third of this; a lease not renewed for this
+    /// long belongs to a dead writer.
+    lease: Duration,
     /// `swift+http(s)://<auth URL without scheme>/<container>/`: a location is this and a name.
     location_prefix: String,
 }
 
 impl Layout {
-    fn from_config(cfg: &SwiftConfig) -> Result<Layout, String> {
+    fn from_config(cfg: &SwiftConfig, lease: Duration) -> Result<Layout, String> {
         let container = cfg.container.clone();
         if container.is_empty() || container.contains('/') || container.len() > 200 {
             return Err(format!("container = {container:?}: a non-empty name without '/' of at most 200 bytes"));
@@ -91,6 +94,7 @@ impl Layout {
             large_object_size,
             chunk_size,
             create_container_on_put: cfg.create_container_on_put,
+            lease,
             location_prefix,
         })
     }
@@ -102,11 +106,12 @@ pub struct SwiftStore {
 }
 
 impl SwiftStore {
-    /// A store for `cfg`. Nothing is sent yet: a wrong address or credentials show up on the
-    /// first request (or [`Store::health`]).
-    pub fn open(cfg: &SwiftConfig) -> Result<SwiftStore, StoreError> {
+    /// A store for `cfg`, whose segmented uploads renew their lease every third of `lease`
+    /// (see the `upload` module). Nothing is sent yet: a wrong address or credentials show up
+    /// on the first request (or [`Store::health`]).
+    pub fn open(cfg: &SwiftConfig, lease: Duration) -> Result<SwiftStore, StoreError> {
         let invalid = |e: String| StoreError::Io(io::Error::new(io::ErrorKind::InvalidInput, e));
-        let layout = Layout::from_config(cfg).map_err(invalid)?;
+        let layout = Layout::from_config(cfg, lease).map_err(invalid)?;
         let credentials = auth::Credentials::from_config(cfg).map_err(invalid)?;
         let client = Client::new(credentials, cfg.endpoint.clone()).map_err(invalid)?;
         Ok(SwiftStore { writer: Writer { client: Arc::new(client), layout: Arc::new(layout) } })
@@ -336,13 +341,13 @@ impl Store for SwiftStore {
         client::check(response, &format!("HEAD of container {container}")).await.map(drop)
     }
 
-    /// Removes the segments of segmented uploads whose lease expired (see the `upload` module);
-    /// `limits.idle` does not count, the lease tells a dead writer.
+    /// Removes the segments of segmented uploads whose lease expired (see the `upload` module):
+    /// the store's own lease tells a dead writer, `limits.idle` does not count.
     async fn remove_abandoned(&self, limits: &SweepLimits) -> Result<Swept, StoreError> {
         let started = Instant::now();
         let leases = list(self.client(), &self.layout().segments, LEASES, limits.max_removals).await?;
         let now = leases.date.unwrap_or_else(Utc::now);
-        let expiry = chrono::Duration::from_std(LEASE_EXPIRY).unwrap_or(chrono::Duration::MAX);
+        let expiry = chrono::Duration::from_std(self.layout().lease).unwrap_or(chrono::Duration::MAX);
         let mut swept = Swept::default();
         for lease in &leases.objects {
             if limits.spent(started, swept.files) {
@@ -385,6 +390,10 @@ impl Store for SwiftStore {
 mod tests {
     use super::*;
 
+    fn open(cfg: &SwiftConfig) -> Result<SwiftStore, StoreError> {
+        SwiftStore::open(cfg, Duration::from_secs(60))
+    }
+
     fn config(auth_url: &str) -> SwiftConfig {
         let text = format!("auth_url = \"{auth_url}\"\nauth_version = 1\nuser = \"test:tester\"\nkey = \"testing\"\n");
         use figment::providers::Format;
@@ -393,16 +402,16 @@ mod tests {
 
     #[test]
     fn locations_are_the_auth_url_container_and_name_without_credentials() {
-        let store = SwiftStore::open(&config("http://swift.example:8080/auth/v1.0/")).expect("open");
+        let store = open(&config("http://swift.example:8080/auth/v1.0/")).expect("open");
         assert_eq!(store.layout().location_prefix, "swift+http://swift.example:8080/auth/v1.0/glance/");
-        let secure = SwiftStore::open(&config("https://keystone.example/v3")).expect("open");
+        let secure = open(&config("https://keystone.example/v3")).expect("open");
         assert_eq!(secure.layout().location_prefix, "swift+https://keystone.example/v3/glance/");
-        assert!(SwiftStore::open(&config("ftp://swift.example")).is_err());
+        assert!(open(&config("ftp://swift.example")).is_err());
     }
 
     #[test]
     fn only_names_directly_in_the_container_are_held() {
-        let store = SwiftStore::open(&config("http://swift.example:8080/auth/v1.0")).expect("open");
+        let store = open(&config("http://swift.example:8080/auth/v1.0")).expect("open");
         assert!(store.holds("swift+http://swift.example:8080/auth/v1.0/glance/external.img"));
         for location in [
             "swift+http://swift.example:8080/auth/v1.0/glance_segments/img",
@@ -422,12 +431,12 @@ mod tests {
     fn sizes_are_checked_against_swifts_largest_object() {
         let mut cfg = config("http://swift.example/auth/v1.0");
         cfg.large_object_chunk_size = 0;
-        assert!(SwiftStore::open(&cfg).is_err());
+        assert!(open(&cfg).is_err());
         cfg.large_object_chunk_size = 6 * 1024;
-        assert!(SwiftStore::open(&cfg).is_err());
+        assert!(open(&cfg).is_err());
         cfg.large_object_chunk_size = 200;
         cfg.container = "a/b".into();
-        assert!(SwiftStore::open(&cfg).is_err());
+        assert!(open(&cfg).is_err());
     }
 
     #[test]

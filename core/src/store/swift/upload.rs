@@ -12,10 +12,11 @@
 //! so readers never see a partial image.
 //!
 //! A segmented upload holds a lease, the object `leases/<image id>/<upload id>` in the
-//! segments container, written before the first segment and renewed every [`LEASE_RENEW`]
-//! while the upload runs. A failed or abandoned upload removes its segments, then its lease;
-//! one whose process died leaves a lease that stops being renewed, and the sweep (see
-//! [`super::SwiftStore`]) removes its segments once the lease is [`LEASE_EXPIRY`] old.
+//! segments container, written before the first segment and renewed every third of the
+//! store's lease (`tasks.lease`, as the S3 store's markers) while the upload runs. A failed or
+//! abandoned upload removes its segments, then its lease; one whose process died leaves a
+//! lease that stops being renewed, and the sweep (see [`super::SwiftStore`]) removes its
+//! segments once the lease was last renewed a whole lease ago (by Swift's clock).
 
 use std::collections::{HashSet, VecDeque};
 use std::io;
@@ -37,15 +38,16 @@ pub(super) const SINGLE_PUT_BUFFER: u64 = 8 * 1024 * 1024;
 pub(super) const SEGMENTS_IN_FLIGHT: usize = 4;
 /// Swift's default `max_manifest_segments`: a larger image would be refused at the manifest.
 pub(super) const MAX_SEGMENTS: u64 = 1000;
-/// How often a live upload renews its lease.
-pub(super) const LEASE_RENEW: Duration = Duration::from_secs(10);
-/// A lease not renewed for this long belongs to a dead writer.
-pub(super) const LEASE_EXPIRY: Duration = Duration::from_secs(60);
-/// A writer commits only if its lease was renewed this recently, and its manifest PUT may take
-/// at most [`MANIFEST_TIMEOUT`]: together well under [`LEASE_EXPIRY`], so no sweep can take a
-/// lease (and the segments) of an upload that is committing.
-const COMMIT_WITHIN: Duration = Duration::from_secs(30);
-const MANIFEST_TIMEOUT: Duration = Duration::from_secs(25);
+/// A writer commits only if it renewed its lease within the last half lease, and its manifest
+/// PUT may take at most two fifths of one: a sweep takes a lease a whole lease after its last
+/// renewal, so never that of an upload whose manifest may still be written.
+fn commit_within(lease: Duration) -> Duration {
+    lease / 2
+}
+
+fn manifest_timeout(lease: Duration) -> Duration {
+    lease * 2 / 5
+}
 /// Bytes waiting between the writer and one segment's request.
 const SEGMENT_CHANNEL_DEPTH: usize = 8;
 /// The prefix of lease objects in the segments container; image ids never start with it.
@@ -219,7 +221,7 @@ impl Writer {
         let response = self
             .client
             .send(Method::PUT, &path, |r| {
-                r.timeout(MANIFEST_TIMEOUT)
+                r.timeout(manifest_timeout(self.layout.lease))
                     .header("Content-Type", "application/octet-stream")
                     .header(UPLOAD_HEADER, upload)
                     .body(body.clone())
@@ -447,7 +449,7 @@ impl Lease {
             let (writer, name, renewed) = (writer.clone(), name.clone(), renewed.clone());
             async move {
                 loop {
-                    tokio::time::sleep(LEASE_RENEW).await;
+                    tokio::time::sleep(writer.layout.lease / 3).await;
                     let started = Instant::now();
                     match put_lease(&writer, &name).await {
                         Ok(()) => *renewed.lock().unwrap_or_else(|p| p.into_inner()) = started,
@@ -463,7 +465,7 @@ impl Lease {
     /// before the manifest is written.
     fn check_fresh(&self) -> Result<(), StoreError> {
         let renewed = *self.renewed.lock().unwrap_or_else(|p| p.into_inner());
-        if renewed.elapsed() < COMMIT_WITHIN {
+        if renewed.elapsed() < commit_within(self.writer.layout.lease) {
             return Ok(());
         }
         Err(StoreError::Io(io::Error::other(format!(
