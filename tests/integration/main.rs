@@ -36,6 +36,7 @@ mod s3_store;
 mod schemas;
 mod server_limits;
 mod shutdown;
+mod store_chain;
 mod stores;
 mod sweep_e2e;
 mod swift_store;
