@@ -400,7 +400,7 @@ async fn containers_are_created_on_put_only_when_allowed() {
     .expect("store");
     store.health().await.expect("a store that creates its container is healthy without it");
     let err = unhealthy.health().await.expect_err("missing container");
-    assert!(err.to_string().contains(&strict.container), "{err}");
+    assert!(err.to_string().contains(&format!("the Swift container {} does not exist", strict.container)), "{err}");
     strict.account.create_container(&strict.container).await;
     unhealthy.health().await.expect("healthy once the container exists");
     assert_eq!(put(&strict.app, &id, payload(100)).await.status(), 204);

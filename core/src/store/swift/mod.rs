@@ -334,9 +334,13 @@ impl Store for SwiftStore {
     async fn health(&self) -> Result<(), StoreError> {
         let container = &self.layout().container;
         let response = self.client().send(Method::HEAD, &client::container_path(container), |r| r).await?;
-        if response.status() == StatusCode::NOT_FOUND && self.layout().create_container_on_put {
-            // The account answered; the container comes with the first upload.
-            return Ok(());
+        if response.status() == StatusCode::NOT_FOUND {
+            // The account answered; the container comes with the first upload, if it may.
+            return if self.layout().create_container_on_put {
+                Ok(())
+            } else {
+                Err(upload::missing_container(container))
+            };
         }
         client::check(response, &format!("HEAD of container {container}")).await.map(drop)
     }

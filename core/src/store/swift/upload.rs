@@ -63,6 +63,13 @@ pub(super) struct Writer {
     pub(super) layout: Arc<Layout>,
 }
 
+/// What an upload to (or a health check of) a store whose container is missing says.
+pub(super) fn missing_container(container: &str) -> StoreError {
+    StoreError::Io(io::Error::other(format!(
+        "the Swift container {container} does not exist; create it, or set create_container_on_put = true"
+    )))
+}
+
 fn abandoned() -> StoreError {
     StoreError::Source(io::Error::other("upload abandoned"))
 }
@@ -114,9 +121,7 @@ impl Writer {
             return Ok(());
         }
         if !self.layout.create_container_on_put {
-            return Err(StoreError::Io(io::Error::other(format!(
-                "the Swift container {container} does not exist; create it, or set create_container_on_put = true"
-            ))));
+            return Err(missing_container(container));
         }
         tracing::info!(container, "creating Swift container");
         let created = self.client.send(Method::PUT, &path, |r| r).await?;
