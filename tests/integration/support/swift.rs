@@ -149,7 +149,8 @@ fn start_once() -> Result<Swift, String> {
     let started = Instant::now();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/integration/support/swift.sh");
     // The script removes its directory when it stops.
-    let dir = tempfile::Builder::new().prefix("glint-swift-").tempdir().map_err(|e| e.to_string())?.keep();
+    let dir =
+        tempfile::Builder::new().prefix("glint-swift-").tempdir_in(xattr_dir()?).map_err(|e| e.to_string())?.keep();
     let ports: Vec<String> = (0..5).map(|_| free_port().to_string()).collect();
     let mut child = Command::new("bash")
         .arg(script)
@@ -186,6 +187,28 @@ fn start_once() -> Result<Swift, String> {
         _child: child,
         _stdin: stdin,
     })
+}
+
+/// A temporary directory whose filesystem keeps user extended attributes, which the object
+/// server stores its metadata in: the system's (a tmpfs before Linux 6.6 has none), else
+/// /var/tmp.
+fn xattr_dir() -> Result<PathBuf, String> {
+    let candidates = [std::env::temp_dir(), PathBuf::from("/var/tmp")];
+    for base in &candidates {
+        let Ok(probe) = tempfile::NamedTempFile::new_in(base) else { continue };
+        let kept = Command::new("/usr/bin/python3")
+            .args(["-c", "import os, sys; os.setxattr(sys.argv[1], 'user.glint', b'1')"])
+            .arg(probe.path())
+            .stderr(Stdio::null())
+            .status();
+        match kept {
+            Ok(status) if status.success() => return Ok(base.clone()),
+            Ok(_) => {}
+            // No Debian Python, so no Swift either: swift.sh says what is missing.
+            Err(_) => return Ok(base.clone()),
+        }
+    }
+    Err(format!("none of {candidates:?} keeps user extended attributes, which the object server needs"))
 }
 
 fn free_port() -> u16 {
