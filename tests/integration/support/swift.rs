@@ -160,7 +160,10 @@ fn start_once() -> Result<Swift, String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run {script}: {e}"))?;
+        .map_err(|e| {
+            let _ = std::fs::remove_dir_all(&dir);
+            format!("cannot run {script}: {e}")
+        })?;
     let stdin = child.stdin.take().ok_or("no stdin")?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let stderr = child.stderr.take().ok_or("no stderr")?;
@@ -170,6 +173,8 @@ fn start_once() -> Result<Swift, String> {
     let ["ready", auth_url, user, key] = words[..] else {
         drop(stdin);
         let _ = child.wait();
+        // The script removes its directory only once it got going.
+        let _ = std::fs::remove_dir_all(&dir);
         let mut output = String::new();
         let mut stderr = BufReader::new(stderr);
         while stderr.read_line(&mut output).is_ok_and(|n| n > 0) {}
