@@ -8,8 +8,9 @@ use std::time::Duration;
 use glint_core::config::{BackendConfig, Config, RbdConfig};
 use glint_core::store::{RbdStore, Store, SweepLimits};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::s3_store::{chunked, payload, put, queued_image, show};
 use crate::support::ceph::Ceph;
 use crate::support::{Backend, TestApp, expect_error};
 
@@ -26,34 +27,6 @@ async fn app(adjust: impl FnOnce(&mut RbdConfig, &mut Config)) -> Option<(TestAp
     })
     .await?;
     Some((app, ceph))
-}
-
-fn payload(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 % 251) as u8).collect()
-}
-
-async fn queued_image(app: &TestApp) -> String {
-    let image = app.create_image(json!({"disk_format": "raw", "container_format": "bare"})).await;
-    image["id"].as_str().expect("id").to_owned()
-}
-
-async fn put(app: &TestApp, id: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
-    app.request(Method::PUT, &format!("/v2/images/{id}/file"))
-        .header("Content-Type", "application/octet-stream")
-        .body(body)
-        .send()
-        .await
-        .expect("request")
-}
-
-async fn show(app: &TestApp, id: &str) -> Value {
-    app.get_json(&format!("/v2/images/{id}")).await
-}
-
-/// A body sent with chunked encoding (no Content-Length), so only the store sees its size.
-fn chunked(data: Vec<u8>, chunk: usize) -> reqwest::Body {
-    let chunks: Vec<io::Result<Vec<u8>>> = data.chunks(chunk).map(|c| Ok(c.to_vec())).collect();
-    reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
 }
 
 fn pool_images(ceph: &Ceph) -> Vec<String> {

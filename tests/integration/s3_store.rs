@@ -53,16 +53,16 @@ impl Setup {
     }
 }
 
-fn payload(len: usize) -> Vec<u8> {
+pub(crate) fn payload(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 % 251) as u8).collect()
 }
 
-async fn queued_image(app: &TestApp) -> String {
+pub(crate) async fn queued_image(app: &TestApp) -> String {
     let image = app.create_image(json!({"disk_format": "raw", "container_format": "bare"})).await;
     image["id"].as_str().expect("id").to_owned()
 }
 
-async fn put(app: &TestApp, id: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+pub(crate) async fn put(app: &TestApp, id: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
     app.request(Method::PUT, &format!("/v2/images/{id}/file"))
         .header("Content-Type", "application/octet-stream")
         .body(body)
@@ -71,12 +71,12 @@ async fn put(app: &TestApp, id: &str, body: impl Into<reqwest::Body>) -> reqwest
         .expect("request")
 }
 
-async fn show(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn show(app: &TestApp, id: &str) -> Value {
     app.get_json(&format!("/v2/images/{id}")).await
 }
 
 /// A body sent with chunked encoding (no Content-Length), so only the store sees its size.
-fn chunked(data: Vec<u8>, chunk: usize) -> reqwest::Body {
+pub(crate) fn chunked(data: Vec<u8>, chunk: usize) -> reqwest::Body {
     let chunks: Vec<io::Result<Vec<u8>>> = data.chunks(chunk).map(|c| Ok(c.to_vec())).collect();
     reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
 }
