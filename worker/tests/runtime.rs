@@ -130,7 +130,8 @@ impl Harness {
         panic!("task {id} did not finish");
     }
 
-    async fn stop(mut self) {
+    /// Stops the worker; the database (and its directory) live on with the harness.
+    async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -144,7 +145,7 @@ const ID: &str = "aaaaaaaa-0000-4000-8000-000000000001";
 
 #[tokio::test]
 async fn a_published_task_runs_once_even_when_woken_several_times() {
-    let h = start(Behaviour::Succeed).await;
+    let mut h = start(Behaviour::Succeed).await;
     h.pending_task(ID).await;
     assert_eq!(glint_worker::relay_once(&h.db, h.queue.as_ref(), Duration::from_secs(60)).await.unwrap(), 1);
     h.queue.publish(ID).await.unwrap();
@@ -162,7 +163,7 @@ async fn a_published_task_runs_once_even_when_woken_several_times() {
 
 #[tokio::test]
 async fn an_aborted_flow_fails_the_task_with_its_message() {
-    let h = start(Behaviour::Abort).await;
+    let mut h = start(Behaviour::Abort).await;
     h.pending_task(ID).await;
     glint_worker::relay_once(&h.db, h.queue.as_ref(), Duration::from_secs(60)).await.unwrap();
     assert_eq!(
@@ -174,7 +175,7 @@ async fn an_aborted_flow_fails_the_task_with_its_message() {
 
 #[tokio::test]
 async fn a_transient_failure_is_retried_then_given_up() {
-    let h = start(Behaviour::Retry).await;
+    let mut h = start(Behaviour::Retry).await;
     h.pending_task(ID).await;
     glint_worker::relay_once(&h.db, h.queue.as_ref(), Duration::from_secs(60)).await.unwrap();
     let (status, message) = h.outcome(ID).await;
@@ -186,7 +187,7 @@ async fn a_transient_failure_is_retried_then_given_up() {
 
 #[tokio::test]
 async fn a_task_whose_worker_died_is_taken_over() {
-    let h = start(Behaviour::Succeed).await;
+    let mut h = start(Behaviour::Succeed).await;
     h.pending_task(ID).await;
     // Another worker claimed it, then died: its lease runs out without renewal.
     tasks::claim(&h.db, ID, "dead-worker", Duration::ZERO).await.unwrap().unwrap();
@@ -221,7 +222,7 @@ async fn a_stopping_worker_takes_no_new_task_and_finishes_the_running_one_within
 
 #[tokio::test]
 async fn a_task_still_running_at_the_shutdown_deadline_is_handed_back_for_another_worker_at_once() {
-    let h = start_with(Behaviour::Hold, Duration::from_millis(200)).await;
+    let mut h = start_with(Behaviour::Hold, Duration::from_millis(200)).await;
     h.pending_task(ID).await;
     glint_worker::relay_once(&h.db, h.queue.as_ref(), Duration::from_secs(60)).await.unwrap();
     h.flow.started.notified().await;
