@@ -36,6 +36,9 @@
 #   BENCH_THROUGHPUT_WORKERS="1 2"       worker process counts to compare ("" skips part 2)
 #   BENCH_WORKER_CONCURRENCY=4           tasks per worker process
 #   BENCH_REFERENCES=1                   0 skips the throughput references
+#   BENCH_SOURCE_RATE=                   nginx's limit_rate for the big file, per connection (e.g.
+#                                        10m): imports bound by their sources, not by the CPU, so
+#                                        the worker-count ratios show scale-out (issue #19 item 5)
 #   BENCH_PG_HOST=127.0.0.1 BENCH_PG_PORT=5432 BENCH_PG_USER=postgres   PostgreSQL (trust auth)
 #   BENCH_BROKER_URL=amqp://guest:guest@127.0.0.1:5672/%2f
 #   CARGO_TARGET_DIR (default $HOME/.cache/glint/target)
@@ -54,6 +57,7 @@ BIG_MIB=${BENCH_BIG_MIB:-256}
 THROUGHPUT_WORKERS=${BENCH_THROUGHPUT_WORKERS-1 2}
 CONCURRENCY=${BENCH_WORKER_CONCURRENCY:-4}
 WANT_REFS=${BENCH_REFERENCES:-1}
+SOURCE_RATE=${BENCH_SOURCE_RATE:-}
 KEEP=${BENCH_KEEP:-0}
 PG_HOST=${BENCH_PG_HOST:-127.0.0.1}
 PG_PORT=${BENCH_PG_PORT:-5432}
@@ -112,6 +116,7 @@ on_exit cleanup
 need_tools curl openssl python3
 find_nginx "the web-download source"
 [[ -n $NGINX ]] || log "serving with python3 -m http.server instead"
+[[ -z $SOURCE_RATE || -n $NGINX ]] || die "BENCH_SOURCE_RATE needs nginx (limit_rate)"
 [[ -n $LATENCY_SETUPS$THROUGHPUT_WORKERS ]] || die "nothing to do: BENCH_LATENCY_SETUPS and BENCH_THROUGHPUT_WORKERS are both empty"
 command -v psql >/dev/null || die "psql is needed (PostgreSQL shapes)"
 
@@ -175,6 +180,7 @@ http {
     server {
         listen 127.0.0.1:$WEB_PORT;
         root $WWW;
+        location = /big.raw { limit_rate ${SOURCE_RATE:-0}; }
     }
 }
 EOF

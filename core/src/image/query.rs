@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use sea_orm::sea_query::{Expr, ExprTrait, Query, SelectStatement};
 use sea_orm::{ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
-use super::repo::{assemble, get, is_member};
+use super::repo::{get_as_seen_by, read};
 use super::{Image, Status, Visibility};
 use crate::context::RequestContext;
 use crate::db::entity::{image, image_member, image_property, image_tag};
@@ -268,13 +268,9 @@ pub async fn list(db: &DatabaseConnection, ctx: &RequestContext, query: &ListQue
         select = select.filter(carrying_every_tag(&query.tags));
     }
     if let Some(marker) = &query.marker {
-        let marker_image = get(db, marker)
+        let (marker_image, member) = get_as_seen_by(db, ctx, marker)
             .await?
             .ok_or_else(|| Error::BadRequest(format!("Invalid marker. Image {marker} could not be found.")))?;
-        let member = match &ctx.project_id {
-            Some(project) => is_member(db, marker, project).await?,
-            None => false,
-        };
         if !policy::can_see(ctx, &marker_image, member) {
             return Err(Error::Forbidden(format!("Invalid marker. Image {marker} is not visible to you.")));
         }
@@ -283,8 +279,7 @@ pub async fn list(db: &DatabaseConnection, ctx: &RequestContext, query: &ListQue
     for (key, dir) in &sort {
         select = select.order_by(key.expr(), dir.order());
     }
-    let rows = select.limit(query.limit).all(db).await?;
-    assemble(db, rows).await
+    Ok(read(db, select.limit(query.limit), None).await?.into_iter().map(|(image, _)| image).collect())
 }
 
 /// Rows strictly after the marker in the full sort order: the lexicographic "greater than"

@@ -1,16 +1,16 @@
 //! Image repository: the only code that reads and writes images, their properties and tags.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, ExprTrait, Query, SimpleExpr, SubQueryStatement};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QuerySelect, SqlErr, TransactionError,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
+    EntityTrait, QueryFilter, QuerySelect, Select, SqlErr, TransactionError,
 };
 
 use super::{HASH_ALGO, Image, Ingested, Status, Visibility};
 use crate::context::RequestContext;
-use crate::db::entity::{image, image_member, image_property, image_tag};
+use crate::db::entity::{image, image_location, image_member, image_property, image_tag};
 use crate::db::now;
 use crate::{Error, Result, policy};
 
@@ -96,33 +96,29 @@ where
 
 /// The live (non-deleted) image `id`, whoever owns it.
 pub async fn get(db: &impl ConnectionTrait, id: &str) -> Result<Option<Image>> {
-    let row = image::Entity::find_by_id(id.to_owned()).filter(image::Column::Deleted.eq(false)).one(db).await?;
-    match row {
-        Some(row) => Ok(assemble(db, vec![row]).await?.pop()),
-        None => Ok(None),
-    }
+    Ok(read(db, by_id(id), None).await?.pop().map(|(image, _)| image))
 }
 
 /// The image `id` as the caller sees it: 404 when missing, deleted or invisible to the caller.
-pub async fn find_visible(db: &DatabaseConnection, ctx: &RequestContext, id: &str) -> Result<Image> {
+pub async fn find_visible(db: &impl ConnectionTrait, ctx: &RequestContext, id: &str) -> Result<Image> {
     let not_found = || Error::NotFound(format!("No image found with ID {id}"));
-    let image = get(db, id).await?.ok_or_else(not_found)?;
-    let member = match (&ctx.project_id, image.visibility) {
-        (Some(project), Visibility::Shared) if !ctx.is_admin => is_member(db, id, project).await?,
-        _ => false,
-    };
+    let (image, member) = get_as_seen_by(db, ctx, id).await?.ok_or_else(not_found)?;
+    // Only a shared image's memberships grant anything; an admin needs none.
+    let member = member && image.visibility == Visibility::Shared && !ctx.is_admin;
     if policy::can_see(ctx, &image, member) { Ok(image) } else { Err(not_found()) }
 }
 
-/// Whether `project` holds a live membership (any status) of image `image_id`.
-pub async fn is_member(db: &impl ConnectionTrait, image_id: &str, project: &str) -> Result<bool> {
-    let found = image_member::Entity::find()
-        .filter(image_member::Column::ImageId.eq(image_id))
-        .filter(image_member::Column::Member.eq(project))
-        .filter(image_member::Column::Deleted.eq(false))
-        .one(db)
-        .await?;
-    Ok(found.is_some())
+/// The live image `id` and whether the caller's project holds a membership of it (any status).
+pub(super) async fn get_as_seen_by(
+    db: &impl ConnectionTrait,
+    ctx: &RequestContext,
+    id: &str,
+) -> Result<Option<(Image, bool)>> {
+    Ok(read(db, by_id(id), ctx.project_id.as_deref()).await?.pop())
+}
+
+fn by_id(id: &str) -> Select<image::Entity> {
+    image::Entity::find_by_id(id.to_owned()).filter(image::Column::Deleted.eq(false))
 }
 
 /// Persists the metadata changes from `before` to `after` in one transaction and returns the
@@ -532,74 +528,140 @@ async fn lost_race(db: &impl ConnectionTrait, id: &str) -> Error {
     }
 }
 
-pub(super) async fn assemble(db: &impl ConnectionTrait, rows: Vec<image::Model>) -> Result<Vec<Image>> {
-    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-    let mut properties: HashMap<String, BTreeMap<String, Option<String>>> = HashMap::new();
-    let mut tags: HashMap<String, BTreeSet<String>> = HashMap::new();
-    let mut stores: HashMap<String, BTreeSet<String>> = HashMap::new();
-    let mut locations: HashMap<String, Vec<super::locations::Location>> = HashMap::new();
-    if !ids.is_empty() {
-        // Independent queries: on a pool they run side by side, saving two round trips.
-        let (property_rows, tag_rows, location_rows) = futures_util::try_join!(
-            async {
-                Ok::<_, Error>(
-                    image_property::Entity::find()
-                        .filter(image_property::Column::ImageId.is_in(ids.clone()))
-                        .all(db)
-                        .await?,
-                )
-            },
-            async {
-                Ok::<_, Error>(
-                    image_tag::Entity::find().filter(image_tag::Column::ImageId.is_in(ids.clone())).all(db).await?,
-                )
-            },
-            super::locations::active_of_images(db, &ids),
-        )?;
-        for p in property_rows {
-            properties.entry(p.image_id).or_default().insert(p.name, p.value);
-        }
-        for t in tag_rows {
-            tags.entry(t.image_id).or_default().insert(t.value);
-        }
-        for location in location_rows {
-            if let Some(store) = &location.store {
-                stores.entry(location.image_id.clone()).or_default().insert(store.clone());
+/// The images `select` finds, each with its properties, tags and active locations, and whether
+/// `member_of` holds a membership of it, in one statement: the child rows come back as JSON
+/// arrays from correlated subqueries, so a read costs one round trip however many images.
+pub(super) async fn read(
+    db: &impl ConnectionTrait,
+    select: Select<image::Entity>,
+    member_of: Option<&str>,
+) -> Result<Vec<(Image, bool)>> {
+    let backend = db.get_database_backend();
+    let aggregate = |elements: &str, from: &str| -> SimpleExpr {
+        Expr::cust(match backend {
+            DbBackend::Postgres => {
+                format!("(SELECT COALESCE(json_agg(json_build_array({elements})), '[]')::text FROM {from})")
             }
-            locations.entry(location.image_id.clone()).or_default().push(location);
-        }
+            DbBackend::MySql => {
+                format!("(SELECT CAST(COALESCE(JSON_ARRAYAGG(JSON_ARRAY({elements})), '[]') AS CHAR) FROM {from})")
+            }
+            _ => format!("(SELECT json_group_array(json_array({elements})) FROM {from})"),
+        })
+    };
+    let mut membership = Query::select();
+    membership
+        .expr(Expr::cust("COUNT(*)"))
+        .from(image_member::Entity)
+        .and_where(
+            Expr::col((image_member::Entity, image_member::Column::ImageId)).equals((image::Entity, image::Column::Id)),
+        )
+        .and_where(Expr::col((image_member::Entity, image_member::Column::Member)).eq(member_of.unwrap_or_default()))
+        .and_where(Expr::col((image_member::Entity, image_member::Column::Deleted)).eq(false))
+        .and_where(Expr::value(member_of.is_some()).eq(true));
+    let membership = SimpleExpr::SubQuery(None, Box::new(SubQueryStatement::SelectStatement(membership)));
+    let rows = select
+        .column_as(aggregate("p.name, p.value", "image_properties p WHERE p.image_id = images.id"), "glint_properties")
+        .column_as(aggregate("t.value", "image_tags t WHERE t.image_id = images.id"), "glint_tags")
+        .column_as(
+            aggregate(
+                "l.id, l.value, l.meta_data",
+                "image_locations l WHERE l.image_id = images.id AND l.status = 'active' AND l.deleted = false",
+            ),
+            "glint_locations",
+        )
+        .column_as(membership, "glint_member")
+        .into_model::<FullRow>()
+        .all(db)
+        .await?;
+    rows.into_iter().map(FullRow::assemble).collect()
+}
+
+/// An `images` row with the child-row columns `read` adds.
+struct FullRow {
+    row: image::Model,
+    properties: String,
+    tags: String,
+    locations: String,
+    member: i64,
+}
+
+impl sea_orm::FromQueryResult for FullRow {
+    fn from_query_result(res: &sea_orm::QueryResult, pre: &str) -> std::result::Result<Self, DbErr> {
+        Ok(FullRow {
+            row: image::Model::from_query_result(res, pre)?,
+            properties: res.try_get(pre, "glint_properties")?,
+            tags: res.try_get(pre, "glint_tags")?,
+            locations: res.try_get(pre, "glint_locations")?,
+            member: res.try_get(pre, "glint_member")?,
+        })
     }
-    rows.into_iter()
-        .map(|row| {
-            let corrupt = |what: &str, value: &str| {
-                Error::Database(DbErr::Custom(format!("image {}: stored {what} '{value}' is unknown", row.id)))
+}
+
+impl FullRow {
+    fn assemble(self) -> Result<(Image, bool)> {
+        let row = self.row;
+        let corrupt = |what: &str, value: &str| {
+            Error::Database(DbErr::Custom(format!("image {}: stored {what} '{value}' is unknown", row.id)))
+        };
+        let children = |what: &str, json: &str| -> Result<Vec<Vec<serde_json::Value>>> {
+            serde_json::from_str(json).map_err(|_| corrupt(what, json))
+        };
+        let text = |value: &serde_json::Value| value.as_str().map(str::to_owned);
+        let mut properties = BTreeMap::new();
+        for property in children("properties", &self.properties)? {
+            if let [name, value] = property.as_slice() {
+                properties.insert(text(name).ok_or_else(|| corrupt("property", &self.properties))?, text(value));
+            }
+        }
+        let tags = children("tags", &self.tags)?.iter().filter_map(|tag| tag.first().and_then(text)).collect();
+        let mut locations = Vec::new();
+        for location in children("locations", &self.locations)? {
+            let [id, url, metadata] = location.as_slice() else { continue };
+            // SQLite and MariaDB nest the stored JSON as a string, PostgreSQL as a value.
+            let metadata = match metadata {
+                serde_json::Value::String(stored) => serde_json::from_str(stored).unwrap_or_default(),
+                other => other.clone(),
             };
-            Ok(Image {
-                status: row.status.parse().map_err(|_| corrupt("status", &row.status))?,
-                visibility: row.visibility.parse().map_err(|_| corrupt("visibility", &row.visibility))?,
-                properties: properties.remove(&row.id).unwrap_or_default(),
-                tags: tags.remove(&row.id).unwrap_or_default(),
-                stores: stores.remove(&row.id).unwrap_or_default(),
-                locations: locations.remove(&row.id).unwrap_or_default(),
-                id: row.id,
-                name: row.name,
-                disk_format: row.disk_format,
-                container_format: row.container_format,
-                size: row.size,
-                virtual_size: row.virtual_size,
-                checksum: row.checksum,
-                os_hash_algo: row.os_hash_algo,
-                os_hash_value: row.os_hash_value,
-                min_disk: row.min_disk,
-                min_ram: row.min_ram,
-                owner: row.owner,
-                protected: row.protected,
-                os_hidden: row.os_hidden,
+            locations.push(super::locations::Location::from(image_location::Model {
+                id: id.as_i64().ok_or_else(|| corrupt("location", &self.locations))?,
+                image_id: row.id.clone(),
+                value: text(url).ok_or_else(|| corrupt("location", &self.locations))?,
+                meta_data: metadata,
+                status: String::new(),
                 created_at: row.created_at,
                 updated_at: row.updated_at,
-            })
-        })
-        .collect()
+                deleted_at: None,
+                deleted: false,
+            }));
+        }
+        locations.sort_by_key(|location| location.id);
+        let stores = locations.iter().filter_map(|location| location.store.clone()).collect();
+        let image = Image {
+            status: row.status.parse().map_err(|_| corrupt("status", &row.status))?,
+            visibility: row.visibility.parse().map_err(|_| corrupt("visibility", &row.visibility))?,
+            properties,
+            tags,
+            stores,
+            locations,
+            id: row.id,
+            name: row.name,
+            disk_format: row.disk_format,
+            container_format: row.container_format,
+            size: row.size,
+            virtual_size: row.virtual_size,
+            checksum: row.checksum,
+            os_hash_algo: row.os_hash_algo,
+            os_hash_value: row.os_hash_value,
+            min_disk: row.min_disk,
+            min_ram: row.min_ram,
+            owner: row.owner,
+            protected: row.protected,
+            os_hidden: row.os_hidden,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        };
+        Ok((image, self.member > 0))
+    }
 }
 
 /// What a `location_import` task found out about the data behind the location.
