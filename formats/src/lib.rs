@@ -24,7 +24,8 @@ use std::io::{ErrorKind, Read};
 use std::path::Path;
 
 pub use convert::{
-    ConvertReport, READABLE, SparseOutput, WRITABLE, can_convert, convert, qcow2_to_raw, raw_to_qcow2, to_raw,
+    ConvertReport, READABLE, RawStream, SparseOutput, WRITABLE, can_convert, check_converted, convert, qcow2_to_raw,
+    raw_to_qcow2, stream_raw, to_raw,
 };
 pub use decision::{check_declared, check_declared_allowing, check_declared_allowing_mismatch};
 pub use error::FormatError;

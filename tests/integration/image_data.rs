@@ -38,6 +38,7 @@ on_every_database!(
     upload_of_qcow2_with_a_backing_file_is_415_whatever_is_declared,
     upload_of_qcow2_declared_raw_is_kept_as_raw,
     upload_in_a_non_bare_container_is_not_inspected,
+    raw_upload_with_long_runs_of_zeros_is_stored_sparse_with_the_digests_of_every_byte,
 );
 
 on_every_database!(config = small_cap; upload_over_the_cap_is_413_with_and_without_content_length);
@@ -88,6 +89,32 @@ async fn put(app: &TestApp, id: &str, body: impl Into<reqwest::Body>) -> reqwest
 
 async fn show(app: &TestApp, id: &str) -> Value {
     app.get_json(&format!("/v2/images/{id}")).await
+}
+
+async fn raw_upload_with_long_runs_of_zeros_is_stored_sparse_with_the_digests_of_every_byte(app: TestApp) {
+    use std::os::unix::fs::MetadataExt;
+    // A fresh 64 MiB disk with 4 MiB written: a header, a run in the middle at an odd offset,
+    // and a tail that ends off any block boundary.
+    let mut data = vec![0u8; (64 << 20) + 4321];
+    let written = [(0, 1 << 20), ((30 << 20) + 12_345, 2 << 20), (data.len() - (1 << 20), 1 << 20)];
+    for (at, len) in written {
+        data[at..at + len].copy_from_slice(&payload(len));
+    }
+    let id = queued_image(&app).await;
+    assert_eq!(put(&app, &id, data.clone()).await.status(), 204);
+    let image = show(&app, &id).await;
+    let (md5, sha512) = coreutils_digests(&data);
+    assert_eq!(
+        (image["checksum"].as_str(), image["os_hash_value"].as_str()),
+        (Some(md5.as_str()), Some(sha512.as_str()))
+    );
+    let path = app.store_path.join(&id);
+    let stored = std::fs::metadata(&path).expect("stored file");
+    assert_eq!(stored.len(), data.len() as u64);
+    let allocated = stored.blocks() * 512;
+    assert!(allocated <= (4 << 20) + (512 << 10), "{allocated} bytes allocated for 4 MiB of data");
+    let on_disk = std::fs::read(&path).expect("read the stored file");
+    assert_eq!(coreutils_digests(&on_disk), (md5, sha512), "the file reads back as every byte uploaded");
 }
 
 async fn upload_then_download_gives_back_the_same_bytes(app: TestApp) {

@@ -28,6 +28,8 @@ on_every_database!(
     info_import_lists_the_enabled_methods,
     staging_abandoned_by_a_dead_process_is_recovered,
     staged_data_no_image_needs_is_swept_and_data_waiting_for_its_import_stays,
+    glance_direct_links_the_staged_file_into_the_store_with_the_digests_taken_while_staging,
+    a_staged_file_changed_behind_glints_back_is_hashed_again_before_it_becomes_active,
 );
 
 on_every_database!(config = web_allowed;
@@ -161,7 +163,7 @@ async fn stage_moves_the_image_to_uploading_and_records_the_size(app: TestApp) {
     let image = show(&app, &id).await;
     assert_eq!((image["status"].as_str(), image["size"].as_i64()), (Some("uploading"), Some(3000)));
     assert!(image["checksum"].is_null(), "staging computes no digests: {image}");
-    assert_eq!(staged(&app), [id]);
+    assert_eq!(staged(&app), [id.clone(), format!("{id}.staged")], "the data and the record of its digests");
 }
 
 async fn stage_with_a_size_mismatch_is_400_and_leaves_nothing(app: TestApp) {
@@ -229,7 +231,7 @@ async fn staging_abandoned_by_a_dead_process_is_recovered(app: TestApp) {
     app.recover_abandoned_uploads().await;
     assert_eq!(show(&app, &abandoned).await["status"], "queued");
     assert_eq!(show(&app, &waiting).await["status"], "uploading");
-    assert_eq!(staged(&app), std::slice::from_ref(&waiting));
+    assert_eq!(staged(&app), [waiting.clone(), format!("{waiting}.staged")]);
     assert_eq!(import(&app, &waiting, json!({"method": {"name": "glance-direct"}})).await.status(), 202);
     assert_eq!(finished_task(&app, &waiting).await["status"], "success");
 }
@@ -271,7 +273,8 @@ async fn staged_data_no_image_needs_is_swept_and_data_waiting_for_its_import_sta
         }
     }
     app.recover_abandoned_uploads().await;
-    let mut kept = vec![waiting.clone(), importing.clone(), format!("{importing}.raw"), fresh];
+    let mut kept =
+        vec![waiting.clone(), format!("{waiting}.staged"), importing.clone(), format!("{importing}.raw"), fresh];
     kept.sort();
     assert_eq!(staged(&app), kept);
     assert_eq!(import(&app, &waiting, json!({"method": {"name": "glance-direct"}})).await.status(), 202);
@@ -302,6 +305,60 @@ async fn glance_direct_import_makes_the_image_active_with_digests_and_virtual_si
     assert!(staged(&app).is_empty(), "staged data is removed: {:?}", staged(&app));
     let downloaded = app.get(&format!("/v2/images/{id}/file")).await.bytes().await.expect("body");
     assert_eq!(downloaded.as_ref(), &data[..]);
+}
+
+async fn glance_direct_links_the_staged_file_into_the_store_with_the_digests_taken_while_staging(app: TestApp) {
+    use std::os::unix::fs::MetadataExt;
+    let data = payload(3 << 20);
+    let id = image_of(&app, "raw", "bare").await;
+    assert_eq!(stage(&app, &id, data.clone()).await.status(), 204);
+    let staged_inode = std::fs::metadata(app.staging_path.join(&id)).expect("staged file").ino();
+    assert_eq!(import(&app, &id, json!({"method": {"name": "glance-direct"}})).await.status(), 202);
+    assert_eq!(finished_task(&app, &id).await["status"], "success");
+    let image = show(&app, &id).await;
+    let (md5, sha512) = coreutils_digests(&data);
+    assert_eq!(image["status"], "active");
+    assert_eq!(
+        (image["checksum"].as_str(), image["os_hash_value"].as_str(), image["size"].as_u64()),
+        (Some(md5.as_str()), Some(sha512.as_str()), Some(data.len() as u64))
+    );
+    let stored = std::fs::metadata(app.store_path.join(&id)).expect("stored file");
+    assert_eq!(stored.ino(), staged_inode, "the staged file itself is the stored one, not a copy");
+    staging_emptied(&app).await;
+    assert_eq!(stored.nlink(), 1, "nothing links it from the staging area any more");
+    let downloaded = app.get(&format!("/v2/images/{id}/file")).await.bytes().await.expect("body");
+    assert!(downloaded.as_ref() == &data[..], "downloaded bytes differ");
+}
+
+async fn a_staged_file_changed_behind_glints_back_is_hashed_again_before_it_becomes_active(app: TestApp) {
+    use std::os::unix::fs::FileExt;
+    let mut data = payload(3 << 20);
+    let id = image_of(&app, "raw", "bare").await;
+    assert_eq!(stage(&app, &id, data.clone()).await.status(), 204);
+    // Same size, other bytes, and the modification time put back to the nanosecond: only
+    // the change time, which cannot be set, tells.
+    let path = app.staging_path.join(&id);
+    let modified = std::fs::metadata(&path).expect("staged file").modified().expect("mtime");
+    let since_epoch = modified.duration_since(std::time::UNIX_EPOCH).expect("after the epoch");
+    data[1 << 20..(1 << 20) + 4].copy_from_slice(b"evil");
+    let file = std::fs::File::options().write(true).open(&path).expect("open the staged file");
+    file.write_all_at(b"evil", 1 << 20).expect("write");
+    drop(file);
+    let stamp = format!("@{}.{:09}", since_epoch.as_secs(), since_epoch.subsec_nanos());
+    let touched = std::process::Command::new("touch").args(["-d", &stamp]).arg(&path).status().expect("touch");
+    assert!(touched.success());
+    assert_eq!(std::fs::metadata(&path).expect("staged file").modified().expect("mtime"), modified);
+    assert_eq!(import(&app, &id, json!({"method": {"name": "glance-direct"}})).await.status(), 202);
+    assert_eq!(finished_task(&app, &id).await["status"], "success");
+    let image = show(&app, &id).await;
+    let (md5, sha512) = coreutils_digests(&data);
+    assert_eq!(
+        (image["checksum"].as_str(), image["os_hash_value"].as_str()),
+        (Some(md5.as_str()), Some(sha512.as_str())),
+        "the digests are of the bytes stored, not of those staged"
+    );
+    let downloaded = app.get(&format!("/v2/images/{id}/file")).await.bytes().await.expect("body");
+    assert!(downloaded.as_ref() == &data[..], "downloaded bytes differ");
 }
 
 async fn glance_direct_of_data_that_is_not_the_declared_format_fails_and_requeues(app: TestApp) {
@@ -571,6 +628,8 @@ async fn imports_are_converted_when_configured(app: TestApp) {
     assert_eq!((image["size"].as_u64(), image["virtual_size"].as_u64()), (Some(10 << 20), Some(10 << 20)));
     let zeros = vec![0u8; 10 << 20];
     assert_eq!(image["checksum"].as_str(), Some(coreutils_digests(&zeros).0.as_str()));
+    let stored = std::fs::metadata(app.store_path.join(&id)).expect("stored file");
+    assert_eq!(std::os::unix::fs::MetadataExt::blocks(&stored), 0, "a disk of zeros is stored as a hole");
     staging_emptied(&app).await;
 }
 

@@ -106,6 +106,27 @@ async fn upload_then_download_gives_identical_bytes() {
 }
 
 #[tokio::test]
+async fn glance_direct_into_s3_copies_the_staged_data_with_the_digests_taken_while_staging() {
+    let Some(setup) = Setup::start(Backend::Sqlite, |_| {}).await else { return };
+    let app = &setup.app;
+    let id = queued_image(app).await;
+    let data = payload(20 * MIB + 17);
+    assert_eq!(crate::imports::stage(app, &id, data.clone()).await.status(), 204);
+    let started = crate::imports::import(app, &id, json!({"method": {"name": "glance-direct"}})).await;
+    assert_eq!(started.status(), 202);
+    assert_eq!(crate::imports::finished_task(app, &id).await["status"], "success");
+    let image = show(app, &id).await;
+    let (md5, sha512) = crate::image_data::coreutils_digests(&data);
+    assert_eq!(image["status"], "active");
+    assert_eq!(
+        (image["checksum"].as_str(), image["os_hash_value"].as_str(), image["size"].as_u64()),
+        (Some(md5.as_str()), Some(sha512.as_str()), Some(data.len() as u64))
+    );
+    setup.assert_bucket_holds(&[&id]).await;
+    assert!(setup.s3.object(&setup.key(&id)).await == data, "the object in the bucket differs");
+}
+
+#[tokio::test]
 async fn small_upload_round_trips_in_a_single_put() {
     let Some(setup) = Setup::start(Backend::Sqlite, |_| {}).await else { return };
     let app = &setup.app;

@@ -16,9 +16,9 @@ use sea_orm::DatabaseConnection;
 
 use super::hash::{Md5, Sha};
 use super::repo as images;
-use super::{Action, Image, Ingested, Status};
+use super::{Action, HASH_ALGO, Image, Ingested, Status};
 use crate::heartbeat::while_ticking;
-use crate::store::{ByteStream, Staging, Store, StoreError, Stores};
+use crate::store::{ByteStream, Inspection, StagedFacts, Staging, Store, StoreError, Stores};
 use crate::{Error, Result, metrics};
 
 const CHANNEL_DEPTH: usize = 4;
@@ -257,7 +257,7 @@ pub async fn upload(
                 "Size mismatch: expected {expected} bytes, got {} bytes",
                 ingested.size
             ))),
-            _ => match verdict(image, inspector, how.require_format_match) {
+            _ => match verdict(image, inspector.map(glint_formats::Inspector::finish), how.require_format_match) {
                 Ok(virtual_size) => images::finish_upload(db, &image.id, &ingested, virtual_size, store_id).await,
                 Err(err) => Err(err),
             },
@@ -279,9 +279,10 @@ pub async fn upload(
 }
 
 /// `PUT /v2/images/{id}/stage`: `queued -> uploading`, `body` written to the staging area
-/// (at most `cap` bytes) and the image's `size` set; no hashing or inspection yet, the import
-/// does that. Staged data already present is a 409. On failure the image is back in `queued`
-/// and nothing is staged.
+/// (at most `cap` bytes) and the image's `size` set. The data is hashed and inspected on the
+/// way, and what that found recorded beside it (see [`Staging::record`]), so that the import
+/// need not read it again; the image shows none of it before the import. Staged data already
+/// present is a 409. On failure the image is back in `queued` and nothing is staged.
 pub async fn stage(
     db: &DatabaseConnection,
     staging: &Staging,
@@ -299,13 +300,27 @@ pub async fn stage(
     }
     images::set_status(db, &image.id, Status::Queued, Status::Uploading).await?;
     let outcome = async {
-        let size = keeping_alive(db, &image.id, "staging", staging.put(&image.id, body, cap)).await?;
-        match expected_size {
-            Some(expected) if expected != size => {
-                Err(Error::BadRequest(format!("Size mismatch: expected {expected} bytes, got {size} bytes")))
-            }
-            _ => images::finish_stage(db, &image.id, size).await,
+        let inspector = glint_formats::Inspector::new();
+        let staging_data = ingest(staging.files(), &image.id, (body, expected_size), cap, inspector);
+        let (ingested, inspector) = keeping_alive(db, &image.id, "staging", staging_data).await?;
+        let size = ingested.size;
+        if let Some(expected) = expected_size
+            && expected != size
+        {
+            return Err(Error::BadRequest(format!("Size mismatch: expected {expected} bytes, got {size} bytes")));
         }
+        let facts = StagedFacts {
+            size,
+            checksum: ingested.checksum,
+            os_hash_algo: HASH_ALGO.to_owned(),
+            os_hash_value: ingested.os_hash_value,
+            inspection: Inspection::from(&inspector.finish()),
+        };
+        // Without the record the import reads and hashes the data again: slower, still right.
+        if let Err(err) = staging.record(&image.id, &facts).await {
+            tracing::warn!(image = %image.id, error = %err, "could not record the digests of staged data");
+        }
+        images::finish_stage(db, &image.id, size).await
     }
     .await;
     if let Err(err) = &outcome {
@@ -333,18 +348,18 @@ async fn keeping_alive<T>(db: &DatabaseConnection, image_id: &str, what: &str, w
     out
 }
 
-/// The `virtual_size` to record for inspected data, or the 415 that refuses it. Without
-/// `require_format_match` (Glance's `require_image_format_match = false`) content that is not
-/// the declared `disk_format` is accepted with no `virtual_size`, unless it is unsafe.
+/// The `virtual_size` to record for data inspected as `report`, or the 415 that refuses it.
+/// Without `require_format_match` (Glance's `require_image_format_match = false`) content
+/// that is not the declared `disk_format` is accepted with no `virtual_size`, unless it is
+/// unsafe.
 pub fn verdict(
     image: &Image,
-    inspector: Option<glint_formats::Inspector>,
+    report: Option<glint_formats::Report>,
     require_format_match: bool,
 ) -> Result<Option<i64>> {
-    let (Some(inspector), Some(disk_format)) = (inspector, image.disk_format.as_deref()) else {
+    let (Some(report), Some(disk_format)) = (report, image.disk_format.as_deref()) else {
         return Ok(None);
     };
-    let report = inspector.finish();
     let decided = if require_format_match {
         glint_formats::check_declared(disk_format, &report)
     } else {

@@ -44,6 +44,10 @@ impl Store for Counted {
         self.count("put", self.inner.put_sized(image_id, data, cap, size).await)
     }
 
+    async fn adopt(&self, image_id: &str, file: &std::path::Path) -> Result<Option<String>, StoreError> {
+        self.count("put", self.inner.adopt(image_id, file).await)
+    }
+
     async fn get(&self, location: &str, range: Option<Range<u64>>) -> Result<ByteStream, StoreError> {
         self.count("get", self.inner.get(location, range).await)
     }

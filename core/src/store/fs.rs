@@ -7,11 +7,13 @@
 //! taken is abandoned, whatever its age, while a slow but live upload's never is.
 //! File I/O runs on a blocking thread fed through a bounded channel: tokio's `fs::File` would
 //! hop to the blocking pool once per chunk, which costs more than the write itself.
+//! Files are written sparse: an all-zero block ([`HOLE_BLOCK`]) is seeked over, not written,
+//! and the length set at the end, so a disk image takes the space of its data.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
@@ -22,6 +24,10 @@ use super::{ByteStream, Store, StoreError, SweepLimits, Swept};
 /// Bytes per read when streaming a download.
 pub(super) const READ_CHUNK: usize = 256 * 1024;
 const CHANNEL_DEPTH: usize = 8;
+/// Granularity of holes: blocks of this many bytes (aligned in the file) that hold only zeros
+/// are not written. A multiple of every usual filesystem block and of qcow2's default cluster.
+pub(super) const HOLE_BLOCK: usize = 64 * 1024;
+static ZEROS: [u8; HOLE_BLOCK] = [0; HOLE_BLOCK];
 
 /// Image files in one directory.
 pub struct FilesystemStore {
@@ -116,20 +122,105 @@ fn lock_unsupported(err: &io::Error) -> bool {
 /// marker means the put was abandoned: the partial file is removed, never renamed. The file
 /// stays open, and so locked, until after the rename, so no sweep can take it mid-commit.
 fn write_file(dir: &Path, name: &str, mut chunks: mpsc::Receiver<Option<Bytes>>) -> Result<(), StoreError> {
-    let (part, mut file) = create_locked(dir, name)?;
+    let (part, file) = create_locked(dir, name)?;
     let mut guard = PartFile(Some(part.clone()));
+    let mut sparse = SparseFile { file: &file, len: 0 };
     loop {
         match chunks.blocking_recv() {
-            Some(Some(chunk)) => file.write_all(&chunk).map_err(classify)?,
+            Some(Some(chunk)) => sparse.append(&chunk).map_err(classify)?,
             Some(None) => break,
             None => return Err(StoreError::Source(io::Error::other("upload abandoned"))),
         }
     }
+    // Trailing zeros were never written: the length makes them a hole.
+    file.set_len(sparse.len).map_err(classify)?;
     file.sync_all().map_err(classify)?;
     std::fs::rename(&part, dir.join(name)).map_err(classify)?;
     guard.0 = None;
     drop(file);
     File::open(dir).and_then(|d| d.sync_all()).map_err(classify)
+}
+
+/// A file that starts empty and grows by appends, all-zero blocks left as holes.
+struct SparseFile<'a> {
+    file: &'a File,
+    /// Bytes appended so far, holes included.
+    len: u64,
+}
+
+impl SparseFile<'_> {
+    /// Appends `data`: each run of blocks (aligned to [`HOLE_BLOCK`] in the file) that are not
+    /// all zeros is written in one call, the zero blocks between them are skipped.
+    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        let start = self.len;
+        let mut run: Option<usize> = None;
+        let mut at = 0;
+        while at < data.len() {
+            let offset = start + at as u64;
+            let to_boundary = HOLE_BLOCK - (offset % HOLE_BLOCK as u64) as usize;
+            let end = (at + to_boundary).min(data.len());
+            let block = data.get(at..end).unwrap_or_default();
+            let zero = ZEROS.get(..block.len()) == Some(block);
+            match (zero, run) {
+                (true, Some(from)) => {
+                    self.file.write_all_at(data.get(from..at).unwrap_or_default(), start + from as u64)?;
+                    run = None;
+                }
+                (false, None) => run = Some(at),
+                _ => {}
+            }
+            at = end;
+        }
+        if let Some(from) = run {
+            self.file.write_all_at(data.get(from..).unwrap_or_default(), start + from as u64)?;
+        }
+        self.len = start + data.len() as u64;
+        Ok(())
+    }
+}
+
+/// Makes the whole file at `source` image `name`'s file in `dir` without copying it: a hard
+/// link under a locked partial name (so a sweep tells it from an abandoned one), fsynced, then
+/// renamed into place and the directory fsynced, as a put commits. `Ok(false)` when `source`
+/// is on another filesystem, or the filesystem has no hard links.
+fn link_file(dir: &Path, name: &str, source: &Path) -> Result<bool, StoreError> {
+    let mut guard = PartFile(None);
+    let (part, file) = loop {
+        let part = dir.join(format!(".{name}.{}.part", uuid::Uuid::new_v4().simple()));
+        match std::fs::hard_link(source, &part) {
+            Ok(()) => guard.0 = Some(part.clone()),
+            Err(e) if cannot_link(&e) => return Ok(false),
+            Err(e) => return Err(classify(e)),
+        }
+        let file = File::open(&part).map_err(classify)?;
+        match file.lock() {
+            Ok(()) => {}
+            Err(e) if lock_unsupported(&e) => {}
+            Err(e) => return Err(classify(e)),
+        }
+        // A sweep may have taken the link for abandoned before our lock and removed it.
+        let ours = file.metadata().map_err(classify)?;
+        match std::fs::metadata(&part) {
+            Ok(meta) if meta.dev() == ours.dev() && meta.ino() == ours.ino() => break (part, file),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(classify(e)),
+        }
+        guard.0 = None;
+    };
+    file.sync_all().map_err(classify)?;
+    std::fs::rename(&part, dir.join(name)).map_err(classify)?;
+    guard.0 = None;
+    drop(file);
+    File::open(dir).and_then(|d| d.sync_all()).map_err(classify)?;
+    Ok(true)
+}
+
+/// Whether a failed `link` says that this file cannot be linked here, rather than that
+/// something went wrong: another filesystem, no hard links, too many links already.
+fn cannot_link(err: &io::Error) -> bool {
+    matches!(err.kind(), io::ErrorKind::CrossesDevices | io::ErrorKind::Unsupported)
+        || matches!(err.raw_os_error(), Some(libc::EPERM | libc::EMLINK))
 }
 
 /// Removes the partial files in `dir` whose writer is gone: those whose lock can be taken,
@@ -249,6 +340,17 @@ impl Store for FilesystemStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(classify(e)),
         }
+    }
+
+    async fn adopt(&self, image_id: &str, file: &Path) -> Result<Option<String>, StoreError> {
+        if !valid_name(image_id) {
+            return Err(StoreError::Io(io::Error::new(io::ErrorKind::InvalidInput, "invalid image id")));
+        }
+        let (dir, name, source) = (self.dir.clone(), image_id.to_owned(), file.to_path_buf());
+        let linked = tokio::task::spawn_blocking(move || link_file(&dir, &name, &source))
+            .await
+            .map_err(|e| StoreError::Io(io::Error::other(e)))??;
+        Ok(linked.then(|| self.url(image_id)))
     }
 
     fn holds(&self, location: &str) -> bool {
@@ -432,6 +534,59 @@ mod tests {
             store.get(&location, None).await.expect("get").map(|c| c.expect("chunk").to_vec()).concat().await;
         assert_eq!(read, b"slow data data data ");
         assert_eq!(listing(dir.path()), ["img"]);
+    }
+
+    #[tokio::test]
+    async fn zero_blocks_become_holes_and_read_back_as_zeros() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FilesystemStore::open(dir.path()).expect("open");
+        let block = HOLE_BLOCK;
+        // Zeros then data in one chunk, a chunk of zeros straddling block boundaries, data
+        // that ends off a boundary, trailing zeros that only the length can give.
+        let mut head = vec![0u8; 3 * block];
+        head.extend(std::iter::repeat_n(7u8, block + 5));
+        let parts = [head, vec![0u8; 40 * block + 3], vec![9u8; 100], vec![0u8; 20 * block]];
+        let expected = parts.concat();
+        let data = chunks(parts.into_iter().map(|p| Ok(Bytes::from(p))).collect());
+        let location = store.put("img", data, 1 << 30).await.expect("put");
+        let meta = std::fs::metadata(dir.path().join("img")).expect("stored");
+        assert_eq!(meta.len(), expected.len() as u64);
+        assert!(meta.blocks() * 512 <= 4 * block as u64, "{} bytes allocated", meta.blocks() * 512);
+        let read: Vec<u8> =
+            store.get(&location, None).await.expect("get").map(|c| c.expect("chunk").to_vec()).concat().await;
+        assert!(read == expected, "the file reads back as every byte put");
+    }
+
+    #[tokio::test]
+    async fn adopting_a_file_on_the_same_filesystem_links_it_and_leaves_it_in_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FilesystemStore::open(&dir.path().join("store")).expect("open");
+        let source = dir.path().join("staged");
+        std::fs::write(&source, b"staged bytes").expect("write");
+        let location = store.adopt("img", &source).await.expect("adopt").expect("linked");
+        let (stored, staged) = (dir.path().join("store/img"), std::fs::metadata(&source).expect("source stays"));
+        assert_eq!(std::fs::metadata(&stored).expect("stored").ino(), staged.ino());
+        assert_eq!(listing(store.dir()), ["img"], "no partial link is left");
+        let read: Vec<u8> =
+            store.get(&location, None).await.expect("get").map(|c| c.expect("chunk").to_vec()).concat().await;
+        assert_eq!(read, b"staged bytes");
+    }
+
+    #[tokio::test]
+    async fn adopting_a_file_on_another_filesystem_is_declined() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FilesystemStore::open(dir.path()).expect("open");
+        let elsewhere = Path::new("/dev/shm");
+        let source_dir = tempfile::tempdir_in(elsewhere).expect("tempdir on tmpfs");
+        if std::fs::metadata(source_dir.path()).expect("meta").dev()
+            == std::fs::metadata(dir.path()).expect("meta").dev()
+        {
+            panic!("/dev/shm and the temporary directory share a filesystem: nothing to test");
+        }
+        let source = source_dir.path().join("staged");
+        std::fs::write(&source, b"x").expect("write");
+        assert_eq!(store.adopt("img", &source).await.expect("adopt"), None);
+        assert!(listing(dir.path()).is_empty());
     }
 
     #[tokio::test]

@@ -29,7 +29,7 @@ pub use fs::FilesystemStore;
 pub use http::HttpStore;
 pub use rbd::RbdStore;
 pub use s3::S3Store;
-pub use staging::{StagedFile, Staging};
+pub use staging::{Inspection, StagedFacts, StagedFile, Staging};
 pub use swift::SwiftStore;
 
 /// Image bytes in flight: chunks in order, ending early with an error if the source fails.
@@ -79,6 +79,13 @@ pub trait Store: Send + Sync {
     ) -> Result<String, StoreError> {
         let _ = size;
         self.put(image_id, data, cap).await
+    }
+    /// Makes the whole file at `file` image `image_id`'s data without copying it (the
+    /// filesystem store links it when both are on one filesystem), durably, and returns the
+    /// location; `Ok(None)` when this store cannot, and the caller copies. The file stays
+    /// where it is too. The default suits stores that always copy.
+    async fn adopt(&self, _image_id: &str, _file: &std::path::Path) -> Result<Option<String>, StoreError> {
+        Ok(None)
     }
     /// Streams the bytes at `location`, or the half-open byte `range` of them.
     async fn get(&self, location: &str, range: Option<Range<u64>>) -> Result<ByteStream, StoreError>;

@@ -21,7 +21,7 @@ use std::path::Path;
 pub use sparse::SparseOutput;
 
 use self::inspecting::Inspecting;
-use self::pipeline::{Copier, Source, copy};
+use self::pipeline::{Copier, Sink, Source, copy};
 use self::qcow2_read::Qcow2Reader;
 use self::qcow2_write::Qcow2Sink;
 use self::sparse::SparseWriter;
@@ -124,6 +124,77 @@ fn write_and_check(
     };
     check_output(&report, dst_format)?;
     Ok(ConvertReport { format: dst_format, size, virtual_size })
+}
+
+/// Where [`stream_raw`] sends a disk: its bytes in guest order, runs of zeros by length.
+pub trait RawStream: Send {
+    /// The next bytes of the disk are `data`.
+    fn data(&mut self, data: &[u8]) -> std::io::Result<()>;
+    /// The next `len` bytes of the disk are zeros.
+    fn zeros(&mut self, len: u64) -> std::io::Result<()>;
+}
+
+/// Converts the image at `src`, declared as `src_format`, into a raw disk streamed front to
+/// back into `out`, with no file written: what an import stores straight from a staged file.
+/// The source is inspected and refused first, as by [`convert`]; the output is for the
+/// caller to inspect (with [`check_converted`]). Returns the virtual size.
+pub fn stream_raw(src: &Path, src_format: Format, out: &mut impl RawStream) -> Result<u64, FormatError> {
+    if !can_convert(src_format, Format::Raw) {
+        return Err(FormatError::UnsupportedConversion { from: src_format, to: Format::Raw });
+    }
+    let source_report = inspect_file(src)?;
+    check_declared(src_format.as_str(), &source_report)?;
+    let at = |source| FormatError::Io { path: src.to_path_buf(), source };
+    let input = File::open(src).map_err(at)?;
+    let mut source = Source::new(input, src_format).map_err(|err| match err {
+        FormatError::Read { source } => at(source),
+        other => other,
+    })?;
+    let reader = Reader::open(src_format, &mut source)?;
+    let virtual_size = reader.virtual_size();
+    let sink = Streamed { out, position: 0 };
+    copy(&mut source, sink, virtual_size, |source, copier| reader.walk(source, copier)).map_err(|err| match err {
+        FormatError::Read { source } => at(source),
+        other => other,
+    })?;
+    Ok(virtual_size)
+}
+
+/// A sink that tells the gaps between writes as zeros.
+struct Streamed<'a, S> {
+    out: &'a mut S,
+    position: u64,
+}
+
+impl<S: RawStream> Streamed<'_, S> {
+    fn zeros_until(&mut self, to: u64) -> Result<(), FormatError> {
+        if to > self.position {
+            self.out.zeros(to - self.position).map_err(|source| FormatError::Write { source })?;
+            self.position = to;
+        }
+        Ok(())
+    }
+}
+
+impl<S: RawStream> Sink for Streamed<'_, S> {
+    type Output = ();
+
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), FormatError> {
+        self.zeros_until(offset)?;
+        self.out.data(data).map_err(|source| FormatError::Write { source })?;
+        self.position = offset + data.len() as u64;
+        Ok(())
+    }
+
+    fn finish(mut self, len: u64) -> Result<(), FormatError> {
+        self.zeros_until(len)
+    }
+}
+
+/// Refuses converted output (inspected as `report`) that is not a safe image of `dst_format`,
+/// as [`convert`] does for what it writes.
+pub fn check_converted(report: &Report, dst_format: Format) -> Result<(), FormatError> {
+    check_output(report, dst_format)
 }
 
 /// The converted image must inspect as a safe image of the requested format.

@@ -1,12 +1,29 @@
 //! vmdk (monolithicSparse, streamOptimized), vhd (dynamic, fixed), vhdx, vdi (dynamic, static):
 //! converted by `convert` to raw they are byte-identical to `qemu-img convert -O raw` of the same
-//! image, and converted to qcow2 they pass `qemu-img check` and `qemu-img compare`.
+//! image (also when streamed by `stream_raw`), and converted to qcow2 they pass `qemu-img
+//! check` and `qemu-img compare`.
 
 use std::path::{Path, PathBuf};
 
-use glint_formats::{Format, convert};
+use glint_formats::{Format, RawStream, convert, stream_raw};
 
-use crate::common::{allocated, assert_same_file, create, qemu_convert, qemu_io, run, tempdir, utf8};
+use crate::common::{allocated, assert_same_file, create, qemu_convert, qemu_io, read, run, tempdir, utf8};
+
+/// A streamed raw disk, gathered in memory.
+#[derive(Default)]
+struct Gathered(Vec<u8>);
+
+impl RawStream for Gathered {
+    fn data(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn zeros(&mut self, len: u64) -> std::io::Result<()> {
+        self.0.resize(self.0.len() + usize::try_from(len).expect("fits"), 0);
+        Ok(())
+    }
+}
 
 /// 10 MiB + 1.5 KiB: a whole number of sectors, of no block or grain size.
 const SIZE: u64 = 10 * 1024 * 1024 + 1536;
@@ -41,6 +58,10 @@ fn assert_converts(image: &Path, qemu_format: &str, format: Format, label: &str)
     assert_same_file(&raw, &reference);
     assert_eq!(report.virtual_size, std::fs::metadata(&reference).expect("metadata").len(), "{label}");
     assert!(allocated(&raw) < report.virtual_size, "{label}: the raw output is not sparse");
+    let mut streamed = Gathered::default();
+    let streamed_size = stream_raw(image, format, &mut streamed).unwrap_or_else(|err| panic!("{label}: {err}"));
+    assert_eq!(streamed_size, report.virtual_size, "{label}");
+    assert!(streamed.0 == read(&reference), "{label}: the streamed raw disk differs from qemu-img's");
 
     let qcow2 = dir.join(format!("{label}.qcow2"));
     convert(image, format, &qcow2, Format::Qcow2).unwrap_or_else(|err| panic!("{label}: {err}"));

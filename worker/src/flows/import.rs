@@ -3,19 +3,25 @@
 //! fetch (staging area, HTTP, or an existing copy; a download checked against the caller's
 //! `validation_data`, compressed data decompressed when `[import] decompress` is on) -> convert
 //! when configured -> inspect, hash and store in each target store -> image `active`,
-//! locations, lock released and task `success` in one transaction. A failure undoes all of it: written copies removed, image
+//! locations, lock released and task `success` in one transaction. Data staged as it is
+//! stored skips the second pass: its digests and inspection, recorded while it was staged,
+//! are used as long as the file is unchanged, and a filesystem store on the same filesystem
+//! links the file instead of copying it. Conversion to raw streams from the staged file into
+//! each store, so the staging area never holds a converted copy.
+//!
+//! A failure undoes all of it: written copies removed, image
 //! back to `queued` (copy-image: left `active`), stores recorded as failed, staging cleaned.
 
 use glint_core::image::import::{self, FAILED_IMPORT, IMPORT_TASK, IMPORTING_TO_STORES, ImportJob, Method};
 use glint_core::image::location_import::Validation;
 use glint_core::image::{Image, Ingested, data, locations, repo as images};
-use glint_core::store::{ByteStream, Store};
+use glint_core::store::{ByteStream, StagedFacts, Store};
 use glint_core::task::{Task, repo as tasks};
 use glint_formats::Format;
 use serde_json::json;
 
 use super::decompress::{decompressing, sniff};
-use super::verify::verified;
+use super::verify::{mismatch, verified};
 use super::{Deps, Progress};
 use crate::{Flow, FlowContext, FlowError};
 
@@ -28,6 +34,10 @@ pub struct ImportFlow {
 enum Source {
     /// A file in the staging area, by name (the image id, or a converted or decompressed copy).
     Staged(String),
+    /// A staged file with what was learnt of it while it was staged.
+    Recorded(String, StagedFacts),
+    /// A staged file of the given format, converted to raw as it is read.
+    ToRaw(String, Format),
     /// A compressed file in the staging area, decompressed as it is read.
     Compressed(String),
     /// A URL, streamed straight into the one target store.
@@ -109,7 +119,13 @@ impl ImportFlow {
             }
         };
         let Some(output) = self.conversion_for(image) else {
-            return Ok((if compressed { Source::Compressed(staged) } else { Source::Staged(staged) }, None));
+            if compressed {
+                return Ok((Source::Compressed(staged), None));
+            }
+            return Ok(match self.deps.staging.recorded(&staged).await {
+                Some(facts) => (Source::Recorded(staged, facts), None),
+                None => (Source::Staged(staged), None),
+            });
         };
         let staged = if compressed {
             // Conversion reads a file at random: the data is decompressed into one first.
@@ -120,6 +136,9 @@ impl ImportFlow {
         } else {
             staged
         };
+        if output == Format::Raw {
+            return Ok((Source::ToRaw(staged, source_format(image)?), Some(output)));
+        }
         let converted = self.convert(image, &staged, output).await?;
         Ok((Source::Staged(converted), Some(output)))
     }
@@ -173,8 +192,7 @@ impl ImportFlow {
 
     async fn convert(&self, image: &Image, staged: &str, output: Format) -> Result<String, FlowError> {
         let declared = image.disk_format.clone().unwrap_or_default();
-        let source_format = Format::from_name(&declared)
-            .ok_or_else(|| FlowError::Abort(format!("Cannot convert images of disk_format {declared}")))?;
+        let source_format = source_format(image)?;
         let converted = format!("{}.{}", image.id, output.as_str());
         let (src, dst) = (self.deps.staging.path(staged), self.deps.staging.path(&converted));
         let report = tokio::task::spawn_blocking(move || glint_formats::convert(&src, source_format, &dst, output))
@@ -199,7 +217,11 @@ impl ImportFlow {
         progress: &Progress,
     ) -> Result<(ByteStream, Option<u64>), FlowError> {
         match source {
-            Source::Staged(name) => self.read_staged(name, progress).await,
+            Source::Staged(name) | Source::Recorded(name, _) => self.read_staged(name, progress).await,
+            Source::ToRaw(name, from) => {
+                let body = converted_to_raw(self.deps.staging.path(name), *from);
+                Ok((progress.count(body, None), None))
+            }
             Source::Compressed(name) => {
                 let (body, _) = self.read_staged(name, progress).await?;
                 Ok((decompressing(body, self.deps.cap), None))
@@ -226,11 +248,24 @@ impl ImportFlow {
         disk_format: &str,
         progress: &Progress,
     ) -> Result<Written, FlowError> {
+        if let Source::Recorded(name, facts) = source
+            && let Some(written) = self.write_recorded(image, name, facts, store, disk_format).await?
+        {
+            return Ok(written);
+        }
         let body = self.open(image, source, progress).await?;
         let copying = matches!(source, Source::Copy(_));
         let inspector =
             (!copying && image.container_format.as_deref() == Some("bare")).then(glint_formats::Inspector::new);
         let (ingested, inspector) = data::ingest(store, &image.id, body, self.deps.cap, inspector).await?;
+        let report = inspector.map(glint_formats::Inspector::finish);
+        if let (Source::ToRaw(..), Some(inspected)) = (source, &report)
+            && let Err(err) = glint_formats::check_converted(inspected, Format::Raw)
+        {
+            remove(store, &image.id, &ingested.location).await;
+            let from = image.disk_format.as_deref().unwrap_or_default();
+            return Err(FlowError::Abort(format!("Image conversion from {from} to raw failed: {err}")));
+        }
         let mut declared = image.clone();
         declared.disk_format = Some(disk_format.to_owned());
         let checked = if copying {
@@ -242,7 +277,7 @@ impl ImportFlow {
                 _ => Ok(image.virtual_size),
             }
         } else {
-            data::verdict(&declared, inspector, self.deps.config.images.require_image_format_match)
+            data::verdict(&declared, report, self.deps.config.images.require_image_format_match)
                 .map_err(|e| FlowError::Abort(format!("Image format check failed: {e}")))
         };
         match checked {
@@ -254,10 +289,58 @@ impl ImportFlow {
         }
     }
 
+    /// Writes the staged file `name` to one store without reading it for digests or
+    /// inspection, which staging `facts` already hold: linked into a filesystem store on the
+    /// same filesystem, else copied. `None` (and nothing written) when the file turns out
+    /// changed since it was staged: the caller then reads and hashes it as it is.
+    async fn write_recorded(
+        &self,
+        image: &Image,
+        name: &str,
+        facts: &StagedFacts,
+        store: &dyn Store,
+        disk_format: &str,
+    ) -> Result<Option<Written>, FlowError> {
+        let mut declared = image.clone();
+        declared.disk_format = Some(disk_format.to_owned());
+        let report = match (image.container_format.as_deref() == Some("bare"), facts.inspection.report()) {
+            (false, _) => None,
+            (true, Some(report)) => Some(report),
+            // Recorded by a build that knows other formats: inspect the data as it is.
+            (true, None) => return Ok(None),
+        };
+        // Checked again right before the data is used: the file may have changed since the
+        // import began.
+        if self.deps.staging.recorded(name).await.as_ref() != Some(facts) {
+            return Ok(None);
+        }
+        let virtual_size = data::verdict(&declared, report, self.deps.config.images.require_image_format_match)
+            .map_err(|e| FlowError::Abort(format!("Image format check failed: {e}")))?;
+        let path = self.deps.staging.path(name);
+        let location = match store.adopt(&image.id, &path).await? {
+            Some(location) => location,
+            None => {
+                let body = self.deps.staging.read(name).await?;
+                store.put_sized(&image.id, body, self.deps.cap, Some(facts.size)).await?
+            }
+        };
+        if !self.deps.staging.unchanged_since(name, facts).await {
+            tracing::warn!(image = %image.id, "the staged data changed during the import; hashing it again");
+            remove(store, &image.id, &location).await;
+            return Ok(None);
+        }
+        let ingested = Ingested {
+            size: facts.size,
+            checksum: facts.checksum.clone(),
+            os_hash_value: facts.os_hash_value.clone(),
+            location,
+        };
+        Ok(Some(Written { store: String::new(), data: ingested, virtual_size }))
+    }
+
     /// Removes every file this import put in the staging area.
     async fn clean_staging(&self, image_id: &str, method: &Method) {
-        let mut names =
-            vec![format!("{image_id}.raw"), format!("{image_id}.qcow2"), format!("{image_id}.decompressed")];
+        let mut names = vec![format!("{image_id}.qcow2"), format!("{image_id}.decompressed")];
         if *method != Method::CopyImage {
             names.push(image_id.to_owned());
         }
@@ -318,6 +401,57 @@ impl ImportFlow {
 
     fn targets(&self, job: &ImportJob) -> Vec<String> {
         job.stores.iter().flatten().cloned().collect()
+    }
+}
+
+/// The format `image` is declared in, as a conversion source.
+fn source_format(image: &Image) -> Result<Format, FlowError> {
+    let declared = image.disk_format.as_deref().unwrap_or_default();
+    Format::from_name(declared)
+        .ok_or_else(|| FlowError::Abort(format!("Cannot convert images of disk_format {declared}")))
+}
+
+/// Zeros handed on for the holes of a converted disk: the hashers still see every byte, but
+/// no buffer is filled for them and the filesystem store leaves them unwritten.
+static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+
+/// The raw disk of the `from` image at `path`, converted on a blocking thread as the stream is
+/// read. A conversion that fails (the source refused, malformed) ends the stream with an
+/// error that fails the import for good.
+fn converted_to_raw(path: std::path::PathBuf, from: Format) -> ByteStream {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut out = RawChunks(tx.clone());
+        if let Err(err) = glint_formats::stream_raw(&path, from, &mut out) {
+            let message = format!("Image conversion from {from} to raw failed: {err}");
+            let _ = tx.blocking_send(Err(mismatch(message)));
+        }
+    });
+    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
+}
+
+/// A converted disk as chunks on a channel.
+struct RawChunks(tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>);
+
+impl RawChunks {
+    fn send(&self, chunk: bytes::Bytes) -> std::io::Result<()> {
+        self.0.blocking_send(Ok(chunk)).map_err(|_| std::io::Error::other("the import stopped reading"))
+    }
+}
+
+impl glint_formats::RawStream for RawChunks {
+    fn data(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.send(bytes::Bytes::copy_from_slice(data))
+    }
+
+    fn zeros(&mut self, len: u64) -> std::io::Result<()> {
+        let mut left = len;
+        while left > 0 {
+            let take = usize::try_from(left).unwrap_or(ZEROS.len()).min(ZEROS.len());
+            self.send(bytes::Bytes::from_static(ZEROS.get(..take).unwrap_or_default()))?;
+            left -= take as u64;
+        }
+        Ok(())
     }
 }
 
