@@ -1,5 +1,7 @@
 //! The `glint` command: parse arguments, load the configuration, hand over to the crates.
 
+mod cache_manage;
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -43,6 +45,17 @@ enum Command {
     Policy {
         #[command(subcommand)]
         action: PolicyAction,
+    },
+    /// One API node's image cache, through its cache API (as glance-cache-manage; admin only by default).
+    Cache {
+        /// The API node (each node has its own cache: not a load balancer).
+        #[arg(long, env = "OS_IMAGE_URL", default_value = "http://127.0.0.1:9292")]
+        url: String,
+        /// A Keystone token for the API (not needed in no-auth mode).
+        #[arg(long, env = "OS_AUTH_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[command(subcommand)]
+        action: cache_manage::CacheAction,
     },
     /// Inspect a disk image: format, virtual size, safety verdict (exit 1 if unsafe, 2 if unreadable).
     Inspect {
@@ -114,6 +127,16 @@ fn main() -> ExitCode {
     }
     if let Some(Command::Convert { source, dest, output_format, source_format }) = &cli.command {
         return convert(source, dest, output_format, source_format.as_deref());
+    }
+    // A client of the API: no configuration or database of its own.
+    if let Some(Command::Cache { url, token, action }) = &cli.command {
+        return match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime.block_on(cache_manage::run(url, token.clone(), action)),
+            Err(err) => {
+                eprintln!("glint: cannot start the runtime: {err}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,

@@ -23,6 +23,9 @@ async fn run(
     let next = image.status.next(action)?;
     if next != image.status {
         repo::set_status(&state.db, id, image.status, next).await?;
+        if action == Action::Deactivate {
+            crate::cache::forget(state, id).await;
+        }
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -175,11 +175,25 @@ pub async fn download(
     };
     let size = u64::try_from(size).unwrap_or(0);
     let range = requested_range(&headers, size)?;
+    // A download that names its stores reads them, as asked.
+    let cache = state.cache.as_ref().filter(|_| preferred.is_empty());
+    if let Some(cache) = cache
+        && let Some(stream) = cache.read(&image, range.clone()).await
+    {
+        return Ok(data_response(stream, size, range, image.checksum.as_deref()));
+    }
     let mut last_error = None;
     for location in &found {
         let Some(store) = location.store.as_deref().and_then(|s| state.stores.get(s)) else { continue };
         match store.get(&location.url, range.clone()).await {
-            Ok(stream) => return Ok(data_response(stream, size, range, image.checksum.as_deref())),
+            Ok(stream) => {
+                // Only a whole download can fill the cache.
+                let stream = match cache {
+                    Some(cache) if range.is_none() => cache.tee(&image, stream),
+                    _ => stream,
+                };
+                return Ok(data_response(stream, size, range, image.checksum.as_deref()));
+            }
             Err(err) => {
                 tracing::warn!(image = %id, location = %location.url, error = %err, "reading image data failed");
                 last_error = Some(err);

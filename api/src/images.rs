@@ -168,5 +168,6 @@ pub async fn delete(
     }
     image.status.next(Action::Delete)?;
     image::delete(&state.db, &state.stores, &state.staging, &id).await?;
+    crate::cache::forget(&state, &id).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -3,6 +3,7 @@
 mod access_log;
 mod actions;
 mod body;
+mod cache;
 mod context;
 mod error;
 mod extract;
@@ -28,6 +29,7 @@ mod view;
 use std::future::Future;
 use std::sync::Arc;
 
+use glint_core::cache::ImageCache;
 use glint_core::config::{AuthMode, Config, Network};
 use glint_core::db::DatabaseConnection;
 use glint_core::fetch::Fetcher;
@@ -64,6 +66,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<Vec<Network>>,
     /// The rules every request is judged by.
     pub policy: Arc<Policy>,
+    /// This node's image cache, when `[cache] enabled`.
+    pub cache: Option<Arc<ImageCache>>,
     /// Whether the server is stopping, and the work it waits for.
     pub(crate) drain: server::Drain,
 }
@@ -86,6 +90,7 @@ impl AppState {
             AuthMode::Noauth => None,
         };
         let trusted_proxies = Arc::new(config.server.trusted_proxy_networks()?);
+        let cache = ImageCache::open(&config.cache, &config.server, db.clone());
         let protections = config.images.property_protection_file.as_deref();
         let policy = Arc::new(Policy::load(
             config.auth.policy_file.as_deref(),
@@ -102,6 +107,7 @@ impl AppState {
             keystone,
             trusted_proxies,
             policy,
+            cache,
             drain: server::Drain::default(),
         })
     }
@@ -122,15 +128,22 @@ impl axum::extract::FromRef<AppState> for DatabaseConnection {
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then stops accepting, lets the
-/// requests in flight finish until `[server] shutdown_timeout`, and cuts the rest.
+/// requests in flight finish until `[server] shutdown_timeout`, and cuts the rest. With the
+/// image cache on, the node's cache job runs alongside.
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let rewrite = versions::rewrite_version_prefix(state.stores.multistore());
+    let rewrite = versions::rewrite_version_prefix(state.stores.multistore(), state.cache.is_some());
     let limits = server::Limits::from_config(&state.config.server);
     let drain = state.drain.clone();
+    let cache_job = state.cache.clone().map(|cache| tokio::spawn(cache.run(state.stores.clone())));
     let app = MapRequestLayer::new(rewrite).layer(router::router(state));
-    server::run(app, listener, limits, drain, shutdown).await
+    let served = server::run(app, listener, limits, drain, shutdown).await;
+    // A fill cut here leaves no entry: its partial file goes with its writer.
+    if let Some(job) = cache_job {
+        job.abort();
+    }
+    served
 }

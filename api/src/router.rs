@@ -11,8 +11,8 @@ use crate::metadefs::{
     self, objects as md_objects, properties as md_properties, resource_types as md_types, tags as md_tags,
 };
 use crate::{
-    AppState, actions, context, forwarded, image_data, images, import, info, locations, members, metrics, schemas,
-    stores, tags, tasks, versions,
+    AppState, actions, cache, context, forwarded, image_data, images, import, info, locations, members, metrics,
+    schemas, stores, tags, tasks, versions,
 };
 
 /// A resource's methods; any other method is a 405 listing `allowed` in `Allow`.
@@ -102,6 +102,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v2/metadefs/namespaces/{ns}/resource_types/{rt}", resource(delete(md_types::dissociate), "DELETE"))
         .route("/v2/schemas/metadefs/{name}", resource(get(metadefs::schema), "GET"))
+        .route("/v2/cache", resource(get(cache::list).delete(cache::clear), "GET, DELETE"))
+        .route("/v2/cache/{id}", resource(put(cache::queue).delete(cache::delete), "DELETE, PUT"))
+        .route("/v2/cache/nodes/{id}", resource(get(cache::nodes), "GET"))
+        .route("/v2/cache/clean", resource(post(cache::clean), "POST"))
+        .route("/v2/cache/prune", resource(post(cache::prune), "POST"))
         .route("/v2", any(not_found))
         .route("/v2/{*rest}", any(not_found))
         .layer(middleware::from_fn_with_state(state.clone(), context::authenticate));

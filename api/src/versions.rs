@@ -8,11 +8,27 @@ use serde_json::json;
 use crate::AppState;
 use crate::forwarded::BaseUrl;
 
-/// Advertised API versions, in upstream's order, for one store and no image cache.
-const VERSIONS: &[(&str, &str)] = &[
+/// Versions the image cache adds, in upstream's order (2.15 is in this block then).
+const CACHE_VERSIONS: &[(&str, &str)] = &[
+    ("v2.18", "CURRENT"),
+    ("v2.17", "SUPPORTED"),
+    ("v2.16", "SUPPORTED"),
     ("v2.15", "SUPPORTED"),
+    ("v2.14", "SUPPORTED"),
+];
+
+/// Versions multistore mode adds (2.9 is in this block then).
+const MULTISTORE_VERSIONS: &[(&str, &str)] = &[
+    ("v2.13", "SUPPORTED"),
+    ("v2.12", "SUPPORTED"),
+    ("v2.11", "SUPPORTED"),
+    ("v2.10", "SUPPORTED"),
     ("v2.9", "SUPPORTED"),
-    ("v2.17", "CURRENT"),
+    ("v2.8", "SUPPORTED"),
+];
+
+/// Versions every configuration offers, last in the document.
+const BASE_VERSIONS: &[(&str, &str)] = &[
     ("v2.7", "SUPPORTED"),
     ("v2.6", "SUPPORTED"),
     ("v2.5", "SUPPORTED"),
@@ -23,27 +39,22 @@ const VERSIONS: &[(&str, &str)] = &[
     ("v2.0", "SUPPORTED"),
 ];
 
-/// Versions multistore mode adds (2.9 then moves into this block, as upstream lists it).
-const MULTISTORE_VERSIONS: &[(&str, &str)] = &[
-    ("v2.13", "SUPPORTED"),
-    ("v2.12", "SUPPORTED"),
-    ("v2.11", "SUPPORTED"),
-    ("v2.10", "SUPPORTED"),
-    ("v2.9", "SUPPORTED"),
-    ("v2.8", "SUPPORTED"),
-];
-
-fn advertised(multistore: bool) -> Vec<(&'static str, &'static str)> {
-    let mut versions: Vec<_> = VERSIONS.iter().copied().filter(|(id, _)| !(multistore && *id == "v2.9")).collect();
-    if multistore {
-        versions.extend_from_slice(MULTISTORE_VERSIONS);
+/// The advertised versions in upstream's order (glance/api/versions.py): the cache block or
+/// 2.15, the multistore block or 2.9, 2.17 as CURRENT without the cache, then 2.7 to 2.0.
+fn advertised(multistore: bool, cache: bool) -> Vec<(&'static str, &'static str)> {
+    let mut versions = Vec::new();
+    versions.extend_from_slice(if cache { CACHE_VERSIONS } else { &[("v2.15", "SUPPORTED")] });
+    versions.extend_from_slice(if multistore { MULTISTORE_VERSIONS } else { &[("v2.9", "SUPPORTED")] });
+    if !cache {
+        versions.push(("v2.17", "CURRENT"));
     }
+    versions.extend_from_slice(BASE_VERSIONS);
     versions
 }
 
 fn document(state: &AppState, base: &BaseUrl) -> serde_json::Value {
     let href = format!("{}/v2/", base.0);
-    let versions: Vec<_> = advertised(state.stores.multistore())
+    let versions: Vec<_> = advertised(state.stores.multistore(), state.cache.is_some())
         .iter()
         .map(|(id, status)| json!({"id": id, "status": status, "links": [{"rel": "self", "href": href}]}))
         .collect();
@@ -62,9 +73,9 @@ pub async fn multiple_choices(State(state): State<AppState>, Extension(base): Ex
 
 /// Rewrites `/v2.N/...` to `/v2/...` for every advertised minor version, before routing.
 /// Unadvertised minors are left alone and end at the 300 document.
-pub fn rewrite_version_prefix(multistore: bool) -> impl Fn(Request) -> Request + Clone {
+pub fn rewrite_version_prefix(multistore: bool, cache: bool) -> impl Fn(Request) -> Request + Clone {
     let minors: Vec<&'static str> =
-        advertised(multistore).iter().filter_map(|(id, _)| id.strip_prefix("v2.")).collect();
+        advertised(multistore, cache).iter().filter_map(|(id, _)| id.strip_prefix("v2.")).collect();
     move |request| rewrite(request, &minors)
 }
 

@@ -24,6 +24,8 @@ pub struct Config {
     pub images: ImagesConfig,
     /// Where image data is kept.
     pub storage: StorageConfig,
+    /// The image cache on this API node's disk.
+    pub cache: CacheConfig,
     /// Interoperable image import: methods, staging, web-download filtering, conversion.
     pub import: ImportConfig,
     /// Task transport, workers and task expiry.
@@ -61,6 +63,64 @@ impl MetricsConfig {
     /// Whether `GET /metrics` is served next to the API listening on `api_bind`.
     pub fn on_api_port(&self, api_bind: SocketAddr) -> bool {
         self.enabled && (api_bind.ip().is_loopback() || self.allow_non_loopback)
+    }
+}
+
+/// `[cache]`: image data kept on this API node's local disk and served from there (Glance's
+/// image cache with its `centralized_db` driver: the bookkeeping is in the shared database).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Keep downloaded images on local disk, serve them from there, and offer the cache API
+    /// (`/v2/cache`) and versions 2.14-2.18.
+    pub enabled: bool,
+    /// The directory of the cached image files (created if missing).
+    pub dir: PathBuf,
+    /// Bytes the cache may hold; least recently used images go first when the cache job or
+    /// `POST /v2/cache/prune` finds it larger. An image larger than this is never cached.
+    pub max_size: u64,
+    /// Seconds after which a partial cache file is taken for abandoned where the filesystem
+    /// cannot tell a live writer (no `flock`); elsewhere a dead writer's is removed at once.
+    pub stall_time: u64,
+    /// This node's name in the shared bookkeeping, as `GET /v2/cache/nodes/{image_id}` lists
+    /// it (Glance's `worker_self_reference_url`). Unset: `http://` and `[server] bind`, the
+    /// host name standing in for an unspecified address.
+    pub node_reference_url: Option<String>,
+    /// Seconds between two passes of the node's cache job: prefetch the queued images, drop
+    /// entries of images that are no longer active, prune down to `max_size`.
+    pub interval: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            dir: "data/cache".into(),
+            max_size: 10 * 1024 * 1024 * 1024,
+            stall_time: 86400,
+            node_reference_url: None,
+            interval: 300,
+        }
+    }
+}
+
+impl CacheConfig {
+    /// This node's URL: `node_reference_url`, else derived from the API's `bind` address.
+    pub fn node_url(&self, server: &ServerConfig) -> String {
+        if let Some(url) = &self.node_reference_url {
+            return url.clone();
+        }
+        let bind = server.bind;
+        if !bind.ip().is_unspecified() {
+            return format!("http://{bind}");
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned());
+        format!("http://{host}:{}", bind.port())
     }
 }
 
@@ -924,6 +984,9 @@ impl Config {
             if value == 0 {
                 return Err(Error::Config(format!("storage.{key} must be at least 1")));
             }
+        }
+        if self.cache.enabled && self.cache.interval == 0 {
+            return Err(Error::Config("cache.interval must be at least 1".into()));
         }
         let server = &self.server;
         if server.max_header_size < 8192 {

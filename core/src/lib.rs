@@ -4,6 +4,7 @@
 #[macro_use]
 mod macros;
 
+pub mod cache;
 pub mod config;
 pub mod context;
 pub mod db;

@@ -7,6 +7,7 @@ mod m0001_images;
 mod m0002_tasks;
 mod m0003_task_claims;
 mod m0004_metadefs;
+mod m0005_image_cache;
 
 /// The ordered list of Glint's migrations.
 pub struct Migrator;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_tasks::Migration),
             Box::new(m0003_task_claims::Migration),
             Box::new(m0004_metadefs::Migration),
+            Box::new(m0005_image_cache::Migration),
         ]
     }
 }

@@ -11,6 +11,7 @@ mod errors;
 mod http_store;
 mod identity_headers;
 mod image_actions;
+mod image_cache;
 mod image_data;
 mod image_tags;
 mod images_create;

@@ -23,6 +23,9 @@ async fn migrations_create_glances_tables_and_are_idempotent(app: TestApp) {
         "metadef_tags",
         "metadef_resource_types",
         "metadef_namespace_resource_types",
+        "node_reference",
+        "cached_images",
+        "cache_queue",
     ];
     for table in tables {
         let count = app

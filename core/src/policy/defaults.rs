@@ -49,7 +49,7 @@ pub const RULES: &[(&str, &str)] = &[
     ("get_member", ADMIN_OR_PROJECT_READER_OR_SHARED_MEMBER),
     ("get_members", ADMIN_OR_PROJECT_READER_OR_SHARED_MEMBER),
     ("modify_member", ADMIN_OR_SHARED_MEMBER),
-    // Cache (the cache API is not served yet; operators' files name these rules).
+    // The cache API (`manage_image_cache` is the rule older policy files refer to).
     ("manage_image_cache", ADMIN),
     ("cache_image", ADMIN),
     ("cache_list", ADMIN),

@@ -116,6 +116,7 @@ struct Running {
     _database: TestDatabase,
     _store: tempfile::TempDir,
     _staging: tempfile::TempDir,
+    _cache: tempfile::TempDir,
 }
 
 impl Drop for Running {
@@ -133,6 +134,8 @@ pub struct TestApp {
     pub store_path: std::path::PathBuf,
     /// The staging directory.
     pub staging_path: std::path::PathBuf,
+    /// The image cache's directory (`[cache] dir`; the cache is off unless a test turns it on).
+    pub cache_path: std::path::PathBuf,
     client: reqwest::Client,
     headers: Vec<(String, String)>,
     _running: Arc<Running>,
@@ -197,7 +200,9 @@ impl TestApp {
         let database = TestDatabase::create(backend).await?;
         let store = tempfile::tempdir().expect("store dir");
         let staging = tempfile::tempdir().expect("staging dir");
+        let cache = tempfile::tempdir().expect("cache dir");
         let mut config = Config::default();
+        config.cache.dir = cache.path().to_path_buf();
         config.database.url = database.url.clone();
         config.database.max_connections = 4;
         config.import.staging_dir = staging.path().to_path_buf();
@@ -237,9 +242,16 @@ impl TestApp {
             db,
             store_path: store.path().canonicalize().expect("store path"),
             staging_path: staging.path().canonicalize().expect("staging path"),
+            cache_path: cache.path().canonicalize().expect("cache path"),
             client: reqwest::Client::new(),
             headers: Vec::new(),
-            _running: Arc::new(Running { shutdown, _database: database, _store: store, _staging: staging }),
+            _running: Arc::new(Running {
+                shutdown,
+                _database: database,
+                _store: store,
+                _staging: staging,
+                _cache: cache,
+            }),
         })
     }
 

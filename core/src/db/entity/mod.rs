@@ -1,5 +1,7 @@
 //! SeaORM entities: the storage shape of Glance's tables, nothing more.
 
+pub mod cache_queue;
+pub mod cached_image;
 pub mod image;
 pub mod image_location;
 pub mod image_member;
@@ -11,5 +13,6 @@ pub mod metadef_object;
 pub mod metadef_property;
 pub mod metadef_resource_type;
 pub mod metadef_tag;
+pub mod node_reference;
 pub mod task;
 pub mod task_info;
