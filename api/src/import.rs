@@ -58,7 +58,7 @@ pub async fn import(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<StatusCode, ApiError> {
-    let request = import::parse(body, &state.config.import.enabled_import_methods)?;
+    let mut request = import::parse(body, &state.config.import.enabled_import_methods)?;
     // glance-direct images are counted as uploading since their staging.
     let starts_upload = i64::from(request.method != import::Method::GlanceDirect);
     let deltas = [(Resource::ImageSizeTotal, 0), (Resource::ImageCountUploading, starts_upload)];
@@ -70,12 +70,35 @@ pub async fn import(
         fetcher: &state.fetcher,
         task_ttl: state.config.tasks.task_ttl(),
     };
+    if let import::Method::GlanceDownload(_) = request.method {
+        request.caller = Some(caller(&state, &headers).await?);
+    }
     let header_store = header_str(&headers, "x-image-meta-store");
     if let Some(task) = importer.accept(&ctx, &image, &request, header_store).await? {
         tracing::info!(image = %id, task = %task.id, method = request.method.name(), "import accepted");
         state.announce(&task.id);
     }
     Ok(StatusCode::ACCEPTED)
+}
+
+/// What a glance-download keeps of its caller: the token, and its service catalog from
+/// Keystone (keystone mode) or from `X-Service-Catalog` (no-auth mode, where the proxy in
+/// front, keystonemiddleware, sets it; invalid JSON is a 500 there as in Glance). A client's
+/// own `X-Service-Catalog` counts for nothing in keystone mode.
+async fn caller(state: &AppState, headers: &HeaderMap) -> Result<import::Caller, ApiError> {
+    let auth_token = header_str(headers, "x-auth-token").map(str::to_owned);
+    let service_catalog = match (&state.keystone, &auth_token) {
+        (Some(keystone), Some(token)) => Some(keystone.catalog(token).await?),
+        (Some(_), None) => None,
+        (None, _) => match header_str(headers, "x-service-catalog") {
+            None => None,
+            Some(text) => Some(
+                serde_json::from_str(text)
+                    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Invalid service catalog json."))?,
+            ),
+        },
+    };
+    Ok(import::Caller { auth_token, service_catalog })
 }
 
 /// `GET /v2/info/import`: the enabled import methods.

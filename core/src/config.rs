@@ -707,7 +707,11 @@ pub struct ImportConfig {
     /// single-file zip (told by its magic bytes) before inspection, conversion and storage,
     /// as Glance's `image_decompression` plugin does; off by default, as that plugin is.
     pub decompress: bool,
-    /// Which URLs web-download and `POST /v2/tasks` may fetch.
+    /// Prefixes of the remote image's properties a glance-download copies to the new image
+    /// (Glance's `[glance_download_properties] extra_properties`); `os_glance_*` and base
+    /// fields are never copied.
+    pub glance_download_properties: Vec<String>,
+    /// Which URLs web-download, glance-download and `POST /v2/tasks` may fetch.
     pub filtering: FilteringConfig,
 }
 
@@ -718,6 +722,9 @@ impl Default for ImportConfig {
             staging_dir: "data/staging".into(),
             conversion_output_format: None,
             decompress: false,
+            glance_download_properties: ["hw_", "trait:", "os_distro", "os_secure_boot", "os_type"]
+                .map(String::from)
+                .to_vec(),
             filtering: FilteringConfig::default(),
         }
     }

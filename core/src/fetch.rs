@@ -121,15 +121,39 @@ impl Fetcher {
 
     /// GETs `url` (checked again), following only allowed redirects; the response body streamed, refusing more than `cap` bytes.
     pub async fn get(&self, url: &str, cap: u64) -> Result<Download, FetchError> {
+        self.get_as(url, cap, None).await
+    }
+
+    /// [`Fetcher::get`] with `token` sent as `X-Auth-Token` (glance-download reads another
+    /// image service as its caller). Only requests to `url`'s own origin carry it: a redirect
+    /// elsewhere (a store's temporary URL) goes without, as browsers drop `Authorization`.
+    pub async fn get_as(&self, url: &str, cap: u64, token: Option<&str>) -> Result<Download, FetchError> {
         let started = Instant::now();
-        let (url, response) = self.send(reqwest::Method::GET, url, None).await?;
+        let (url, response) = self.send(reqwest::Method::GET, url, None, token).await?;
         self.download(url, response, cap, started)
+    }
+
+    /// The JSON document at `url`, of at most `limit` bytes, fetched like [`Fetcher::get_as`].
+    pub async fn json_as(&self, url: &str, limit: u64, token: Option<&str>) -> Result<serde_json::Value, FetchError> {
+        let download = self.get_as(url, limit, token).await?;
+        let mut text = Vec::new();
+        let mut body = download.body;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| match e.into_inner().map(|inner| inner.downcast::<FetchError>()) {
+                Some(Ok(fetch)) => *fetch,
+                Some(Err(other)) => FetchError::Transient(format!("reading {} failed: {other}", redacted(url))),
+                None => FetchError::Transient(format!("reading {} failed", redacted(url))),
+            })?;
+            text.extend_from_slice(&chunk);
+        }
+        serde_json::from_slice(&text)
+            .map_err(|e| FetchError::Status(200, format!("GET {} returned no JSON document: {e}", redacted(url))))
     }
 
     /// The size of the data at `url` from a HEAD request (checked and redirected like
     /// [`Fetcher::get`]): the Content-Length the server announces, or an error without one.
     pub async fn size(&self, url: &str) -> Result<u64, FetchError> {
-        let (url, response) = self.send(reqwest::Method::HEAD, url, None).await?;
+        let (url, response) = self.send(reqwest::Method::HEAD, url, None, None).await?;
         // reqwest reads HEAD's Content-Length as the length of an empty body: the header counts.
         let length = response.headers().get(reqwest::header::CONTENT_LENGTH);
         length.and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).ok_or_else(|| {
@@ -142,7 +166,7 @@ impl Fetcher {
     /// ignores it and sends everything is cut down to the range here.
     pub async fn get_range(&self, url: &str, range: Option<std::ops::Range<u64>>) -> Result<ByteStream, FetchError> {
         let started = Instant::now();
-        let (url, response) = self.send(reqwest::Method::GET, url, range.clone()).await?;
+        let (url, response) = self.send(reqwest::Method::GET, url, range.clone(), None).await?;
         let partial = response.status() == reqwest::StatusCode::PARTIAL_CONTENT;
         let body = self.download(url, response, u64::MAX, started)?.body;
         match range {
@@ -152,12 +176,13 @@ impl Fetcher {
     }
 
     /// Sends `method` to `url` (checked first), following only allowed redirects, and
-    /// returns the final URL with its successful response.
+    /// returns the final URL with its successful response; `token` goes to `url`'s origin only.
     async fn send(
         &self,
         method: reqwest::Method,
         url: &str,
         range: Option<std::ops::Range<u64>>,
+        token: Option<&str>,
     ) -> Result<(Url, reqwest::Response), FetchError> {
         let first = self.filter.check(url, None).map_err(FetchError::Refused)?;
         let mut url = first.clone();
@@ -166,6 +191,9 @@ impl Fetcher {
             let mut request = self.client.request(method.clone(), url.clone());
             if let Some(range) = &range {
                 request = request.header(reqwest::header::RANGE, format!("bytes={}-{}", range.start, range.end - 1));
+            }
+            if let Some(token) = token.filter(|_| url.origin() == first.origin()) {
+                request = request.header("X-Auth-Token", token);
             }
             let response = request.send().await.map_err(|e| self.failure(&url, e))?;
             let status = response.status();
@@ -873,6 +901,14 @@ mod tests {
         let hundred = [b'x'; 100];
         let out = if path == "/ok" {
             reply("200 OK", "Content-Length: 5\r\n", b"hello")
+        } else if path == "/token" {
+            let token = request
+                .lines()
+                .find_map(|line| line.to_ascii_lowercase().strip_prefix("x-auth-token: ").map(str::to_owned))
+                .unwrap_or_default();
+            reply("200 OK", &format!("Content-Length: {}\r\n", token.len()), token.as_bytes())
+        } else if path == "/json" {
+            reply("200 OK", "Content-Length: 11\r\n", br#"{"id": "x"}"#)
         } else if let Some(n) = path.strip_prefix("/redirect/") {
             let n: u32 = n.parse().expect("redirect count");
             let next = if n <= 1 { "/ok".to_owned() } else { format!("/redirect/{}", n - 1) };
@@ -919,6 +955,24 @@ mod tests {
         assert!(matches!(f.size(&format!("http://127.0.0.1:{port}/missing")).await, Err(FetchError::Status(404, _))));
         let elsewhere = fetcher(&FilteringConfig { allowed_ports: vec![port + 1], ..local(port) });
         assert!(matches!(elsewhere.size(&format!("http://127.0.0.1:{port}/ok")).await, Err(FetchError::Refused(_))));
+    }
+
+    #[tokio::test]
+    async fn a_token_goes_to_the_url_s_own_origin_and_not_past_a_redirect_elsewhere() {
+        let (port, other) = (serve().await, serve().await);
+        let f = fetcher(&FilteringConfig { allowed_ports: vec![port, other], ..local(port) });
+        let sent = async |url: String| read(f.get_as(&url, 100, Some("t0k")).await.expect("get").body).await;
+        assert_eq!(sent(format!("http://127.0.0.1:{port}/token")).await.expect("body"), b"t0k");
+        assert_eq!(sent(format!("http://127.0.0.1:{port}/to//token")).await.expect("body"), b"t0k");
+        let away = format!("http://127.0.0.1:{port}/to/http://127.0.0.1:{other}/token");
+        assert_eq!(sent(away).await.expect("body"), b"");
+        let document = f.json_as(&format!("http://127.0.0.1:{port}/json"), 100, None).await.expect("json");
+        assert_eq!(document["id"], "x");
+        let not_json = f.json_as(&format!("http://127.0.0.1:{port}/ok"), 100, None).await;
+        assert!(matches!(not_json, Err(FetchError::Status(200, _))));
+        let refused = fetcher(&FilteringConfig { allowed_ports: vec![other], ..local(port) });
+        let url = format!("http://127.0.0.1:{port}/json");
+        assert!(matches!(refused.json_as(&url, 100, Some("t0k")).await, Err(FetchError::Refused(_))));
     }
 
     #[tokio::test]

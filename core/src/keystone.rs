@@ -187,35 +187,55 @@ impl Keystone {
         }
     }
 
-    /// Asks Keystone about `token`, renewing the service token once if Keystone no longer takes it.
+    /// The service catalog of `token` (Keystone's v3 form), as keystonemiddleware hands it on
+    /// in `X-Service-Catalog`: what glance-download finds another region's image endpoint in.
+    /// Never cached, as it is asked for once per import. `Unauthorized` when the token is not
+    /// valid, `Unavailable` when Keystone cannot be asked.
+    pub async fn catalog(&self, token: &str) -> Result<serde_json::Value> {
+        let response = self.subject(token, &self.tokens_url).await?;
+        let Some(response) = response else {
+            return Err(Error::Unauthorized(UNAUTHORIZED.into()));
+        };
+        let mut body: serde_json::Value =
+            response.json().await.map_err(|e| Error::Unavailable(format!("Keystone sent an unreadable token: {e}")))?;
+        Ok(body["token"]["catalog"].take())
+    }
+
+    /// Asks Keystone about `token`.
     async fn ask(&self, token: &str, allow_expired: bool) -> Result<Verdict> {
         let url = format!("{}?nocatalog{}", self.tokens_url, if allow_expired { "&allow_expired=1" } else { "" });
+        let Some(response) = self.subject(token, &url).await? else {
+            return Ok(Verdict::Invalid);
+        };
+        let body: TokenBody =
+            response.json().await.map_err(|e| Error::Unavailable(format!("Keystone sent an unreadable token: {e}")))?;
+        let token = body.token;
+        Ok(Verdict::Valid(Identity {
+            project_id: token.project.map(|p| p.id),
+            user_id: token.user.id,
+            roles: token.roles.into_iter().map(|r| r.name).collect(),
+            expires_at: token.expires_at,
+        }))
+    }
+
+    /// `GET url` about the subject `token` as the service user, renewing the service token
+    /// once if Keystone no longer takes it: the response when the token is valid, `None` when
+    /// Keystone says it is not.
+    async fn subject(&self, token: &str, url: &str) -> Result<Option<reqwest::Response>> {
         for renewed in [false, true] {
             let service = self.service_token(renewed).await?;
             let response = self
                 .http
-                .get(&url)
+                .get(url)
                 .header("X-Auth-Token", service)
                 .header("X-Subject-Token", token)
                 .send()
                 .await
                 .map_err(|e| unreachable(&e))?;
             match response.status().as_u16() {
-                200 => {
-                    let body: TokenBody = response
-                        .json()
-                        .await
-                        .map_err(|e| Error::Unavailable(format!("Keystone sent an unreadable token: {e}")))?;
-                    let token = body.token;
-                    return Ok(Verdict::Valid(Identity {
-                        project_id: token.project.map(|p| p.id),
-                        user_id: token.user.id,
-                        roles: token.roles.into_iter().map(|r| r.name).collect(),
-                        expires_at: token.expires_at,
-                    }));
-                }
+                200 => return Ok(Some(response)),
                 // 400: not even a token's shape; 404: unknown, expired or revoked.
-                400 | 404 => return Ok(Verdict::Invalid),
+                400 | 404 => return Ok(None),
                 401 if !renewed => continue,
                 status => {
                     return Err(Error::Unavailable(format!(
@@ -270,6 +290,32 @@ impl Keystone {
     }
 }
 
+/// The URL of the `image` service's `interface` endpoint in `region` (named in any case, as
+/// Glance compares them) in a service `catalog`: Keystone's v3 form (`interface`, `url`,
+/// `region` or `region_id`) or the v2 form keystonemiddleware puts in `X-Service-Catalog`
+/// (`region`, `<interface>URL`). Without a trailing slash.
+pub fn image_endpoint(catalog: &serde_json::Value, region: &str, interface: &str) -> Option<String> {
+    let services = catalog.as_array()?;
+    let region = region.to_lowercase();
+    let in_region = |endpoint: &serde_json::Value| {
+        ["region", "region_id"]
+            .iter()
+            .any(|key| endpoint.get(key).and_then(|r| r.as_str()).is_some_and(|r| r.to_lowercase() == region))
+    };
+    let url = |endpoint: &serde_json::Value| -> Option<String> {
+        let v3 = endpoint.get("interface").and_then(|i| i.as_str()) == Some(interface);
+        let url = if v3 { endpoint.get("url") } else { endpoint.get(format!("{interface}URL")) };
+        url.and_then(|u| u.as_str()).map(|u| u.trim_end_matches('/').to_owned())
+    };
+    services
+        .iter()
+        .filter(|service| service.get("type").and_then(|t| t.as_str()) == Some("image"))
+        .filter_map(|service| service.get("endpoints")?.as_array())
+        .flatten()
+        .filter(|endpoint| in_region(endpoint))
+        .find_map(url)
+}
+
 fn unreachable(err: &reqwest::Error) -> Error {
     Error::Unavailable(format!("The identity service is unavailable: {}", crate::error::chain(err)))
 }
@@ -292,6 +338,27 @@ mod tests {
         let now = Instant::now();
         assert!(cache.get(&[1; 32], now).is_none());
         assert!(cache.get(&[2; 32], now).is_some() && cache.get(&[3; 32], now).is_some());
+    }
+
+    #[test]
+    fn the_image_endpoint_is_found_by_region_in_any_case_and_interface() {
+        let v3 = serde_json::json!([
+            {"type": "identity", "endpoints": [{"interface": "public", "region": "RegionTwo", "url": "http://k/"}]},
+            {"type": "image", "endpoints": [
+                {"interface": "public", "region": "RegionOne", "region_id": "RegionOne", "url": "http://one:9292"},
+                {"interface": "internal", "region": "RegionTwo", "region_id": "RegionTwo", "url": "http://two-in:9292/"},
+                {"interface": "public", "region_id": "RegionTwo", "url": "http://two:9292/"}
+            ]}
+        ]);
+        assert_eq!(image_endpoint(&v3, "regiontwo", "public").as_deref(), Some("http://two:9292"));
+        assert_eq!(image_endpoint(&v3, "RegionTwo", "internal").as_deref(), Some("http://two-in:9292"));
+        assert_eq!(image_endpoint(&v3, "RegionTwo", "admin"), None);
+        assert_eq!(image_endpoint(&v3, "RegionThree", "public"), None);
+        let v2 = serde_json::json!([{"type": "image", "name": "glance",
+            "endpoints": [{"region": "RegionTwo", "publicURL": "http://two:9292", "internalURL": "http://in"}]}]);
+        assert_eq!(image_endpoint(&v2, "RegionTwo", "public").as_deref(), Some("http://two:9292"));
+        assert_eq!(image_endpoint(&v2, "RegionTwo", "internal").as_deref(), Some("http://in"));
+        assert_eq!(image_endpoint(&serde_json::json!({"not": "a list"}), "RegionTwo", "public"), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod cli;
 mod compressed_imports;
 mod convert_command;
 mod errors;
+mod glance_download;
 mod http_store;
 mod identity_headers;
 mod image_actions;

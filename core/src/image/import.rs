@@ -27,7 +27,7 @@ pub const IMPORTING_TO_STORES: &str = "os_glance_importing_to_stores";
 pub const FAILED_IMPORT: &str = "os_glance_failed_import";
 
 /// The import methods Glint can run.
-pub const METHODS: [&str; 3] = ["glance-direct", "web-download", "copy-image"];
+pub const METHODS: [&str; 4] = ["glance-direct", "web-download", "glance-download", "copy-image"];
 
 /// The import methods offered to clients (`GET /v2/info/import`, the
 /// `OpenStack-image-import-methods` header): the enabled ones Glint can run, in the configured
@@ -62,8 +62,50 @@ pub enum Method {
         /// have, else the import fails.
         validation: Option<Validation>,
     },
+    /// Data and some metadata of an image of another region's image service.
+    GlanceDownload(Remote),
     /// Data of the active image, copied to more stores.
     CopyImage,
+}
+
+/// The image a glance-download copies: where it is, as the request names it (checked by
+/// [`Importer::accept`], so that the status checks come first, as in Glance).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Remote {
+    /// `glance_image_id`: the image's id in the other region.
+    pub image_id: String,
+    /// `glance_region`: the region whose image endpoint the Keystone catalog gives.
+    pub region: String,
+    /// `glance_service_interface`: the endpoint interface (`public` when not given).
+    pub interface: String,
+}
+
+/// What a glance-download worker needs of the caller, kept in the task's input (never shown):
+/// the token the remote image is read with and the catalog its endpoint is found in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Caller {
+    /// The caller's token (`X-Auth-Token`), if it sent one.
+    pub auth_token: Option<String>,
+    /// The service catalog of that token (Keystone's v3 form, or the v2 form of a
+    /// keystonemiddleware `X-Service-Catalog`); `None` when the request came without one.
+    pub service_catalog: Option<Value>,
+}
+
+/// The task input key that holds the [`Caller`].
+pub const CALLER: &str = "caller";
+
+impl Caller {
+    fn to_json(&self) -> Value {
+        json!({"auth_token": self.auth_token, "service_catalog": self.service_catalog})
+    }
+
+    fn of(input: &Value) -> Option<Caller> {
+        let caller = input.get(CALLER)?;
+        Some(Caller {
+            auth_token: caller.get("auth_token").and_then(Value::as_str).map(str::to_owned),
+            service_catalog: caller.get("service_catalog").filter(|c| !c.is_null()).cloned(),
+        })
+    }
 }
 
 impl Method {
@@ -72,6 +114,7 @@ impl Method {
         match self {
             Method::GlanceDirect => "glance-direct",
             Method::WebDownload { .. } => "web-download",
+            Method::GlanceDownload(_) => "glance-download",
             Method::CopyImage => "copy-image",
         }
     }
@@ -79,7 +122,7 @@ impl Method {
     fn action(&self) -> Action {
         match self {
             Method::GlanceDirect => Action::ImportStaged,
-            Method::WebDownload { .. } => Action::ImportRemote,
+            Method::WebDownload { .. } | Method::GlanceDownload(_) => Action::ImportRemote,
             Method::CopyImage => Action::Copy,
         }
     }
@@ -96,12 +139,14 @@ pub struct ImportRequest {
     pub all_stores: bool,
     /// `all_stores_must_succeed`: one failing store fails the import.
     pub all_stores_must_succeed: bool,
-    /// The body as sent, kept in the task's input.
+    /// The body as sent (glance-download's interface defaulted), kept in the task's input.
     pub body: Value,
+    /// For glance-download: the caller's token and catalog, which the API adds.
+    pub caller: Option<Caller>,
 }
 
 /// Parses an import body (validation steps 1 and 2 of docs/glance-v2-api.md §4.9).
-pub fn parse(body: Value, enabled: &[String]) -> Result<ImportRequest> {
+pub fn parse(mut body: Value, enabled: &[String]) -> Result<ImportRequest> {
     let method =
         body.get("method").ok_or_else(|| Error::BadRequest("Import request requires a 'method' field.".into()))?;
     let name = method
@@ -114,6 +159,22 @@ pub fn parse(body: Value, enabled: &[String]) -> Result<ImportRequest> {
     let method = match name {
         "glance-direct" => Method::GlanceDirect,
         "copy-image" => Method::CopyImage,
+        "glance-download" => {
+            let field = |key: &str| method.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+            let interface = method.get("glance_service_interface").and_then(Value::as_str).unwrap_or("public");
+            let remote = Remote {
+                image_id: field("glance_image_id"),
+                region: field("glance_region"),
+                interface: interface.into(),
+            };
+            // Glance records the default interface in the request the task keeps.
+            if method.get("glance_service_interface").is_none()
+                && let Some(method) = body.get_mut("method").and_then(Value::as_object_mut)
+            {
+                method.insert("glance_service_interface".into(), json!("public"));
+            }
+            Method::GlanceDownload(remote)
+        }
         _ => Method::WebDownload {
             uri: method.get("uri").and_then(Value::as_str).unwrap_or_default().to_owned(),
             validation: web_validation(method)?,
@@ -137,7 +198,41 @@ pub fn parse(body: Value, enabled: &[String]) -> Result<ImportRequest> {
         ),
         Some(_) => return Err(Error::BadRequest("'stores' must be a list of store ids".into())),
     };
-    Ok(ImportRequest { method, stores, all_stores, all_stores_must_succeed, body })
+    Ok(ImportRequest { method, stores, all_stores, all_stores_must_succeed, body, caller: None })
+}
+
+/// Whether Python's `uuid.UUID(text)` takes `text`: 32 hex digits once `urn:`, `uuid:`,
+/// surrounding braces and hyphens are dropped.
+fn python_uuid(text: &str) -> bool {
+    let text = text.replace("urn:", "").replace("uuid:", "");
+    let digits = text.trim_matches(|c| c == '{' || c == '}').replace('-', "");
+    digits.len() == 32 && digits.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// glance-download's fields (step 5 of §4.9), in Glance's words: region and image id
+/// present, the id a UUID (in any form Python's `uuid.UUID` reads), each a string.
+fn check_glance_download(method: &Value) -> Result<()> {
+    for key in ["glance_region", "glance_image_id"] {
+        match method.get(key) {
+            None => {
+                return Err(Error::BadRequest(format!("'{key}' needs to be set for glance-download import method")));
+            }
+            Some(Value::String(_)) => {}
+            Some(other) => {
+                return Err(Error::BadRequest(format!("Invalid value '{other}' for '{key}': expected a string")));
+            }
+        }
+    }
+    if let Some(interface) = method.get("glance_service_interface").filter(|i| !i.is_string()) {
+        return Err(Error::BadRequest(format!(
+            "Invalid value '{interface}' for 'glance_service_interface': expected a string"
+        )));
+    }
+    let id = method.get("glance_image_id").and_then(Value::as_str).unwrap_or_default();
+    if !python_uuid(id) {
+        return Err(Error::BadRequest(format!("Remote image id does not look like a UUID: {id}")));
+    }
+    Ok(())
 }
 
 /// Web-download's `method.validation_data`, shaped like the 2.17 location API's (a Glint
@@ -179,6 +274,9 @@ impl Importer<'_> {
         if image.disk_format.is_none() || image.container_format.is_none() {
             return Err(Error::Conflict("'disk_format' and 'container_format' must be set before import".into()));
         }
+        if let Method::GlanceDownload(_) = request.method {
+            check_glance_download(&request.body["method"])?;
+        }
         let rule = if request.method == Method::CopyImage { "copy_image" } else { "modify_image" };
         policy::check_image(ctx, image, rule)?;
         check_lock_free(self.db, image, self.task_ttl).await?;
@@ -202,7 +300,10 @@ impl Importer<'_> {
             }
         }
         let backend: Vec<Value> = targets.iter().map(|s| s.as_deref().map_or(Value::Null, |s| json!(s))).collect();
-        let input = json!({"image_id": image.id, "import_req": request.body, "backend": backend});
+        let mut input = json!({"image_id": image.id, "import_req": request.body, "backend": backend});
+        if let Some(caller) = &request.caller {
+            input[CALLER] = caller.to_json();
+        }
         let task = Task::pending(ctx, TaskType::ApiImageImport, image.id.clone(), input);
         let importing = targets.iter().flatten().cloned().collect::<Vec<_>>();
         self.db
@@ -378,6 +479,8 @@ pub struct ImportJob {
     pub stores: Vec<Option<String>>,
     /// One failing store fails the import.
     pub all_stores_must_succeed: bool,
+    /// The caller's token and catalog (glance-download).
+    pub caller: Option<Caller>,
 }
 
 impl ImportJob {
@@ -396,6 +499,7 @@ impl ImportJob {
             method: request.method,
             stores,
             all_stores_must_succeed: request.all_stores_must_succeed,
+            caller: Caller::of(input),
         })
     }
 }
@@ -413,10 +517,10 @@ mod tests {
         let err = |body: Value| parse(body, &enabled()).expect_err("refused").to_string();
         assert_eq!(err(json!({})), "Import request requires a 'method' field.");
         assert_eq!(err(json!({"method": {}})), "Import request requires a 'name' field.");
-        assert_eq!(
-            err(json!({"method": {"name": "glance-download"}})),
-            "Unknown import method name 'glance-download'."
-        );
+        let by_default = crate::config::ImportConfig::default().enabled_import_methods;
+        let refused = parse(json!({"method": {"name": "glance-download"}}), &by_default).expect_err("opt-in");
+        assert_eq!(refused.to_string(), "Unknown import method name 'glance-download'.");
+        assert_eq!(err(json!({"method": {"name": "glance-upload"}})), "Unknown import method name 'glance-upload'.");
         let only_direct = vec!["glance-direct".to_owned()];
         assert!(parse(json!({"method": {"name": "web-download", "uri": "http://x/"}}), &only_direct).is_err());
     }
@@ -424,7 +528,8 @@ mod tests {
     #[test]
     fn offered_methods_keep_the_configured_order_without_unknown_names_or_repeats() {
         let enabled = ["copy-image", "glance-download", "glance-direct", "copy-image"].map(String::from);
-        assert_eq!(offered(&enabled), ["copy-image", "glance-direct"]);
+        assert_eq!(offered(&enabled), ["copy-image", "glance-download", "glance-direct"]);
+        assert_eq!(offered(&["web-upload".to_owned(), "web-download".to_owned()]), ["web-download"]);
         assert!(offered(&[]).is_empty());
     }
 
@@ -456,6 +561,50 @@ mod tests {
         assert!(err(json!({"os_hash_algo": "md5", "os_hash_value": "00"})).contains("not the correct size"));
         assert!(err(json!({"os_hash_algo": "md5"})).contains("dependency"));
         assert!(err(json!("sha256:00")).contains("is not of type 'object'"));
+    }
+
+    #[test]
+    fn glance_download_names_the_remote_image_and_defaults_to_the_public_interface() {
+        let id = "c4705b36-b281-40f6-a01d-bf98883ead8e";
+        let body = json!({"method": {"name": "glance-download", "glance_image_id": id, "glance_region": "R2"}});
+        let request = parse(body, &enabled()).expect("parses");
+        let remote = Remote { image_id: id.into(), region: "R2".into(), interface: "public".into() };
+        assert_eq!(request.method, Method::GlanceDownload(remote));
+        assert_eq!(request.body["method"]["glance_service_interface"], "public", "kept for the task");
+        assert_eq!(check_glance_download(&request.body["method"]).map_err(|e| e.to_string()), Ok(()));
+    }
+
+    #[test]
+    fn glance_download_needs_a_region_and_a_uuid_as_glance_words_it() {
+        let err = |method: Value| check_glance_download(&method).expect_err("refused").to_string();
+        let id = "c4705b36-b281-40f6-a01d-bf98883ead8e";
+        assert_eq!(
+            err(json!({"glance_image_id": id})),
+            "'glance_region' needs to be set for glance-download import method"
+        );
+        assert_eq!(
+            err(json!({"glance_region": "R2"})),
+            "'glance_image_id' needs to be set for glance-download import method"
+        );
+        assert_eq!(
+            err(json!({"glance_region": "R2", "glance_image_id": "not-a-uuid"})),
+            "Remote image id does not look like a UUID: not-a-uuid"
+        );
+        assert!(err(json!({"glance_region": 2, "glance_image_id": id})).contains("expected a string"));
+        let braced = json!({"glance_region": "R2", "glance_image_id": "{C4705B36B28140F6A01DBF98883EAD8E}"});
+        assert!(check_glance_download(&braced).is_ok(), "Python's uuid.UUID reads this form too");
+        assert!(python_uuid("urn:uuid:c4705b36-b281-40f6-a01d-bf98883ead8e") && python_uuid(&"a".repeat(32)));
+        assert!(
+            !python_uuid(&"g".repeat(32)) && !python_uuid("c4705b36-b281-40f6-a01d-bf98883ead8") && !python_uuid("")
+        );
+    }
+
+    #[test]
+    fn the_caller_is_kept_for_the_worker_and_read_back() {
+        let caller = Caller { auth_token: Some("t".into()), service_catalog: Some(json!([{"type": "image"}])) };
+        let input = json!({CALLER: caller.to_json()});
+        assert_eq!(Caller::of(&input), Some(caller));
+        assert_eq!(Caller::of(&json!({})), None);
     }
 
     #[test]

@@ -386,12 +386,14 @@ pub struct Imported<'a> {
     pub data: &'a Ingested,
     /// From format inspection, when it ran.
     pub virtual_size: Option<i64>,
-    /// The new `disk_format` when the import converted the data.
+    /// The new `disk_format`: the converted data's, or the remote image's (glance-download).
     pub disk_format: Option<&'a str>,
+    /// The new `container_format` (`bare` after a conversion, or the remote image's).
+    pub container_format: Option<&'a str>,
 }
 
 /// Records a finished import on image `id`, part of the caller's transaction: `importing ->
-/// active` with the data's size, digests and virtual size (and converted format). `false` if
+/// active` with the data's size, digests and virtual size (and new formats). `false` if
 /// the image is no longer `importing` (deleted meanwhile).
 pub async fn activate_import(db: &impl ConnectionTrait, id: &str, imported: &Imported<'_>) -> Result<bool> {
     let size = i64::try_from(imported.data.size).map_err(|_| Error::OverLimit("image too large".into()))?;
@@ -404,9 +406,10 @@ pub async fn activate_import(db: &impl ConnectionTrait, id: &str, imported: &Imp
         .col_expr(image::Column::OsHashValue, Expr::value(imported.data.os_hash_value.clone()))
         .col_expr(image::Column::UpdatedAt, Expr::value(now()));
     if let Some(disk_format) = imported.disk_format {
-        update = update
-            .col_expr(image::Column::DiskFormat, Expr::value(disk_format))
-            .col_expr(image::Column::ContainerFormat, Expr::value("bare"));
+        update = update.col_expr(image::Column::DiskFormat, Expr::value(disk_format));
+    }
+    if let Some(container_format) = imported.container_format {
+        update = update.col_expr(image::Column::ContainerFormat, Expr::value(container_format));
     }
     let result = update
         .filter(image::Column::Id.eq(id))

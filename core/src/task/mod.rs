@@ -104,10 +104,14 @@ impl Task {
     }
 
     /// The input as callers see it: the URLs to fetch (`import_req.method.uri` of an image
-    /// import, `import_from` of a legacy one) without their credentials, which the stored
-    /// input keeps for the worker alone.
+    /// import, `import_from` of a legacy one) without their credentials, and without the
+    /// caller's token and catalog (glance-download), which the stored input keeps for the
+    /// worker alone.
     pub fn shown_input(&self) -> Option<Value> {
         let mut input = self.input.clone()?;
+        if let Some(fields) = input.as_object_mut() {
+            fields.remove(crate::image::import::CALLER);
+        }
         for pointer in ["/import_req/method/uri", "/import_from"] {
             if let Some(url) = input.pointer_mut(pointer)
                 && let Some(text) = url.as_str()
@@ -191,6 +195,8 @@ mod tests {
         assert!(import.input.as_ref().is_some_and(|i| i.to_string().contains("s3cret")), "stored for the worker");
         let legacy = task(serde_json::json!({"import_from": "http://t0ken@h.example/x", "import_from_format": "raw"}));
         assert_eq!(legacy.shown_input().expect("input")["import_from"], "http://***@h.example/x");
+        let download = task(serde_json::json!({"image_id": "i", "caller": {"auth_token": "s3cret"}}));
+        assert_eq!(download.shown_input(), Some(serde_json::json!({"image_id": "i"})));
         assert_eq!(
             task(serde_json::json!({"import_req": {"method": {"name": "glance-direct"}}})).shown_input(),
             Some(serde_json::json!({"import_req": {"method": {"name": "glance-direct"}}}))

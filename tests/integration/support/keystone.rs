@@ -11,11 +11,15 @@
 //!
 //! The admin also holds `admin` on the system (bootstrap) and on the `Default` domain, for
 //! system- and domain-scoped tokens.
+//!
+//! The catalog starts with the identity service only; a test that needs image endpoints
+//! (glance-download between regions) registers them with [`Keystone::register_image_endpoint`]
+//! while it holds [`Keystone::catalog`], as the catalog is the whole test process's.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use glint_core::config::{AuthMode, Config};
 use serde_json::{Value, json};
@@ -315,6 +319,53 @@ impl Keystone {
             .await
             .expect("revoke");
         assert_eq!(response.status(), 204, "revoke");
+    }
+
+    /// The catalog to oneself until the guard drops: tests that register endpoints take turns.
+    pub fn catalog(&self) -> MutexGuard<'static, ()> {
+        static CATALOG: Mutex<()> = Mutex::new(());
+        // A test that failed while holding it left nothing half-done that the next one minds.
+        CATALOG.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Makes `url` the public endpoint of the `image` service in `region`, in place of any
+    /// registered there before; the service and the region are created on first use.
+    pub async fn register_image_endpoint(&self, region: &str, url: &str) {
+        let http = reqwest::Client::new();
+        let admin = self.token(User::Admin).await;
+        let call = async |method: reqwest::Method, path: String, body: Option<Value>| -> (u16, Value) {
+            let mut request =
+                http.request(method.clone(), format!("{}{path}", self.url)).header("X-Auth-Token", &admin);
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            let response = request.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap_or(Value::Null))
+        };
+        let (_, services) = call(reqwest::Method::GET, "/services?type=image".into(), None).await;
+        let service = match services["services"][0]["id"].as_str() {
+            Some(id) => id.to_owned(),
+            None => {
+                let made = json!({"service": {"type": "image", "name": "glance"}});
+                let (status, made) = call(reqwest::Method::POST, "/services".into(), Some(made)).await;
+                assert_eq!(status, 201, "create the image service: {made}");
+                made["service"]["id"].as_str().expect("service id").to_owned()
+            }
+        };
+        let (status, _) = call(reqwest::Method::POST, "/regions".into(), Some(json!({"region": {"id": region}}))).await;
+        assert!(matches!(status, 201 | 409), "create region {region}: {status}");
+        let listed = format!("/endpoints?service_id={service}&region_id={region}&interface=public");
+        let (_, endpoints) = call(reqwest::Method::GET, listed, None).await;
+        for old in endpoints["endpoints"].as_array().into_iter().flatten() {
+            let id = old["id"].as_str().expect("endpoint id");
+            let (status, _) = call(reqwest::Method::DELETE, format!("/endpoints/{id}"), None).await;
+            assert_eq!(status, 204, "delete endpoint {id}");
+        }
+        let endpoint =
+            json!({"endpoint": {"service_id": service, "region_id": region, "interface": "public", "url": url}});
+        let (status, made) = call(reqwest::Method::POST, "/endpoints".into(), Some(endpoint)).await;
+        assert_eq!(status, 201, "create the image endpoint of {region}: {made}");
     }
 
     /// The id of project `name` (`admin`, `one`, `two`).

@@ -1,13 +1,17 @@
-//! `api_image_import`: glance-direct, web-download and copy-image (docs/glance-v2-api.md §6).
+//! `api_image_import`: glance-direct, web-download, glance-download and copy-image
+//! (docs/glance-v2-api.md §6).
 //!
+//! glance-download first reads the remote image's metadata (see `glance_download`) ->
 //! fetch (staging area, HTTP, or an existing copy; a download checked against the caller's
-//! `validation_data`, compressed data decompressed when `[import] decompress` is on) -> convert
+//! `validation_data` or the remote image's size and digests, compressed data decompressed
+//! when `[import] decompress` is on) -> convert
 //! when configured -> inspect, hash and store in each target store -> image `active`,
-//! locations, lock released and task `success` in one transaction. Data staged as it is
-//! stored skips the second pass: its digests and inspection, recorded while it was staged,
-//! are used as long as the file is unchanged, and a filesystem store on the same filesystem
-//! links the file instead of copying it. Conversion to raw streams from the staged file into
-//! each store, so the staging area never holds a converted copy.
+//! locations, lock released, the remote formats and properties (glance-download) and task
+//! `success` in one transaction. Data staged as it is stored skips the second pass: its
+//! digests and inspection, recorded while it was staged, are used as long as the file is
+//! unchanged, and a filesystem store on the same filesystem links the file instead of copying
+//! it. Conversion to raw streams from the staged file into each store, so the staging area
+//! never holds a converted copy.
 //!
 //! A failure undoes all of it: written copies removed, image
 //! back to `queued` (copy-image: left `active`), stores recorded as failed, staging cleaned.
@@ -21,7 +25,8 @@ use glint_formats::Format;
 use serde_json::json;
 
 use super::decompress::{decompressing, sniff};
-use super::verify::{mismatch, verified};
+use super::glance_download::{self, RemoteImage};
+use super::verify::{mismatch, sized, verified};
 use super::{Deps, Progress};
 use crate::{Flow, FlowContext, FlowError};
 
@@ -41,9 +46,55 @@ enum Source {
     /// A compressed file in the staging area, decompressed as it is read.
     Compressed(String),
     /// A URL, streamed straight into the one target store.
-    Web(String, Option<Validation>),
+    Web(WebSource),
     /// An existing copy of an active image.
     Copy(locations::Location),
+}
+
+/// A URL to download, and what its bytes must match.
+#[derive(Clone)]
+struct WebSource {
+    url: String,
+    /// Sent as `X-Auth-Token` (glance-download: the caller's).
+    token: Option<String>,
+    /// Digests the bytes must have, vouched for by `vouched_by`.
+    checks: Vec<Validation>,
+    vouched_by: &'static str,
+    /// How many bytes there must be, when known.
+    size: Option<u64>,
+}
+
+impl WebSource {
+    /// A web-download's URL, checked against its `validation_data` if it has some.
+    fn web_download(uri: &str, validation: Option<&Validation>) -> WebSource {
+        WebSource {
+            url: uri.to_owned(),
+            token: None,
+            checks: validation.into_iter().cloned().collect(),
+            vouched_by: "the validation_data",
+            size: None,
+        }
+    }
+
+    /// A glance-download's data, read with the caller's token and checked against the
+    /// remote image's size and digests.
+    fn glance_download(remote: &RemoteImage) -> WebSource {
+        WebSource {
+            url: remote.file_url.clone(),
+            token: remote.token.clone(),
+            checks: remote.checks.clone(),
+            vouched_by: "the remote image",
+            size: Some(remote.size),
+        }
+    }
+}
+
+/// What an import learned of the image besides its data, recorded with it.
+struct Learned<'a> {
+    /// The format the data was converted to.
+    converted: Option<Format>,
+    /// The remote image of a glance-download.
+    remote: Option<&'a RemoteImage>,
 }
 
 /// One store written.
@@ -81,6 +132,7 @@ impl ImportFlow {
         ctx: &FlowContext,
         job: &ImportJob,
         image: &Image,
+        web: Option<&WebSource>,
         progress: &Progress,
     ) -> Result<(Source, Option<Format>), FlowError> {
         let (staged, compressed) = match &job.method {
@@ -108,12 +160,13 @@ impl ImportFlow {
                 }
                 (image.id.clone(), self.staged_compressed(image).await?)
             }
-            Method::WebDownload { uri, validation } => {
+            Method::WebDownload { .. } | Method::GlanceDownload(_) => {
+                let web = web.ok_or_else(|| FlowError::Abort("The import has no URL to download from.".into()))?;
                 let target = self.conversion_for(image);
                 if target.is_none() && job.stores.len() == 1 {
-                    return Ok((Source::Web(uri.clone(), validation.clone()), None));
+                    return Ok((Source::Web(web.clone()), None));
                 }
-                let (body, _) = self.download(uri, validation.as_ref(), progress).await?;
+                let (body, _) = self.download(web, progress).await?;
                 self.deps.staging.put(&image.id, body, self.deps.cap).await?;
                 (image.id.clone(), false)
             }
@@ -155,18 +208,16 @@ impl ImportFlow {
         Ok(compression.is_some())
     }
 
-    /// The body at `uri`, counted, checked against `validation` and decompressed when so
-    /// configured.
-    async fn download(
-        &self,
-        uri: &str,
-        validation: Option<&Validation>,
-        progress: &Progress,
-    ) -> Result<(ByteStream, Option<u64>), FlowError> {
-        let download = self.deps.fetcher.get(uri, self.deps.cap).await?;
-        let mut body = progress.count(download.body, download.content_length);
-        if let Some(expected) = validation {
-            body = verified(body, expected.clone());
+    /// The body of `web`, counted, checked against its size and digests and decompressed
+    /// when so configured.
+    async fn download(&self, web: &WebSource, progress: &Progress) -> Result<(ByteStream, Option<u64>), FlowError> {
+        let download = self.deps.fetcher.get_as(&web.url, self.deps.cap, web.token.as_deref()).await?;
+        let mut body = progress.count(download.body, web.size.or(download.content_length));
+        if let Some(size) = web.size {
+            body = sized(body, size);
+        }
+        for expected in &web.checks {
+            body = verified(body, expected.clone(), web.vouched_by);
         }
         Ok(if self.deps.config.import.decompress {
             // What decompression makes of it is known only at the end.
@@ -226,7 +277,7 @@ impl ImportFlow {
                 let (body, _) = self.read_staged(name, progress).await?;
                 Ok((decompressing(body, self.deps.cap), None))
             }
-            Source::Web(uri, validation) => self.download(uri, validation.as_ref(), progress).await,
+            Source::Web(web) => self.download(web, progress).await,
             Source::Copy(location) => {
                 let store = location.store.as_deref().and_then(|s| self.deps.stores.get(s)).ok_or_else(|| {
                     FlowError::Abort(format!("Store {:?} of the image's data is not configured", location.store))
@@ -360,8 +411,9 @@ impl ImportFlow {
         job: &ImportJob,
         written: &[Written],
         failed: &[String],
-        converted: Option<Format>,
+        learned: Learned<'_>,
     ) -> Result<bool, FlowError> {
+        let Learned { converted, remote } = learned;
         // `Ok(false)` has written nothing, so committing it changes nothing.
         Ok(ctx
             .db
@@ -375,10 +427,16 @@ impl ImportFlow {
                 };
                 if job.method != Method::CopyImage {
                     let first = &written[0];
+                    let remote_formats = remote.map(|r| (r.disk_format.as_str(), r.container_format.as_str()));
                     let imported = images::Imported {
                         data: &first.data,
                         virtual_size: first.virtual_size,
-                        disk_format: converted.map(|f| f.as_str()),
+                        disk_format: converted.map(|f| f.as_str()).or(remote_formats.map(|(disk, _)| disk)),
+                        container_format: if converted.is_some() {
+                            Some("bare")
+                        } else {
+                            remote_formats.map(|(_, container)| container)
+                        },
                     };
                     if !images::activate_import(txn, &job.image_id, &imported).await? {
                         return Err(FlowError::Abort(format!(
@@ -386,6 +444,11 @@ impl ImportFlow {
                             image.status
                         )));
                     }
+                }
+                if let Some(remote) = remote {
+                    let copied: Vec<(&str, Option<&str>)> =
+                        remote.properties.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))).collect();
+                    images::set_properties(txn, &job.image_id, &copied).await?;
                 }
                 for copy in written {
                     locations::insert(txn, &job.image_id, &copy.data.location, &copy.store).await?;
@@ -485,9 +548,25 @@ impl Flow for ImportFlow {
         // A corrupt task stays corrupt: no retry.
         let job = ImportJob::of(task).map_err(|e| FlowError::Abort(e.to_string()))?;
         let image = self.locked_image(ctx, task, &job.image_id).await?;
+        let remote = match &job.method {
+            Method::GlanceDownload(remote) => {
+                let prefixes = &self.deps.config.import.glance_download_properties;
+                Some(glance_download::inspect(&self.deps.fetcher, remote, job.caller.as_ref(), prefixes).await?)
+            }
+            _ => None,
+        };
+        let image = match &remote {
+            Some(remote) => remote.applied_to(image),
+            None => image,
+        };
+        let web = match (&job.method, &remote) {
+            (Method::WebDownload { uri, validation }, _) => Some(WebSource::web_download(uri, validation.as_ref())),
+            (_, Some(remote)) => Some(WebSource::glance_download(remote)),
+            _ => None,
+        };
         let progress = Progress::new(ctx);
         let work = async {
-            let (source, converted) = self.prepare(ctx, &job, &image, &progress).await?;
+            let (source, converted) = self.prepare(ctx, &job, &image, web.as_ref(), &progress).await?;
             let disk_format =
                 converted.map_or_else(|| image.disk_format.clone().unwrap_or_default(), |f| f.as_str().to_owned());
             let (mut written, mut failed) = (Vec::new(), Vec::new());
@@ -534,7 +613,8 @@ impl Flow for ImportFlow {
             undo(&written).await;
             return Err(err);
         }
-        match self.commit(ctx, task, &job, &written, &failed, converted).await {
+        let learned = Learned { converted, remote: remote.as_ref() };
+        match self.commit(ctx, task, &job, &written, &failed, learned).await {
             Ok(true) => {
                 self.clean_staging(&job.image_id, &job.method).await;
                 tracing::info!(task = %task.id, image = %job.image_id, method = job.method.name(), "import succeeded");

@@ -1,6 +1,7 @@
 //! The import flows, and what they share: their dependencies and progress reports.
 
 mod decompress;
+mod glance_download;
 mod import;
 mod legacy;
 mod location;
