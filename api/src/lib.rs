@@ -3,6 +3,7 @@
 mod access_log;
 mod actions;
 mod body;
+mod console;
 mod context;
 mod error;
 mod extract;
