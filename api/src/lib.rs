@@ -4,6 +4,7 @@ mod access_log;
 mod actions;
 mod body;
 mod cache;
+mod console;
 mod context;
 mod error;
 mod extract;

@@ -11,7 +11,8 @@ use crate::metadefs::{
     self, objects as md_objects, properties as md_properties, resource_types as md_types, tags as md_tags,
 };
 use crate::{
-    AppState, actions, cache, context, forwarded, image_data, images, import, info, locations, members, metrics,
+    AppState, actions, cache, console, context, forwarded, image_data, images, import, info, locations, members,
+    metrics,
     schemas, stores, tags, tasks, versions,
 };
 
@@ -119,14 +120,23 @@ pub fn router(state: AppState) -> Router {
     if metrics_config.on_api_port(state.config.server.bind) {
         unversioned = unversioned.route("/metrics", get(metrics::scrape));
     }
-    let app = unversioned
+    let api = unversioned
         .merge(v2)
         .fallback(versions::multiple_choices)
         .layer(middleware::from_fn_with_state(state.clone(), forwarded::base_url))
         .layer(middleware::from_fn(error::render_errors))
-        .layer(middleware::from_fn(access_log::log));
-    let app = if metrics_config.enabled { app.layer(middleware::from_fn(metrics::record)) } else { app };
-    app.with_state(state)
+        .with_state(state.clone());
+    // The console hands its `/console/api` requests to `api` itself: one code path, one policy.
+    let app = if state.config.console.enabled {
+        console::router(state.clone(), api.clone())
+            .layer(middleware::from_fn_with_state(state.clone(), forwarded::base_url))
+            .layer(middleware::from_fn(error::render_errors))
+            .merge(api)
+    } else {
+        api
+    };
+    let app = app.layer(middleware::from_fn(access_log::log));
+    if metrics_config.enabled { app.layer(middleware::from_fn(metrics::record)) } else { app }
 }
 
 /// Unknown paths under `/v2` (behind auth, so they carry a request id like every v2 answer).

@@ -36,6 +36,40 @@ pub struct Config {
     pub log: LogConfig,
     /// Prometheus metrics: whether and where `GET /metrics` is served.
     pub metrics: MetricsConfig,
+    /// The web console at `/console`.
+    pub console: ConsoleConfig,
+}
+
+/// `[console]`: the web console served at `/console` next to the API.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Serve the console (its page, its sign-in and its same-origin view of `/v2`).
+    pub enabled: bool,
+    /// Seconds a signed-in console session lives without a request; never past its token.
+    pub session_idle_timeout: u64,
+    /// Most console sessions kept at once; beyond it the least recently used is forgotten.
+    pub max_sessions: usize,
+    /// No-auth mode: the project the console acts as (`X-Project-Id`); unset, it acts as
+    /// Glance's unauthenticated admin, as a request without identity headers does.
+    pub noauth_project_id: Option<String>,
+    /// No-auth mode: the user the console acts as (`X-User-Id`), with `noauth_project_id`.
+    pub noauth_user_id: Option<String>,
+    /// No-auth mode: the roles the console acts with (`X-Roles`), with `noauth_project_id`.
+    pub noauth_roles: Vec<String>,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            session_idle_timeout: 3600,
+            max_sessions: 10_000,
+            noauth_project_id: None,
+            noauth_user_id: None,
+            noauth_roles: vec!["member".into(), "reader".into()],
+        }
+    }
 }
 
 /// `[metrics]`: the Prometheus scrape endpoint.
@@ -1007,6 +1041,14 @@ impl Config {
         ] {
             if value == 0 {
                 return Err(Error::Config(format!("server.{key} must be at least 1")));
+            }
+        }
+        for (key, value) in [
+            ("session_idle_timeout", self.console.session_idle_timeout),
+            ("max_sessions", self.console.max_sessions as u64),
+        ] {
+            if value == 0 {
+                return Err(Error::Config(format!("console.{key} must be at least 1")));
             }
         }
         if self.auth.mode == AuthMode::Keystone {

@@ -106,6 +106,46 @@ struct TokenData {
 #[derive(Deserialize)]
 struct Named {
     id: String,
+    #[serde(default)]
+    name: String,
+}
+
+/// A token Keystone issued to a person signing in (the console's), with what it says.
+#[derive(Clone, Debug)]
+pub struct Issued {
+    /// The token itself, for `X-Auth-Token`.
+    pub token: String,
+    /// Its identity (project, user, roles, expiry).
+    pub identity: Identity,
+    /// The user's name.
+    pub user_name: String,
+    /// The project's name, when the token is project-scoped.
+    pub project_name: Option<String>,
+}
+
+/// A project a user may scope a token to.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct Project {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+}
+
+#[derive(Deserialize)]
+struct ProjectsBody {
+    projects: Vec<Project>,
+}
+
+/// Keystone's error body (`{"error": {"message": ...}}`), whose message a person signing in reads.
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    message: String,
 }
 
 #[derive(Deserialize)]
@@ -314,6 +354,100 @@ pub fn image_endpoint(catalog: &serde_json::Value, region: &str, interface: &str
         .flatten()
         .filter(|endpoint| in_region(endpoint))
         .find_map(url)
+}
+
+impl Keystone {
+    /// Signs a person in with a password: a token scoped to `project` (a name in `domain`, the
+    /// user's domain too), or, when `project` is empty, unscoped. Keystone's refusal is
+    /// `Unauthorized` with Keystone's own message.
+    pub async fn sign_in(&self, user: &str, password: &str, domain: &str, project: &str) -> Result<Issued> {
+        let mut auth = serde_json::json!({
+            "identity": {"methods": ["password"], "password": {"user": {
+                "name": user, "domain": {"name": domain}, "password": password}}},
+        });
+        if !project.is_empty() {
+            auth["scope"] = serde_json::json!({"project": {"name": project, "domain": {"name": domain}}});
+        }
+        self.issue(serde_json::json!({ "auth": auth })).await
+    }
+
+    /// A token for the same user as `token`, scoped to project `project_id`.
+    pub async fn rescope(&self, token: &str, project_id: &str) -> Result<Issued> {
+        self.issue(serde_json::json!({"auth": {
+            "identity": {"methods": ["token"], "token": {"id": token}},
+            "scope": {"project": {"id": project_id}},
+        }}))
+        .await
+    }
+
+    /// The projects `token`'s user may scope a token to (`GET /v3/auth/projects`).
+    pub async fn projects(&self, token: &str) -> Result<Vec<Project>> {
+        let url = self.tokens_url.replace("/auth/tokens", "/auth/projects");
+        let response = self.http.get(url).header("X-Auth-Token", token).send().await.map_err(|e| unreachable(&e))?;
+        let response = refusal(response).await?;
+        let body: ProjectsBody = response
+            .json()
+            .await
+            .map_err(|e| Error::Unavailable(format!("Keystone sent an unreadable project list: {e}")))?;
+        Ok(body.projects)
+    }
+
+    /// Revokes `token`, which its holder may do; Keystone's answer does not matter to a
+    /// caller who forgets the token anyway, so failures are only logged.
+    pub async fn revoke(&self, token: &str) {
+        let sent = self.http.delete(&self.tokens_url).header("X-Auth-Token", token).header("X-Subject-Token", token);
+        match sent.send().await {
+            Ok(response) if response.status().is_success() || response.status().as_u16() == 404 => {}
+            Ok(response) => tracing::warn!(status = response.status().as_u16(), "Keystone did not revoke a token"),
+            Err(err) => tracing::warn!(error = %unreachable(&err), "cannot revoke a token"),
+        }
+    }
+
+    async fn issue(&self, body: serde_json::Value) -> Result<Issued> {
+        let response = self
+            .http
+            .post(format!("{}?nocatalog", self.tokens_url))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let response = refusal(response).await?;
+        let token = response
+            .headers()
+            .get("x-subject-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Unavailable("Keystone issued no X-Subject-Token".into()))?;
+        let body: TokenBody =
+            response.json().await.map_err(|e| Error::Unavailable(format!("Keystone sent an unreadable token: {e}")))?;
+        let data = body.token;
+        let project_name = data.project.as_ref().map(|p| p.name.clone());
+        Ok(Issued {
+            token,
+            user_name: data.user.name.clone(),
+            project_name,
+            identity: Identity {
+                project_id: data.project.map(|p| p.id),
+                user_id: data.user.id,
+                roles: data.roles.into_iter().map(|r| r.name).collect(),
+                expires_at: data.expires_at,
+            },
+        })
+    }
+}
+
+/// `response` if it is a success; Keystone's 4xx as `Unauthorized` with its message (what a
+/// person signing in needs to read), anything else as `Unavailable`.
+async fn refusal(response: reqwest::Response) -> Result<reqwest::Response> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    if status.is_client_error() {
+        let message = response.json::<ErrorBody>().await.map(|b| b.error.message);
+        return Err(Error::Unauthorized(message.unwrap_or_else(|_| format!("Keystone refused (HTTP {status})"))));
+    }
+    Err(Error::Unavailable(format!("Keystone answered HTTP {}", status.as_u16())))
 }
 
 fn unreachable(err: &reqwest::Error) -> Error {

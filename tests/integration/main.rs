@@ -6,6 +6,7 @@ mod support;
 mod authorization;
 mod cli;
 mod compressed_imports;
+mod console;
 mod convert_command;
 mod errors;
 mod glance_download;
