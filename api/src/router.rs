@@ -12,8 +12,7 @@ use crate::metadefs::{
 };
 use crate::{
     AppState, actions, cache, console, context, forwarded, image_data, images, import, info, locations, members,
-    metrics,
-    schemas, stores, tags, tasks, versions,
+    metrics, schemas, stores, tags, tasks, versions,
 };
 
 /// A resource's methods; any other method is a 405 listing `allowed` in `Allow`.
