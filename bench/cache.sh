@@ -141,7 +141,7 @@ fill_once() {    # the download that fills the cache, after emptying it of that 
         curl -sf "$BASE/v2/cache" | jq -e --arg id "$FILL_ID" '.cached_images[] | select(.image_id == $id)' >/dev/null && return
         sleep 0.2
     done
-    log "note: the fill of run $r did not commit (the writer fell behind and was abandoned)"
+    log "note: the fill of run $r did not commit within 60 s (its writer fell behind and the copy was abandoned, or it is still writing)"
 }
 
 for r in $(seq "$RUNS"); do
