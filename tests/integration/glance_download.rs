@@ -58,6 +58,15 @@ fn serve_remote(web: &WebServer, data: &[u8], fields: Value) {
     web.route(&format!("/v2/images/{REMOTE_ID}/file"), Reply::Bytes(data.to_vec()));
 }
 
+/// The caller's token and catalog, kept in the task's input for the worker, are gone from
+/// the row once `task` has ended.
+async fn assert_caller_forgotten(app: &TestApp, task: &Value) {
+    let id = task["id"].as_str().expect("task id");
+    let stored = glint_core::task::repo::get(&app.db, id).await.expect("task row").expect("task");
+    let input = stored.input.expect("input");
+    assert!(input.get("caller").is_none() && input.get("import_req").is_some(), "{input}");
+}
+
 async fn glance_download_is_refused_unless_enabled(app: TestApp) {
     let id = image_of(&app, "raw", "bare").await;
     let message = expect_error(import(&app, &id, method("RegionTwo")).await, 400).await;
@@ -99,6 +108,7 @@ async fn glance_download_copies_data_formats_and_properties_from_the_catalog_s_e
     assert_eq!(task["status"], "success", "{task}");
     assert_eq!(task["input"]["import_req"]["method"]["glance_service_interface"], "public");
     assert!(task["input"].get("caller").is_none(), "{task}");
+    assert_caller_forgotten(&app, &task).await;
     let image = show(&app, &id).await;
     let (md5, sha512) = coreutils_digests(&data);
     assert_eq!((image["status"].as_str(), image["size"].as_u64()), (Some("active"), Some(3000)));
@@ -118,6 +128,7 @@ async fn fails_leaving_nothing(app: &TestApp, data: &[u8], fields: Value, expect
     let task = finished_task(app, &id).await;
     assert_eq!(task["status"], "failure", "{task}");
     assert!(task["message"].as_str().unwrap_or_default().contains(expected), "{task}");
+    assert_caller_forgotten(app, &task).await;
     let image = show(app, &id).await;
     assert_eq!((image["status"].as_str(), image["checksum"].as_str()), (Some("queued"), None), "{image}");
     assert_eq!((image["disk_format"].as_str(), image["container_format"].as_str()), (Some("qcow2"), Some("ovf")));

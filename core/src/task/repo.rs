@@ -12,6 +12,7 @@ use super::{Task, TaskStatus};
 use crate::context::RequestContext;
 use crate::db::entity::{task, task_info};
 use crate::db::now;
+use crate::image::import::CALLER;
 use crate::{Error, Result};
 
 /// Records a new task with its info, both or neither (a savepoint inside the caller's
@@ -132,7 +133,8 @@ pub async fn fail<C: ConnectionTrait + TransactionTrait>(db: &C, claim: &Claim<'
 
 /// Ends the claimed task as `status` with its result and message, in one transaction (a
 /// savepoint inside the caller's), so nobody sees the final status without its message; it
-/// expires `claim.ttl` later. `false` when the worker no longer held the claim (nothing written).
+/// expires `claim.ttl` later, and its input no longer holds the caller's token. `false` when
+/// the worker no longer held the claim (nothing written).
 async fn finish<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     claim: &Claim<'_>,
@@ -162,6 +164,7 @@ async fn finish<C: ConnectionTrait + TransactionTrait>(
                 // rollback would.
                 return Ok(false);
             }
+            forget_caller(txn, &id).await?;
             task_info::Entity::update_many()
                 .col_expr(task_info::Column::Result, Expr::value(result))
                 .col_expr(task_info::Column::Message, Expr::value(message))
@@ -195,7 +198,24 @@ pub async fn preempt(db: &impl ConnectionTrait, id: &str, message: &str, ttl: st
         .exec(db)
         .await?;
     if result.rows_affected == 1 {
+        forget_caller(db, id).await?;
         set_message(db, id, message).await?;
+    }
+    Ok(())
+}
+
+/// Drops the caller's token and catalog (glance-download) from task `id`'s input: they serve
+/// the task until it ends, and nobody after it.
+async fn forget_caller(db: &impl ConnectionTrait, id: &str) -> Result<()> {
+    let stored = task_info::Entity::find_by_id(id.to_owned()).one(db).await?.and_then(|info| info.input);
+    if let Some(mut input) = stored
+        && input.as_object_mut().and_then(|fields| fields.remove(CALLER)).is_some()
+    {
+        task_info::Entity::update_many()
+            .col_expr(task_info::Column::Input, Expr::value(input))
+            .filter(task_info::Column::TaskId.eq(id))
+            .exec(db)
+            .await?;
     }
     Ok(())
 }
