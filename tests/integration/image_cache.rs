@@ -515,3 +515,76 @@ async fn two_api_processes_on_one_database_report_each_others_cached_copies() {
     let nodes: Vec<String> = client.get(nodes_of(&first)).send().await.expect("nodes").json().await.expect("json");
     assert!(nodes.is_empty(), "a deactivated image is cached nowhere: {nodes:?}");
 }
+
+/// A tmpfs of `bytes` mounted on a temporary directory for as long as it lives.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// None (after saying why) where this process may not mount; under CI that is a failure.
+    fn mount(bytes: u64) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().expect("mount point");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|status| status.success());
+        if mounted {
+            return Some(SmallDisk { dir });
+        }
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root and must be able to mount a tmpfs");
+        eprintln!("skipped: cannot mount a tmpfs (not root?)");
+        None
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+/// A cache on a disk too small for the image: every fill fails with ENOSPC part-way, and the
+/// downloads, the prefetch and the cache's listing all carry on as if there were no cache.
+#[tokio::test]
+async fn a_full_cache_disk_never_breaks_downloads() {
+    let Some(disk) = SmallDisk::mount(64 * 1024) else { return };
+    let dir = disk.dir.path().to_path_buf();
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |config| {
+        cached(config);
+        config.cache.dir = dir;
+    })
+    .await
+    else {
+        return;
+    };
+    let data = payload(SIZE);
+    let id = active(&app, data.clone()).await;
+    for _ in 0..2 {
+        assert_eq!(download(&app, &id).await.bytes().await.expect("body"), data);
+    }
+    assert_eq!(app.request(Method::PUT, &format!("/v2/cache/{id}")).send().await.expect("queue").status(), 202);
+    assert_eq!(download(&app, &id).await.bytes().await.expect("body"), data);
+    assert!(cached_ids(&app).await.is_empty());
+    let range = app.request(Method::GET, &format!("/v2/images/{id}/file")).header("Range", "bytes=10-19").send().await;
+    let range = range.expect("range");
+    assert_eq!(range.status(), 206);
+    assert_eq!(range.bytes().await.expect("range"), data[10..20]);
+    // A fill ends (and cleans up) just after the download it copies.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !files_under(disk.dir.path()).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(files_under(disk.dir.path()), Vec::<std::path::PathBuf>::new(), "failed fills leave nothing");
+}
+
+/// Every regular file under `dir`, at any depth.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() { files.extend(files_under(&path)) } else { files.push(path) }
+    }
+    files
+}
