@@ -602,6 +602,8 @@ async function loadMembers(image) {
       const status = $("#member-own-status");
       status.textContent = member.status;
       status.className = `badge ${member.status}`;
+      $("#member-accept").hidden = member.status === "accepted";
+      $("#member-reject").hidden = member.status === "rejected";
     } catch {
       // Not a member: nothing to answer.
     }
