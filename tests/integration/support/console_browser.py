@@ -122,9 +122,6 @@ def main():
     driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
     try:
         run(driver)
-        step("the browser console has no errors")
-        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-        assert not errors, f"browser console errors: {errors}"
     except Exception:
         shot(driver, f"failed-{step_name.replace(' ', '-')}")
         print(f"FAILED at step: {step_name}", file=sys.stderr)
@@ -224,6 +221,17 @@ def run(driver):
     time.sleep(0.3)
     shot(driver, "09-phone")
     driver.set_window_size(1400, 1000)
+
+    step("the browser console has no errors")
+    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, f"browser console errors: {errors}"
+
+    step("a session the server no longer has sends the page back to the sign-in")
+    driver.delete_cookie("glint_console")
+    css(driver, "#filters button[type=submit]").click()
+    visible(driver, "#login-form")
+    text_in(driver, "#login-reason", "Your session has ended")
+    shot(driver, "10-session-ended")
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ function badge(text) {
 function cell(label, content, cls) {
   const td = el("td", { "data-label": label, class: cls });
   if (content instanceof Node) td.append(content);
-  else td.textContent = content ?? "—";
+  else td.textContent = content === null || content === undefined || content === "" ? "—" : content;
   return td;
 }
 
@@ -602,6 +602,8 @@ async function loadMembers(image) {
       const status = $("#member-own-status");
       status.textContent = member.status;
       status.className = `badge ${member.status}`;
+      $("#member-accept").hidden = member.status === "accepted";
+      $("#member-reject").hidden = member.status === "rejected";
     } catch {
       // Not a member: nothing to answer.
     }
@@ -791,6 +793,12 @@ newForm.addEventListener("submit", async (event) => {
   const fromUrl = form.source.value === "url";
   const file = form.file.files[0];
   clearErrors(form);
+  // The previous image's outcome goes at once, so it is never read as this one's.
+  stopPolling();
+  $("#new-progress").hidden = true;
+  $("#new-result").replaceChildren();
+  $("#new-result").className = "";
+  $("#upload-text").textContent = "";
   if (!form.name.value.trim()) return fail(form, new Error("Give the image a name."));
   if (!fromUrl && !file) return fail(form, new Error("Choose a file to upload."));
   if (fromUrl && !form.url.value.trim()) return fail(form, new Error("Give the URL to import from."));
@@ -802,9 +810,7 @@ newForm.addEventListener("submit", async (event) => {
       container_format: form.container_format.value,
       visibility: form.visibility.value,
     });
-    const box = $("#new-progress");
-    box.hidden = false;
-    show($("#new-result"), "");
+    $("#new-progress").hidden = false;
     if (fromUrl) {
       $("#upload-label").hidden = true;
       $("#upload-bar").hidden = true;
@@ -908,7 +914,8 @@ async function loadTasks(marker) {
       ),
     );
     state.tasksNext = page.next ? new URLSearchParams(page.next.split("?")[1]).get("marker") : null;
-    status.textContent = page.tasks.length ? `${page.tasks.length} tasks on this page.` : "No tasks.";
+    const count = page.tasks.length;
+    status.textContent = count ? `${count} task${count === 1 ? "" : "s"} on this page.` : "No tasks.";
   } catch (err) {
     $("#tasks-table tbody").replaceChildren();
     status.textContent = "";
