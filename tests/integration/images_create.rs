@@ -246,10 +246,9 @@ async fn create_lists_the_enabled_import_methods_in_their_configured_order() {
     .expect("sqlite");
     let response = app.post_json("/v2/images", &json!({"name": "cirros"})).await;
     assert_eq!(response.status(), 201);
-    // glance-download is not a method Glint runs: it is not offered.
-    assert_eq!(response.headers()["openstack-image-import-methods"], "web-download,glance-direct");
+    assert_eq!(response.headers()["openstack-image-import-methods"], "web-download,glance-download,glance-direct");
     let info = app.get_json("/v2/info/import").await;
-    assert_eq!(info["import-methods"]["value"], json!(["web-download", "glance-direct"]));
+    assert_eq!(info["import-methods"]["value"], json!(["web-download", "glance-download", "glance-direct"]));
 }
 
 #[tokio::test]
