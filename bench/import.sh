@@ -36,6 +36,8 @@
 #   BENCH_THROUGHPUT_WORKERS="1 2"       worker process counts to compare ("" skips part 2)
 #   BENCH_WORKER_CONCURRENCY=4           tasks per worker process
 #   BENCH_REFERENCES=1                   0 skips the throughput references
+#   BENCH_PROJECT_LIMIT=0                [tasks] max_running_per_project: every import is one project's,
+#                                        so the default cap of 2 would measure the cap, not workers
 #   BENCH_SOURCE_RATE=                   nginx's limit_rate for the big file, per connection (e.g.
 #                                        10m): imports bound by their sources, not by the CPU, so
 #                                        the worker-count ratios show scale-out (issue #19 item 5)
@@ -58,6 +60,7 @@ THROUGHPUT_WORKERS=${BENCH_THROUGHPUT_WORKERS-1 2}
 CONCURRENCY=${BENCH_WORKER_CONCURRENCY:-4}
 WANT_REFS=${BENCH_REFERENCES:-1}
 SOURCE_RATE=${BENCH_SOURCE_RATE:-}
+PROJECT_LIMIT=${BENCH_PROJECT_LIMIT:-0}
 KEEP=${BENCH_KEEP:-0}
 PG_HOST=${BENCH_PG_HOST:-127.0.0.1}
 PG_PORT=${BENCH_PG_PORT:-5432}
@@ -236,6 +239,7 @@ transport = "$transport"
 broker_url = "$BROKER_URL"
 queue_name = "$queue"
 worker_concurrency = $CONCURRENCY
+max_running_per_project = $PROJECT_LIMIT
 EOF
 }
 
