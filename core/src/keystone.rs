@@ -302,13 +302,7 @@ impl Keystone {
                 "name": c.username, "domain": {"name": c.user_domain_name}, "password": c.password}}},
             "scope": {"project": {"name": c.project_name, "domain": {"name": c.project_domain_name}}},
         }});
-        let response = self
-            .http
-            .post(format!("{}?nocatalog", self.tokens_url))
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| unreachable(&e))?;
+        let response = self.post_tokens(&body).await?;
         let status = response.status();
         if !status.is_success() {
             return Err(Error::Unavailable(format!(
@@ -317,17 +311,29 @@ impl Keystone {
                 status.as_u16()
             )));
         }
-        let token = response
-            .headers()
-            .get("x-subject-token")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .ok_or_else(|| Error::Unavailable("Keystone issued no X-Subject-Token".into()))?;
-        let body: TokenBody =
-            response.json().await.map_err(|e| Error::Unavailable(format!("Keystone sent an unreadable token: {e}")))?;
+        let (token, body) = issued(response).await?;
         *held = Some(ServiceToken { token: token.clone(), expires_at: body.token.expires_at });
         Ok(token)
     }
+
+    /// `POST /v3/auth/tokens?nocatalog` with `body`, Keystone's answer whatever its status.
+    async fn post_tokens(&self, body: &serde_json::Value) -> Result<reqwest::Response> {
+        let request = self.http.post(format!("{}?nocatalog", self.tokens_url)).json(body);
+        request.send().await.map_err(|e| unreachable(&e))
+    }
+}
+
+/// The token Keystone issued in a successful `response`: its `X-Subject-Token` and its body.
+async fn issued(response: reqwest::Response) -> Result<(String, TokenBody)> {
+    let token = response
+        .headers()
+        .get("x-subject-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .ok_or_else(|| Error::Unavailable("Keystone issued no X-Subject-Token".into()))?;
+    let body =
+        response.json().await.map_err(|e| Error::Unavailable(format!("Keystone sent an unreadable token: {e}")))?;
+    Ok((token, body))
 }
 
 /// The URL of the `image` service's `interface` endpoint in `region` (named in any case, as
@@ -404,22 +410,8 @@ impl Keystone {
     }
 
     async fn issue(&self, body: serde_json::Value) -> Result<Issued> {
-        let response = self
-            .http
-            .post(format!("{}?nocatalog", self.tokens_url))
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| unreachable(&e))?;
-        let response = refusal(response).await?;
-        let token = response
-            .headers()
-            .get("x-subject-token")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .ok_or_else(|| Error::Unavailable("Keystone issued no X-Subject-Token".into()))?;
-        let body: TokenBody =
-            response.json().await.map_err(|e| Error::Unavailable(format!("Keystone sent an unreadable token: {e}")))?;
+        let response = refusal(self.post_tokens(&body).await?).await?;
+        let (token, body) = issued(response).await?;
         let data = body.token;
         let project_name = data.project.as_ref().map(|p| p.name.clone());
         Ok(Issued {
