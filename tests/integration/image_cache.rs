@@ -60,8 +60,14 @@ struct CountingReads {
 
 #[async_trait::async_trait]
 impl Store for CountingReads {
-    async fn put(&self, image_id: &str, data: ByteStream, cap: u64) -> Result<String, StoreError> {
-        self.inner.put(image_id, data, cap).await
+    async fn put_sized(
+        &self,
+        image_id: &str,
+        data: ByteStream,
+        cap: u64,
+        size: Option<u64>,
+    ) -> Result<String, StoreError> {
+        self.inner.put_sized(image_id, data, cap, size).await
     }
     async fn get(&self, location: &str, range: Option<Range<u64>>) -> Result<ByteStream, StoreError> {
         self.reads.fetch_add(1, Ordering::SeqCst);

@@ -394,7 +394,13 @@ struct FailingStore {
 
 #[async_trait::async_trait]
 impl Store for FailingStore {
-    async fn put(&self, image_id: &str, data: ByteStream, cap: u64) -> Result<String, StoreError> {
+    async fn put_sized(
+        &self,
+        image_id: &str,
+        data: ByteStream,
+        cap: u64,
+        size: Option<u64>,
+    ) -> Result<String, StoreError> {
         let seen = Arc::new(AtomicU64::new(0));
         let (budget, full) = (self.budget, self.full);
         let failing: ByteStream = Box::pin(data.map(move |chunk| {
@@ -405,7 +411,7 @@ impl Store for FailingStore {
             }
             Ok::<Bytes, io::Error>(chunk)
         }));
-        match self.inner.put(image_id, failing, cap).await {
+        match self.inner.put_sized(image_id, failing, cap, size).await {
             Err(StoreError::Source(e)) if e.kind() == io::ErrorKind::StorageFull => Err(StoreError::Full),
             Err(StoreError::Source(e)) if e.to_string().contains("injected") => Err(StoreError::Io(e)),
             other => other,
@@ -600,8 +606,14 @@ struct FlakyDeletes {
 
 #[async_trait::async_trait]
 impl Store for FlakyDeletes {
-    async fn put(&self, image_id: &str, data: ByteStream, cap: u64) -> Result<String, StoreError> {
-        self.inner.put(image_id, data, cap).await
+    async fn put_sized(
+        &self,
+        image_id: &str,
+        data: ByteStream,
+        cap: u64,
+        size: Option<u64>,
+    ) -> Result<String, StoreError> {
+        self.inner.put_sized(image_id, data, cap, size).await
     }
     async fn get(&self, location: &str, range: Option<Range<u64>>) -> Result<ByteStream, StoreError> {
         self.inner.get(location, range).await

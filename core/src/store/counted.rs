@@ -30,10 +30,6 @@ impl Counted {
 
 #[async_trait::async_trait]
 impl Store for Counted {
-    async fn put(&self, image_id: &str, data: ByteStream, cap: u64) -> Result<String, StoreError> {
-        self.count("put", self.inner.put(image_id, data, cap).await)
-    }
-
     async fn put_sized(
         &self,
         image_id: &str,

@@ -275,7 +275,13 @@ fn remove_if_abandoned(path: &Path, idle: std::time::Duration) -> io::Result<Opt
 
 #[async_trait::async_trait]
 impl Store for FilesystemStore {
-    async fn put(&self, image_id: &str, data: ByteStream, cap: u64) -> Result<String, StoreError> {
+    async fn put_sized(
+        &self,
+        image_id: &str,
+        data: ByteStream,
+        cap: u64,
+        _size: Option<u64>,
+    ) -> Result<String, StoreError> {
         if !valid_name(image_id) {
             return Err(StoreError::Io(io::Error::new(io::ErrorKind::InvalidInput, "invalid image id")));
         }

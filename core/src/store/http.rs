@@ -33,7 +33,13 @@ fn classify(err: FetchError) -> StoreError {
 
 #[async_trait::async_trait]
 impl Store for HttpStore {
-    async fn put(&self, _image_id: &str, _data: ByteStream, _cap: u64) -> Result<String, StoreError> {
+    async fn put_sized(
+        &self,
+        _image_id: &str,
+        _data: ByteStream,
+        _cap: u64,
+        _size: Option<u64>,
+    ) -> Result<String, StoreError> {
         Err(StoreError::Denied("the http store is read-only".into()))
     }
 

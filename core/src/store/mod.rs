@@ -66,20 +66,19 @@ pub enum StoreError {
 pub trait Store: Send + Sync {
     /// Writes `data` as image `image_id`, refusing more than `cap` bytes, and returns the
     /// location URL. On any error nothing is left behind and no earlier data is touched.
-    async fn put(&self, image_id: &str, data: ByteStream, cap: u64) -> Result<String, StoreError>;
-    /// [`put`](Store::put) of data whose size was announced (a Content-Length, a staged
-    /// file's size), so that a store that sizes its objects up front (RBD) does it once. The
-    /// hint may be wrong: the caller still checks the byte count. The default ignores it.
+    async fn put(&self, image_id: &str, data: ByteStream, cap: u64) -> Result<String, StoreError> {
+        self.put_sized(image_id, data, cap, None).await
+    }
+    /// [`put`](Store::put) of data whose size may have been announced (a Content-Length, a
+    /// staged file's size), so that a store that sizes its objects up front (RBD) does it
+    /// once. The hint may be wrong: the caller still checks the byte count.
     async fn put_sized(
         &self,
         image_id: &str,
         data: ByteStream,
         cap: u64,
         size: Option<u64>,
-    ) -> Result<String, StoreError> {
-        let _ = size;
-        self.put(image_id, data, cap).await
-    }
+    ) -> Result<String, StoreError>;
     /// Makes the whole file at `file` image `image_id`'s data without copying it (the
     /// filesystem store links it when both are on one filesystem), durably, and returns the
     /// location; `Ok(None)` when this store cannot, and the caller copies. The file stays

@@ -305,10 +305,6 @@ fn read_image(
 
 #[async_trait::async_trait]
 impl Store for RbdStore {
-    async fn put(&self, image_id: &str, data: ByteStream, cap: u64) -> Result<String, StoreError> {
-        self.put_sized(image_id, data, cap, None).await
-    }
-
     async fn put_sized(
         &self,
         image_id: &str,

@@ -500,7 +500,13 @@ fn sent(
 
 #[async_trait::async_trait]
 impl Store for S3Store {
-    async fn put(&self, image_id: &str, data: ByteStream, cap: u64) -> Result<String, StoreError> {
+    async fn put_sized(
+        &self,
+        image_id: &str,
+        data: ByteStream,
+        cap: u64,
+        _size: Option<u64>,
+    ) -> Result<String, StoreError> {
         let path = self
             .path(image_id)
             .ok_or_else(|| StoreError::Io(io::Error::new(io::ErrorKind::InvalidInput, "invalid image id")))?;

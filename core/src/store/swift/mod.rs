@@ -272,10 +272,6 @@ async fn list(client: &Client, container: &str, prefix: &str, max: usize) -> Res
 
 #[async_trait::async_trait]
 impl Store for SwiftStore {
-    async fn put(&self, image_id: &str, data: ByteStream, cap: u64) -> Result<String, StoreError> {
-        self.put_sized(image_id, data, cap, None).await
-    }
-
     async fn put_sized(
         &self,
         image_id: &str,
