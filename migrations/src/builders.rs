@@ -21,3 +21,13 @@ pub(crate) fn index<T: IntoIden + Copy + 'static>(name: &str, table: T, columns:
     }
     stmt.to_owned()
 }
+
+/// The unique index `name` on `columns` of `table`.
+pub(crate) fn unique_index<T: IntoIden + Copy + 'static>(name: &str, table: T, columns: &[T]) -> IndexCreateStatement {
+    index(name, table, columns).unique().to_owned()
+}
+
+/// A 64-bit auto-increment primary key column.
+pub(crate) fn big_id<T: IntoIden>(column: T) -> ColumnDef {
+    ColumnDef::new(column).big_integer().not_null().auto_increment().primary_key().to_owned()
+}

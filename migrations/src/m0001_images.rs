@@ -2,7 +2,7 @@
 
 use sea_orm_migration::prelude::*;
 
-use crate::builders::{cascade_fk, index};
+use crate::builders::{big_id, cascade_fk, index, unique_index};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -130,7 +130,7 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(ImageProperties::Table)
-                    .col(ColumnDef::new(ImageProperties::Id).big_integer().not_null().auto_increment().primary_key())
+                    .col(big_id(ImageProperties::Id))
                     .col(ColumnDef::new(ImageProperties::ImageId).string_len(36).not_null())
                     .col(ColumnDef::new(ImageProperties::Name).string_len(255).not_null())
                     .col(ColumnDef::new(ImageProperties::Value).text().null())
@@ -139,15 +139,11 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
-            .create_index(
-                index(
-                    "ux_image_properties_image_name",
-                    ImageProperties::Table,
-                    &[ImageProperties::ImageId, ImageProperties::Name],
-                )
-                .unique()
-                .to_owned(),
-            )
+            .create_index(unique_index(
+                "ux_image_properties_image_name",
+                ImageProperties::Table,
+                &[ImageProperties::ImageId, ImageProperties::Name],
+            ))
             .await?;
         manager
             .create_index(index("ix_image_properties_name", ImageProperties::Table, &[ImageProperties::Name]))
@@ -157,7 +153,7 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(ImageTags::Table)
-                    .col(ColumnDef::new(ImageTags::Id).big_integer().not_null().auto_increment().primary_key())
+                    .col(big_id(ImageTags::Id))
                     .col(ColumnDef::new(ImageTags::ImageId).string_len(36).not_null())
                     .col(ColumnDef::new(ImageTags::Value).string_len(255).not_null())
                     .foreign_key(&mut image_fk(ImageTags::Table, ImageTags::ImageId))
@@ -165,11 +161,11 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
-            .create_index(
-                index("ux_image_tags_image_value", ImageTags::Table, &[ImageTags::ImageId, ImageTags::Value])
-                    .unique()
-                    .to_owned(),
-            )
+            .create_index(unique_index(
+                "ux_image_tags_image_value",
+                ImageTags::Table,
+                &[ImageTags::ImageId, ImageTags::Value],
+            ))
             .await?;
         manager.create_index(index("ix_image_tags_value", ImageTags::Table, &[ImageTags::Value])).await?;
 
@@ -177,7 +173,7 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(ImageMembers::Table)
-                    .col(ColumnDef::new(ImageMembers::Id).big_integer().not_null().auto_increment().primary_key())
+                    .col(big_id(ImageMembers::Id))
                     .col(ColumnDef::new(ImageMembers::ImageId).string_len(36).not_null())
                     .col(ColumnDef::new(ImageMembers::Member).string_len(255).not_null())
                     .col(ColumnDef::new(ImageMembers::CanShare).boolean().not_null().default(false))
@@ -192,15 +188,11 @@ impl MigrationTrait for Migration {
             .await?;
         // A removed member is revived rather than re-inserted, so one row per (image, member).
         manager
-            .create_index(
-                index(
-                    "ux_image_members_image_member",
-                    ImageMembers::Table,
-                    &[ImageMembers::ImageId, ImageMembers::Member],
-                )
-                .unique()
-                .to_owned(),
-            )
+            .create_index(unique_index(
+                "ux_image_members_image_member",
+                ImageMembers::Table,
+                &[ImageMembers::ImageId, ImageMembers::Member],
+            ))
             .await?;
         manager
             .create_index(index(
@@ -214,7 +206,7 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(ImageLocations::Table)
-                    .col(ColumnDef::new(ImageLocations::Id).big_integer().not_null().auto_increment().primary_key())
+                    .col(big_id(ImageLocations::Id))
                     .col(ColumnDef::new(ImageLocations::ImageId).string_len(36).not_null())
                     .col(ColumnDef::new(ImageLocations::Value).text().not_null())
                     .col(ColumnDef::new(ImageLocations::MetaData).json().not_null())

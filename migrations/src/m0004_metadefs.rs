@@ -8,7 +8,7 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::DbBackend;
 
-use crate::builders::{cascade_fk, index};
+use crate::builders::{cascade_fk, index, unique_index};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -146,9 +146,7 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(index("uq_metadef_namespaces_namespace", Ns::Table, &[Ns::Namespace]).unique().to_owned())
-            .await?;
+        manager.create_index(unique_index("uq_metadef_namespaces_namespace", Ns::Table, &[Ns::Namespace])).await?;
         manager.create_index(index("ix_metadef_namespaces_owner", Ns::Table, &[Ns::Owner])).await?;
 
         use MetadefResourceTypes as Rt;
@@ -164,9 +162,7 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(index("uq_metadef_resource_types_name", Rt::Table, &[Rt::Name]).unique().to_owned())
-            .await?;
+        manager.create_index(unique_index("uq_metadef_resource_types_name", Rt::Table, &[Rt::Name])).await?;
 
         use MetadefNamespaceResourceTypes as Assoc;
         manager
@@ -188,15 +184,11 @@ impl MigrationTrait for Migration {
         // Glance's key is (resource_type_id, namespace_id); a surrogate id keeps the order in
         // which associations were made, which lists and exports follow.
         manager
-            .create_index(
-                index(
-                    "uq_metadef_ns_res_types_type_namespace",
-                    Assoc::Table,
-                    &[Assoc::ResourceTypeId, Assoc::NamespaceId],
-                )
-                .unique()
-                .to_owned(),
-            )
+            .create_index(unique_index(
+                "uq_metadef_ns_res_types_type_namespace",
+                Assoc::Table,
+                &[Assoc::ResourceTypeId, Assoc::NamespaceId],
+            ))
             .await?;
         manager
             .create_index(index("ix_metadef_ns_res_types_namespace_id", Assoc::Table, &[Assoc::NamespaceId]))
@@ -221,11 +213,11 @@ impl MigrationTrait for Migration {
             ))
             .await?;
         manager
-            .create_index(
-                index("uq_metadef_objects_namespace_id_name", Obj::Table, &[Obj::NamespaceId, Obj::Name])
-                    .unique()
-                    .to_owned(),
-            )
+            .create_index(unique_index(
+                "uq_metadef_objects_namespace_id_name",
+                Obj::Table,
+                &[Obj::NamespaceId, Obj::Name],
+            ))
             .await?;
         manager.create_index(index("ix_metadef_objects_name", Obj::Table, &[Obj::Name])).await?;
 
@@ -242,11 +234,11 @@ impl MigrationTrait for Migration {
             ))
             .await?;
         manager
-            .create_index(
-                index("uq_metadef_properties_namespace_id_name", Prop::Table, &[Prop::NamespaceId, Prop::Name])
-                    .unique()
-                    .to_owned(),
-            )
+            .create_index(unique_index(
+                "uq_metadef_properties_namespace_id_name",
+                Prop::Table,
+                &[Prop::NamespaceId, Prop::Name],
+            ))
             .await?;
         manager.create_index(index("ix_metadef_properties_name", Prop::Table, &[Prop::Name])).await?;
 
@@ -263,11 +255,7 @@ impl MigrationTrait for Migration {
             ))
             .await?;
         manager
-            .create_index(
-                index("uq_metadef_tags_namespace_id_name", Tag::Table, &[Tag::NamespaceId, Tag::Name])
-                    .unique()
-                    .to_owned(),
-            )
+            .create_index(unique_index("uq_metadef_tags_namespace_id_name", Tag::Table, &[Tag::NamespaceId, Tag::Name]))
             .await?;
         manager.create_index(index("ix_metadef_tags_name", Tag::Table, &[Tag::Name])).await?;
         Ok(())

@@ -5,7 +5,7 @@
 
 use sea_orm_migration::prelude::*;
 
-use crate::builders::index;
+use crate::builders::{big_id, unique_index};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -52,29 +52,23 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(NodeReference::Table)
-                    .col(
-                        ColumnDef::new(NodeReference::NodeReferenceId)
-                            .big_integer()
-                            .not_null()
-                            .auto_increment()
-                            .primary_key(),
-                    )
+                    .col(big_id(NodeReference::NodeReferenceId))
                     .col(ColumnDef::new(NodeReference::NodeReferenceUrl).string_len(255).not_null())
                     .to_owned(),
             )
             .await?;
         manager
-            .create_index(
-                index("uq_node_reference_node_reference_url", NodeReference::Table, &[NodeReference::NodeReferenceUrl])
-                    .unique()
-                    .to_owned(),
-            )
+            .create_index(unique_index(
+                "uq_node_reference_node_reference_url",
+                NodeReference::Table,
+                &[NodeReference::NodeReferenceUrl],
+            ))
             .await?;
         manager
             .create_table(
                 Table::create()
                     .table(CachedImages::Table)
-                    .col(ColumnDef::new(CachedImages::Id).big_integer().not_null().auto_increment().primary_key())
+                    .col(big_id(CachedImages::Id))
                     .col(ColumnDef::new(CachedImages::ImageId).string_len(36).not_null())
                     .col(ColumnDef::new(CachedImages::LastAccessed).big_integer().not_null())
                     .col(ColumnDef::new(CachedImages::LastModified).big_integer().not_null())
@@ -87,21 +81,17 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
-            .create_index(
-                index(
-                    "ix_cached_images_image_id_node_reference_id",
-                    CachedImages::Table,
-                    &[CachedImages::ImageId, CachedImages::NodeReferenceId],
-                )
-                .unique()
-                .to_owned(),
-            )
+            .create_index(unique_index(
+                "ix_cached_images_image_id_node_reference_id",
+                CachedImages::Table,
+                &[CachedImages::ImageId, CachedImages::NodeReferenceId],
+            ))
             .await?;
         manager
             .create_table(
                 Table::create()
                     .table(CacheQueue::Table)
-                    .col(ColumnDef::new(CacheQueue::Id).big_integer().not_null().auto_increment().primary_key())
+                    .col(big_id(CacheQueue::Id))
                     .col(ColumnDef::new(CacheQueue::ImageId).string_len(36).not_null())
                     .col(ColumnDef::new(CacheQueue::QueuedAt).big_integer().not_null())
                     .col(ColumnDef::new(CacheQueue::NodeReferenceId).big_integer().not_null())
@@ -110,15 +100,11 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
-            .create_index(
-                index(
-                    "ix_cache_queue_image_id_node_reference_id",
-                    CacheQueue::Table,
-                    &[CacheQueue::ImageId, CacheQueue::NodeReferenceId],
-                )
-                .unique()
-                .to_owned(),
-            )
+            .create_index(unique_index(
+                "ix_cache_queue_image_id_node_reference_id",
+                CacheQueue::Table,
+                &[CacheQueue::ImageId, CacheQueue::NodeReferenceId],
+            ))
             .await
     }
 }
