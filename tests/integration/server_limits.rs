@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -11,10 +10,6 @@ use crate::support::server::Server;
 
 fn limits(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs.iter().map(|(k, v)| (format!("GLINT__SERVER__{}", k.to_uppercase()), (*v).to_owned())).collect()
-}
-
-fn address(server: &Server) -> String {
-    server.url().trim_start_matches("http://").to_owned()
 }
 
 /// Reads until the server closes the connection (or `within` passes); what it sent, if it did.
@@ -43,7 +38,7 @@ async fn healthcheck_within(server: &Server, within: Duration) -> Duration {
 async fn half_open(server: &Server, n: usize) -> Vec<TcpStream> {
     let mut streams = Vec::with_capacity(n);
     for _ in 0..n {
-        let mut stream = TcpStream::connect(address(server)).await.expect("connect");
+        let mut stream = TcpStream::connect(server.addr()).await.expect("connect");
         stream.write_all(b"GET /v2/ima").await.expect("half a request line");
         streams.push(stream);
     }
@@ -70,7 +65,7 @@ async fn connections_beyond_the_limit_wait_until_one_closes() {
 }
 
 async fn status_of_request_with_header(server: &Server, header_len: usize) -> String {
-    let stream = TcpStream::connect(address(server)).await.expect("connect");
+    let stream = TcpStream::connect(server.addr()).await.expect("connect");
     let (mut reading, mut writing) = stream.into_split();
     let request = format!("GET /healthcheck HTTP/1.1\r\nHost: glint\r\nX-Padding: {}\r\n\r\n", "a".repeat(header_len));
     // The server answers and closes before it has read everything: read while writing, or
@@ -105,7 +100,7 @@ async fn an_oversized_header_gets_431_and_a_large_one_within_the_limit_is_served
 #[tokio::test]
 async fn an_idle_keepalive_connection_is_closed_after_the_keepalive_timeout() {
     let server = Server::start_with(&limits(&[("keepalive_timeout", "1")]));
-    let mut stream = TcpStream::connect(address(&server)).await.expect("connect");
+    let mut stream = TcpStream::connect(server.addr()).await.expect("connect");
     stream.write_all(b"GET /healthcheck HTTP/1.1\r\nHost: glint\r\n\r\n").await.expect("request");
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).await.expect("response");
@@ -113,19 +108,6 @@ async fn an_idle_keepalive_connection_is_closed_after_the_keepalive_timeout() {
     let started = Instant::now();
     assert!(read_until_closed(&mut stream, Duration::from_secs(5)).await.is_some(), "still open after 5 s");
     assert!(started.elapsed() >= Duration::from_millis(500), "closed at once, not after being idle");
-}
-
-async fn create_image(server: &Server) -> String {
-    let body = json!({"disk_format": "raw", "container_format": "bare"});
-    let response = reqwest::Client::new().post(format!("{}/v2/images", server.url())).json(&body).send().await;
-    let image: Value = response.expect("create").json().await.expect("json");
-    image["id"].as_str().expect("id").to_owned()
-}
-
-async fn image_status(server: &Server, id: &str) -> String {
-    let response = reqwest::get(format!("{}/v2/images/{id}", server.url())).await.expect("show");
-    let image: Value = response.json().await.expect("json");
-    image["status"].as_str().expect("status").to_owned()
 }
 
 fn files_in(server: &Server, dir: &str) -> Vec<String> {
@@ -139,7 +121,7 @@ fn files_in(server: &Server, dir: &str) -> Vec<String> {
 /// Sends the head of a 1 MiB `PUT {path}` and 64 KiB of its body, then nothing; returns the
 /// status line of the answer.
 async fn stalled_put(server: &Server, path: &str) -> String {
-    let mut stream = TcpStream::connect(address(server)).await.expect("connect");
+    let mut stream = TcpStream::connect(server.addr()).await.expect("connect");
     let head = format!(
         "PUT {path} HTTP/1.1\r\nHost: glint\r\nContent-Type: application/octet-stream\r\n\
          Content-Length: {}\r\n\r\n",
@@ -154,25 +136,25 @@ async fn stalled_put(server: &Server, path: &str) -> String {
 #[tokio::test]
 async fn an_upload_body_that_stops_sending_times_out_and_the_image_is_queued_with_nothing_kept() {
     let server = Server::start_with(&limits(&[("body_idle_timeout", "1")]));
-    let id = create_image(&server).await;
+    let id = server.create_image().await;
     assert_eq!(stalled_put(&server, &format!("/v2/images/{id}/file")).await, "HTTP/1.1 408 Request Timeout");
-    assert_eq!(image_status(&server, &id).await, "queued");
+    assert_eq!(server.image_status(&id).await, "queued");
     assert_eq!(files_in(&server, "data/images"), Vec::<String>::new(), "partial data left behind");
 }
 
 #[tokio::test]
 async fn a_stage_body_that_stops_sending_times_out_and_the_image_is_queued_with_nothing_staged() {
     let server = Server::start_with(&limits(&[("body_idle_timeout", "1")]));
-    let id = create_image(&server).await;
+    let id = server.create_image().await;
     assert_eq!(stalled_put(&server, &format!("/v2/images/{id}/stage")).await, "HTTP/1.1 408 Request Timeout");
-    assert_eq!(image_status(&server, &id).await, "queued");
+    assert_eq!(server.image_status(&id).await, "queued");
     assert_eq!(files_in(&server, "data/staging"), Vec::<String>::new(), "partial data left behind");
 }
 
 #[tokio::test]
 async fn an_upload_that_keeps_sending_slowly_is_never_cut() {
     let server = Server::start_with(&limits(&[("body_idle_timeout", "1"), ("keepalive_timeout", "1")]));
-    let id = create_image(&server).await;
+    let id = server.create_image().await;
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(1);
     let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) });
     let upload = tokio::spawn(
@@ -189,5 +171,5 @@ async fn an_upload_that_keeps_sending_slowly_is_never_cut() {
     }
     drop(tx);
     assert_eq!(upload.await.expect("join").expect("upload").status(), 204);
-    assert_eq!(image_status(&server, &id).await, "active");
+    assert_eq!(server.image_status(&id).await, "active");
 }

@@ -7,7 +7,6 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
-use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -17,23 +16,6 @@ const GIB: u64 = 1 << 30;
 
 fn with_deadline(seconds: u64) -> Vec<(String, String)> {
     vec![("GLINT__SERVER__SHUTDOWN_TIMEOUT".to_owned(), seconds.to_string())]
-}
-
-fn address(server: &Server) -> String {
-    server.url().trim_start_matches("http://").to_owned()
-}
-
-async fn create_image(server: &Server) -> String {
-    let body = json!({"disk_format": "raw", "container_format": "bare"});
-    let response = reqwest::Client::new().post(format!("{}/v2/images", server.url())).json(&body).send().await;
-    let image: Value = response.expect("create").json().await.expect("json");
-    image["id"].as_str().expect("id").to_owned()
-}
-
-async fn image_status(server: &Server, id: &str) -> String {
-    let response = reqwest::get(format!("{}/v2/images/{id}", server.url())).await.expect("show");
-    let image: Value = response.json().await.expect("json");
-    image["status"].as_str().expect("status").to_owned()
 }
 
 /// Image `id`'s status in the database the stopped server left behind.
@@ -103,7 +85,7 @@ async fn exchange(stream: &mut TcpStream, path: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_1_gib_upload_cuts_it_at_the_deadline_and_leaves_the_image_queued_with_nothing_kept() {
     let mut server = Server::start_with(&with_deadline(2));
-    let id = create_image(&server).await;
+    let id = server.create_image().await;
     // 1 GiB announced and made up as it is sent, at about 25 MB/s: far from done at the deadline.
     const CHUNK: usize = 256 << 10;
     let body = futures_util::stream::unfold(0u64, |sent| async move {
@@ -148,7 +130,7 @@ async fn sigterm_during_a_1_gib_upload_cuts_it_at_the_deadline_and_leaves_the_im
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_server_refuses_new_connections_answers_503_to_healthchecks_and_finishes_requests_in_flight() {
     let mut server = Server::start_with(&with_deadline(30));
-    let id = create_image(&server).await;
+    let id = server.create_image().await;
     // An upload in flight whose body comes as the test sends it.
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(1);
     let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) });
@@ -161,18 +143,18 @@ async fn a_draining_server_refuses_new_connections_answers_503_to_healthchecks_a
     );
     tx.send(Ok(vec![1u8; 4096])).await.expect("send");
     let until = Instant::now() + Duration::from_secs(10);
-    while image_status(&server, &id).await != "saving" {
+    while server.image_status(&id).await != "saving" {
         assert!(Instant::now() < until, "the upload did not start");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Opened before the signal and kept alive, as a load balancer's health checks do.
-    let mut kept = TcpStream::connect(address(&server)).await.expect("connect");
+    let mut kept = TcpStream::connect(server.addr()).await.expect("connect");
     let before = exchange(&mut kept, "/healthcheck").await;
     assert!(before.starts_with("HTTP/1.1 200"), "{before}");
 
     let stopped = Instant::now();
     server.terminate();
-    while TcpStream::connect(address(&server)).await.is_ok() {
+    while TcpStream::connect(server.addr()).await.is_ok() {
         assert!(stopped.elapsed() < Duration::from_secs(5), "new connections still accepted 5 s after SIGTERM");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -92,6 +92,26 @@ impl Server {
         format!("http://{}", self.addr)
     }
 
+    /// The address the server listens on, for raw connections.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Creates a raw/bare image with nothing else set; its id.
+    pub async fn create_image(&self) -> String {
+        let body = serde_json::json!({"disk_format": "raw", "container_format": "bare"});
+        let response = reqwest::Client::new().post(format!("{}/v2/images", self.url())).json(&body).send().await;
+        let image: serde_json::Value = response.expect("create").json().await.expect("json");
+        image["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Image `id`'s status as the API shows it.
+    pub async fn image_status(&self, id: &str) -> String {
+        let response = reqwest::get(format!("{}/v2/images/{id}", self.url())).await.expect("show");
+        let image: serde_json::Value = response.json().await.expect("json");
+        image["status"].as_str().expect("status").to_owned()
+    }
+
     /// The directory the server runs in.
     pub fn dir(&self) -> &Path {
         self.dir.path()
