@@ -2,12 +2,12 @@
 //! run on files, and comparisons that do not load whole disks into memory.
 
 use std::fs::File;
-use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
+use std::io::{Cursor, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use glint_formats::{FormatError, SparseOutput, qcow2_to_raw};
+use glint_formats::{FormatError, qcow2_to_raw};
 
 pub fn run(program: &str, args: &[&str]) -> String {
     let output = Command::new(program).args(args).output().unwrap_or_else(|err| panic!("cannot run {program}: {err}"));
@@ -70,43 +70,9 @@ pub fn read_qcow2_bytes(image: &[u8]) -> Result<u64, FormatError> {
     qcow2_to_raw(Cursor::new(image), &mut Discard::default())
 }
 
-/// A sparse output that only keeps its cursor and length, so hostile virtual sizes cost
-/// nothing.
-#[derive(Default)]
-pub struct Discard {
-    position: u64,
-    len: u64,
-}
-
-impl Write for Discard {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.position += buf.len() as u64;
-        self.len = self.len.max(self.position);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Seek for Discard {
-    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        self.position = match to {
-            SeekFrom::Start(offset) => offset,
-            SeekFrom::End(delta) => self.len.saturating_add_signed(delta),
-            SeekFrom::Current(delta) => self.position.saturating_add_signed(delta),
-        };
-        Ok(self.position)
-    }
-}
-
-impl SparseOutput for Discard {
-    fn set_len(&mut self, len: u64) -> io::Result<()> {
-        self.len = len;
-        Ok(())
-    }
-}
+#[path = "../../../fuzz/fuzz_targets/sink.rs"]
+mod sink;
+pub use sink::Discard;
 
 /// Asserts that two files have the same length and bytes, comparing a MiB at a time.
 pub fn assert_same_file(ours: &Path, reference: &Path) {
