@@ -71,7 +71,7 @@ pub async fn import(
         task_ttl: state.config.tasks.task_ttl(),
     };
     if let import::Method::GlanceDownload(_) = request.method {
-        request.caller = Some(caller(&state, &headers).await?);
+        request.caller = Some(caller(&state, &ctx, &headers).await?);
     }
     let header_store = header_str(&headers, "x-image-meta-store");
     if let Some(task) = importer.accept(&ctx, &image, &request, header_store).await? {
@@ -81,11 +81,11 @@ pub async fn import(
     Ok(StatusCode::ACCEPTED)
 }
 
-/// What a glance-download keeps of its caller: the token, and its service catalog from
+/// What a glance-download keeps of its caller: the roles, the token, and its service catalog from
 /// Keystone (keystone mode) or from `X-Service-Catalog` (no-auth mode, where the proxy in
 /// front, keystonemiddleware, sets it; invalid JSON is a 500 there as in Glance). A client's
 /// own `X-Service-Catalog` counts for nothing in keystone mode.
-async fn caller(state: &AppState, headers: &HeaderMap) -> Result<import::Caller, ApiError> {
+async fn caller(state: &AppState, ctx: &RequestContext, headers: &HeaderMap) -> Result<import::Caller, ApiError> {
     let auth_token = header_str(headers, "x-auth-token").map(str::to_owned);
     let service_catalog = match (&state.keystone, &auth_token) {
         (Some(keystone), Some(token)) => Some(keystone.catalog(token).await?),
@@ -98,7 +98,7 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<import::Caller,
             ),
         },
     };
-    Ok(import::Caller { auth_token, service_catalog })
+    Ok(import::Caller { auth_token, service_catalog, roles: ctx.roles.clone() })
 }
 
 /// `GET /v2/info/import`: the enabled import methods.

@@ -20,10 +20,30 @@ on_every_database!(config = enabled;
     glance_download_of_fewer_bytes_than_the_remote_size_fails_and_leaves_nothing,
     glance_download_with_a_service_catalog_that_is_not_json_is_500,
 );
+on_every_database!(config = protected; glance_download_leaves_out_properties_the_caller_may_not_set);
+on_every_database!(config = two_properties;
+    glance_download_of_more_properties_than_the_quota_fails_and_leaves_nothing,
+);
 
 fn enabled(config: &mut Config) {
     web_allowed(config);
     config.import.enabled_import_methods.push("glance-download".into());
+}
+
+/// `hw_secret*` properties are for admins only; every other property for everyone.
+fn protected(config: &mut Config) {
+    enabled(config);
+    let rules = "[^hw_secret]\ncreate = admin\nread = admin\nupdate = admin\ndelete = admin\n\n\
+                 [.*]\ncreate = @\nread = @\nupdate = @\ndelete = @\n";
+    // In the app's own (unused, the cache being off) cache directory, which goes with the app.
+    let file = config.cache.dir.join("protections.conf");
+    std::fs::write(&file, rules).expect("write the protection file");
+    config.images.property_protection_file = Some(file);
+}
+
+fn two_properties(config: &mut Config) {
+    enabled(config);
+    config.images.image_property_quota = 2;
 }
 
 const REMOTE_ID: &str = "c4705b36-b281-40f6-a01d-bf98883ead8e";
@@ -145,6 +165,25 @@ async fn glance_download_of_fewer_bytes_than_the_remote_size_fails_and_leaves_no
     // The remote serves 2000 bytes with their right digests, but says there are 3000.
     let larger = json!({"size": 3000, "hw_disk_bus": "scsi"});
     fails_leaving_nothing(&app, &payload(2000), larger, "has 2000 bytes where the remote image has 3000").await;
+}
+
+async fn glance_download_leaves_out_properties_the_caller_may_not_set(app: TestApp) {
+    let web = WebServer::start().await;
+    let data = payload(3000);
+    serve_remote(&web, &data, json!({"hw_disk_bus": "scsi", "hw_secret_key": "k"}));
+    let member = app.as_project("a-project", "member");
+    let id = image_of(&member, "raw", "bare").await;
+    assert_eq!(import_with_catalog(&member, &id, &method("RegionTwo"), &catalog(&web)).await.status(), 202);
+    assert_eq!(finished_task(&member, &id).await["status"], "success");
+    // Shown to an admin, who could see the protected property if it had been copied.
+    let image = show(&app, &id).await;
+    assert_eq!((image["status"].as_str(), image["hw_disk_bus"].as_str()), (Some("active"), Some("scsi")), "{image}");
+    assert!(image.get("hw_secret_key").is_none(), "{image}");
+}
+
+async fn glance_download_of_more_properties_than_the_quota_fails_and_leaves_nothing(app: TestApp) {
+    let three = json!({"hw_disk_bus": "scsi", "hw_vif_model": "virtio", "os_distro": "cirros"});
+    fails_leaving_nothing(&app, &payload(3000), three, "Maximum number of image properties exceeded").await;
 }
 
 async fn glance_download_with_a_service_catalog_that_is_not_json_is_500(app: TestApp) {

@@ -115,7 +115,7 @@ pub const MAX_PROPERTY_VALUE_BYTES: usize = 65_535;
 /// The length cap of each property value (400), then the property and tag quotas (413 when
 /// exceeded); negative quotas mean unlimited. Without the first two, one image could carry
 /// hundreds of MiB of properties, held in memory by every request that reads it.
-pub(super) fn check_quotas(image: &Image, cfg: &ImagesConfig) -> Result<()> {
+pub fn check_quotas(image: &Image, cfg: &ImagesConfig) -> Result<()> {
     for (key, value) in &image.properties {
         let length = value.as_deref().map_or(0, str::len);
         if length > MAX_PROPERTY_VALUE_BYTES && !key.starts_with("os_glance") {

@@ -81,7 +81,8 @@ pub struct Remote {
 }
 
 /// What a glance-download worker needs of the caller, kept in the task's input (never shown):
-/// the token the remote image is read with and the catalog its endpoint is found in.
+/// the token the remote image is read with, the catalog its endpoint is found in, and the
+/// roles the copied properties are judged by (property protections).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Caller {
     /// The caller's token (`X-Auth-Token`), if it sent one.
@@ -89,6 +90,8 @@ pub struct Caller {
     /// The service catalog of that token (Keystone's v3 form, or the v2 form of a
     /// keystonemiddleware `X-Service-Catalog`); `None` when the request came without one.
     pub service_catalog: Option<Value>,
+    /// The caller's roles, implied ones included.
+    pub roles: Vec<String>,
 }
 
 /// The task input key that holds the [`Caller`].
@@ -96,7 +99,7 @@ pub const CALLER: &str = "caller";
 
 impl Caller {
     fn to_json(&self) -> Value {
-        json!({"auth_token": self.auth_token, "service_catalog": self.service_catalog})
+        json!({"auth_token": self.auth_token, "service_catalog": self.service_catalog, "roles": self.roles})
     }
 
     fn of(input: &Value) -> Option<Caller> {
@@ -104,6 +107,11 @@ impl Caller {
         Some(Caller {
             auth_token: caller.get("auth_token").and_then(Value::as_str).map(str::to_owned),
             service_catalog: caller.get("service_catalog").filter(|c| !c.is_null()).cloned(),
+            roles: caller
+                .get("roles")
+                .and_then(Value::as_array)
+                .map(|roles| roles.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .unwrap_or_default(),
         })
     }
 }
@@ -601,7 +609,11 @@ mod tests {
 
     #[test]
     fn the_caller_is_kept_for_the_worker_and_read_back() {
-        let caller = Caller { auth_token: Some("t".into()), service_catalog: Some(json!([{"type": "image"}])) };
+        let caller = Caller {
+            auth_token: Some("t".into()),
+            service_catalog: Some(json!([{"type": "image"}])),
+            roles: vec!["member".into(), "reader".into()],
+        };
         let input = json!({CALLER: caller.to_json()});
         assert_eq!(Caller::of(&input), Some(caller));
         assert_eq!(Caller::of(&json!({})), None);

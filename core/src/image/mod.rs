@@ -19,7 +19,7 @@ use chrono::NaiveDateTime;
 
 use crate::{Error, Result};
 
-pub use create::new_image;
+pub use create::{check_quotas, new_image};
 pub use delete::{delete, delete_from_store};
 pub use patch::{Dialect, Op, PatchOp, PatchPath, apply_patch};
 

@@ -3,14 +3,18 @@
 //! token, and what the import takes from it: the formats, the properties Glance copies, and
 //! the size and digests the data must arrive with.
 
+use glint_core::context::RequestContext;
 use glint_core::fetch::{FetchError, Fetcher};
 use glint_core::image::import::{Caller, Remote};
 use glint_core::image::location_import::Validation;
 use glint_core::image::schema::{BASE_FIELDS, is_reserved};
-use glint_core::image::{Image, data::Hasher};
+use glint_core::image::{Image, check_quotas, data::Hasher};
 use glint_core::keystone::image_endpoint;
+use glint_core::policy::{self, Operation};
+use glint_core::task::Task;
 use serde_json::Value;
 
+use super::Deps;
 use crate::FlowError;
 
 /// Largest image document read (Glance's are a few KiB).
@@ -34,6 +38,39 @@ pub(super) struct RemoteImage {
 }
 
 impl RemoteImage {
+    /// The properties `caller` may give `image` (the property protections judge each by the
+    /// caller's roles, as a PATCH of the caller would be judged; refused ones are left out and
+    /// logged), and an error when the image would then exceed the property quotas.
+    pub fn admitted_for(
+        mut self,
+        image: &Image,
+        task: &Task,
+        caller: Option<&Caller>,
+        deps: &Deps,
+    ) -> Result<Self, FlowError> {
+        let roles = caller.map(|c| c.roles.clone()).unwrap_or_default();
+        let ctx = RequestContext::new(
+            Some(task.owner.clone()),
+            task.user_id.clone(),
+            roles,
+            task.request_id.clone().unwrap_or_default(),
+        )
+        .under(deps.policy.clone());
+        self.properties.retain(|(name, _)| {
+            let operation = if image.properties.contains_key(name) { Operation::Update } else { Operation::Create };
+            let allowed = policy::property_allowed(&ctx, name, operation);
+            if !allowed {
+                tracing::warn!(image = %image.id, property = %name, "the property protections keep a remote property from the import");
+            }
+            allowed
+        });
+        let mut copied = image.clone();
+        copied.properties.extend(self.properties.iter().map(|(name, value)| (name.clone(), Some(value.clone()))));
+        check_quotas(&copied, &deps.config.images)
+            .map_err(|e| FlowError::Abort(format!("The remote image's properties cannot be copied: {e}")))?;
+        Ok(self)
+    }
+
     /// `image` as the import will store it: with the remote formats (the format checks and
     /// the conversion go by them).
     pub fn applied_to(&self, mut image: Image) -> Image {

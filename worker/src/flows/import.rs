@@ -551,7 +551,8 @@ impl Flow for ImportFlow {
         let remote = match &job.method {
             Method::GlanceDownload(remote) => {
                 let prefixes = &self.deps.config.import.glance_download_properties;
-                Some(glance_download::inspect(&self.deps.fetcher, remote, job.caller.as_ref(), prefixes).await?)
+                let found = glance_download::inspect(&self.deps.fetcher, remote, job.caller.as_ref(), prefixes).await?;
+                Some(found.admitted_for(&image, task, job.caller.as_ref(), &self.deps)?)
             }
             _ => None,
         };

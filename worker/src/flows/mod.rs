@@ -17,6 +17,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use glint_core::config::Config;
 use glint_core::fetch::Fetcher;
 use glint_core::heartbeat::while_ticking;
+use glint_core::policy::Policy;
 use glint_core::store::{ByteStream, Staging, Stores};
 use glint_core::task::repo as tasks;
 use glint_core::task::{Task, TaskType};
@@ -41,8 +42,11 @@ pub struct Deps {
     pub cap: u64,
     /// The disk format imports are converted to, if any.
     pub conversion: Option<glint_formats::Format>,
-    /// The image schema and limits, for images created by legacy import tasks.
+    /// The image schema and limits, for images created by legacy import tasks and the
+    /// properties glance-download copies.
     pub config: Arc<Config>,
+    /// The rules and property protections the copied properties are judged by.
+    pub policy: Arc<Policy>,
 }
 
 impl Deps {
@@ -60,7 +64,13 @@ impl Deps {
                 )));
             }
         };
+        let protections = config.images.property_protection_file.as_deref();
+        let policy = Policy::load(
+            config.auth.policy_file.as_deref(),
+            protections.map(|file| (file, config.images.property_protection_rule_format)),
+        )?;
         Ok(Deps {
+            policy: Arc::new(policy),
             stores,
             staging,
             fetcher,
