@@ -79,6 +79,34 @@ impl Inspector {
         self.position = start.saturating_add(chunk.len() as u64);
     }
 
+    /// The lowest stream offset, at or after the bytes presented so far, that some format's
+    /// inspector still needs; `None` when only the stream's last bytes still matter (the
+    /// tail and total length, which every stream ends with). A reader that can seek
+    /// presents the bytes from there on, and skips the rest with [`Inspector::skip_to`].
+    pub(crate) fn next_wanted(&self) -> Option<u64> {
+        let position = self.position;
+        if self.head.len() < HEAD_LEN {
+            return Some(position);
+        }
+        [self.qcow2.wanted(position), self.vmdk.wanted(position), self.vhdx.wanted(position), self.iso.wanted(position)]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Moves the stream to `offset` without presenting the bytes before it, which must not
+    /// go past [`Inspector::next_wanted`]: no inspector would have kept those bytes, so the
+    /// report is the one the whole stream gets, provided the caller presents at least the last
+    /// `TAIL_LEN` bytes of the stream after the last skip.
+    pub(crate) fn skip_to(&mut self, offset: u64) {
+        let allowed = self.next_wanted().unwrap_or(u64::MAX);
+        let to = offset.min(allowed);
+        if to > self.position {
+            self.tail.clear();
+            self.position = to;
+        }
+    }
+
     /// Bytes presented so far.
     pub fn bytes_read(&self) -> u64 {
         self.position

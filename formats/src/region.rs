@@ -36,6 +36,15 @@ impl Region {
         self.data.len() >= self.len
     }
 
+    /// The stream offset of the next byte this region lacks, if it can still get it from a
+    /// stream now at `position` (one that has gone past it never can).
+    pub(crate) fn wanted(&self, position: u64) -> Option<u64> {
+        if self.is_complete() {
+            return None;
+        }
+        self.offset.checked_add(self.data.len() as u64).filter(|next| *next >= position)
+    }
+
     /// Takes from `chunk`, which starts at stream offset `start`, the bytes this region still
     /// lacks.
     pub(crate) fn capture(&mut self, chunk: &[u8], start: u64) {
@@ -72,6 +81,11 @@ impl Tail {
         let overflow = (self.bytes.len() + fresh.len()).saturating_sub(self.capacity);
         self.bytes.drain(..overflow.min(self.bytes.len()));
         self.bytes.extend(fresh);
+    }
+
+    /// Forgets what was pushed: the stream skipped bytes, so these are no longer its last.
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
     }
 
     pub(crate) fn contents(&mut self) -> &[u8] {

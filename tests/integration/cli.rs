@@ -1320,6 +1320,7 @@ fn openstack_with_a_system_scoped_token_finds_no_image_and_may_not_create_one() 
 
 // Last, so that it sees the helper macros above.
 mod cache;
+mod conversions;
 mod glance_download;
 mod metadefs;
 mod policy;

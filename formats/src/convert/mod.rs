@@ -7,6 +7,7 @@ mod inspecting;
 mod layout;
 mod pipeline;
 mod qcow2_read;
+mod qcow2_stream;
 mod qcow2_write;
 mod sparse;
 mod vdi_read;
@@ -21,9 +22,10 @@ use std::path::Path;
 pub use sparse::SparseOutput;
 
 use self::inspecting::Inspecting;
-use self::pipeline::{Copier, Sink, Source, copy};
+use self::pipeline::{Copier, Sink, Source, copy, map_clusters};
 use self::qcow2_read::Qcow2Reader;
-use self::qcow2_write::Qcow2Sink;
+use self::qcow2_stream::Qcow2Stream;
+use self::qcow2_write::{CLUSTER, Qcow2Sink};
 use self::sparse::SparseWriter;
 use self::vdi_read::VdiReader;
 use self::vhd_read::VhdReader;
@@ -64,7 +66,8 @@ pub fn can_convert(from: Format, to: Format) -> bool {
 /// The source is inspected first and refused as an upload of it would be (undecided format,
 /// mismatch with `src_format`, failed safety checks; a "raw" source that is really another
 /// format is converted as the bytes it is, like Glance does). The output is inspected too, as
-/// it is written for raw and read back for qcow2, and must be detected as `dst_format` (a raw
+/// it is written for raw, from its header and tables for qcow2 (never a second pass over the
+/// data, see [`inspect_file`]), and must be detected as `dst_format` (a raw
 /// disk that starts with a partition table may be detected as gpt, whose checks judge the
 /// guest's table and are left to the store step).
 ///
@@ -126,12 +129,35 @@ fn write_and_check(
     Ok(ConvertReport { format: dst_format, size, virtual_size })
 }
 
-/// Where [`stream_raw`] sends a disk: its bytes in guest order, runs of zeros by length.
+/// Where [`stream_raw`] and [`stream_qcow2`] send an image: its bytes front to back, runs of
+/// zeros by length.
 pub trait RawStream: Send {
-    /// The next bytes of the disk are `data`.
+    /// The next bytes of the image are `data`.
     fn data(&mut self, data: &[u8]) -> std::io::Result<()>;
-    /// The next `len` bytes of the disk are zeros.
+    /// The next `len` bytes of the image are zeros.
     fn zeros(&mut self, len: u64) -> std::io::Result<()>;
+}
+
+/// The source at `src`, inspected and refused as by [`convert`], opened for a conversion to
+/// `dst_format`.
+fn open_vetted(src: &Path, src_format: Format, dst_format: Format) -> Result<(Source<File>, Reader), FormatError> {
+    if !can_convert(src_format, dst_format) {
+        return Err(FormatError::UnsupportedConversion { from: src_format, to: dst_format });
+    }
+    let source_report = inspect_file(src)?;
+    check_declared(src_format.as_str(), &source_report)?;
+    let input = File::open(src).map_err(|source| FormatError::Io { path: src.to_path_buf(), source })?;
+    let mut source = Source::new(input, src_format).map_err(|err| reading(src, err))?;
+    let reader = Reader::open(src_format, &mut source).map_err(|err| reading(src, err))?;
+    Ok((source, reader))
+}
+
+/// A read error, named with the file it came from.
+fn reading(src: &Path, err: FormatError) -> FormatError {
+    match err {
+        FormatError::Read { source } => FormatError::Io { path: src.to_path_buf(), source },
+        other => other,
+    }
 }
 
 /// Converts the image at `src`, declared as `src_format`, into a raw disk streamed front to
@@ -139,25 +165,30 @@ pub trait RawStream: Send {
 /// The source is inspected and refused first, as by [`convert`]; the output is for the
 /// caller to inspect (with [`check_converted`]). Returns the virtual size.
 pub fn stream_raw(src: &Path, src_format: Format, out: &mut impl RawStream) -> Result<u64, FormatError> {
-    if !can_convert(src_format, Format::Raw) {
-        return Err(FormatError::UnsupportedConversion { from: src_format, to: Format::Raw });
-    }
-    let source_report = inspect_file(src)?;
-    check_declared(src_format.as_str(), &source_report)?;
-    let at = |source| FormatError::Io { path: src.to_path_buf(), source };
-    let input = File::open(src).map_err(at)?;
-    let mut source = Source::new(input, src_format).map_err(|err| match err {
-        FormatError::Read { source } => at(source),
-        other => other,
-    })?;
-    let reader = Reader::open(src_format, &mut source)?;
+    let (mut source, reader) = open_vetted(src, src_format, Format::Raw)?;
     let virtual_size = reader.virtual_size();
     let sink = Streamed { out, position: 0 };
-    copy(&mut source, sink, virtual_size, |source, copier| reader.walk(source, copier)).map_err(|err| match err {
-        FormatError::Read { source } => at(source),
-        other => other,
-    })?;
+    copy(&mut source, sink, virtual_size, |source, copier| reader.walk(source, copier))
+        .map_err(|err| reading(src, err))?;
     Ok(virtual_size)
+}
+
+/// Converts the image at `src`, declared as `src_format`, into a qcow2 v3 image (64 KiB
+/// clusters) streamed front to back into `out`, with no file written: what an import stores
+/// straight from a staged file. The source is read twice: once to find which clusters hold
+/// data (its tables, and its uncompressed data for zeros; compressed clusters are not
+/// inflated), which lays out the image, then to copy them. The source is inspected and refused
+/// first, as by [`convert`]; the output is for the caller to inspect (with
+/// [`check_converted`]). Returns the virtual size and the bytes sent.
+pub fn stream_qcow2(src: &Path, src_format: Format, out: &mut impl RawStream) -> Result<(u64, u64), FormatError> {
+    let (mut source, reader) = open_vetted(src, src_format, Format::Qcow2)?;
+    let virtual_size = reader.virtual_size().next_multiple_of(SECTOR);
+    let planned = map_clusters(&mut source, CLUSTER, |source, copier| reader.walk(source, copier))
+        .map_err(|err| reading(src, err))?;
+    let sink = Qcow2Stream::new(out, virtual_size, planned, src_format)?;
+    let sent = copy(&mut source, sink, virtual_size, |source, copier| reader.walk(source, copier))
+        .map_err(|err| reading(src, err))?;
+    Ok((virtual_size, sent))
 }
 
 /// A sink that tells the gaps between writes as zeros.

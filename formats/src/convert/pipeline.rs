@@ -19,6 +19,7 @@ use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use miniz_oxide::inflate::TINFLStatus;
 use miniz_oxide::inflate::core::{DecompressorOxide, decompress, inflate_flags};
 
+use super::sparse::is_zero;
 use crate::error::FormatError;
 use crate::format::Format;
 
@@ -137,6 +138,69 @@ pub(crate) struct Copier {
     pending: Option<(u64, Range<usize>)>,
     /// The guest offset the next range may start at: ranges come in guest order.
     next_guest: u64,
+    /// Set when the walk only maps which clusters hold data ([`map_clusters`]).
+    mapping: Option<Mapping>,
+}
+
+/// The guest clusters a walk puts data in: uncompressed ranges are read and count only where
+/// they are not zeros; compressed ones count without being inflated (qemu never compresses a
+/// cluster of zeros, and inflating every cluster twice would double the work).
+struct Mapping {
+    cluster: u64,
+    /// Cluster indexes, merged and in guest order.
+    clusters: Vec<Range<u64>>,
+    scratch: Vec<u8>,
+}
+
+impl Mapping {
+    fn mark(&mut self, guest: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let first = guest / self.cluster;
+        let end = (guest + len - 1) / self.cluster + 1;
+        match self.clusters.last_mut() {
+            Some(last) if last.end >= first => last.end = last.end.max(end),
+            _ => self.clusters.push(first..end),
+        }
+    }
+
+    fn marked(&self, index: u64) -> bool {
+        self.clusters.last().is_some_and(|last| last.start <= index && index < last.end)
+    }
+
+    /// Reads `[host, host + len)` in runs of up to [`RUN_LIMIT`] and marks the clusters of
+    /// `[guest, guest + len)` whose bytes are not all zeros.
+    fn data<R: Read + Seek>(
+        &mut self,
+        source: &mut Source<R>,
+        guest: u64,
+        host: u64,
+        len: u64,
+    ) -> Result<(), FormatError> {
+        let mut done = 0;
+        while done < len {
+            let at = guest + done;
+            // Runs end on a cluster boundary (or the range's end), so no cluster is split.
+            let run_end = ((at + RUN_LIMIT) / self.cluster * self.cluster).max((at / self.cluster + 1) * self.cluster);
+            let take = (run_end - at).min(len - done);
+            self.scratch.resize(usize::try_from(take).unwrap_or(usize::MAX), 0);
+            source.read_at("data", host + done, &mut self.scratch)?;
+            let mut offset = 0;
+            while offset < take {
+                let piece_at = at + offset;
+                let piece = ((piece_at / self.cluster + 1) * self.cluster - piece_at).min(take - offset);
+                let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                let bytes = self.scratch.get(start..start + usize::try_from(piece).unwrap_or(0)).unwrap_or_default();
+                if !self.marked(piece_at / self.cluster) && !is_zero(bytes) {
+                    self.mark(piece_at, piece);
+                }
+                offset += piece;
+            }
+            done += take;
+        }
+        Ok(())
+    }
 }
 
 /// What the copier hands the writer thread: a batch and where its ranges go, or the end.
@@ -160,6 +224,9 @@ impl Copier {
     ) -> Result<(), FormatError> {
         source.check(&format!("data for guest offset {guest:#x}"), host, len)?;
         self.in_order(source, guest, len)?;
+        if let Some(mapping) = &mut self.mapping {
+            return mapping.data(source, guest, host, len);
+        }
         let mut done = 0;
         while done < len {
             let take = (len - done).min(RUN_LIMIT);
@@ -203,6 +270,12 @@ impl Copier {
         cluster: usize,
     ) -> Result<(), FormatError> {
         self.in_order(source, guest, visible)?;
+        if let Some(mapping) = &mut self.mapping {
+            let input_len = host.end.saturating_sub(host.start);
+            source.check(&format!("compressed data for guest offset {guest:#x}"), host.start, input_len)?;
+            mapping.mark(guest, visible);
+            return Ok(());
+        }
         let input_len = usize::try_from(host.end.saturating_sub(host.start)).unwrap_or(usize::MAX);
         let room = self.output.len() + cluster <= BATCH_LIMIT && self.input.len() + input_len <= 2 * BATCH_LIMIT;
         if !self.output.is_empty() && !room {
@@ -287,6 +360,34 @@ impl Copier {
     }
 }
 
+/// The clusters of `cluster` bytes that the guest ranges `walk` maps from `source` put data in
+/// (merged ranges of cluster indexes, in order): what a writer that must lay its output out
+/// before the data arrives needs to know. Uncompressed data is read to find its zeros, on this
+/// thread, in cluster-sized reads.
+pub(crate) fn map_clusters<R, F>(source: &mut Source<R>, cluster: u64, walk: F) -> Result<Vec<Range<u64>>, FormatError>
+where
+    R: Read + Seek,
+    F: FnOnce(&mut Source<R>, &mut Copier) -> Result<(), FormatError>,
+{
+    // Nothing is ever sent or recycled: mapping returns before any batch is made.
+    let (pieces, _) = mpsc::sync_channel(0);
+    let (_, recycled) = mpsc::channel();
+    let mut copier = Copier {
+        pieces,
+        recycled,
+        unallocated: 0,
+        output: Vec::new(),
+        segments: Vec::new(),
+        jobs: Vec::new(),
+        input: Vec::new(),
+        pending: None,
+        next_guest: 0,
+        mapping: Some(Mapping { cluster, clusters: Vec::new(), scratch: Vec::new() }),
+    };
+    walk(source, &mut copier)?;
+    Ok(copier.mapping.map(|mapping| mapping.clusters).unwrap_or_default())
+}
+
 /// Copies what `walk` maps from `source` into `sink`, which ends at `virtual_size` bytes.
 /// Writing runs on a second thread so that reading and writing overlap.
 pub(crate) fn copy<R, S, F>(
@@ -314,6 +415,7 @@ where
             input: Vec::new(),
             pending: None,
             next_guest: 0,
+            mapping: None,
         };
         let read = walk(source, &mut copier)
             .and_then(|()| copier.flush(source))

@@ -17,13 +17,13 @@ use crate::error::FormatError;
 use crate::format::Format;
 
 const CLUSTER_BITS: u32 = 16;
-const CLUSTER: u64 = 1 << CLUSTER_BITS;
+pub(super) const CLUSTER: u64 = 1 << CLUSTER_BITS;
 /// 8-byte entries per L2 table.
-const L2_ENTRIES: u64 = CLUSTER / 8;
+pub(super) const L2_ENTRIES: u64 = CLUSTER / 8;
 /// 16-bit refcounts, qemu's default.
 const REFCOUNT_ORDER: u32 = 4;
 const REFCOUNTS_PER_BLOCK: u64 = CLUSTER * 8 / (1 << REFCOUNT_ORDER);
-const COPIED: u64 = 1 << 63;
+pub(super) const COPIED: u64 = 1 << 63;
 /// The v3 header with its compression type byte, padded to 8 bytes, as qemu writes it.
 const HEADER_LENGTH: u32 = 112;
 /// qemu, like the raw format, sees disks in whole 512-byte sectors.
@@ -70,14 +70,7 @@ pub(crate) struct Qcow2Sink<'a, W> {
 impl<'a, W: Write + Seek> Qcow2Sink<'a, W> {
     /// A sink for a disk of `virtual_size` bytes (whole sectors) read from a `from` image.
     pub(crate) fn new(out: &'a mut W, virtual_size: u64, from: Format) -> Result<Self, FormatError> {
-        let l1_entries = virtual_size.div_ceil(CLUSTER * L2_ENTRIES);
-        if l1_entries * 8 > MAX_L1_BYTES {
-            return Err(FormatError::Unsupported {
-                format: from,
-                reason: format!("a disk of {virtual_size} bytes is too large for a qcow2 image"),
-            });
-        }
-        let l1_clusters = (l1_entries * 8).div_ceil(CLUSTER);
+        let l1_clusters = check_size(virtual_size, from)?;
         Ok(Self {
             file: Output { out, position: None, next_free: 1 + l1_clusters },
             virtual_size,
@@ -184,12 +177,45 @@ impl<W: Write + Seek + Send> Sink for Qcow2Sink<'_, W> {
         self.store_gathered()?;
         self.store_l2()?;
         let Self { mut file, virtual_size, l1, .. } = self;
-        let l1_entries = virtual_size.div_ceil(CLUSTER * L2_ENTRIES);
-        let used = file.next_free;
+        let refcounts = Refcounts::after(file.next_free);
+        for block in refcounts.blocks() {
+            file.append(&block)?;
+        }
+        file.append(&refcounts.table())?;
+        file.write_at(0, &header(virtual_size, &refcounts))?;
+        file.write_at(CLUSTER, &l1)?;
+        file.out.flush().map_err(|source| FormatError::Write { source })
+    }
+}
+
+/// The refcount blocks and table of an image whose first `used` clusters are data, tables and
+/// header, written right after them: blocks first, then the table. Every cluster of the file
+/// has refcount 1.
+pub(super) struct Refcounts {
+    used: u64,
+    blocks: u64,
+    table_clusters: u64,
+}
+
+impl Refcounts {
+    pub(super) fn after(used: u64) -> Self {
         let (blocks, table_clusters) = refcount_layout(used);
-        let total = used + blocks + table_clusters;
-        let mut table = vec![0u8; usize::try_from(table_clusters * CLUSTER).unwrap_or(0)];
-        for block in 0..blocks {
+        Self { used, blocks, table_clusters }
+    }
+
+    /// Clusters in the whole file.
+    pub(super) fn total(&self) -> u64 {
+        self.used + self.blocks + self.table_clusters
+    }
+
+    fn table_offset(&self) -> u64 {
+        (self.used + self.blocks) * CLUSTER
+    }
+
+    /// The refcount blocks, in file order.
+    pub(super) fn blocks(&self) -> impl Iterator<Item = Vec<u8>> + '_ {
+        let total = self.total();
+        (0..self.blocks).map(move |block| {
             let mut refcounts = vec![0u8; CLUSTER as usize];
             let first = block * REFCOUNTS_PER_BLOCK;
             for (index, refcount) in refcounts.chunks_exact_mut(2).enumerate() {
@@ -197,26 +223,53 @@ impl<W: Write + Seek + Send> Sink for Qcow2Sink<'_, W> {
                     refcount.copy_from_slice(&1u16.to_be_bytes());
                 }
             }
-            let offset = file.append(&refcounts)?;
-            put_be64(&mut table, block * 8, offset);
-        }
-        let table_offset = file.append(&table)?;
-
-        let mut header = vec![0u8; CLUSTER as usize];
-        header.get_mut(..4).unwrap_or_default().copy_from_slice(MAGIC);
-        put_be32(&mut header, 4, 3);
-        put_be32(&mut header, 20, CLUSTER_BITS);
-        put_be64(&mut header, 24, virtual_size);
-        put_be32(&mut header, 36, u32::try_from(l1_entries).unwrap_or(u32::MAX));
-        put_be64(&mut header, 40, CLUSTER);
-        put_be64(&mut header, 48, table_offset);
-        put_be32(&mut header, 56, u32::try_from(table_clusters).unwrap_or(u32::MAX));
-        put_be32(&mut header, 96, REFCOUNT_ORDER);
-        put_be32(&mut header, 100, HEADER_LENGTH);
-        file.write_at(0, &header)?;
-        file.write_at(CLUSTER, &l1)?;
-        file.out.flush().map_err(|source| FormatError::Write { source })
+            refcounts
+        })
     }
+
+    /// The refcount table, pointing at the blocks.
+    pub(super) fn table(&self) -> Vec<u8> {
+        let mut table = vec![0u8; usize::try_from(self.table_clusters * CLUSTER).unwrap_or(0)];
+        for block in 0..self.blocks {
+            put_be64(&mut table, block * 8, (self.used + block) * CLUSTER);
+        }
+        table
+    }
+}
+
+/// The L1 entries of a disk of `virtual_size` bytes, and the clusters they take.
+pub(super) fn l1_size(virtual_size: u64) -> (u64, u64) {
+    let entries = virtual_size.div_ceil(CLUSTER * L2_ENTRIES);
+    (entries, (entries * 8).div_ceil(CLUSTER))
+}
+
+/// The header cluster: a v3 image with its L1 table in cluster 1.
+pub(super) fn header(virtual_size: u64, refcounts: &Refcounts) -> Vec<u8> {
+    let (l1_entries, _) = l1_size(virtual_size);
+    let mut header = vec![0u8; CLUSTER as usize];
+    header.get_mut(..4).unwrap_or_default().copy_from_slice(MAGIC);
+    put_be32(&mut header, 4, 3);
+    put_be32(&mut header, 20, CLUSTER_BITS);
+    put_be64(&mut header, 24, virtual_size);
+    put_be32(&mut header, 36, u32::try_from(l1_entries).unwrap_or(u32::MAX));
+    put_be64(&mut header, 40, CLUSTER);
+    put_be64(&mut header, 48, refcounts.table_offset());
+    put_be32(&mut header, 56, u32::try_from(refcounts.table_clusters).unwrap_or(u32::MAX));
+    put_be32(&mut header, 96, REFCOUNT_ORDER);
+    put_be32(&mut header, 100, HEADER_LENGTH);
+    header
+}
+
+/// The clusters the L1 table of a disk of `virtual_size` bytes takes, if qemu can open it.
+pub(super) fn check_size(virtual_size: u64, from: Format) -> Result<u64, FormatError> {
+    let (l1_entries, l1_clusters) = l1_size(virtual_size);
+    if l1_entries * 8 > MAX_L1_BYTES {
+        return Err(FormatError::Unsupported {
+            format: from,
+            reason: format!("a disk of {virtual_size} bytes is too large for a qcow2 image"),
+        });
+    }
+    Ok(l1_clusters)
 }
 
 /// Refcount blocks and refcount-table clusters needed for `used` clusters plus themselves.
@@ -249,7 +302,7 @@ fn read_full(source: &mut impl Read, buf: &mut [u8]) -> Result<(), FormatError> 
     })
 }
 
-fn put_be64(buf: &mut [u8], at: u64, value: u64) {
+pub(super) fn put_be64(buf: &mut [u8], at: u64, value: u64) {
     let at = usize::try_from(at).unwrap_or(usize::MAX);
     if let Some(field) = buf.get_mut(at..at.saturating_add(8)) {
         field.copy_from_slice(&value.to_be_bytes());

@@ -25,6 +25,11 @@ impl Iso {
         self.descriptor.capture(chunk, start);
     }
 
+    /// The next stream offset this inspector needs.
+    pub(crate) fn wanted(&self, position: u64) -> Option<u64> {
+        self.descriptor.wanted(position)
+    }
+
     pub(crate) fn finish(self, end: &Ended<'_>) -> Option<Finding> {
         let descriptor = self.descriptor.data();
         let identifier = descriptor.get(1..6)?;

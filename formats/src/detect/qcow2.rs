@@ -56,6 +56,11 @@ impl Qcow2 {
         }
     }
 
+    /// The next stream offset this inspector needs, once the first sector is in.
+    pub(crate) fn wanted(&self, position: u64) -> Option<u64> {
+        self.backing_name.as_ref().and_then(|region| region.wanted(position))
+    }
+
     pub(crate) fn finish(self, end: &Ended<'_>) -> Option<Finding> {
         let head = end.head;
         if !head.starts_with(MAGIC) {

@@ -105,6 +105,17 @@ impl Vhdx {
         }
     }
 
+    /// The next stream offset this inspector needs.
+    pub(crate) fn wanted(&self, position: u64) -> Option<u64> {
+        match &self.stage {
+            Stage::Probing => Some(position),
+            Stage::RegionTable(region) | Stage::MetadataTable(region) | Stage::DiskSize { item: region, .. } => {
+                region.wanted(position)
+            }
+            Stage::NotVhdx | Stage::Done { .. } | Stage::Broken(_) => None,
+        }
+    }
+
     pub(crate) fn finish(self, end: &Ended<'_>) -> Option<Finding> {
         let mut finding = Finding::new(Format::Vhdx);
         match self.stage {

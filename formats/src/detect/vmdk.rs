@@ -87,6 +87,15 @@ impl Vmdk {
         }
     }
 
+    /// The next stream offset this inspector needs, once the first sector is in.
+    pub(crate) fn wanted(&self, position: u64) -> Option<u64> {
+        match &self.state {
+            State::Probing => Some(position),
+            State::Sparse(Some(region)) | State::Text(region) => region.wanted(position),
+            State::NotVmdk | State::Sparse(None) | State::Cowd => None,
+        }
+    }
+
     pub(crate) fn finish(self, end: &Ended<'_>) -> Option<Finding> {
         let state = match self.state {
             State::Probing => begin(classify(end.head), end.head),

@@ -1,11 +1,11 @@
 //! vmdk (monolithicSparse, streamOptimized), vhd (dynamic, fixed), vhdx, vdi (dynamic, static):
 //! converted by `convert` to raw they are byte-identical to `qemu-img convert -O raw` of the same
-//! image (also when streamed by `stream_raw`), and converted to qcow2 they pass `qemu-img
-//! check` and `qemu-img compare`.
+//! image (also when streamed by `stream_raw`), and converted to qcow2 (written by `convert`,
+//! or streamed by `stream_qcow2`) they pass `qemu-img check` and `qemu-img compare`.
 
 use std::path::{Path, PathBuf};
 
-use glint_formats::{Format, RawStream, convert, stream_raw};
+use glint_formats::{Format, RawStream, convert, stream_qcow2, stream_raw};
 
 use crate::common::{allocated, assert_same_file, create, qemu_convert, qemu_io, read, run, tempdir, utf8};
 
@@ -68,7 +68,27 @@ fn assert_converts(image: &Path, qemu_format: &str, format: Format, label: &str)
     run("qemu-img", &["check", "-q", "-f", "qcow2", utf8(&qcow2)]);
     let compare = run("qemu-img", &["compare", "-f", qemu_format, "-F", "qcow2", utf8(image), utf8(&qcow2)]);
     assert!(compare.contains("Images are identical"), "{label}: {compare}");
+    assert_streams_qcow2(image, qemu_format, format, label);
     println!("{label}: identical to qemu-img ({} bytes)", report.virtual_size);
+}
+
+/// `image` streamed as qcow2 by `stream_qcow2` is a clean qcow2 image of the same disk, no
+/// larger than the one `convert` writes, whose zero clusters are left out.
+fn assert_streams_qcow2(image: &Path, qemu_format: &str, format: Format, label: &str) {
+    let dir = image.parent().expect("image has a directory");
+    let mut streamed = Gathered::default();
+    let (virtual_size, sent) =
+        stream_qcow2(image, format, &mut streamed).unwrap_or_else(|err| panic!("{label}: {err}"));
+    assert_eq!(sent, streamed.0.len() as u64, "{label}");
+    let path = dir.join(format!("{label}.streamed.qcow2"));
+    std::fs::write(&path, &streamed.0).expect("write");
+    run("qemu-img", &["check", "-q", "-f", "qcow2", utf8(&path)]);
+    let compare = run("qemu-img", &["compare", "-f", qemu_format, "-F", "qcow2", utf8(image), utf8(&path)]);
+    assert!(compare.contains("Images are identical"), "{label}: {compare}");
+    let written = dir.join(format!("{label}.qcow2"));
+    let written_len = std::fs::metadata(&written).expect("metadata").len();
+    assert!(sent <= written_len, "{label}: streamed {sent} bytes, convert wrote {written_len}");
+    assert_eq!(virtual_size % 512, 0, "{label}");
 }
 
 /// Converts the base image with `qemu-img convert -O <qemu_format> -o <options>`, then checks it.

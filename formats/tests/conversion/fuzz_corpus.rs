@@ -56,6 +56,9 @@ fn inspector_corpus_replays_in_any_chunking() {
             }
             assert_eq!(chunked.finish(), expected, "{}", path.display());
         }
+        // inspect_file reads only what the inspectors ask for, and must agree.
+        let from_file = glint_formats::inspect_file(&path).expect("readable");
+        assert_eq!(from_file, expected, "inspect_file: {}", path.display());
         println!("{}: {:?}", path.display(), expected.format);
     }
 }

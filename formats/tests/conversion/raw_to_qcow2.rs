@@ -1,13 +1,30 @@
 //! raw to qcow2: the output passes `qemu-img check`, `qemu-img compare` finds it identical to
-//! the source, zero runs stay unallocated, and our reader reads it back.
+//! the source, zero runs stay unallocated, and our reader reads it back. `stream_qcow2`, which
+//! plans the layout before sending the first byte, sends the very bytes `convert` writes.
 
 use std::fs::File;
 use std::path::Path;
 
-use glint_formats::{Format, convert, raw_to_qcow2};
+use glint_formats::{Format, RawStream, convert, raw_to_qcow2, stream_qcow2};
 use serde_json::Value;
 
 use crate::common::{assert_same_file, create, qemu_io, read_qcow2, run, tempdir, utf8};
+
+/// A streamed image, gathered in memory.
+#[derive(Default)]
+struct Gathered(Vec<u8>);
+
+impl RawStream for Gathered {
+    fn data(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn zeros(&mut self, len: u64) -> std::io::Result<()> {
+        self.0.resize(self.0.len() + usize::try_from(len).expect("fits"), 0);
+        Ok(())
+    }
+}
 
 /// Converts `raw` with `convert`, then checks the result with qemu-img and reads it back.
 fn assert_accepted_by_qemu(raw: &Path, label: &str) -> Value {
@@ -32,6 +49,12 @@ fn assert_accepted_by_qemu(raw: &Path, label: &str) -> Value {
     std::fs::copy(raw, &padded).expect("copy");
     File::options().write(true).open(&padded).and_then(|file| file.set_len(report.virtual_size)).expect("pad");
     assert_same_file(&back, &padded);
+
+    let mut streamed = Gathered::default();
+    let (virtual_size, sent) =
+        stream_qcow2(raw, Format::Raw, &mut streamed).unwrap_or_else(|err| panic!("{label}: {err}"));
+    assert_eq!((virtual_size, sent), (report.virtual_size, report.size), "{label}");
+    assert!(streamed.0 == std::fs::read(&qcow2).expect("read"), "{label}: the streamed qcow2 differs from convert's");
     println!("{label}: accepted by qemu-img check and compare, {} bytes", report.size);
     check
 }

@@ -80,6 +80,11 @@ pub fn inspect_streaming(bytes: &[u8]) -> Report {
     for size in sizes {
         assert_eq!(inspect_chunked(bytes, size), reference, "chunks of {size} bytes changed the report");
     }
+    // inspect_file skips what no inspector asks for: it must come to the same report.
+    let dir = tempdir();
+    let path = dir.path().join("image");
+    std::fs::write(&path, bytes).expect("temporary file is writable");
+    assert_eq!(glint_formats::inspect_file(&path).expect("readable"), reference, "inspect_file changed the report");
     reference
 }
 

@@ -41,8 +41,9 @@ enum Source {
     Staged(String),
     /// A staged file with what was learnt of it while it was staged.
     Recorded(String, StagedFacts),
-    /// A staged file of the given format, converted to raw as it is read.
-    ToRaw(String, Format),
+    /// A staged file of the given format (`.0`), converted to the other (`.1`, raw or qcow2)
+    /// as it is read.
+    Converted(String, Format, Format),
     /// A compressed file in the staging area, decompressed as it is read.
     Compressed(String),
     /// A URL, streamed straight into the one target store.
@@ -189,11 +190,7 @@ impl ImportFlow {
         } else {
             staged
         };
-        if output == Format::Raw {
-            return Ok((Source::ToRaw(staged, source_format(image)?), Some(output)));
-        }
-        let converted = self.convert(image, &staged, output).await?;
-        Ok((Source::Staged(converted), Some(output)))
+        Ok((Source::Converted(staged, source_format(image)?, output), Some(output)))
     }
 
     /// Whether the staged data of a glance-direct import is to be decompressed: it is
@@ -241,25 +238,6 @@ impl ImportFlow {
             .then_some(output)
     }
 
-    async fn convert(&self, image: &Image, staged: &str, output: Format) -> Result<String, FlowError> {
-        let declared = image.disk_format.clone().unwrap_or_default();
-        let source_format = source_format(image)?;
-        let converted = format!("{}.{}", image.id, output.as_str());
-        let (src, dst) = (self.deps.staging.path(staged), self.deps.staging.path(&converted));
-        let report = tokio::task::spawn_blocking(move || glint_formats::convert(&src, source_format, &dst, output))
-            .await
-            .map_err(|e| FlowError::Retry(format!("conversion thread failed: {e}")))?;
-        match report {
-            Ok(report) => {
-                tracing::info!(image = %image.id, from = %declared, to = output.as_str(), size = report.size, "image converted");
-                Ok(converted)
-            }
-            Err(err) => {
-                Err(FlowError::Abort(format!("Image conversion from {declared} to {} failed: {err}", output.as_str())))
-            }
-        }
-    }
-
     /// The source's bytes, and their size when it is known in advance.
     async fn open(
         &self,
@@ -269,8 +247,8 @@ impl ImportFlow {
     ) -> Result<(ByteStream, Option<u64>), FlowError> {
         match source {
             Source::Staged(name) | Source::Recorded(name, _) => self.read_staged(name, progress).await,
-            Source::ToRaw(name, from) => {
-                let body = converted_to_raw(self.deps.staging.path(name), *from);
+            Source::Converted(name, from, to) => {
+                let body = converted(self.deps.staging.path(name), *from, *to);
                 Ok((progress.count(body, None), None))
             }
             Source::Compressed(name) => {
@@ -310,12 +288,12 @@ impl ImportFlow {
             (!copying && image.container_format.as_deref() == Some("bare")).then(glint_formats::Inspector::new);
         let (ingested, inspector) = data::ingest(store, &image.id, body, self.deps.cap, inspector).await?;
         let report = inspector.map(glint_formats::Inspector::finish);
-        if let (Source::ToRaw(..), Some(inspected)) = (source, &report)
-            && let Err(err) = glint_formats::check_converted(inspected, Format::Raw)
+        if let (Source::Converted(_, _, to), Some(inspected)) = (source, &report)
+            && let Err(err) = glint_formats::check_converted(inspected, *to)
         {
             remove(store, &image.id, &ingested.location).await;
             let from = image.disk_format.as_deref().unwrap_or_default();
-            return Err(FlowError::Abort(format!("Image conversion from {from} to raw failed: {err}")));
+            return Err(FlowError::Abort(format!("Image conversion from {from} to {to} failed: {err}")));
         }
         let mut declared = image.clone();
         declared.disk_format = Some(disk_format.to_owned());
@@ -391,7 +369,7 @@ impl ImportFlow {
 
     /// Removes every file this import put in the staging area.
     async fn clean_staging(&self, image_id: &str, method: &Method) {
-        let mut names = vec![format!("{image_id}.qcow2"), format!("{image_id}.decompressed")];
+        let mut names = vec![format!("{image_id}.decompressed")];
         if *method != Method::CopyImage {
             names.push(image_id.to_owned());
         }
@@ -478,22 +456,28 @@ fn source_format(image: &Image) -> Result<Format, FlowError> {
 /// no buffer is filled for them and the filesystem store leaves them unwritten.
 static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
 
-/// The raw disk of the `from` image at `path`, converted on a blocking thread as the stream is
-/// read. A conversion that fails (the source refused, malformed) ends the stream with an
-/// error that fails the import for good.
-fn converted_to_raw(path: std::path::PathBuf, from: Format) -> ByteStream {
+/// The `from` image at `path` as a `to` image (raw or qcow2), converted on a blocking thread
+/// as the stream is read, so that neither the staging area nor memory ever holds the output. A
+/// conversion that fails (the source refused, malformed) ends the stream with an error that
+/// fails the import for good.
+fn converted(path: std::path::PathBuf, from: Format, to: Format) -> ByteStream {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
     tokio::task::spawn_blocking(move || {
         let mut out = RawChunks(tx.clone());
-        if let Err(err) = glint_formats::stream_raw(&path, from, &mut out) {
-            let message = format!("Image conversion from {from} to raw failed: {err}");
+        let outcome = if to == Format::Qcow2 {
+            glint_formats::stream_qcow2(&path, from, &mut out).map(|_| ())
+        } else {
+            glint_formats::stream_raw(&path, from, &mut out).map(|_| ())
+        };
+        if let Err(err) = outcome {
+            let message = format!("Image conversion from {from} to {to} failed: {err}");
             let _ = tx.blocking_send(Err(mismatch(message)));
         }
     });
     Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
 }
 
-/// A converted disk as chunks on a channel.
+/// A converted image as chunks on a channel.
 struct RawChunks(tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>);
 
 impl RawChunks {
