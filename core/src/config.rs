@@ -669,6 +669,11 @@ pub struct SwiftConfig {
     /// MiB per segment of a static large object (Glance's `swift_store_large_object_chunk_size`).
     #[serde(default = "default_large_object_chunk_size")]
     pub large_object_chunk_size: u64,
+    /// Seconds one segment's PUT may take in all, from its first byte to Swift's answer
+    /// (waiting for the uploader's data included): a stalled proxy fails the upload, whose
+    /// segments are then removed.
+    #[serde(default = "default_segment_timeout")]
+    pub segment_timeout: u64,
     /// Create the containers on the first upload if they do not exist; otherwise an upload to a
     /// missing container fails.
     #[serde(default)]
@@ -702,6 +707,10 @@ fn default_large_object_chunk_size() -> u64 {
     200
 }
 
+fn default_segment_timeout() -> u64 {
+    600
+}
+
 /// Written by hand so that the key stays out of logs and error messages.
 impl std::fmt::Debug for SwiftConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -719,6 +728,7 @@ impl std::fmt::Debug for SwiftConfig {
             .field("container", &self.container)
             .field("large_object_size", &self.large_object_size)
             .field("large_object_chunk_size", &self.large_object_chunk_size)
+            .field("segment_timeout", &self.segment_timeout)
             .field("create_container_on_put", &self.create_container_on_put)
             .field("description", &self.description)
             .finish()

@@ -713,6 +713,133 @@ fn glance_puts_images_in_the_swift_store_imports_into_it_and_deletes_from_it() {
     assert_eq!(runtime.block_on(account.names(&segments)), Vec::<String>::new(), "no segment is left");
 }
 
+/// The bytes of the RBD image `image`'s snapshot `snap` in pool `images`, as `rbd export` reads them.
+fn rbd_snapshot(ceph: &crate::support::ceph::Ceph, dir: &Path, image: &str) -> Vec<u8> {
+    let file = dir.join(format!("{image}.export"));
+    ceph.rbd(&["export", "--no-progress", &format!("images/{image}@snap"), &file.display().to_string()]);
+    let bytes = std::fs::read(&file).expect("read the export");
+    std::fs::remove_file(&file).expect("remove the export");
+    bytes
+}
+
+#[test]
+fn glance_uploads_to_rbd_imports_into_rbd_and_swift_at_once_and_nova_clones_the_snapshot() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let Some(ceph) = crate::support::ceph::Ceph::get() else { return };
+    let Some(swift) = crate::support::swift::swift() else { return };
+    let container = crate::support::swift::Swift::container();
+    // Past RBD's 4 MiB objects and Swift's 1 MiB large_object_size: five segments.
+    let big: Vec<u8> = (0..4 * 1024 * 1024 + 4321).map(|i| (i * 29 % 251) as u8).collect();
+    let rbd = ceph.config();
+    let path = |p: Option<PathBuf>| p.expect("path").display().to_string();
+    let backend = |store: &str, key: &str| format!("GLINT__STORAGE__BACKENDS__{store}__{key}");
+    let config: Vec<(String, String)> = [
+        ("GLINT__STORAGE__DEFAULT".to_owned(), "local".to_owned()),
+        ("GLINT__IMAGES__SHOW_IMAGE_DIRECT_URL".to_owned(), "true".to_owned()),
+        (backend("LOCAL", "TYPE"), "filesystem".into()),
+        (backend("LOCAL", "PATH"), "local".into()),
+        (backend("RBD", "TYPE"), "rbd".into()),
+        (backend("RBD", "POOL"), rbd.pool.clone()),
+        (backend("RBD", "USER"), rbd.user.clone()),
+        (backend("RBD", "CONF_FILE"), path(rbd.conf_file.clone())),
+        (backend("RBD", "KEYRING"), path(rbd.keyring.clone())),
+        (backend("RBD", "CHUNK_SIZE"), rbd.chunk_size.to_string()),
+        (backend("SWIFT", "TYPE"), "swift".into()),
+        (backend("SWIFT", "AUTH_URL"), swift.auth_url.clone()),
+        (backend("SWIFT", "AUTH_VERSION"), "1".into()),
+        (backend("SWIFT", "USER"), swift.user.clone()),
+        (backend("SWIFT", "KEY"), swift.key.clone()),
+        (backend("SWIFT", "CONTAINER"), container.clone()),
+        (backend("SWIFT", "LARGE_OBJECT_SIZE"), "1".into()),
+        (backend("SWIFT", "LARGE_OBJECT_CHUNK_SIZE"), "1".into()),
+        (backend("SWIFT", "CREATE_CONTAINER_ON_PUT"), "true".into()),
+    ]
+    .into();
+    let Some(c) = Clients::start_with(&config) else { return };
+    std::fs::write(c.server.dir().join("big.raw"), &big).expect("write the image file");
+    let account = runtime.block_on(swift.account());
+    let pool_has = |id: &str| ceph.pool().list().expect("list the pool").iter().any(|name| name == id);
+
+    // glance image-create --store rbd: a synchronous upload into the pool.
+    let uploaded = properties(
+        &c.glance(&[
+            "image-create",
+            "--disk-format",
+            "raw",
+            "--container-format",
+            "bare",
+            "--file",
+            "big.raw",
+            "--store",
+            "rbd",
+        ])
+        .success()
+        .stdout,
+    );
+    let uploaded_id = prop(&uploaded, "id").to_owned();
+    assert_eq!((prop(&uploaded, "stores"), prop(&uploaded, "status")), ("rbd", "active"));
+    assert!(rbd_snapshot(ceph, c.server.dir(), &uploaded_id) == big, "the RBD snapshot differs from the upload");
+    let direct_url = format!("rbd://{}/images/{uploaded_id}/snap", ceph.fsid);
+    assert_eq!(prop(&uploaded, "direct_url"), direct_url);
+
+    // glance image-create-via-import --stores rbd,swift: glance-direct into both at once.
+    let imported = properties(
+        &c.glance(&[
+            "image-create-via-import",
+            "--disk-format",
+            "raw",
+            "--container-format",
+            "bare",
+            "--import-method",
+            "glance-direct",
+            "--file",
+            "big.raw",
+            "--stores",
+            "rbd,swift",
+        ])
+        .success()
+        .stdout,
+    );
+    let imported = prop(&imported, "id").to_owned();
+    let deadline = Instant::now() + IMPORT_DEADLINE;
+    let shown = loop {
+        let shown = c.glance_show(&imported);
+        if shown.get("status").map(String::as_str) == Some("active")
+            && shown.get("stores").map(String::as_str) == Some("rbd,swift")
+        {
+            break shown;
+        }
+        assert!(Instant::now() < deadline, "the import did not finish: {shown:?}\n{}", c.server.output());
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(prop(&shown, "checksum"), prop(&uploaded, "checksum"));
+    assert_eq!(prop(&shown, "os_hash_value"), prop(&uploaded, "os_hash_value"));
+    assert!(rbd_snapshot(ceph, c.server.dir(), &imported) == big, "the copy in RBD differs");
+    assert!(runtime.block_on(account.object(&container, &imported)) == big, "the copy in Swift differs");
+    assert_eq!(runtime.block_on(account.manifest(&container, &imported)).len(), 5);
+
+    // Nova's copy-on-write boot: a clone of the snapshot the location names.
+    let location = direct_url.strip_prefix("rbd://").expect("an rbd:// URL");
+    let [fsid, pool, image, snap] = <[&str; 4]>::try_from(location.split('/').collect::<Vec<_>>()).expect("4 parts");
+    assert_eq!(fsid, ceph.fsid);
+    let clone = format!("{pool}/vm-{uploaded_id}_disk");
+    ceph.rbd(&["clone", &format!("{pool}/{image}@{snap}"), &clone]);
+    let info: Value =
+        serde_json::from_slice(&ceph.rbd(&["info", "--format", "json", &clone]).stdout).expect("rbd info");
+    assert_eq!(info["parent"]["image"], uploaded_id.as_str(), "{info:#}");
+    assert_eq!(info["size"], big.len(), "{info:#}");
+    c.glance(&["image-delete", &uploaded_id]).failure_mentioning("in use");
+    assert_eq!(prop(&c.glance_show(&uploaded_id), "status"), "active");
+    ceph.rbd(&["rm", "--no-progress", &clone]);
+
+    for id in [&uploaded_id, &imported] {
+        c.glance(&["image-delete", id]).success();
+        assert!(!pool_has(id), "the RBD image of {id} is gone");
+    }
+    assert_eq!(runtime.block_on(account.names(&container)), Vec::<String>::new());
+    assert_eq!(runtime.block_on(account.names(&format!("{container}_segments"))), Vec::<String>::new());
+}
+
 /// `GLINT__...` variables for two filesystem stores in the server's directory, `fast` (the
 /// default) and `cheap`: Glance's multistore mode.
 fn two_stores() -> Vec<(String, String)> {

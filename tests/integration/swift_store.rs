@@ -745,3 +745,180 @@ async fn keystone_v3_credentials_find_swift_in_the_catalog() {
 fn sweep_limits(idle: Duration) -> glint_core::store::SweepLimits {
     glint_core::store::SweepLimits { lease: idle, idle, max_time: Duration::from_secs(60), max_removals: 1000 }
 }
+
+/// A stand-in for a Swift proxy between the store and the all-in-one, at the account's storage
+/// URL: it answers `GET /info` itself when told to (a cluster with other limits), counting the
+/// requests, stalls segment PUTs whose name ends in `stall` (reads their body, never answers:
+/// a hung proxy), and passes everything else through, one request per connection.
+struct Front {
+    /// The account's storage URL through the front.
+    storage_url: String,
+    info_requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Front {
+    async fn start(account: &Account, info: Option<Value>, stall: Option<&'static str>) -> Front {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let upstream = reqwest::Url::parse(&account.storage_url).expect("storage URL");
+        let upstream = format!("{}:{}", upstream.host_str().expect("host"), upstream.port().expect("port"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let storage_url = account.storage_url.replacen(&format!("//{upstream}"), &format!("//127.0.0.1:{port}"), 1);
+        let info_requests = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = info_requests.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else { return };
+                let (info, upstream, counter) = (info.clone(), upstream.clone(), counter.clone());
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let text = String::from_utf8_lossy(&head).into_owned();
+                    let line = text.lines().next().unwrap_or_default().to_owned();
+                    let mut words = line.split(' ');
+                    let (method, path) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+                    if method == "GET" && path == "/info" {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        if let Some(info) = &info {
+                            let body = info.to_string();
+                            let answer = format!(
+                                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                body.len()
+                            );
+                            let _ = client.write_all(answer.as_bytes()).await;
+                            return;
+                        }
+                    }
+                    if method == "PUT" && path.contains("_segments/") && stall.is_some_and(|s| path.ends_with(s)) {
+                        let mut sink = vec![0u8; 64 * 1024];
+                        while client.read(&mut sink).await.unwrap_or(0) > 0 {}
+                        return;
+                    }
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                    // One request per connection, so that every request passes through here.
+                    let head = text.replacen("\r\n", "\r\nConnection: close\r\n", 1);
+                    if server.write_all(head.as_bytes()).await.is_ok() {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Front { storage_url, info_requests, task }
+    }
+
+    fn info_requests(&self) -> usize {
+        self.info_requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The sizes of the segments of large object `id`, in MiB (rounded down).
+async fn segment_mibs(setup: &Setup, id: &str) -> Vec<u64> {
+    setup.account.manifest(&setup.container, id).await.iter().map(|(_, size)| size / MIB as u64).collect()
+}
+
+#[tokio::test]
+async fn segments_grow_to_fit_the_cluster_s_limits_read_once_from_info() {
+    let Some(swift) = swift() else { return };
+    let account = swift.account().await;
+    // A cluster whose manifests name at most 4 segments of at most 4 MiB.
+    let info = json!({"swift": {"max_file_size": 4 * MIB}, "slo": {"max_manifest_segments": 4, "min_segment_size": 1}});
+    let front = Front::start(&account, Some(info), None).await;
+    let endpoint = front.storage_url.clone();
+    let Some(setup) = Setup::start(Backend::Sqlite, move |config, store| {
+        config.images.image_size_cap = 20 * MIB as u64;
+        store.endpoint = Some(endpoint);
+    })
+    .await
+    else {
+        return;
+    };
+    let app = &setup.app;
+
+    // Known size: 1 MiB segments would be 11; 3 MiB ones make 4.
+    let (known, unknown) = (queued_image(app).await, queued_image(app).await);
+    let data = payload(10 * MIB + 1);
+    assert_eq!(put(app, &known, data.clone()).await.status(), 204);
+    assert_eq!(segment_mibs(&setup, &known).await, [3, 3, 3, 1]);
+    assert!(download(app, &known).await == data);
+    // Unknown size: 1 MiB segments for half the count, then the largest object for the rest
+    // of the cap (18 MiB left for 2 segments; at most 4 MiB each).
+    let data = payload(10 * MIB);
+    assert_eq!(put(app, &unknown, chunked(data.clone(), 256 * 1024)).await.status(), 204);
+    assert_eq!(segment_mibs(&setup, &unknown).await, [1, 1, 4, 4]);
+    assert!(download(app, &unknown).await == data);
+
+    // More than 4 segments of 4 MiB hold: refused before a byte is sent when the size is
+    // known, when the segments run out otherwise; nothing is left either way.
+    let refused = queued_image(app).await;
+    let message = expect_error(put(app, &refused, payload(17 * MIB)).await, 413).await;
+    assert!(message.contains(&(16 * MIB).to_string()), "{message}");
+    expect_error(put(app, &refused, chunked(payload(17 * MIB), 256 * 1024)).await, 413).await;
+    // The failed writer removes its segments after the API has answered.
+    for _ in 0..200 {
+        if !setup.account.names(&setup.segments()).await.iter().any(|n| n.contains(&refused)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    setup.assert_account_holds(&[&known, &unknown]).await;
+    assert_eq!(front.info_requests(), 1, "the limits are read once");
+}
+
+#[tokio::test]
+async fn a_segment_size_over_the_cluster_s_largest_object_is_refused_by_name() {
+    let Some(swift) = swift() else { return };
+    let account = swift.account().await;
+    let front = Front::start(&account, Some(json!({"swift": {"max_file_size": 2 * MIB}, "slo": {}})), None).await;
+    let container = Swift::container();
+    let config = SwiftConfig {
+        endpoint: Some(front.storage_url.clone()),
+        large_object_chunk_size: 3,
+        ..swift.config(&container)
+    };
+    let store = SwiftStore::open(&config, LEASE).expect("store");
+    let err = store.health().await.expect_err("3 MiB segments on a cluster of 2 MiB objects");
+    let message = err.to_string();
+    assert!(message.contains("large_object_chunk_size = 3 MiB") && message.contains("max_file_size"), "{message}");
+    let data: ByteStream = Box::pin(futures_util::stream::iter([Ok(bytes::Bytes::from(payload(MIB)))]));
+    let err = store.put("image", data, u64::MAX).await.expect_err("uploads fail too");
+    assert!(err.to_string().contains("large_object_chunk_size"), "{err}");
+    assert!(!account.has_container(&container).await, "nothing was written");
+}
+
+#[tokio::test]
+async fn a_stalled_segment_upload_fails_after_segment_timeout_and_its_segments_go() {
+    let Some(swift) = swift() else { return };
+    let account = swift.account().await;
+    // The second segment's PUT hangs; the first is stored.
+    let front = Front::start(&account, None, Some("/00000002")).await;
+    let endpoint = front.storage_url.clone();
+    let Some(setup) = Setup::start(Backend::Sqlite, move |_, store| {
+        store.endpoint = Some(endpoint);
+        store.segment_timeout = 2;
+    })
+    .await
+    else {
+        return;
+    };
+    let app = &setup.app;
+    let id = queued_image(app).await;
+    let upload = tokio::time::timeout(Duration::from_secs(20), put(app, &id, payload(4 * MIB)));
+    expect_error(upload.await.expect("the upload ends within 20 s"), 500).await;
+    assert_eq!(show(app, &id).await["status"], "queued");
+    setup.assert_segments_go_away().await;
+    setup.assert_account_holds(&[]).await;
+}

@@ -252,6 +252,7 @@ impl Swift {
             container: container.to_owned(),
             large_object_size: 1,
             large_object_chunk_size: 1,
+            segment_timeout: 600,
             create_container_on_put: true,
             description: Some("Swift".into()),
         }

@@ -8,6 +8,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
 use super::StoreError;
 use super::auth::{Credentials, Session};
+use super::limits::Limits;
 
 /// How long a metadata request (HEAD, DELETE, listing, manifest) may take; data transfers have
 /// no total limit, only the connect timeout.
@@ -27,6 +28,8 @@ pub(super) struct Client {
     /// The operator's storage URL, used instead of the one the login returns.
     endpoint: Option<String>,
     session: tokio::sync::Mutex<Option<Session>>,
+    /// The cluster's limits, read once from its `/info`; `None` inside: no large objects.
+    limits: tokio::sync::OnceCell<Option<Limits>>,
 }
 
 /// The path of `name` in `container`, relative to the account, escaped.
@@ -46,7 +49,13 @@ impl Client {
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
             .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
-        Ok(Client { http, credentials, endpoint, session: tokio::sync::Mutex::new(None) })
+        Ok(Client {
+            http,
+            credentials,
+            endpoint,
+            session: tokio::sync::Mutex::new(None),
+            limits: tokio::sync::OnceCell::new(),
+        })
     }
 
     /// The current session, logging in again if it is about to expire or `renew` (Swift
@@ -62,6 +71,37 @@ impl Client {
         let session = self.credentials.login(&self.http).await?;
         *held = Some(session.clone());
         Ok(session)
+    }
+
+    /// The cluster's limits (see [`super::limits`]), read from `/info` beside the account's
+    /// URL on first use; `None` when the cluster has no static large objects. A cluster that
+    /// keeps its `/info` to itself gets Swift's defaults; one that cannot be reached is asked
+    /// again next time.
+    pub(super) async fn limits(&self) -> Result<Option<Limits>, StoreError> {
+        self.limits.get_or_try_init(|| self.read_limits()).await.cloned()
+    }
+
+    async fn read_limits(&self) -> Result<Option<Limits>, StoreError> {
+        let session = self.session(false).await?;
+        let base = self.endpoint.as_deref().unwrap_or(&session.storage_url);
+        let url = reqwest::Url::parse(base)
+            .and_then(|u| u.join("/info"))
+            .map_err(|e| StoreError::Io(io::Error::other(format!("the storage URL {base} is not a URL: {e}"))))?;
+        let response = self
+            .http
+            .get(url.clone())
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| unreachable(&Method::GET, url.as_str(), &e))?;
+        if !response.status().is_success() {
+            tracing::warn!(%url, status = %response.status(), "Swift does not publish its limits; assuming its defaults");
+            return Ok(Some(Limits::default()));
+        }
+        let body = response.bytes().await.map_err(|e| unreachable(&Method::GET, url.as_str(), &e))?;
+        let limits = Limits::from_info(&body).map_err(|e| StoreError::Io(io::Error::other(e)))?;
+        tracing::info!(%url, ?limits, "Swift's limits");
+        Ok(limits)
     }
 
     fn request(&self, session: &Session, method: Method, path: &str) -> RequestBuilder {

@@ -15,6 +15,7 @@
 
 mod auth;
 mod client;
+mod limits;
 mod upload;
 
 use std::collections::HashSet;
@@ -61,6 +62,8 @@ pub(super) struct Layout {
     /// A segmented upload renews its lease every third of this; a lease not renewed for this
     /// long belongs to a dead writer.
     lease: Duration,
+    /// The most one segment's PUT may take.
+    segment_timeout: Duration,
     /// `swift+http(s)://<auth URL without scheme>/<container>/`: a location is this and a name.
     location_prefix: String,
 }
@@ -87,6 +90,9 @@ impl Layout {
         } else {
             return Err(format!("auth_url = {:?} is not an http(s) URL", cfg.auth_url));
         };
+        if cfg.segment_timeout == 0 {
+            return Err("segment_timeout must be at least 1 second".into());
+        }
         let location_prefix = format!("{scheme}://{}/{container}/", rest.trim_matches('/'));
         Ok(Layout {
             segments: format!("{container}_segments"),
@@ -95,6 +101,7 @@ impl Layout {
             chunk_size,
             create_container_on_put: cfg.create_container_on_put,
             lease,
+            segment_timeout: Duration::from_secs(cfg.segment_timeout),
             location_prefix,
         })
     }
@@ -284,7 +291,7 @@ impl Store for SwiftStore {
         }
         // A task of its own, so that a put dropped midway still removes its segments.
         let (writer, id) = (self.writer.clone(), image_id.to_owned());
-        super::feed_writer(data, cap, move |rx| tokio::spawn(writer.write(id, size, rx))).await?;
+        super::feed_writer(data, cap, move |rx| tokio::spawn(writer.write(id, size, cap, rx))).await?;
         Ok(format!("{}{image_id}", self.layout().location_prefix))
     }
 
@@ -328,6 +335,9 @@ impl Store for SwiftStore {
     }
 
     async fn health(&self) -> Result<(), StoreError> {
+        if let Some(limits) = self.client().limits().await? {
+            limits.check(self.layout().large_object_size, self.layout().chunk_size)?;
+        }
         let container = &self.layout().container;
         let response = self.client().send(Method::HEAD, &client::container_path(container), |r| r).await?;
         if response.status() == StatusCode::NOT_FOUND {

@@ -5,11 +5,14 @@
 //! that size is at most `large_object_size`, segmented when it is more. Otherwise the writer
 //! first buffers up to [`SINGLE_PUT_BUFFER`] bytes (never more than `large_object_size`): an
 //! image that ends there goes up in one PUT; a longer one is segmented, as Glance's driver does
-//! with every upload of unknown size. Segments of `large_object_chunk_size` bytes are named
+//! with every upload of unknown size. Segments of `large_object_chunk_size` bytes (or larger,
+//! when the cluster's limits call for it: see [`super::limits`]) are named
 //! `<image id>/<upload id>/<index>` in the segments container, each streamed in its own PUT
 //! while the data arrives; the next segment starts as soon as one is full, while at most
-//! [`SEGMENTS_IN_FLIGHT`] earlier ones still wait for Swift's answer. The manifest (`?multipart-manifest=put`) is written last,
-//! so readers never see a partial image.
+//! [`SEGMENTS_IN_FLIGHT`] earlier ones still wait for Swift's answer. Each segment's PUT may
+//! take `segment_timeout` in all, so that a stalled proxy fails the upload (and its segments
+//! go) rather than hanging it. The manifest (`?multipart-manifest=put`) is written last, so
+//! readers never see a partial image.
 //!
 //! A segmented upload holds a lease, the object `leases/<image id>/<upload id>` in the
 //! segments container, written before the first segment and renewed every third of the
@@ -29,6 +32,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::client::{self, Client, object_path};
+use super::limits::Plan;
 use super::{Layout, StoreError};
 
 /// The most an upload buffers to find out whether the image fits in one object.
@@ -36,8 +40,6 @@ pub(super) const SINGLE_PUT_BUFFER: u64 = 8 * 1024 * 1024;
 /// Segments of one upload whose data is sent and whose answer is awaited, beside the one
 /// being written: enough to hide Swift's commit latency.
 pub(super) const SEGMENTS_IN_FLIGHT: usize = 4;
-/// Swift's default `max_manifest_segments`: a larger image would be refused at the manifest.
-pub(super) const MAX_SEGMENTS: u64 = 1000;
 /// A writer commits only if it renewed its lease within the last half lease, and its manifest
 /// PUT may take at most two fifths of one: a sweep takes a lease a whole lease after its last
 /// renewal, so never that of an upload whose manifest may still be written.
@@ -70,20 +72,32 @@ pub(super) fn missing_container(container: &str) -> StoreError {
     )))
 }
 
+fn no_large_objects() -> StoreError {
+    StoreError::Io(io::Error::other(
+        "this Swift cluster offers no static large objects (no slo in its /info): images over large_object_size cannot be stored",
+    ))
+}
+
 fn abandoned() -> StoreError {
     StoreError::Source(io::Error::other("upload abandoned"))
 }
 
 impl Writer {
     /// Writes chunks until the `None` end marker, then commits; `size` is what the caller
-    /// expects (see [`super::super::Store::put_sized`]). A channel closed without the marker
-    /// means the put was abandoned: nothing is committed and every segment goes.
+    /// expects (see [`super::super::Store::put_sized`]), `cap` the most it may send. A channel
+    /// closed without the marker means the put was abandoned: nothing is committed and every
+    /// segment goes.
     pub(super) async fn write(
         self,
         image_id: String,
         size: Option<u64>,
+        cap: u64,
         mut chunks: mpsc::Receiver<Option<Bytes>>,
     ) -> Result<(), StoreError> {
+        let limits = self.client.limits().await?;
+        if let Some(limits) = &limits {
+            limits.check(self.layout.large_object_size, self.layout.chunk_size)?;
+        }
         self.ensure_container(&self.layout.container).await?;
         let mut head = Vec::new();
         match size {
@@ -104,10 +118,14 @@ impl Writer {
                 }
             }
         }
-        self.ensure_container(&self.layout.segments).await?;
+        let limits = limits.ok_or_else(no_large_objects)?;
         let upload = uuid::Uuid::new_v4().simple().to_string();
+        // The manifest names segments by path: /<segments>/<image id>/<upload id>/<8 digits>.
+        let path_len = self.layout.segments.len() + image_id.len() + upload.len() + 12;
+        let plan = Plan::new(&limits, self.layout.chunk_size, limits.max_segments(path_len), size, cap)?;
+        self.ensure_container(&self.layout.segments).await?;
         super::LIVE_UPLOADS.lock().unwrap_or_else(|p| p.into_inner()).insert(upload.clone());
-        let written = self.write_large(&image_id, &upload, head, chunks).await;
+        let written = self.write_large(&image_id, &upload, plan, head, chunks).await;
         super::LIVE_UPLOADS.lock().unwrap_or_else(|p| p.into_inner()).remove(&upload);
         written
     }
@@ -150,7 +168,7 @@ impl Writer {
     /// Streams the data into one object, as it arrives.
     async fn stream_object(&self, image_id: &str, mut chunks: mpsc::Receiver<Option<Bytes>>) -> Result<(), StoreError> {
         let (tx, rx) = mpsc::channel(SEGMENT_CHANNEL_DEPTH);
-        let request = spawn_put(&self.client, object_path(&self.layout.container, image_id), rx);
+        let request = spawn_put(&self.client, object_path(&self.layout.container, image_id), rx, None);
         loop {
             match chunks.recv().await {
                 Some(Some(chunk)) => {
@@ -179,12 +197,13 @@ impl Writer {
         &self,
         image_id: &str,
         upload: &str,
+        plan: Plan,
         head: Vec<Bytes>,
         chunks: mpsc::Receiver<Option<Bytes>>,
     ) -> Result<(), StoreError> {
         let lease = Lease::take(self.clone(), format!("{LEASES}{image_id}/{upload}")).await?;
         let prefix = format!("{image_id}/{upload}/");
-        let mut segments = Segments::new(self, &prefix);
+        let mut segments = Segments::new(self, &prefix, plan);
         let result = async {
             let done = segments.write_all(head, chunks).await?;
             lease.check_fresh()?;
@@ -278,6 +297,8 @@ struct Segment {
 struct Open {
     name: String,
     tx: mpsc::Sender<Option<Bytes>>,
+    /// What the plan sized it to.
+    size: u64,
     written: u64,
     request: JoinHandle<Result<String, StoreError>>,
 }
@@ -293,15 +314,18 @@ struct Sent {
 struct Segments<'a> {
     writer: &'a Writer,
     prefix: &'a str,
+    plan: Plan,
     open: Option<Open>,
     sent: VecDeque<Sent>,
     done: Vec<Segment>,
     count: u64,
+    /// Bytes in all segments so far.
+    written: u64,
 }
 
 impl<'a> Segments<'a> {
-    fn new(writer: &'a Writer, prefix: &'a str) -> Segments<'a> {
-        Segments { writer, prefix, open: None, sent: VecDeque::new(), done: Vec::new(), count: 0 }
+    fn new(writer: &'a Writer, prefix: &'a str, plan: Plan) -> Segments<'a> {
+        Segments { writer, prefix, plan, open: None, sent: VecDeque::new(), done: Vec::new(), count: 0, written: 0 }
     }
 
     /// Writes `head`, then the chunks up to the end marker; the stored segments in order.
@@ -328,15 +352,15 @@ impl<'a> Segments<'a> {
     }
 
     async fn write(&mut self, mut chunk: Bytes) -> Result<(), StoreError> {
-        let chunk_size = self.writer.layout.chunk_size;
         while !chunk.is_empty() {
             if self.open.is_none() {
                 self.open().await?;
             }
             let Some(open) = self.open.as_mut() else { unreachable!("opened above") };
-            let room = (chunk_size - open.written).min(chunk.len() as u64) as usize;
+            let room = (open.size - open.written).min(chunk.len() as u64) as usize;
             let part = chunk.split_to(room);
             open.written += part.len() as u64;
+            self.written += part.len() as u64;
             if open.tx.send(Some(part)).await.is_err() {
                 // The request ended before its data did: its answer says why.
                 let Some(open) = self.open.take() else { unreachable!("written to above") };
@@ -345,7 +369,7 @@ impl<'a> Segments<'a> {
                     StoreError::Io(io::Error::other(format!("Swift took segment {} before its end", open.name)))
                 }));
             }
-            if open.written == chunk_size {
+            if open.written == open.size {
                 self.close().await;
             }
         }
@@ -354,9 +378,10 @@ impl<'a> Segments<'a> {
 
     /// Starts the next segment's request, once fewer than [`SEGMENTS_IN_FLIGHT`] await an answer.
     async fn open(&mut self) -> Result<(), StoreError> {
-        if self.count == MAX_SEGMENTS {
-            return Err(StoreError::TooLarge(MAX_SEGMENTS * self.writer.layout.chunk_size));
-        }
+        let Some(size) = self.plan.segment_size(self.count, self.written) else {
+            // Every segment the manifest may name is full.
+            return Err(StoreError::TooLarge(self.written));
+        };
         while self.sent.len() >= SEGMENTS_IN_FLIGHT || self.sent.front().is_some_and(|s| s.request.is_finished()) {
             let Some(sent) = self.sent.pop_front() else { break };
             self.settle(sent).await?;
@@ -364,8 +389,9 @@ impl<'a> Segments<'a> {
         self.count += 1;
         let name = format!("{}{:08}", self.prefix, self.count);
         let (tx, rx) = mpsc::channel(SEGMENT_CHANNEL_DEPTH);
-        let request = spawn_put(&self.writer.client, object_path(&self.writer.layout.segments, &name), rx);
-        self.open = Some(Open { name, tx, written: 0, request });
+        let path = object_path(&self.writer.layout.segments, &name);
+        let request = spawn_put(&self.writer.client, path, rx, Some(self.writer.layout.segment_timeout));
+        self.open = Some(Open { name, tx, size, written: 0, request });
         Ok(())
     }
 
@@ -405,18 +431,23 @@ fn joined<T>(result: Result<Result<T, StoreError>, tokio::task::JoinError>) -> R
     result.map_err(|e| StoreError::Io(io::Error::other(e)))?
 }
 
-/// Starts a PUT of `path` whose body is what comes through `rx` (see [`body`]); its answer is
-/// the object's ETag.
+/// Starts a PUT of `path` whose body is what comes through `rx` (see [`body`]), taking at
+/// most `timeout` in all if given; its answer is the object's ETag.
 fn spawn_put(
     client: &Arc<Client>,
     path: String,
     rx: mpsc::Receiver<Option<Bytes>>,
+    timeout: Option<Duration>,
 ) -> JoinHandle<Result<String, StoreError>> {
     let client = client.clone();
     tokio::spawn(async move {
         let response = client
             .send_body(Method::PUT, &path, |r| {
-                r.header("Content-Type", "application/octet-stream").body(reqwest::Body::wrap_stream(body(rx)))
+                let r = r.header("Content-Type", "application/octet-stream").body(reqwest::Body::wrap_stream(body(rx)));
+                match timeout {
+                    Some(timeout) => r.timeout(timeout),
+                    None => r,
+                }
             })
             .await?;
         let response = client::check(response, &format!("PUT of {path}")).await?;
