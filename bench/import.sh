@@ -40,7 +40,14 @@
 #                                        so the default cap of 2 would measure the cap, not workers
 #   BENCH_SOURCE_RATE=                   nginx's limit_rate for the big file, per connection (e.g.
 #                                        10m): imports bound by their sources, not by the CPU, so
-#                                        the worker-count ratios show scale-out (issue #19 item 5)
+#                                        the worker-count ratios show scale-out (issue #19 item 5).
+#                                        Make BENCH_BIG_COUNT a multiple of the most workers x
+#                                        BENCH_WORKER_CONCURRENCY (40 imports on 16 slots take 3
+#                                        rounds, so 4 workers can reach at most 3.33x), and keep
+#                                        slots x rate well under the disk's and the hashing CPU's
+#                                        bandwidth (16 x 10 MiB/s was near this disk's ~200 MB/s):
+#                                        BENCH_THROUGHPUT_WORKERS="1 2 4" BENCH_BIG_COUNT=48
+#                                        BENCH_BIG_MIB=16 BENCH_SOURCE_RATE=4m
 #   BENCH_PG_HOST=127.0.0.1 BENCH_PG_PORT=5432 BENCH_PG_USER=postgres   PostgreSQL (trust auth)
 #   BENCH_BROKER_URL=amqp://guest:guest@127.0.0.1:5672/%2f
 #   CARGO_TARGET_DIR (default $HOME/.cache/glint/target)

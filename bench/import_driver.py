@@ -118,7 +118,8 @@ def wait_active(client, image_id, poll_s, timeout_s, size):
 # ----------------------------------------------------------------------------- logs ------
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z)\s+\w+\s+\S+:\s+(import accepted|import succeeded)\b(.*)$")
+# The target may come after spans whose fields hold spaces (`request{method=POST uri=...}:`).
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z)\s+\w+\s+.*?\S+:\s+(import accepted|import succeeded)\b(.*)$")
 IMAGE_FIELD = re.compile(r"\bimage=([0-9a-fA-F-]{36})")
 
 

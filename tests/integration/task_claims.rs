@@ -17,6 +17,8 @@ on_every_database!(idle;
     finish_needs_the_claim_and_sets_the_expiry,
     outbox_lists_unconfirmed_pending_tasks,
     hand_over_needs_the_claim_and_leaves_the_task_unannounced_for_anyone,
+    a_publish_confirmed_after_the_claim_writes_nothing,
+    finishing_drops_the_callers_credentials_whether_or_not_the_worker_has_the_input,
 );
 
 const ID: &str = "aaaaaaaa-0000-4000-8000-000000000001";
@@ -24,10 +26,14 @@ const HOUR: Duration = Duration::from_secs(3600);
 
 /// `worker`'s claim of task [`ID`], ending with a time to live of `ttl`.
 fn claim(worker: &str, ttl: Duration) -> tasks::Claim<'_> {
-    tasks::Claim { task_id: ID, worker, ttl }
+    tasks::Claim { task_id: ID, worker, ttl, input: None }
 }
 
 async fn pending(app: &TestApp, id: &str) {
+    pending_with(app, id, json!({})).await;
+}
+
+async fn pending_with(app: &TestApp, id: &str, input: serde_json::Value) {
     let at = NaiveDateTime::parse_from_str("2024-01-01 00:00:00", "%Y-%m-%d %H:%M:%S").expect("time");
     let task = Task {
         id: id.to_owned(),
@@ -40,7 +46,7 @@ async fn pending(app: &TestApp, id: &str) {
         user_id: None,
         created_at: at,
         updated_at: at,
-        input: Some(json!({})),
+        input: Some(input),
         result: None,
         message: String::new(),
     };
@@ -138,4 +144,34 @@ async fn hand_over_needs_the_claim_and_leaves_the_task_unannounced_for_anyone(ap
     let task = tasks::claim(&app.db, ID, "w2", HOUR).await.expect("claim").expect("claimable at once");
     assert_eq!(task.status, TaskStatus::Processing);
     assert!(!tasks::hand_over(&app.db, ID, "w1").await.expect("hand over"), "w1 holds nothing now");
+}
+
+async fn a_publish_confirmed_after_the_claim_writes_nothing(app: TestApp) {
+    use glint_core::db::entity::task;
+    use sea_orm::EntityTrait;
+    pending(&app, ID).await;
+    tasks::claim(&app.db, ID, "w1", HOUR).await.expect("claim").expect("claimed");
+    tasks::mark_published(&app.db, ID).await.expect("mark");
+    let row = task::Entity::find_by_id(ID.to_owned()).one(&app.db).await.expect("read").expect("row");
+    assert_eq!(row.published_at, None, "a claimed task's wake-up is moot");
+    assert_eq!(row.status, TaskStatus::Processing.as_str());
+}
+
+async fn finishing_drops_the_callers_credentials_whether_or_not_the_worker_has_the_input(app: TestApp) {
+    const OTHER: &str = "bbbbbbbb-0000-4000-8000-000000000002";
+    let input = json!({"image_id": "i1", "caller": {"auth_token": "secret"}, "backend": [null]});
+    for id in [ID, OTHER] {
+        pending_with(&app, id, input.clone()).await;
+    }
+    let held = tasks::claim(&app.db, ID, "w1", HOUR).await.expect("claim").expect("claimed");
+    let with_input = tasks::Claim { task_id: ID, worker: "w1", ttl: HOUR, input: held.input.as_ref() };
+    assert!(tasks::succeed(&app.db, &with_input, json!({"image_id": "i1"})).await.expect("finish"));
+    tasks::claim(&app.db, OTHER, "w1", HOUR).await.expect("claim").expect("claimed");
+    let without_input = tasks::Claim { task_id: OTHER, worker: "w1", ttl: HOUR, input: None };
+    assert!(tasks::fail(&app.db, &without_input, "broken").await.expect("finish"));
+    for id in [ID, OTHER] {
+        let stored = tasks::get(&app.db, id).await.expect("get").expect("task");
+        assert_eq!(stored.input, Some(json!({"image_id": "i1", "backend": [null]})), "{id}");
+        assert!(stored.status.is_final());
+    }
 }

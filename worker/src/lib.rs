@@ -119,7 +119,7 @@ pub struct FlowContext {
 impl FlowContext {
     /// This worker's claim on `task`, for ending it.
     pub fn claim<'a>(&'a self, task: &'a Task) -> tasks::Claim<'a> {
-        tasks::Claim { task_id: &task.id, worker: &self.worker_id, ttl: self.task_ttl }
+        tasks::Claim { task_id: &task.id, worker: &self.worker_id, ttl: self.task_ttl, input: task.input.as_ref() }
     }
 }
 
@@ -298,7 +298,7 @@ async fn handle(
     settings: Arc<Settings>,
     message: Message,
 ) {
-    let claimed = match tasks::claim(&ctx.db, &message.task_id, &settings.worker_id, settings.lease).await {
+    let claimed = match tasks::claim_counted(&ctx.db, &message.task_id, &settings.worker_id, settings.lease).await {
         Ok(claimed) => claimed,
         Err(err) => {
             tracing::warn!(task = %message.task_id, error = %err, "cannot claim task; will retry");
@@ -308,7 +308,7 @@ async fn handle(
         }
     };
     // Already claimed, finished or unknown: this wake-up is a duplicate.
-    let Some(task) = claimed else {
+    let Some((task, attempts)) = claimed else {
         message.ack().await;
         return;
     };
@@ -323,8 +323,12 @@ async fn handle(
         message.ack().await;
         return;
     }
-    run_task(&ctx, &queue, &flows, &settings, &task).await;
+    run_task(&ctx, &queue, &flows, &settings, &task, attempts).await;
     message.ack().await;
+    // Without a per-project limit this worker defers no task, so none waits for this one's place.
+    if settings.max_running_per_project == 0 {
+        return;
+    }
     // The project's next task may run now that this one holds no place.
     match tasks::next_pending_of(&ctx.db, &task.owner, &task.id).await {
         Ok(Some(next)) => glint_core::queue::announce(&ctx.db, queue.as_ref(), &next).await,
@@ -347,12 +351,19 @@ async fn over_share(ctx: &FlowContext, settings: &Settings, task: &Task) -> bool
     }
 }
 
-/// Runs the claimed `task` to its end: success, failure, or back to `pending` for a retry,
-/// whose wake-up comes after the backoff without this worker holding a place meanwhile.
-async fn run_task(ctx: &FlowContext, queue: &Arc<dyn TaskQueue>, flows: &Registry, settings: &Settings, task: &Task) {
+/// Runs the claimed `task`, on its `attempts`-th claim, to its end: success, failure, or back
+/// to `pending` for a retry, whose wake-up comes after the backoff without this worker holding
+/// a place meanwhile.
+async fn run_task(
+    ctx: &FlowContext,
+    queue: &Arc<dyn TaskQueue>,
+    flows: &Registry,
+    settings: &Settings,
+    task: &Task,
+    attempts: i32,
+) {
     let flow: &dyn Flow = flows.get(task.task_type).map_or(&Unknown, |f| f.as_ref());
     let method = import_method(task);
-    let attempts = attempts_of(&ctx.db, &task.id).await;
     if attempts == 1 {
         metrics::import_started(method);
     }
@@ -430,10 +441,6 @@ fn import_method(task: &Task) -> &'static str {
         TaskType::ApiImageImport => ImportJob::of(task).map_or("unknown", |job| job.method.name()),
         other => other.as_str(),
     }
-}
-
-async fn attempts_of(db: &DatabaseConnection, id: &str) -> i32 {
-    tasks::attempts(db, id).await.unwrap_or(i32::MAX)
 }
 
 /// How long a flow has to return once the hand-over has cut its data: then it is dropped where

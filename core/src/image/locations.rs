@@ -47,6 +47,27 @@ pub async fn insert(db: &impl ConnectionTrait, image_id: &str, url: &str, store_
     insert_with_metadata(db, image_id, url, metadata).await
 }
 
+/// Records that `image_id`'s data is at each `(url, store id)` of `copies`, in one statement.
+pub async fn insert_many(db: &impl ConnectionTrait, image_id: &str, copies: &[(&str, &str)]) -> Result<()> {
+    if copies.is_empty() {
+        return Ok(());
+    }
+    let at = now();
+    let rows = copies.iter().map(|(url, store_id)| image_location::ActiveModel {
+        image_id: Set(image_id.to_owned()),
+        value: Set((*url).to_owned()),
+        meta_data: Set(serde_json::json!({"store": store_id})),
+        status: Set(ACTIVE.to_owned()),
+        created_at: Set(at),
+        updated_at: Set(at),
+        deleted_at: Set(None),
+        deleted: Set(false),
+        ..Default::default()
+    });
+    image_location::Entity::insert_many(rows).exec_without_returning(db).await?;
+    Ok(())
+}
+
 /// Records that `image_id`'s data is at `url`, with a caller's `metadata` (`store` included).
 pub async fn insert_with_metadata(
     db: &impl ConnectionTrait,

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use sea_orm::sea_query::{Expr, ExprTrait, Query, SimpleExpr, SubQueryStatement};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query, SimpleExpr, SubQueryStatement};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
     EntityTrait, QueryFilter, QuerySelect, Select, SqlErr, TransactionError,
@@ -222,19 +222,35 @@ pub async fn set_status(db: &impl ConnectionTrait, id: &str, from: Status, to: S
 }
 
 /// Sets (`Some`) or removes (`None`) extra properties of image `id`; part of the caller's
-/// transaction. For the properties Glance maintains itself (`os_glance_*`).
+/// transaction. For the properties Glance maintains itself (`os_glance_*`). Those set are
+/// written in one upsert on the unique (image, name) index, those removed in one delete.
 pub async fn set_properties(db: &impl ConnectionTrait, id: &str, changes: &[(&str, Option<&str>)]) -> Result<()> {
-    if changes.is_empty() {
-        return Ok(());
+    let removed: Vec<&str> = changes.iter().filter(|(_, value)| value.is_none()).map(|(name, _)| *name).collect();
+    if !removed.is_empty() {
+        image_property::Entity::delete_many()
+            .filter(image_property::Column::ImageId.eq(id))
+            .filter(image_property::Column::Name.is_in(removed))
+            .exec(db)
+            .await?;
     }
-    image_property::Entity::delete_many()
-        .filter(image_property::Column::ImageId.eq(id))
-        .filter(image_property::Column::Name.is_in(changes.iter().map(|(name, _)| *name)))
-        .exec(db)
-        .await?;
-    let set: Vec<(String, Option<String>)> =
-        changes.iter().filter_map(|(name, value)| value.map(|v| ((*name).to_owned(), Some(v.to_owned())))).collect();
-    insert_properties(db, id, set.iter().map(|(k, v)| (k, v))).await
+    let set: Vec<image_property::ActiveModel> = changes
+        .iter()
+        .filter_map(|(name, value)| {
+            value.map(|value| image_property::ActiveModel {
+                image_id: Set(id.to_owned()),
+                name: Set((*name).to_owned()),
+                value: Set(Some(value.to_owned())),
+                ..Default::default()
+            })
+        })
+        .collect();
+    if !set.is_empty() {
+        let on_conflict = OnConflict::columns([image_property::Column::ImageId, image_property::Column::Name])
+            .update_column(image_property::Column::Value)
+            .to_owned();
+        image_property::Entity::insert_many(set).on_conflict(on_conflict).exec_without_returning(db).await?;
+    }
+    Ok(())
 }
 
 /// Adds property `name = value` to image `id` only if the image does not have it yet: the

@@ -380,30 +380,35 @@ impl ImportFlow {
         }
     }
 
-    /// The final transaction: image, locations, import properties and task together.
-    /// `Ok(false)` when the claim was lost (nothing written).
+    /// The final transaction: image, locations, import properties and task together, in as
+    /// few statements as they take: `image` is the image as this import read it under its
+    /// lock, whose import properties nobody else writes while the lock holds (checked here),
+    /// so it is not read again. `Ok(false)` when the claim was lost (nothing written).
+    #[allow(clippy::too_many_arguments)]
     async fn commit(
         &self,
         ctx: &FlowContext,
         task: &Task,
         job: &ImportJob,
+        image: &Image,
         written: &[Written],
         failed: &[String],
         learned: Learned<'_>,
     ) -> Result<bool, FlowError> {
         let Learned { converted, remote } = learned;
+        let deleted = || FlowError::Abort("Image has been deleted, aborting import.".into());
         // `Ok(false)` has written nothing, so committing it changes nothing.
         Ok(ctx
             .db
             .transaction_async(async |txn| {
-                if !tasks::succeed(txn, &ctx.claim(task), json!({"image_id": job.image_id})).await? {
+                if !tasks::succeed_in(txn, &ctx.claim(task), json!({"image_id": job.image_id})).await? {
                     return Ok(false);
                 }
-                let image = images::get(txn, &job.image_id).await?;
-                let Some(image) = image else {
-                    return Err(FlowError::Abort("Image has been deleted, aborting import.".into()));
-                };
-                if job.method != Method::CopyImage {
+                if job.method == Method::CopyImage {
+                    if images::get(txn, &job.image_id).await?.is_none() {
+                        return Err(deleted());
+                    }
+                } else {
                     let first = &written[0];
                     let remote_formats = remote.map(|r| (r.disk_format.as_str(), r.container_format.as_str()));
                     let imported = images::Imported {
@@ -417,10 +422,14 @@ impl ImportFlow {
                         },
                     };
                     if !images::activate_import(txn, &job.image_id, &imported).await? {
-                        return Err(FlowError::Abort(format!(
-                            "Image changed status to {} during the import, aborting.",
-                            image.status
-                        )));
+                        // Read only now, to say what became of it.
+                        return Err(match images::get(txn, &job.image_id).await? {
+                            None => deleted(),
+                            Some(now) => FlowError::Abort(format!(
+                                "Image changed status to {} during the import, aborting.",
+                                now.status
+                            )),
+                        });
                     }
                 }
                 if let Some(remote) = remote {
@@ -428,13 +437,13 @@ impl ImportFlow {
                         remote.properties.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))).collect();
                     images::set_properties(txn, &job.image_id, &copied).await?;
                 }
-                for copy in written {
-                    locations::insert(txn, &job.image_id, &copy.data.location, &copy.store).await?;
-                }
+                let copies: Vec<(&str, &str)> =
+                    written.iter().map(|copy| (copy.data.location.as_str(), copy.store.as_str())).collect();
+                locations::insert_many(txn, &job.image_id, &copies).await?;
                 if !images::remove_property_if(txn, &job.image_id, IMPORT_TASK, &task.id).await? {
                     return Err(FlowError::Abort("The image's import lock was taken over by another import.".into()));
                 }
-                set_store_lists(txn, &image, &self.targets(job), failed).await?;
+                set_store_lists(txn, image, &self.targets(job), failed).await?;
                 Ok(true)
             })
             .await?)
@@ -599,7 +608,7 @@ impl Flow for ImportFlow {
             return Err(err);
         }
         let learned = Learned { converted, remote: remote.as_ref() };
-        match self.commit(ctx, task, &job, &written, &failed, learned).await {
+        match self.commit(ctx, task, &job, &image, &written, &failed, learned).await {
             Ok(true) => {
                 self.clean_staging(&job.image_id, &job.method).await;
                 tracing::info!(task = %task.id, image = %job.image_id, method = job.method.name(), "import succeeded");
@@ -621,7 +630,7 @@ impl Flow for ImportFlow {
         let finished = ctx
             .db
             .transaction_async(async |txn| -> glint_core::Result<bool> {
-                if !tasks::fail(txn, &ctx.claim(task), reason).await? {
+                if !tasks::fail_in(txn, &ctx.claim(task), reason).await? {
                     return Ok(false);
                 }
                 let Some(job) = &job else { return Ok(true) };

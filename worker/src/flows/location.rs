@@ -128,7 +128,7 @@ impl Flow for LocationFlow {
         let committed = ctx
             .db
             .transaction_async(async |txn| -> Result<bool, FlowError> {
-                if !tasks::succeed(txn, &ctx.claim(task), json!({"image_id": image_id})).await? {
+                if !tasks::succeed_in(txn, &ctx.claim(task), json!({"image_id": image_id})).await? {
                     return Ok(false);
                 }
                 if !images::activate_located(txn, &image_id, &located).await? {
@@ -153,7 +153,7 @@ impl Flow for LocationFlow {
         let image_id = location_import::of_task(task).ok().map(|(id, _)| id);
         ctx.db
             .transaction_async(async |txn| -> glint_core::Result<()> {
-                if !tasks::fail(txn, &ctx.claim(task), reason).await? {
+                if !tasks::fail_in(txn, &ctx.claim(task), reason).await? {
                     return Ok(());
                 }
                 let Some(image_id) = &image_id else { return Ok(()) };
