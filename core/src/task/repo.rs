@@ -71,28 +71,20 @@ pub async fn claim<C: ConnectionTrait + TransactionTrait>(
 }
 
 /// [`claim`], and how many times the task has been claimed now (this claim included), read
-/// from the same row rather than asked for again.
-pub async fn claim_counted<C: ConnectionTrait + TransactionTrait>(
-    db: &C,
+/// from the same row rather than asked for again. The claim's commit waits for the disk: a
+/// claim lost in a crash of the database server would let a second worker run the task.
+pub async fn claim_counted(
+    db: &impl ConnectionTrait,
     id: &str,
     worker: &str,
     lease: std::time::Duration,
 ) -> Result<Option<(Task, i32)>> {
-    if db.get_database_backend() != DbBackend::Postgres {
-        return claim_on(db, id, worker, lease).await;
-    }
-    let txn = begin_unflushed(db).await?;
-    let claimed = claim_on(&txn, id, worker, lease).await?;
-    txn.commit().await?;
-    Ok(claimed)
+    claim_on(db, id, worker, lease).await
 }
 
 /// Begins a PostgreSQL transaction whose commit does not wait for its WAL to reach the disk
 /// (`synchronous_commit = off` for it alone): for a write that a crash of the database server
-/// may undo because it is redone anyway. A claim lost so leaves the task pending, and the
-/// relay wakes a worker for it again; the worker that had it loses the claim at its next lease
-/// renewal and writes nothing at its end. It spares a disk flush, milliseconds, on the path
-/// of every task.
+/// may undo because it is redone anyway.
 async fn begin_unflushed<T: TransactionTrait>(db: &T) -> Result<T::Transaction> {
     let txn = db.begin().await?;
     txn.execute_unprepared("SET LOCAL synchronous_commit = off").await?;
