@@ -1,98 +1,91 @@
 #!/usr/bin/env bash
 # The RBD store's data path against Ceph's own command-line client on the same cluster: a
-# one-node Ceph (tests/integration/support/ceph.sh: one mon, one mgr, one OSD on a sparse file)
-# and `glint serve` with an rbd store as its default, on loopback.
+# one-node Ceph (tests/integration/support/ceph.sh: one mon, one mgr, one bluestore OSD on a
+# sparse file) and `glint serve` (release, SQLite) with an rbd store as its only store, on loopback.
 #
 # Each round, interleaved so drift in the machine's load hits both alike, measures wall-clock:
-#   * rbd import FILE          vs  curl -T FILE PUT /v2/images/{id}/file (Content-Length)
-#   * rbd export IMG - >/dev/null vs curl GET /v2/images/{id}/file >/dev/null
-# Glint's upload also hashes (md5 + sha512) and inspects; `rbd import` does neither. Every
-# upload's os_hash_value is checked against sha512sum. The figure is the median of the rounds;
-# the table also shows the cluster's set-up time.
+#   * rbd import FILE                vs  curl -T FILE: PUT /v2/images/{id}/file (Content-Length)
+#   * rbd export IMG - >/dev/null    vs  curl: GET /v2/images/{id}/file >/dev/null
+# with the same object size on both sides (BENCH_OBJECT_MIB). Glint's upload also hashes (md5 +
+# sha512), inspects, snapshots and protects; `rbd import` does none of that. Every upload's
+# os_hash_value is checked against sha512sum. Figures are medians of the rounds. After the
+# rounds, `rados bench` (16 writes/reads in flight, objects of the same size) shows the
+# cluster's ceiling. The report also gives the cluster's set-up time.
 #
 # Knobs (environment):
-#   BENCH_SIZE=1G       file size (head -c syntax)
-#   BENCH_RUNS=3        rounds
-#   CARGO_TARGET_DIR    (default $HOME/.cache/glint/target)
+#   BENCH_SIZE=1G         file size (numfmt IEC syntax)
+#   BENCH_RUNS=3          rounds
+#   BENCH_OBJECT_MIB=8    RBD object size (Glint's chunk_size, `rbd import --object-size`)
+#   BENCH_RADOS_SECONDS=10  each `rados bench` phase; 0 skips it
+#   CARGO_TARGET_DIR      (default $HOME/.cache/glint/target)
 #   BENCH_GLINT_BIN=/path/to/glint   that binary instead of a release build
 set -euo pipefail
-SIZE=${BENCH_SIZE:-1G}
+SIZE_SPEC=${BENCH_SIZE:-1G}
 RUNS=${BENCH_RUNS:-3}
+OBJECT_MIB=${BENCH_OBJECT_MIB:-8}
+RADOS_SECONDS=${BENCH_RADOS_SECONDS:-10}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/glint/target}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-GLINT=${BENCH_GLINT_BIN:-$CARGO_TARGET_DIR/release/glint}
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer, got '$RUNS'"
+SIZE=$(numfmt --from=iec "$SIZE_SPEC") || die "BENCH_SIZE '$SIZE_SPEC' is not a size"
 need_tools curl jq
-command -v ceph-mon >/dev/null || die "ceph-mon missing (apt-get install ceph-mon ceph-mgr ceph-osd ceph-common)"
+
 TMP=""
 PIDS=()
 cleanup() {
     local rc=$? pid
     set +e
     for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-    if [[ -n $TMP && -d $TMP/ceph/run ]]; then
-        for pid in "$TMP"/ceph/run/*.pid; do stop_pid "$(cat "$pid")"; done
-    fi
+    stop_ceph
     [[ -n $TMP && -d $TMP ]] && rm -rf -- "$TMP"
     exit "$rc"
 }
 on_exit cleanup
-TMP=$(mktemp -d)
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/glint-bench-rbd.XXXXXX")
 
-if [[ -z ${BENCH_GLINT_BIN:-} ]]; then
-    log "building glint (release)"
-    cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" --bin glint
-fi
+build_glint
+start_ceph "$TMP/ceph"
+rbd_cli() { rbd -c "$CEPH_CONF" --no-progress "$@"; }
 
-log "starting a one-node Ceph cluster"
-start=$(date +%s.%N)
-CEPH_PORT=$(free_port)
-bash "$ROOT/tests/integration/support/ceph.sh" "$TMP/ceph" "$CEPH_PORT" $$ >"$TMP/ceph.log" 2>&1 \
-    || { cat "$TMP/ceph.log" >&2; die "the cluster did not come up"; }
-setup=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN{printf "%.1f", e - s}')
-CONF=$TMP/ceph/ceph.conf
-
-log "writing $SIZE of random data"
+log "writing $SIZE_SPEC of random data"
 head -c "$SIZE" /dev/urandom >"$TMP/file"
 SHA=$(sha512sum "$TMP/file" | cut -d' ' -f1)
 
-GPORT=$(free_port)
-GBASE="http://127.0.0.1:$GPORT"
-mkdir -p "$TMP/glint"
-(cd "$TMP/glint" && exec env RUST_LOG=warn GLINT__SERVER__BIND="127.0.0.1:$GPORT" \
-    GLINT__DATABASE__URL="sqlite://$TMP/glint/glint.db?mode=rwc" \
-    GLINT__STORAGE__DEFAULT=ceph GLINT__STORAGE__BACKENDS__CEPH__TYPE=rbd \
-    GLINT__STORAGE__BACKENDS__CEPH__POOL=images GLINT__STORAGE__BACKENDS__CEPH__USER=glance \
-    GLINT__STORAGE__BACKENDS__CEPH__CONF_FILE="$CONF" \
-    GLINT__STORAGE__BACKENDS__CEPH__KEYRING="$TMP/ceph/glance.keyring" "$GLINT" serve) >"$TMP/glint.log" 2>&1 &
-PIDS+=($!)
-wait_http "$GBASE/versions" "${PIDS[0]}" "$TMP/glint.log"
+start_glint "$TMP/glint" TYPE=rbd POOL=images USER=glance CONF_FILE="$CEPH_CONF" \
+    KEYRING="$CEPH_DIR/glance.keyring" CHUNK_SIZE="$OBJECT_MIB"
 
-seconds() { local s; s=$(date +%s.%N); "$@"; awk -v s="$s" -v e="$(date +%s.%N)" 'BEGIN{printf "%.3f", e - s}'; }
-median() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
-
-rbd_up=() rbd_down=() glint_up=() glint_down=()
+cli_up=() cli_down=() glint_up=() glint_down=()
 for run in $(seq "$RUNS"); do
     log "round $run/$RUNS"
-    rbd_up+=("$(seconds rbd -c "$CONF" import --no-progress "$TMP/file" "images/bench-$run")")
-    rbd_down+=("$(seconds sh -c "rbd -c '$CONF' export --no-progress images/bench-$run - >/dev/null")")
-    rbd -c "$CONF" rm --no-progress "images/bench-$run" >/dev/null
-    id=$(curl -sf -X POST -H 'Content-Type: application/json' \
-        -d '{"disk_format":"raw","container_format":"bare"}' "$GBASE/v2/images" | jq -r .id)
-    glint_up+=("$(seconds curl -sf -o /dev/null -X PUT -H 'Content-Type: application/octet-stream' \
-        -T "$TMP/file" "$GBASE/v2/images/$id/file")")
-    got=$(curl -sf "$GBASE/v2/images/$id" | jq -r .os_hash_value)
-    [[ $got == "$SHA" ]] || die "upload $run: os_hash_value $got, sha512sum $SHA"
-    glint_down+=("$(seconds sh -c "curl -sf '$GBASE/v2/images/$id/file' >/dev/null")")
-    curl -sf -X DELETE "$GBASE/v2/images/$id" >/dev/null
+    cli_up+=("$(seconds rbd_cli import --object-size "${OBJECT_MIB}M" "$TMP/file" "images/bench-$run")")
+    cli_down+=("$(seconds rbd_cli export "images/bench-$run" -)")
+    rbd_cli rm "images/bench-$run" >/dev/null
+    out=$(glint_upload "$TMP/file" "$SHA")
+    id=${out% *}
+    glint_up+=("${out#* }")
+    glint_down+=("$(glint_download "$id")")
+    glint_delete "$id"
 done
 
-ru=$(printf '%s\n' "${rbd_up[@]}" | median) rd=$(printf '%s\n' "${rbd_down[@]}" | median)
-gu=$(printf '%s\n' "${glint_up[@]}" | median) gd=$(printf '%s\n' "${glint_down[@]}" | median)
-echo "| $SIZE, median of $RUNS | rbd CLI (s) | Glint (s) | Glint speed / rbd CLI speed |"
-echo "|---|---|---|---|"
-echo "| upload (rbd import / PUT file) | $ru | $gu | $(ratio "$ru" "$gu") |"
-echo "| download (rbd export / GET file) | $rd | $gd | $(ratio "$rd" "$gd") |"
+rados_up=- rados_down=-
+if ((RADOS_SECONDS > 0)); then
+    log "rados bench, $RADOS_SECONDS s write and $RADOS_SECONDS s sequential read"
+    # rados bench's "MB/sec" is MiB/s.
+    bandwidth() { awk -F: '/^Bandwidth \(MB\/sec\)/ { printf "%.0f", $2 * 1.048576 }'; }
+    rados_up=$(rados -c "$CEPH_CONF" bench -p images "$RADOS_SECONDS" write -b "${OBJECT_MIB}M" -t 16 \
+        --no-cleanup | bandwidth)
+    rados_down=$(rados -c "$CEPH_CONF" bench -p images "$RADOS_SECONDS" seq -t 16 | bandwidth)
+    rados -c "$CEPH_CONF" -p images cleanup >/dev/null
+fi
+
+med() { printf '%s\n' "$@" | median; }
+gu=$(med "${glint_up[@]}") gd=$(med "${glint_down[@]}")
+store_report "$SIZE" "$RUNS" "rbd CLI" \
+    "upload (rbd import / PUT file)" "$(med "${cli_up[@]}")" "$gu" \
+    "download (rbd export / GET file)" "$(med "${cli_down[@]}")" "$gd"
 echo
-echo "Cluster set-up: ${setup} s (mon, mgr, OSD, pool, user)."
+echo "rados bench (16 in flight, ${OBJECT_MIB} MiB objects): write $rados_up MB/s, seq read $rados_down MB/s;"
+echo "Glint upload / rados write: $(ratio "$(mbps "$SIZE" "$gu")" "$rados_up"), Glint download / rados read: $(ratio "$(mbps "$SIZE" "$gd")" "$rados_down")."
+echo "Cluster set-up: ${SETUP} s (mon, mgr, OSD, pool, user). Rounds: $RUNS; all round times: rbd up ${cli_up[*]}, Glint up ${glint_up[*]}, rbd down ${cli_down[*]}, Glint down ${glint_down[*]}."
