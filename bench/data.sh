@@ -7,6 +7,7 @@
 # hits every contender alike, measures with wall-clock times:
 #   * openssl dgst -sha512 FILE      - the fastest SHA-512 here: the upload reference;
 #   * sha512sum FILE                 - coreutils, for context;
+#   * md5sum FILE                    - the MD5 reference (an upload also computes Glance's checksum);
 #   * dd FILE -> copy, conv=fsync    - the disk's write+fsync floor (Glint fsyncs every upload);
 #   * curl -T FILE PUT .../file      - with Content-Length, then with Transfer-Encoding: chunked,
 #                                      each into a new image (raw/bare); 204, os_hash_value =
@@ -123,7 +124,7 @@ cpu_ticks() {    # cpu_ticks PID: utime + stime of the whole process (all thread
 }
 cores() {        # cores TICKS_BEFORE TICKS_AFTER SECONDS -> "1.62 (8.1 s/GB)"
     awk -v a="$1" -v b="$2" -v s="$3" -v hz="$CLK_TCK" -v n="$SIZE" \
-        'BEGIN{ c = (b - a) / hz; if (s > 0) printf "%.2f|%.1f", c / s, c / (n / 1e9); else print "-|-" }'
+        'BEGIN{ c = (b - a) / hz; if (s > 0) printf "%.2f|%.2f", c / s, c / (n / 1e9); else print "-|-" }'
 }
 
 # sample_rss PID OUT: VmRSS (kB) of PID every $SAMPLE s into OUT until killed. Pure bash (the
@@ -295,10 +296,10 @@ timed() {        # timed KEY CMD...: wall time of CMD (stdout kept for check_dig
     secs=$(since "$t0")
     read -r user sys <"$TMP/timed-cpu"
     record "$key" "$(mbps "$SIZE" "$secs")" "" "$(awk -v u="$user" -v s="$sys" -v w="$secs" -v n="$SIZE" \
-        'BEGIN{ c = u + s; if (w > 0) printf "%.2f|%.1f", c / w, c / (n / 1e9); else print "-|-" }')"
+        'BEGIN{ c = u + s; if (w > 0) printf "%.2f|%.2f", c / w, c / (n / 1e9); else print "-|-" }')"
 }
 
-check_digest() { [[ $(cut -d' ' -f1 "$TMP/timed-out") == "$SHA512" ]] || fail "$1 printed $(cut -c1-32 "$TMP/timed-out")..., not $SHA512"; }
+check_digest() { [[ $(cut -d' ' -f1 "$TMP/timed-out") == "${2:-$SHA512}" ]] || fail "$1 printed $(cut -c1-32 "$TMP/timed-out")..., not ${2:-$SHA512}"; }
 copy_fsync() { dd if="$FILE" of="$TMP/copy.bin" bs=256K conv=fsync status=none; }
 cat_null() { cat "$FILE" >/dev/null; }
 
@@ -328,6 +329,7 @@ for r in $(seq "$RUNS"); do
     log "round $r/$RUNS (load1 $(cut -d' ' -f1 /proc/loadavg), rustc processes ${rustc:-0})"
     timed openssl openssl dgst -sha512 -r "$FILE"; check_digest "openssl dgst -sha512"
     timed sha512sum sha512sum "$FILE"; check_digest sha512sum
+    timed md5sum md5sum "$FILE"; check_digest md5sum "$MD5"
     timed ddsync copy_fsync; rm -f "$TMP/copy.bin"
     upload put-length length
     if [[ $WANT_CHUNKED == 1 ]]; then upload put-chunked chunked; fi
@@ -380,6 +382,7 @@ row() {          # row KEY LABEL REF_KEY FLOOR_KEY
     echo "| $2 | $m | $runs | $vr | $vf | $rss | $cores | $loads |"
 }
 
+HASHES=$(awk -v a="$(cpu_per_gb openssl)" -v b="$(cpu_per_gb md5sum)" 'BEGIN{ if (a == "-" || b == "-") print "-"; else printf "%.2f", a + b }')
 {
     echo
     echo "Glint data benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores shared by curl and the server," \
@@ -390,6 +393,7 @@ row() {          # row KEY LABEL REF_KEY FLOOR_KEY
     echo "|---|---:|---:|---:|---:|---:|---:|---:|"
     row openssl "\`openssl dgst -sha512\` (upload reference)" "" ""
     row sha512sum "\`sha512sum\` (context)" openssl ""
+    row md5sum "\`md5sum\` (MD5 reference)" openssl ""
     row ddsync "\`dd bs=256K conv=fsync\` copy (disk write floor)" openssl ""
     row put-length "**glint PUT /file, Content-Length**" openssl ddsync
     row put-chunked "**glint PUT /file, chunked**" openssl ddsync
@@ -406,8 +410,9 @@ row() {          # row KEY LABEL REF_KEY FLOOR_KEY
          "(+$(awk -v k="$HWM" -v i="$IDLE0" 'BEGIN{printf "%.1f", (k-i)/1024}') MiB above the idle after start)." \
          "RSS sampled every ${SAMPLE}s during each transfer; CPU = utime+stime of the glint process over the transfer (medians)."
     echo "Upload CPU per GB: glint $(cpu_per_gb put-length) s (Content-Length), $(cpu_per_gb put-chunked) s (chunked);" \
-         "\`openssl dgst -sha512\` $(cpu_per_gb openssl) s; ratio glint/openssl $(ratio "$(cpu_per_gb put-length)" "$(cpu_per_gb openssl)")" \
-         "(glint also computes MD5, receives the bytes and writes them)."
+         "\`openssl dgst -sha512\` $(cpu_per_gb openssl) s, \`md5sum\` $(cpu_per_gb md5sum) s, the two together $HASHES s;" \
+         "ratio glint/openssl $(ratio "$(cpu_per_gb put-length)" "$(cpu_per_gb openssl)")," \
+         "glint/(openssl + md5sum) $(ratio "$(cpu_per_gb put-length)" "$HASHES") (glint also receives the bytes and writes them)."
     echo "Rounds started while rustc was compiling on this machine: $RUSTC_SEEN of $RUNS."
     if (( FAILED )); then echo "**FAILED: a transfer, status code, size or digest was wrong (see stderr).**"; fi
     if [[ -z $NBASE ]]; then echo "nginx reference skipped."; fi

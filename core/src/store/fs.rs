@@ -9,11 +9,16 @@
 //! hop to the blocking pool once per chunk, which costs more than the write itself.
 //! Files are written sparse: an all-zero block ([`HOLE_BLOCK`]) is seeked over, not written,
 //! and the length set at the end, so a disk image takes the space of its data.
+//! Where the filesystem allows it, the data goes to the disk with direct I/O (`O_DIRECT`), in
+//! [`DIRECT_BUFFER`] pieces gathered in one aligned buffer: a buffered write copies every byte
+//! into fresh page-cache pages, which here cost about as much CPU as hashing it with SHA-512
+//! (profiled: `copy_folio_from_iter_atomic`, ~1 s per GB), while the direct write's only copy is
+//! the one into the reused buffer. The image is then not in the page cache after its upload.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
@@ -28,6 +33,12 @@ const CHANNEL_DEPTH: usize = 8;
 /// are not written. A multiple of every usual filesystem block and of qcow2's default cluster.
 pub(super) const HOLE_BLOCK: usize = 64 * 1024;
 static ZEROS: [u8; HOLE_BLOCK] = [0; HOLE_BLOCK];
+/// Bytes gathered for one direct write: a multiple of [`HOLE_BLOCK`], large enough that the
+/// device is kept busy between the writer's calls, small enough to stay one per upload.
+const DIRECT_BUFFER: usize = 32 * HOLE_BLOCK;
+/// The alignment direct I/O asks of memory, file offsets and lengths: the page size, which is
+/// a multiple of every usual logical block size (512 B, 4 KiB).
+const DIRECT_ALIGN: usize = 4096;
 
 /// Image files in one directory.
 pub struct FilesystemStore {
@@ -124,16 +135,17 @@ fn lock_unsupported(err: &io::Error) -> bool {
 fn write_file(dir: &Path, name: &str, mut chunks: mpsc::Receiver<Option<Bytes>>) -> Result<(), StoreError> {
     let (part, file) = create_locked(dir, name)?;
     let mut guard = PartFile(Some(part.clone()));
-    let mut sparse = SparseFile { file: &file, len: 0 };
+    let mut out = Appender { file: &file, sparse: SparseFile { len: 0 }, direct: Direct::open(&part, &file) };
     loop {
         match chunks.blocking_recv() {
-            Some(Some(chunk)) => sparse.append(&chunk).map_err(classify)?,
+            Some(Some(chunk)) => out.append(&chunk).map_err(classify)?,
             Some(None) => break,
             None => return Err(StoreError::Source(io::Error::other("upload abandoned"))),
         }
     }
+    let len = out.finish().map_err(classify)?;
     // Trailing zeros were never written: the length makes them a hole.
-    file.set_len(sparse.len).map_err(classify)?;
+    file.set_len(len).map_err(classify)?;
     file.sync_all().map_err(classify)?;
     std::fs::rename(&part, dir.join(name)).map_err(classify)?;
     guard.0 = None;
@@ -141,17 +153,107 @@ fn write_file(dir: &Path, name: &str, mut chunks: mpsc::Receiver<Option<Bytes>>)
     File::open(dir).and_then(|d| d.sync_all()).map_err(classify)
 }
 
-/// A file that starts empty and grows by appends, all-zero blocks left as holes.
-struct SparseFile<'a> {
+/// Appends to a partial file: through the [`Direct`] buffer while the filesystem takes direct
+/// writes, straight from the chunks with buffered writes otherwise, and the last partial
+/// buffer's worth (not a whole number of blocks) buffered at the end.
+struct Appender<'a> {
+    /// The partial file as created (buffered I/O).
     file: &'a File,
+    sparse: SparseFile,
+    direct: Option<Direct>,
+}
+
+impl Appender<'_> {
+    fn append(&mut self, mut data: &[u8]) -> io::Result<()> {
+        let Some(direct) = self.direct.as_mut() else {
+            return self.sparse.append(self.file, data);
+        };
+        while !data.is_empty() {
+            let took = direct.fill(data);
+            data = data.get(took..).unwrap_or_default();
+            if direct.filled < DIRECT_BUFFER {
+                continue;
+            }
+            let full = direct.buffer();
+            match self.sparse.append(&direct.file, full) {
+                Ok(()) => {}
+                // The filesystem opened the file for direct I/O but refuses this write (an
+                // alignment it wants larger than ours): this and the rest go through the page
+                // cache (the failed write left the length where it was).
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    tracing::debug!(error = %e, "direct write refused; writing buffered");
+                    self.sparse.append(self.file, full)?;
+                    self.direct = None;
+                    return self.sparse.append(self.file, data);
+                }
+                Err(e) => return Err(e),
+            }
+            direct.filled = 0;
+        }
+        Ok(())
+    }
+
+    /// Writes what is still gathered; the file's length.
+    fn finish(mut self) -> io::Result<u64> {
+        if let Some(direct) = self.direct.take() {
+            let rest = direct.buffer().get(..direct.filled).unwrap_or_default();
+            self.sparse.append(self.file, rest)?;
+        }
+        Ok(self.sparse.len)
+    }
+}
+
+/// The partial file opened a second time for direct I/O, and the aligned buffer its writes
+/// are gathered in.
+struct Direct {
+    file: File,
+    /// [`DIRECT_BUFFER`] bytes from `start` on are aligned to [`DIRECT_ALIGN`].
+    memory: Vec<u8>,
+    start: usize,
+    filled: usize,
+}
+
+impl Direct {
+    /// `part` (which `ours` has open and locked) opened for direct I/O, if its filesystem can.
+    fn open(part: &Path, ours: &File) -> Option<Direct> {
+        let file = File::options().write(true).custom_flags(libc::O_DIRECT).open(part).ok()?;
+        let (a, b) = (file.metadata().ok()?, ours.metadata().ok()?);
+        if (a.dev(), a.ino()) != (b.dev(), b.ino()) {
+            return None;
+        }
+        let memory = vec![0u8; DIRECT_BUFFER + DIRECT_ALIGN];
+        let start = memory.as_ptr().align_offset(DIRECT_ALIGN);
+        (start < DIRECT_ALIGN).then_some(Direct { file, memory, start, filled: 0 })
+    }
+
+    /// The aligned buffer, all of it.
+    fn buffer(&self) -> &[u8] {
+        self.memory.get(self.start..self.start + DIRECT_BUFFER).unwrap_or_default()
+    }
+
+    /// Copies as much of `data` as fits after what is gathered; how much that was.
+    fn fill(&mut self, data: &[u8]) -> usize {
+        let at = self.start + self.filled;
+        let take = data.len().min(DIRECT_BUFFER - self.filled);
+        if let (Some(to), Some(from)) = (self.memory.get_mut(at..at + take), data.get(..take)) {
+            to.copy_from_slice(from);
+        }
+        self.filled += take;
+        take
+    }
+}
+
+/// A file that starts empty and grows by appends, all-zero blocks left as holes.
+struct SparseFile {
     /// Bytes appended so far, holes included.
     len: u64,
 }
 
-impl SparseFile<'_> {
-    /// Appends `data`: each run of blocks (aligned to [`HOLE_BLOCK`] in the file) that are not
-    /// all zeros is written in one call, the zero blocks between them are skipped.
-    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+impl SparseFile {
+    /// Appends `data` through `file`: each run of blocks (aligned to [`HOLE_BLOCK`] in the
+    /// file) that are not all zeros is written in one call, the zero blocks between them are
+    /// skipped.
+    fn append(&mut self, file: &File, data: &[u8]) -> io::Result<()> {
         let start = self.len;
         let mut run: Option<usize> = None;
         let mut at = 0;
@@ -163,7 +265,7 @@ impl SparseFile<'_> {
             let zero = ZEROS.get(..block.len()) == Some(block);
             match (zero, run) {
                 (true, Some(from)) => {
-                    self.file.write_all_at(data.get(from..at).unwrap_or_default(), start + from as u64)?;
+                    file.write_all_at(data.get(from..at).unwrap_or_default(), start + from as u64)?;
                     run = None;
                 }
                 (false, None) => run = Some(at),
@@ -172,7 +274,7 @@ impl SparseFile<'_> {
             at = end;
         }
         if let Some(from) = run {
-            self.file.write_all_at(data.get(from..).unwrap_or_default(), start + from as u64)?;
+            file.write_all_at(data.get(from..).unwrap_or_default(), start + from as u64)?;
         }
         self.len = start + data.len() as u64;
         Ok(())
@@ -561,6 +663,34 @@ mod tests {
         let read: Vec<u8> =
             store.get(&location, None).await.expect("get").map(|c| c.expect("chunk").to_vec()).concat().await;
         assert!(read == expected, "the file reads back as every byte put");
+    }
+
+    #[tokio::test]
+    async fn uneven_chunks_across_many_direct_buffers_read_back_whole_with_holes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FilesystemStore::open(dir.path()).expect("open");
+        // Data, then zeros from inside one direct buffer to inside the next, then data that
+        // ends one byte past an aligned length (the tail the direct buffer cannot write).
+        let mut expected: Vec<u8> = (0..DIRECT_BUFFER + 3 * HOLE_BLOCK + 11).map(|i| (i % 251 + 1) as u8).collect();
+        expected.extend(vec![0u8; 2 * DIRECT_BUFFER]);
+        expected.extend((0..DIRECT_BUFFER + DIRECT_ALIGN + 1).map(|i| (i % 13 + 1) as u8));
+        let mut parts = Vec::new();
+        let (mut at, mut step) = (0, 1);
+        while at < expected.len() {
+            let end = (at + step).min(expected.len());
+            parts.push(Ok(Bytes::copy_from_slice(&expected[at..end])));
+            at = end;
+            step = step * 31 % 700_001 + 1;
+        }
+        let location = store.put("img", chunks(parts), 1 << 30).await.expect("put");
+        let meta = std::fs::metadata(dir.path().join("img")).expect("stored");
+        assert_eq!(meta.len(), expected.len() as u64);
+        let data = (2 * DIRECT_BUFFER + 5 * HOLE_BLOCK) as u64;
+        assert!(meta.blocks() * 512 <= data + 2 * HOLE_BLOCK as u64, "{} bytes allocated", meta.blocks() * 512);
+        let read: Vec<u8> =
+            store.get(&location, None).await.expect("get").map(|c| c.expect("chunk").to_vec()).concat().await;
+        assert!(read == expected, "the file reads back as every byte put");
+        assert_eq!(listing(dir.path()), ["img"]);
     }
 
     #[tokio::test]
