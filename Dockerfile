@@ -31,10 +31,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
 # The same Debian release as the builder (glibc). Disk formats are pure Rust (no qemu-img) and
 # SQLite is bundled; ca-certificates is the root store for HTTPS (web-download, S3 stores).
 FROM debian:${DEBIAN_RELEASE}-slim
-# ca-certificates unpinned on purpose: it must follow the release's updates.
+# ca-certificates unpinned on purpose: it must follow the release's updates. libssl3 is the
+# libcrypto the image digests come from (the openssl crate links it).
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/*
 # A fixed uid/gid, so shared storage (NFS exports of images/ and staging/) can grant it access.
 # The directories exist, owned by glint, so a named volume mounted on them starts out writable.
